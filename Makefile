@@ -1,0 +1,43 @@
+# postfix-sidecar: the README's two commands live here.
+# The venv uses Debian's /usr/bin/python3 so that the pipe(8) user (not root) can run it.
+PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
+VENV ?= .venv
+BIN = $(VENV)/bin
+CONFIG ?=
+RUN_ARGS ?=
+
+.PHONY: venv deps run test test-unit test-integration lint bench clean
+
+$(BIN)/activate:
+	@if ! $(PYTHON) -c 'import venv, ensurepip' 2>/dev/null; then \
+	  echo "installing python3-venv (apt)"; apt-get install -y -q python3-venv >/dev/null; fi
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/activate setup.cfg pyproject.toml
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,dev,postgresql,redis]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+run: venv
+	$(BIN)/sidecar serve $(if $(CONFIG),--config $(CONFIG)) $(RUN_ARGS)
+
+test: venv
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+test-unit: venv
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: venv
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check sidecar tests bench
+	$(BIN)/mypy sidecar
+
+bench: venv
+	$(BIN)/python bench/policy_bench.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info
