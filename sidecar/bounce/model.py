@@ -1,0 +1,77 @@
+"""Result types of bounce parsing: what a message is, and who failed and why.
+
+Everything here is plain data (frozen dataclasses and str enums) so results can be logged,
+stored as JSON and compared in tests without any parser machinery.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Category(str, enum.Enum):
+    """Coarse, fixed set of failure categories that drive suppression decisions."""
+
+    INVALID_RECIPIENT = "invalid-recipient"
+    MAILBOX_FULL = "mailbox-full"
+    BLOCK = "block"  # block / policy / spam / authentication
+    DNS = "dns"  # dns / host unknown
+    NETWORK = "network"  # network / expired / remote system errors
+    MESSAGE_TOO_BIG = "message-too-big"
+    AUTO_REPLY = "auto-reply"
+    COMPLAINT = "complaint"
+    UNKNOWN = "unknown"
+
+
+class Kind(str, enum.Enum):
+    """What a whole message is."""
+
+    BOUNCE = "bounce"
+    DELAY = "delay"
+    COMPLAINT = "complaint"
+    AUTO_REPLY = "auto-reply"
+    DELIVERED = "delivered"
+    NOT_BOUNCE = "not-bounce"
+
+
+@dataclass(frozen=True, slots=True)
+class FailedRecipient:
+    """One recipient a report is about."""
+
+    address: str  # lower-cased, no <>
+    category: Category
+    reason: str  # sisimai reason name: userunknown, mailboxfull, filtered, ...
+    hard: bool | None  # True: address permanently bad; False: soft; None: n/a
+    status: str | None  # DSN status such as "5.1.1"
+    action: str | None  # RFC 3464 Action (failed, delayed, ...)
+    remote_mta: str | None
+    diagnostic: str | None  # unfolded diagnostic text
+    original_recipient: str | None = None
+    feedback_type: str | None = None  # ARF feedback type: abuse, opt-out, ...
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "category": self.category.value,
+            "reason": self.reason,
+            "hard": self.hard,
+            "status": self.status,
+            "action": self.action,
+            "remote_mta": self.remote_mta,
+            "diagnostic": self.diagnostic,
+            "original_recipient": self.original_recipient,
+            "feedback_type": self.feedback_type,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedMessage:
+    """The parse result of one message."""
+
+    kind: Kind
+    recipients: list[FailedRecipient] = field(default_factory=list)
+    reporting_mta: str | None = None
+    original_message_id: str | None = None
+    original_envelope_from: str | None = None
