@@ -1,0 +1,85 @@
+"""Feedback reports (RFC 5965 ARF) and the common non-ARF complaint formats.
+
+A complaint is about the *original recipient* (the person who pressed "this is spam"), not a
+delivery failure: the result has reason ``feedback`` and category COMPLAINT, ``hard`` None.
+"""
+
+from __future__ import annotations
+
+from email.message import Message
+
+from sidecar.bounce.dsn import address_value
+from sidecar.bounce.mime import fields_text, header
+from sidecar.bounce.model import Category, FailedRecipient
+
+_ADDRESS_FIELDS = ("original-rcpt-to", "removal-recipient", "x-original-rcpt-to")
+_ORIGINAL_HEADERS = ("X-HmXmrOriginalRecipient", "X-Original-To", "Delivered-To", "To")
+
+
+def _fields(text: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    last = None
+    for line in text.splitlines():
+        if line[:1] in (" ", "\t") and last:
+            out[last][-1] += " " + line.strip()
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or " " in name.strip() or not name.strip():
+            last = None
+            continue
+        last = name.strip().lower()
+        out.setdefault(last, []).append(value.strip())
+    return out
+
+
+def _single_address(value: str) -> str | None:
+    if not value or "," in value or "@" not in value:
+        return None
+    return address_value(value)
+
+
+def original_recipient(original: Message | None) -> str | None:
+    """The (single) recipient named in the enclosed original message's headers."""
+    if original is None:
+        return None
+    for name in _ORIGINAL_HEADERS:
+        addr = _single_address(header(original, name))
+        if addr:
+            return addr
+    return None
+
+
+def _complaint(address: str, feedback_type: str | None, diagnostic: str | None = None) -> FailedRecipient:
+    return FailedRecipient(
+        address=address, category=Category.COMPLAINT, reason="feedback", hard=None, status=None,
+        action=None, remote_mta=None, diagnostic=diagnostic, feedback_type=feedback_type,
+    )
+
+
+def parse_feedback_report(report: Message, original: Message | None) -> list[FailedRecipient]:
+    fields = _fields(fields_text(report))
+    ftype = (fields.get("feedback-type") or ["abuse"])[0].lower().split()[0] if fields.get("feedback-type") else "abuse"
+    addresses: list[str] = []
+    for name in _ADDRESS_FIELDS:
+        for value in fields.get(name, []):
+            addr = address_value(value)
+            if addr and "@" in addr and addr not in addresses:
+                addresses.append(addr)
+    if not addresses:
+        addr = original_recipient(original)
+        if addr:
+            addresses.append(addr)
+    source_ip = (fields.get("source-ip") or [None])[0]
+    return [_complaint(a, ftype, f"feedback-type={ftype}" + (f" source-ip={source_ip}" if source_ip else "")) for a in addresses]
+
+
+def parse_nonstandard_complaint(msg: Message, original: Message | None) -> list[FailedRecipient] | None:
+    """Complaint formats without message/feedback-report; None when ``msg`` is not one."""
+    if header(msg, "X-Apple-Unsubscribe").lower() == "true":
+        addr = _single_address(header(msg, "From"))
+        return [_complaint(addr, "opt-out", "unsubscribe request")] if addr else []
+    subject = header(msg, "Subject").lower()
+    if original is not None and ("complaint about message from" in subject or header(msg, "X-HmXmrOriginalRecipient")):
+        addr = _single_address(header(original, "X-HmXmrOriginalRecipient")) or original_recipient(original)
+        return [_complaint(addr, "abuse", subject or None)] if addr else []
+    return None

@@ -1,0 +1,52 @@
+"""Cheap header tests: is this message a bounce, an auto-reply, or neither?"""
+
+from __future__ import annotations
+
+import re
+from email.message import Message
+
+from sidecar.bounce.dsn import address_value
+from sidecar.bounce.mime import header
+
+_BOUNCE_SENDER = re.compile(r"mailer-?daemon|postmaster|mail(?:er)?[- ]?(?:delivery|system|daemon)|bounce", re.IGNORECASE)
+_BOUNCE_SUBJECT = re.compile(
+    r"undeliver|undelivered|returned mail|return(?:ed)? to sender|delivery (?:status notification|failure|failed|has failed|notification|problem|report)"
+    r"|failure notice|mail delivery (?:failed|failure|system)|non-?delivery|could not be delivered|not delivered|delivery error"
+    r"|mail system error|mail failure|message (?:not|could not be) delivered|rejected|bounced?\b|unzustellbar|nicht zustellbar"
+    r"|non remis|error sending|warning: could not send|delivery delayed|delayed mail",
+    re.IGNORECASE,
+)
+_AUTO_SUBJECT = re.compile(
+    r"^(?:auto(?:matic)?[ -]?(?:reply|response|antwort|respuesta|r[ée]ponse)|auto:|out of (?:the )?office|vacation|autoreply"
+    r"|abwesenheit|absence|r[ée]ponse automatique|fuera de la oficina|i am (?:away|out)|away from)",
+    re.IGNORECASE,
+)
+
+
+def looks_like_bounce(msg: Message) -> bool:
+    sender = header(msg, "From")
+    if _BOUNCE_SENDER.search(sender):
+        return True
+    return bool(_BOUNCE_SUBJECT.search(header(msg, "Subject")))
+
+
+def is_auto_reply(msg: Message) -> bool:
+    """RFC 3834 auto-replies and the common vacation-responder markers."""
+    auto = header(msg, "Auto-Submitted").lower()
+    if auto.startswith("auto-replied"):
+        return True
+    if header(msg, "X-Autoreply") or header(msg, "X-Autorespond") or header(msg, "X-Autoresponder"):
+        return True
+    if header(msg, "Precedence").lower() == "auto_reply":
+        return True
+    if header(msg, "X-Auto-Response-Suppress") and _AUTO_SUBJECT.search(header(msg, "Subject")):
+        return True
+    return bool(_AUTO_SUBJECT.search(header(msg, "Subject")))
+
+
+def auto_reply_address(msg: Message) -> str | None:
+    for name in ("From", "Reply-To", "Sender"):
+        value = header(msg, name)
+        if "@" in value:
+            return address_value(value)
+    return None

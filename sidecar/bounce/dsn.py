@@ -1,0 +1,132 @@
+"""RFC 3464 delivery status notifications: per-message and per-recipient fields.
+
+The fields are read from the text of a ``message/delivery-status`` part or, for MTAs that
+put the same fields into a ``text/plain`` body, from that text. Only exact RFC 3464 signal is
+extracted here; categorising happens in :mod:`sidecar.bounce.classify`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
+_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+_ADDR_TYPE = re.compile(r"^\s*(?:rfc822|x-[a-z0-9.-]+|utf-8|unknown)\s*;\s*", re.IGNORECASE)
+_RECIPIENT_FIELDS = ("final-recipient", "original-recipient", "x-actual-recipient")
+
+
+@dataclass(slots=True)
+class DsnRecipient:
+    final_recipient: str | None
+    original_recipient: str | None
+    action: str | None
+    status: str | None
+    remote_mta: str | None
+    diagnostic_type: str | None
+    diagnostic: str | None
+    last_attempt: str | None = None
+
+
+@dataclass(slots=True)
+class DsnReport:
+    reporting_mta: str | None
+    envelope_from: str | None  # X-Postfix-Sender and friends
+    recipients: list[DsnRecipient]
+
+
+def _blocks(text: str) -> list[dict[str, str]]:
+    """Split into blank-line separated blocks of unfolded ``name: value`` fields."""
+    blocks: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    last: str | None = None
+    for line in text.splitlines():
+        if not line.strip():
+            if current:
+                blocks.append(current)
+                current, last = {}, None
+            continue
+        if line[0] in " \t":
+            if last is not None:
+                current[last] += " " + line.strip()
+            continue
+        m = _FIELD.match(line)
+        if m is None:
+            last = None
+            continue
+        name = m.group(1).lower()
+        last = name
+        if name in current:  # a repeated recipient field starts a new (unseparated) block
+            if name in _RECIPIENT_FIELDS or name == "action":
+                blocks.append(current)
+                current = {}
+            else:
+                last = None
+                continue
+        current[name] = m.group(2).strip()
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def address_value(value: str | None) -> str | None:
+    """``rfc822; <User@Example.COM>`` -> ``user@example.com``."""
+    if not value:
+        return None
+    value = _ADDR_TYPE.sub("", value).strip()
+    if "<" in value and ">" in value:
+        value = value[value.index("<") + 1 : value.rindex(">")]
+    value = value.strip().strip("<>\"' ").strip()
+    if not value or " " in value:
+        value = value.split()[0] if value.split() else ""
+    return value.lower() or None
+
+
+def status_code(value: str | None) -> str | None:
+    if not value:
+        return None
+    m = _STATUS.search(value)
+    return f"{m.group(1)}.{m.group(2)}.{m.group(3)}" if m else None
+
+
+def _typed_text(value: str | None) -> tuple[str | None, str | None]:
+    """``smtp; 550 ...`` -> (``SMTP``, ``550 ...``)."""
+    if not value:
+        return None, None
+    kind, sep, rest = value.partition(";")
+    if sep and re.fullmatch(r"\s*[A-Za-z][A-Za-z0-9-]*\s*", kind):
+        return kind.strip().upper(), " ".join(rest.split()) or None
+    return None, " ".join(value.split()) or None
+
+
+def parse_fields(text: str) -> DsnReport | None:
+    """Parse RFC 3464 fields out of ``text``; None if there is no recipient block."""
+    reporting_mta = envelope_from = None
+    recipients: list[DsnRecipient] = []
+    for block in _blocks(text):
+        if "reporting-mta" in block and reporting_mta is None:
+            reporting_mta = _typed_text(block["reporting-mta"])[1]
+        for key in ("x-postfix-sender", "x-original-sender", "x-sender"):
+            if key in block and envelope_from is None:
+                envelope_from = address_value(block[key])
+        final = address_value(block.get("final-recipient") or block.get("x-actual-recipient"))
+        original = address_value(block.get("original-recipient"))
+        if final is None and original is None:
+            continue
+        dtype, diagnostic = _typed_text(block.get("diagnostic-code"))
+        action = (block.get("action") or "").strip().lower().split(" ")[0] or None
+        recipients.append(
+            DsnRecipient(
+                final_recipient=final,
+                original_recipient=original,
+                action=action,
+                status=status_code(block.get("status")),
+                remote_mta=_typed_text(block.get("remote-mta"))[1],
+                diagnostic_type=dtype,
+                diagnostic=diagnostic,
+                last_attempt=block.get("last-attempt-date"),
+            )
+        )
+    if not recipients:
+        return None
+    return DsnReport(reporting_mta=reporting_mta, envelope_from=envelope_from, recipients=recipients)

@@ -1,0 +1,202 @@
+"""Entry point: raw message bytes -> :class:`ParsedMessage`.
+
+Exact signal first, heuristics last: ARF feedback reports, RFC 3464 fields (in a
+message/delivery-status part or, failing that, in the text), provider JSON notifications,
+auto-reply markers, then bounce texts, and flufl.bounce only when nothing cheaper found a
+recipient.
+"""
+
+from __future__ import annotations
+
+import email.errors
+from email.message import Message
+
+from sidecar.bounce import arf, detect, dsn, mime, notifications, textbounce
+from sidecar.bounce.classify import classify
+from sidecar.bounce.model import Category, FailedRecipient, Kind, ParsedMessage
+
+PARSER_VERSION = "1.0.0"
+
+_NOT_FAILED = frozenset({"delivered", "relayed", "expanded", "deliverable"})
+_DATA_ERRORS = (ValueError, LookupError, UnicodeError, IndexError, email.errors.MessageError, RecursionError)
+
+
+def parse_bytes(raw: bytes) -> list[dict]:
+    """Failed recipients as JSON-ready dicts (for the evaluation tool)."""
+    return [r.to_json() for r in parse_message(raw).recipients]
+
+
+def parse_message(raw: bytes) -> ParsedMessage:
+    """Parse one message; never raises on bad input."""
+    if not raw or not raw.strip():
+        return ParsedMessage(Kind.NOT_BOUNCE, [])
+    try:
+        return _parse(mime.parse_bytes(raw))
+    except _DATA_ERRORS:
+        return ParsedMessage(Kind.NOT_BOUNCE, [])
+
+
+def _text(parts: mime.Parts) -> str:
+    return "\n\n".join(mime.part_text(p) for p in parts.texts[:3])
+
+
+def _parse(msg: Message) -> ParsedMessage:
+    parts = mime.collect_parts(msg)
+    original = parts.original
+    message_id = mime.header(original, "Message-ID") or None if original is not None else None
+    envelope_from = None
+    if original is not None:
+        envelope_from = dsn.address_value(mime.header(original, "Return-Path")) or None
+
+    def result(kind: Kind, recipients: list[FailedRecipient], mta: str | None = None, sender: str | None = None) -> ParsedMessage:
+        return ParsedMessage(kind, recipients, mta, message_id, sender or envelope_from)
+
+    for report in parts.feedback_report:
+        complaints = arf.parse_feedback_report(report, original)
+        return result(Kind.COMPLAINT, complaints)
+
+    text = _text(parts)
+    report_fields = None
+    for part in parts.delivery_status:
+        report_fields = dsn.parse_fields(mime.fields_text(part))
+        if report_fields:
+            break
+    if report_fields is None and "recipient:" in text.lower():
+        report_fields = dsn.parse_fields(text)
+    if report_fields is not None:
+        return _from_dsn(report_fields, text, result)
+
+    complaints = arf.parse_nonstandard_complaint(msg, original)
+    if complaints is not None:
+        return result(Kind.COMPLAINT, complaints)
+
+    events = notifications.ses_events(text)
+    if events is not None:
+        return _from_json(events, result)
+
+    bounce_like = detect.looks_like_bounce(msg)
+    if not bounce_like:
+        if detect.is_auto_reply(msg):
+            addr = detect.auto_reply_address(msg)
+            replies = [FailedRecipient(addr, Category.AUTO_REPLY, "vacation", None, None, None, None,
+                                       mime.header(msg, "Subject") or None)] if addr else []
+            return result(Kind.AUTO_REPLY, replies)
+        return result(Kind.NOT_BOUNCE, [])
+
+    found = _from_text(msg, text, original)
+    if not found:
+        found = _from_flufl(msg)
+    if not found:
+        return result(Kind.NOT_BOUNCE, [])
+    kind = Kind.DELAY if all(r.action == "delayed" for r in found) else Kind.BOUNCE
+    return result(kind, found)
+
+
+def _from_dsn(report: dsn.DsnReport, text: str, result) -> ParsedMessage:
+    report_text = textbounce.report_section(text) if text else ""
+    lower = report_text.lower()
+    global_command = textbounce.smtp_command(report_text) if report_text else None
+    failed: list[FailedRecipient] = []
+    delivered = 0
+    for r in report.recipients:
+        address = r.final_recipient or r.original_recipient
+        if not address:
+            continue
+        if r.action in _NOT_FAILED or (r.status or "").startswith("2."):
+            delivered += 1
+            continue
+        diagnostic = r.diagnostic
+        context = _context(report_text, lower, address)
+        command = (textbounce.smtp_command(context) if context else None) or global_command
+        verdict = classify(r.status, diagnostic or context, r.action, command, r.diagnostic_type)
+        failed.append(FailedRecipient(
+            address=address, category=verdict.category, reason=verdict.reason, hard=verdict.hard,
+            status=verdict.status, action=r.action or "failed", remote_mta=r.remote_mta,
+            diagnostic=diagnostic or context or None, original_recipient=r.original_recipient,
+        ))
+    if not failed:
+        kind = Kind.DELIVERED if delivered else Kind.NOT_BOUNCE
+    elif all(f.action == "delayed" for f in failed):
+        kind = Kind.DELAY
+    else:
+        kind = Kind.BOUNCE
+    return result(kind, failed, report.reporting_mta, report.envelope_from)
+
+
+def _context(text: str, lower: str, address: str) -> str:
+    """The notification text block about ``address`` (empty if not mentioned)."""
+    pos = lower.find(address)
+    if pos < 0:
+        return ""
+    start = lower.rfind("\n\n", 0, pos) + 1
+    end = lower.find("\n\n", pos)
+    return " ".join(text[start : end if end > 0 else len(text)].split())[:2000]
+
+
+def _from_json(events: list[notifications.JsonEvent], result) -> ParsedMessage:
+    out: list[FailedRecipient] = []
+    kind = Kind.NOT_BOUNCE
+    for e in events:
+        if e.kind == "complaint":
+            kind = Kind.COMPLAINT
+            out.append(FailedRecipient(e.address, Category.COMPLAINT, "feedback", None, None, None, None, None,
+                                       feedback_type=e.feedback_type))
+        elif e.kind == "bounce":
+            kind = Kind.BOUNCE
+            v = classify(dsn.status_code(e.status), e.diagnostic, e.action)
+            out.append(FailedRecipient(e.address, v.category, v.reason, v.hard, v.status, e.action, None, e.diagnostic))
+        elif kind is Kind.NOT_BOUNCE:
+            kind = Kind.DELIVERED
+    return result(kind, out)
+
+
+def _exclusions(msg: Message, original: Message | None) -> set[str]:
+    out: set[str] = set()
+    sources = [mime.header(msg, n) for n in ("From", "To", "Reply-To", "Return-Path")]
+    if original is not None:
+        sources += [mime.header(original, n) for n in ("From", "Return-Path", "Sender", "Reply-To")]
+    for value in sources:
+        for piece in value.split(","):
+            addr = dsn.address_value(piece)
+            if addr and "@" in addr:
+                out.add(addr)
+    return out
+
+
+def _from_text(msg: Message, text: str, original: Message | None) -> list[FailedRecipient]:
+    found = textbounce.find_recipients(text, _exclusions(msg, original)) if text else []
+    if not found and original is not None:
+        addr = arf.original_recipient(original)
+        if addr:
+            found = [textbounce.TextRecipient(addr, textbounce.report_section(text)[:2000], None)]
+    out = []
+    whole = " ".join(textbounce.report_section(text).split())[:4000] if text else ""
+    for t in found:
+        verdict = classify(None, t.diagnostic, None, t.command)
+        if verdict.reason in ("onhold", "undefined") and whole:
+            verdict = classify(None, whole, None, t.command)
+        if verdict.reason == "delivered":
+            continue
+        action = "delayed" if verdict.status and verdict.status.startswith("4") and "delay" in whole.lower() else "failed"
+        out.append(FailedRecipient(t.address, verdict.category, verdict.reason, verdict.hard, verdict.status,
+                                   action, None, t.diagnostic or None))
+    return out
+
+
+def _from_flufl(msg: Message) -> list[FailedRecipient]:
+    from flufl.bounce import (
+        all_failures,  # imported lazily: slow, and only the last resort
+    )
+
+    try:
+        temporary, permanent = all_failures(msg)
+    except Exception:  # noqa: BLE001 - third-party heuristics must not break parsing
+        return []
+    out = []
+    for raw, is_permanent in [(a, True) for a in permanent] + [(a, False) for a in temporary if a not in permanent]:
+        addr = dsn.address_value(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw))
+        if not addr or "@" not in addr:
+            continue
+        v = classify("5.0.0" if is_permanent else "4.0.0", None, "failed")
+        out.append(FailedRecipient(addr, v.category, v.reason, v.hard, v.status, "failed", None, None))
+    return out

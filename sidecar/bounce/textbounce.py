@@ -1,0 +1,114 @@
+"""Bounces without RFC 3464 fields: qmail, Exim, old Sendmail, Exchange, provider texts.
+
+The human-readable report is cut where the returned original message starts; each address
+left in it is a candidate recipient, with the text block around it as its diagnostic. Known
+non-recipients (the bounce's own From/To, the original sender, addresses after ``MAIL FROM``,
+help-desk mailboxes) are dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_ADDRESS = re.compile(r"(?<![\w.+=/-])([\w.+=/!%&'*-]{1,64}@[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?)*)", re.IGNORECASE)
+_ORIGINAL_MARKER = re.compile(
+    r"^[ \t>|]*(?:[-=_*]{2,}.*)?(?:"
+    r"(?:this is a |here is a |below (?:this line )?is a |a )?copy of (?:the |your )?(?:original )?(?:message|mail|headers)"
+    r"|below this line|original message|unsent message|returned message|message headers follow|undelivered message"
+    r"|(?:original|returned) (?:mail|e-?mail|message)(?: headers)?(?: follows)?|--- ?original|headers of (?:the )?original"
+    r"|your message (?:reads|was|follows)|the message you sent"
+    r")",
+    re.IGNORECASE | re.MULTILINE,
+)
+_HEADER_START = re.compile(r"\n\n(?:Return-Path|Received|DKIM-Signature|X-Received|ARC-Seal|Message-ID|From): ", re.IGNORECASE)
+_NOT_RECIPIENT_BEFORE = re.compile(
+    r"(?:mail from:?\s*<?|from[=:]\s*<?|envelope-from\s*<?|sender[=:]?\s*<?|contact\s*<?|please (?:contact|write to|email)\s*<?|reply-to:?\s*<?|from\s+<)$",
+    re.IGNORECASE,
+)
+_SERVICE_LOCALPARTS = ("mailer-daemon", "postmaster", "abuse", "support", "help", "noreply", "no-reply", "mail-daemon")
+_COMMAND = re.compile(
+    r"(?:in reply to|after|did not like our|while (?:talking|sending)|error from remote mailer after|during)\s+"
+    r"(?:the\s+)?(?:end of\s+)?(rcpt to|rcpt|mail from|data|ehlo|helo|message body)",
+    re.IGNORECASE,
+)
+_COMMAND_LINE = re.compile(r"^\s*-*\s*smtp command\s*-*\s*\n\s*(rcpt|data|mail|ehlo|helo)", re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass(slots=True)
+class TextRecipient:
+    address: str
+    diagnostic: str
+    command: str | None
+
+
+def report_section(text: str) -> str:
+    """The part of a bounce text before the returned original message."""
+    cut = len(text)
+    m = _ORIGINAL_MARKER.search(text)
+    if m:
+        cut = m.start()
+    h = _HEADER_START.search(text, 0, cut)
+    if h:
+        cut = h.start()
+    return text[:cut]
+
+
+def smtp_command(text: str) -> str | None:
+    m = _COMMAND.search(text) or _COMMAND_LINE.search(text)
+    if not m:
+        return None
+    word = m.group(1).lower()
+    if word.startswith("rcpt"):
+        return "RCPT"
+    if word in ("data", "message body"):
+        return "DATA"
+    if word.startswith("mail"):
+        return "MAIL"
+    return word.upper()
+
+
+def _block_around(lines: list[str], idx: int) -> str:
+    """The address line and the non-blank lines that follow it (its error block)."""
+    out = [lines[idx].strip()]
+    for line in lines[idx + 1 : idx + 12]:
+        if not line.strip():
+            if len(out) > 1:
+                break
+            continue
+        if _ADDRESS.search(line) and re.match(r"^\s*<?[^\s@]+@\S+>?:?\s*$", line):
+            break  # the next recipient's block
+        out.append(line.strip())
+    return " ".join(out)
+
+
+def _paragraph(lines: list[str], idx: int) -> str:
+    start = idx
+    while start > 0 and lines[start - 1].strip():
+        start -= 1
+    end = idx
+    while end + 1 < len(lines) and lines[end + 1].strip():
+        end += 1
+    return " ".join(x.strip() for x in lines[start : end + 1])
+
+
+def find_recipients(text: str, exclude: set[str]) -> list[TextRecipient]:
+    report = report_section(text)
+    lines = report.splitlines()
+    command = smtp_command(report)
+    found: dict[str, TextRecipient] = {}
+    for idx, line in enumerate(lines):
+        for m in _ADDRESS.finditer(line):
+            addr = m.group(1).strip(".'").lower()
+            local = addr.split("@", 1)[0]
+            if addr in exclude or addr in found or local in _SERVICE_LOCALPARTS and line.strip() != m.group(0):
+                continue
+            if _NOT_RECIPIENT_BEFORE.search(line[: m.start()].rstrip("<( ")):
+                continue
+            if "://" in line[max(0, m.start() - 60) : m.start()] and "mailto:" not in line[max(0, m.start() - 8) : m.start()]:
+                continue
+            block = _block_around(lines, idx)
+            if len(block) < len(addr) + 12:
+                block = _paragraph(lines, idx)
+            found[addr] = TextRecipient(addr, block, smtp_command(block) or command)
+    return list(found.values())
