@@ -1,0 +1,218 @@
+"""Render the Postfix snippets in ``postfix/`` (main.cf and master.cf) for a configuration.
+
+The templates are the single source for the documentation, the integration tests and the
+deployment tooling. Placeholders are ``@@NAME@@`` so that Postfix's own ``$name`` and
+``${name}`` macros (``${sender}``, ``${recipient}`` ...) pass through untouched.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+TEMPLATE_FILES = {"main.cf": "main.cf.tmpl", "master.cf": "master.cf.tmpl"}
+PLACEHOLDER = re.compile(r"@@([A-Z][A-Z0-9_]*)@@")
+
+FAIL_OPEN = "DUNNO"
+FAIL_CLOSED = "451 4.3.5 Policy service unavailable, try again later"
+
+#: Values used when neither the caller nor the configuration gives one.
+DEFAULTS: dict[str, str] = {
+    "POLICY_SERVICE": "inet:127.0.0.1:10031",
+    "POLICY_TIMEOUT": "10s",
+    "POLICY_MAX_IDLE": "300s",
+    "POLICY_MAX_TTL": "1000s",
+    "DEFAULT_ACTION": FAIL_CLOSED,
+    "PIPE_USER": "sidecar",
+    "PIPE_MAXPROC": "8",
+    "PIPE_SIZE_LIMIT": "10240000",
+    "SIDECAR_BIN": "/usr/local/bin/sidecar",
+    "INGEST_OPTIONS": "",
+}
+#: Placeholders with no default: render() fails without them.
+REQUIRED = ("BOUNCE_DOMAIN",)
+#: Values that may contain spaces (everything else ends up as one word or one argv item).
+MULTI_WORD = frozenset({"DEFAULT_ACTION", "INGEST_OPTIONS"})
+
+_ACTION_ALIASES = {
+    "dunno": FAIL_OPEN,
+    "fail-open": FAIL_OPEN,
+    "open": FAIL_OPEN,
+    "defer": FAIL_CLOSED,
+    "tempfail": FAIL_CLOSED,
+    "fail-closed": FAIL_CLOSED,
+    "closed": FAIL_CLOSED,
+}
+_ACTION_OK = re.compile(
+    r"^(?:DUNNO|OK|PERMIT|DEFER|DEFER_IF_PERMIT|DEFER_IF_REJECT|REJECT|[45]\d\d)(?:\s.*)?$",
+    re.IGNORECASE,
+)
+
+
+class TemplateError(ValueError):
+    """A template or a value for it is wrong (unknown/missing placeholder, bad value)."""
+
+
+def template_dir() -> Path:
+    """``postfix/`` in the source tree, else ``<prefix>/share/postfix-sidecar/postfix``."""
+    candidates = [
+        Path(__file__).resolve().parents[1] / "postfix",
+        Path(sys.prefix) / "share" / "postfix-sidecar" / "postfix",
+    ]
+    for candidate in candidates:
+        if all((candidate / name).is_file() for name in TEMPLATE_FILES.values()):
+            return candidate
+    raise TemplateError("Postfix templates not found in: " + ", ".join(map(str, candidates)))
+
+
+def placeholders(text: str) -> set[str]:
+    return set(PLACEHOLDER.findall(text))
+
+
+def _check_value(name: str, value: str) -> None:
+    if "\n" in value or "\r" in value:
+        raise TemplateError(f"@@{name}@@: value must be a single line: {value!r}")
+    if "@@" in value:
+        raise TemplateError(f"@@{name}@@: value must not contain '@@': {value!r}")
+    if name not in MULTI_WORD and (not value or any(c.isspace() for c in value)):
+        raise TemplateError(f"@@{name}@@: value must be one non-empty word: {value!r}")
+
+
+def render(values: Mapping[str, str], directory: Path | None = None) -> dict[str, str]:
+    """Fill the templates; return ``{"main.cf": text, "master.cf": text}``.
+
+    ``values`` maps placeholder names (without the ``@@``) to text; names missing from it
+    take :data:`DEFAULTS`. A name no template uses, a placeholder without a value and a
+    value that would break the file (a newline, a space in a one-word setting) raise
+    :class:`TemplateError`.
+    """
+    directory = directory or template_dir()
+    texts = {out: (directory / name).read_text(encoding="utf-8") for out, name in TEMPLATE_FILES.items()}
+    used = set().union(*(placeholders(text) for text in texts.values()))
+    unknown = sorted(set(values) - used)
+    if unknown:
+        raise TemplateError("unknown placeholder(s): " + ", ".join(f"@@{n}@@" for n in unknown))
+    merged = {**DEFAULTS, **{k: str(v) for k, v in values.items()}}
+    missing = sorted(used - set(merged))
+    if missing:
+        raise TemplateError("no value for placeholder(s): " + ", ".join(f"@@{n}@@" for n in missing))
+    for name in used:
+        _check_value(name, merged[name])
+    return {out: PLACEHOLDER.sub(lambda m: merged[m.group(1)], text) for out, text in texts.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# From a sidecar configuration
+
+
+def _split_endpoint(description: str) -> list[str]:
+    """Split a Twisted endpoint description on unescaped colons (``\\:`` is a colon)."""
+    parts, current, chars = [], [], iter(description)
+    for ch in chars:
+        if ch == "\\":
+            current.append(next(chars, ""))
+        elif ch == ":":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
+def postfix_endpoint(description: str) -> str:
+    """Twisted server endpoint -> Postfix client address for ``check_policy_service``.
+
+    ``tcp:10031:interface=127.0.0.1`` -> ``inet:127.0.0.1:10031``;
+    ``tcp6:10031:interface=\\:\\:1`` -> ``inet:[::1]:10031``;
+    ``unix:/run/sidecar/policy.sock`` or ``unix:address=/p:mode=666`` -> ``unix:/p``.
+    A TCP listener on all interfaces is reached through the loopback address.
+    """
+    kind, *rest = _split_endpoint(description.strip())
+    kind = kind.lower()
+    positional = [p for p in rest if "=" not in p]
+    named = dict(p.split("=", 1) for p in rest if "=" in p)
+    if kind in ("tcp", "tcp6"):
+        port = named.get("port") or (positional[0] if positional else "")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise TemplateError(f"policy endpoint {description!r}: no valid port")
+        host = named.get("interface", "")
+        if host in ("", "0.0.0.0"):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"inet:{host}:{port}"
+    if kind == "unix":
+        path = named.get("address") or (positional[0] if positional else "")
+        if not path.startswith("/"):
+            raise TemplateError(
+                f"policy endpoint {description!r}: Postfix needs an absolute socket path "
+                "(a relative one is resolved from queue_directory)"
+            )
+        return f"unix:{path}"
+    raise TemplateError(f"policy endpoint {description!r}: Postfix can reach only tcp, tcp6 or unix")
+
+
+def postfix_default_action(value: str) -> str:
+    """``fail-open``/``dunno`` -> DUNNO, ``fail-closed``/``defer`` -> 451 4.3.5, else as given."""
+    text = " ".join(str(value).split())
+    alias = _ACTION_ALIASES.get(text.lower())
+    if alias:
+        return alias
+    if not _ACTION_OK.match(text):
+        raise TemplateError(
+            f"postfix.default_action {value!r}: use fail-open, fail-closed or a Postfix action "
+            "such as DUNNO or '451 4.3.5 text'"
+        )
+    return text
+
+
+def postfix_seconds(seconds: float) -> str:
+    """Seconds (float) -> Postfix time value, rounded up to whole seconds (at least 1s)."""
+    if not seconds > 0:
+        raise TemplateError(f"postfix.policy_timeout must be positive, got {seconds!r}")
+    return f"{max(1, math.ceil(seconds))}s"
+
+
+def _section(cfg: Any, name: str) -> Any:
+    return getattr(cfg, name, None)
+
+
+def values_from_config(cfg: Any) -> dict[str, str]:
+    """Placeholder values for :func:`render` from a loaded :class:`sidecar.config.Config`.
+
+    Reads ``cfg.server.policy`` (first endpoint), ``cfg.postfix.bounce_domain``,
+    ``.pipe_user``, ``.sidecar_bin``, ``.default_action``, ``.policy_timeout`` and
+    ``cfg.config_path`` (passed to ``sidecar ingest --config``). Missing attributes keep
+    the template defaults.
+    """
+    values: dict[str, str] = {}
+    server, postfix = _section(cfg, "server"), _section(cfg, "postfix")
+    policy = getattr(server, "policy", None)
+    if isinstance(policy, str):
+        policy = (policy,)
+    if policy:
+        values["POLICY_SERVICE"] = postfix_endpoint(policy[0])
+    if postfix is not None:
+        for attr, key in (("bounce_domain", "BOUNCE_DOMAIN"), ("pipe_user", "PIPE_USER"), ("sidecar_bin", "SIDECAR_BIN")):
+            value = getattr(postfix, attr, None)
+            if value:
+                values[key] = str(value)
+        action = getattr(postfix, "default_action", None)
+        if action:
+            values["DEFAULT_ACTION"] = postfix_default_action(action)
+        timeout = getattr(postfix, "policy_timeout", None)
+        if timeout is not None:
+            values["POLICY_TIMEOUT"] = postfix_seconds(float(timeout))
+    if "SIDECAR_BIN" not in values:
+        values["SIDECAR_BIN"] = str(Path(sys.prefix) / "bin" / "sidecar")
+    config_path = getattr(cfg, "config_path", None)
+    if config_path:
+        values["INGEST_OPTIONS"] = f"--config={Path(config_path).resolve()}"
+    return values

@@ -1,0 +1,121 @@
+"""The sidecar as the lab runs it: `sidecar serve` as a subprocess, the CLI for queries.
+
+`serve` runs as root (like the Postfix master) with umask 000 so the SQLite files it creates
+stay writable for the pipe user that runs `sidecar ingest`; the DB directory is owned by the
+pipe user and mode 0777 so either side can create SQLite's -wal/-shm/-journal files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from lab_postfix import LabError, free_port, pid_alive
+
+VENV_BIN = Path(sys.executable).parent
+SIDECAR_BIN = VENV_BIN / "sidecar"
+
+
+def prepare_db_dir(path: Path, pipe_user: str) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    user = pwd.getpwnam(pipe_user)
+    os.chown(path, user.pw_uid, user.pw_gid)
+    os.chmod(path, 0o777)
+
+
+class SidecarServer:
+    def __init__(self, root: Path, *, db_url: str, config: Path | None = None) -> None:
+        self.root = root
+        self.db_url = db_url
+        self.config = config
+        self.policy_port = free_port()
+        self.http_port = free_port()
+        self.log_file = root / "sidecar-serve.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def argv(self) -> list[str]:
+        argv = [str(SIDECAR_BIN), "serve"]
+        if self.config is not None:
+            argv += ["--config", str(self.config)]
+        return argv + [
+            "--policy",
+            f"tcp:{self.policy_port}:interface=127.0.0.1",
+            "--http",
+            f"tcp:{self.http_port}:interface=127.0.0.1",
+            "--db",
+            self.db_url,
+        ]
+
+    def start(self, timeout: float = 30.0) -> SidecarServer:
+        with open(self.log_file, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, umask=0o000, cwd=self.root
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise LabError(
+                    f"`{' '.join(self.argv())}` exited with {self.proc.returncode} before it was ready:\n{self.log_tail()}"
+                )
+            if self.healthz() == 200:
+                return self
+            time.sleep(0.1)
+        raise LabError(f"sidecar serve not healthy within {timeout}s ({self.http}/healthz):\n{self.log_tail()}")
+
+    def healthz(self) -> int | None:
+        try:
+            with urllib.request.urlopen(self.http + "/healthz", timeout=2) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+        except OSError:
+            return None
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        pid = self.proc.pid
+        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(wait)
+                break
+        if pid_alive(pid):
+            raise AssertionError(f"sidecar serve PID {pid} is still running after TERM and KILL")
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no sidecar log)"
+
+
+def sidecar_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(SIDECAR_BIN), *args], check=False, capture_output=True, text=True, timeout=timeout)
+
+
+def sidecar_json(*args: str) -> Any:
+    """Run a `sidecar ... --json` query; fail with its output if it does not work."""
+    result = sidecar_cli(*args, "--json")
+    if result.returncode != 0:
+        raise AssertionError(f"`sidecar {' '.join(args)} --json` exited {result.returncode}: {result.stderr}{result.stdout}")
+    try:
+        return json.loads(result.stdout)
+    except json.JSONDecodeError:
+        # one JSON object per line is fine too
+        return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]

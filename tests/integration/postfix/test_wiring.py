@@ -1,0 +1,78 @@
+"""The Postfix wiring itself (templates in postfix/), with a stub policy server and a
+capture script in place of `sidecar ingest`: independent of the sidecar's own logic."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import MakeLab
+from lab_postfix import BOUNCE_DOMAIN
+
+from sidecar.postfix_config import FAIL_CLOSED, FAIL_OPEN
+
+pytestmark = pytest.mark.postfix
+
+SENDER = f"bounces+tok456@{BOUNCE_DOMAIN}"
+
+
+def test_good_address_reaches_remote_mx_with_dunno_policy(make_lab: MakeLab) -> None:
+    lab = make_lab(policy="stub", ingest="capture")
+    result = lab.postfix.send(SENDER, ["good@example.test"])
+    assert result.accepted, result
+    got = lab.sink.wait_for_message("good@example.test")
+    assert got[0].mail_from == SENDER
+    assert b"Subject: lab message" in got[0].data
+    lab.postfix.wait_queue_empty()
+    states = lab.stub.states() if lab.stub else []
+    # the policy service is asked at RCPT, DATA and END-OF-MESSAGE
+    assert states == ["RCPT", "DATA", "END-OF-MESSAGE"], states
+
+
+def test_dsn_goes_through_pipe_as_pipe_user(make_lab: MakeLab) -> None:
+    lab = make_lab(policy="stub", ingest="capture", rcpt_replies={"hard@example.test": "550 5.1.1 <hard@example.test>: user unknown"})
+    assert lab.postfix.send(SENDER, ["hard@example.test"]).accepted
+    lab.postfix.wait_for_log(r"status=sent \(delivered via sidecar-bounce service\)")
+    [(meta, message)] = lab.captured()
+    assert meta["uid"] == 65534
+    assert meta["argv"] == [
+        "ingest",
+        "--sender=MAILER-DAEMON",
+        f"--recipient={SENDER}",
+        f"--queue-id={meta['argv'][3].split('=', 1)[1]}",
+        "--extension=tok456",
+    ]
+    assert message.startswith(b"Return-Path: <MAILER-DAEMON>\n")
+    assert f"Delivered-To: {SENDER}".encode() in message
+    assert b"Status: 5.1.1" in message and b"Action: failed" in message
+    lab.postfix.wait_queue_empty()
+
+
+def test_plain_bounce_address_gives_empty_extension(make_lab: MakeLab) -> None:
+    lab = make_lab(policy="stub", ingest="capture")
+    result = lab.postfix.send(
+        "", [f"bounces@{BOUNCE_DOMAIN}"], xclient={"ADDR": "203.0.113.7", "NAME": "mx.remote.test", "HELO": "mx.remote.test"}
+    )
+    assert result.accepted, result
+    lab.postfix.wait_for_log(r"status=sent \(delivered via sidecar-bounce service\)")
+    [(meta, _)] = lab.captured()
+    assert meta["argv"][-1] == "--extension=", meta["argv"]
+    assert meta["argv"][1] == "--sender=MAILER-DAEMON"
+    assert lab.stub is not None
+    rcpt = [r for r in lab.stub.requests if r.get("protocol_state") == "RCPT"]
+    assert rcpt[0]["client_address"] == "203.0.113.7"
+
+
+@pytest.mark.parametrize(("action", "accepted"), [(FAIL_CLOSED, False), (FAIL_OPEN, True)], ids=["fail-closed", "fail-open"])
+def test_policy_service_down(make_lab: MakeLab, action: str, accepted: bool) -> None:
+    lab = make_lab(policy="stub", ingest="capture", values={"DEFAULT_ACTION": action})
+    assert lab.stub is not None
+    lab.stub.stop()
+    started = time.monotonic()
+    result = lab.postfix.send(SENDER, ["good@example.test"])
+    assert result.accepted is accepted, result
+    if not accepted:
+        assert result.stage == "rcpt" and result.code == 451 and "4.3.5" in result.message, result
+    else:
+        lab.sink.wait_for_message("good@example.test")
+    assert time.monotonic() - started < 30

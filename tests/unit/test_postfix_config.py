@@ -1,0 +1,180 @@
+"""sidecar.postfix_config: rendering postfix/*.tmpl and deriving values from a config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from sidecar.postfix_config import (
+    DEFAULTS,
+    FAIL_CLOSED,
+    FAIL_OPEN,
+    TemplateError,
+    placeholders,
+    postfix_default_action,
+    postfix_endpoint,
+    postfix_seconds,
+    render,
+    template_dir,
+    values_from_config,
+)
+
+VALUES = {
+    "BOUNCE_DOMAIN": "bounce.example.com",
+    "POLICY_SERVICE": "inet:127.0.0.1:10031",
+    "PIPE_USER": "sidecar",
+    "SIDECAR_BIN": "/opt/sidecar/bin/sidecar",
+    "INGEST_OPTIONS": "--config=/etc/sidecar/sidecar.toml",
+}
+
+
+def lines(text: str) -> list[str]:
+    return [line.rstrip() for line in text.splitlines()]
+
+
+def test_render_main_cf_has_the_wiring() -> None:
+    main = render(VALUES)["main.cf"]
+    assert "@@" not in main
+    got = lines(main)
+    i = got.index("smtpd_recipient_restrictions =")
+    assert got[i + 1 : i + 5] == [
+        "    check_policy_service inet:127.0.0.1:10031,",
+        "    permit_mynetworks,",
+        "    permit_sasl_authenticated,",
+        "    reject_unauth_destination",
+    ]
+    for line in (
+        "smtpd_data_restrictions = check_policy_service inet:127.0.0.1:10031",
+        "smtpd_end_of_data_restrictions = check_policy_service inet:127.0.0.1:10031",
+        f"smtpd_policy_service_default_action = {FAIL_CLOSED}",
+        "smtpd_policy_service_timeout = 10s",
+        "relay_domains = bounce.example.com",
+        "transport_maps = inline:{ bounce.example.com=sidecar-bounce: }",
+        "sidecar-bounce_destination_recipient_limit = 1",
+        "recipient_delimiter = +",
+    ):
+        assert line in got
+
+
+def test_policy_check_comes_before_permit_mynetworks() -> None:
+    main = render(VALUES)["main.cf"]
+    block = main.split("smtpd_recipient_restrictions =", 1)[1]
+    assert block.index("check_policy_service") < block.index("permit_mynetworks")
+
+
+def test_render_master_cf_keeps_postfix_macros() -> None:
+    master = render(VALUES)["master.cf"]
+    assert "@@" not in master
+    service = [line for line in master.splitlines() if not line.startswith("#")]
+    assert service[0].split() == ["sidecar-bounce", "unix", "-", "n", "n", "-", "8", "pipe"]
+    assert service[1].split() == ["flags=DORq", "user=sidecar", "size=10240000"]
+    assert service[2].split() == [
+        "argv=/opt/sidecar/bin/sidecar",
+        "ingest",
+        "--config=/etc/sidecar/sidecar.toml",
+        "--sender=${sender}",
+        "--recipient=${recipient}",
+        "--queue-id=${queue_id}",
+        "--extension=${extension}",
+    ]
+
+
+def test_every_template_placeholder_has_a_default_or_is_required() -> None:
+    directory = template_dir()
+    used = set().union(*(placeholders(p.read_text()) for p in directory.glob("*.tmpl")))
+    assert used == set(DEFAULTS) | {"BOUNCE_DOMAIN"}
+
+
+def test_unknown_placeholder_is_an_error() -> None:
+    with pytest.raises(TemplateError, match="@@BOUNCE_DOMIAN@@"):
+        render({**VALUES, "BOUNCE_DOMIAN": "x.example"})
+
+
+def test_missing_value_is_an_error() -> None:
+    with pytest.raises(TemplateError, match="@@BOUNCE_DOMAIN@@"):
+        render({k: v for k, v in VALUES.items() if k != "BOUNCE_DOMAIN"})
+
+
+def test_placeholder_in_template_without_value_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "main.cf.tmpl").write_text("x = @@NOT_KNOWN@@\n")
+    (tmp_path / "master.cf.tmpl").write_text("# nothing\n")
+    with pytest.raises(TemplateError, match="@@NOT_KNOWN@@"):
+        render({}, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("BOUNCE_DOMAIN", "a.example\nmynetworks = 0.0.0.0/0"), ("PIPE_USER", "no body"), ("SIDECAR_BIN", ""), ("PIPE_USER", "@@X@@")],
+)
+def test_bad_values_are_refused(name: str, value: str) -> None:
+    with pytest.raises(TemplateError, match=name):
+        render({**VALUES, name: value})
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "postfix"),
+    [
+        ("tcp:10031:interface=127.0.0.1", "inet:127.0.0.1:10031"),
+        ("tcp:port=10031:interface=127.0.0.1", "inet:127.0.0.1:10031"),
+        ("tcp:10031", "inet:127.0.0.1:10031"),
+        ("tcp6:10031:interface=\\:\\:1", "inet:[::1]:10031"),
+        ("unix:/run/sidecar/policy.sock", "unix:/run/sidecar/policy.sock"),
+        ("unix:address=/run/sidecar/policy.sock:mode=666", "unix:/run/sidecar/policy.sock"),
+    ],
+)
+def test_postfix_endpoint(endpoint: str, postfix: str) -> None:
+    assert postfix_endpoint(endpoint) == postfix
+
+
+@pytest.mark.parametrize("endpoint", ["unix:policy.sock", "ssl:443", "tcp:notaport", "tcp:0"])
+def test_postfix_endpoint_refuses(endpoint: str) -> None:
+    with pytest.raises(TemplateError):
+        postfix_endpoint(endpoint)
+
+
+def test_default_action_and_seconds() -> None:
+    assert postfix_default_action("fail-open") == FAIL_OPEN
+    assert postfix_default_action("fail-closed") == FAIL_CLOSED
+    assert postfix_default_action("451 4.3.5  try later") == "451 4.3.5 try later"
+    with pytest.raises(TemplateError):
+        postfix_default_action("maybe")
+    assert postfix_seconds(0.25) == "1s"
+    assert postfix_seconds(2.5) == "3s"
+    with pytest.raises(TemplateError):
+        postfix_seconds(0)
+
+
+def test_values_from_config() -> None:
+    cfg = SimpleNamespace(
+        server=SimpleNamespace(policy=("unix:/run/sidecar/policy.sock", "tcp:10031")),
+        postfix=SimpleNamespace(
+            bounce_domain="bounce.example.com",
+            pipe_user="sidecar",
+            sidecar_bin="/opt/sidecar/bin/sidecar",
+            default_action="fail-open",
+            policy_timeout=2.5,
+        ),
+        config_path="/etc/sidecar/sidecar.toml",
+    )
+    values = values_from_config(cfg)
+    assert values == {
+        "POLICY_SERVICE": "unix:/run/sidecar/policy.sock",
+        "BOUNCE_DOMAIN": "bounce.example.com",
+        "PIPE_USER": "sidecar",
+        "SIDECAR_BIN": "/opt/sidecar/bin/sidecar",
+        "DEFAULT_ACTION": "DUNNO",
+        "POLICY_TIMEOUT": "3s",
+        "INGEST_OPTIONS": "--config=/etc/sidecar/sidecar.toml",
+    }
+    rendered = render(values)
+    assert "smtpd_policy_service_default_action = DUNNO" in rendered["main.cf"]
+
+
+def test_values_from_sparse_config_uses_defaults() -> None:
+    values = values_from_config(SimpleNamespace(postfix=SimpleNamespace(bounce_domain="b.example")))
+    assert values["BOUNCE_DOMAIN"] == "b.example"
+    assert values["SIDECAR_BIN"].endswith("/bin/sidecar")
+    assert "INGEST_OPTIONS" not in values
+    render(values)
