@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from sidecar.bounce.model import Category
 from sidecar.bounce.patterns import match_reason
 
-_STATUS_IN_TEXT = re.compile(r"(?<![\d.])[#(]?([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
-_REPLY_CODE = re.compile(r"(?<![\d.])([245])\d\d(?=[\s-]|$)")
+_STATUS_IN_TEXT = re.compile(r"(?<![\d.])[#(]?([45])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
+_REPLY_CODE = re.compile(r"(?<![\d.])([45])\d\d(?=[\s-]|$)")
 
 # Status codes precise enough to decide the reason by themselves (class digit dropped).
 _EXACT_STATUS: dict[str, str] = {
-    "1.6": "hasmoved", "1.10": "userunknown", "2.2": "mailboxfull", "2.3": "exceedlimit", "3.4": "mesgtoobig",
+    "1.6": "hasmoved", "1.10": "userunknown", "1.2": "hostunknown", "2.2": "mailboxfull", "2.3": "exceedlimit", "3.4": "mesgtoobig",
     "1.7": "rejected", "1.8": "rejected", "7.25": "requireptr", "7.26": "authfailure", "7.23": "authfailure",
     "7.509": "authfailure", "7.510": "authfailure", "7.27": "notaccept", "7.13": "suspend", "7.9": "policyviolation",
     "3.1": "systemfull", "4.6": "networkerror", "6.1": "contenterror", "1.351": "userunknown",
@@ -97,14 +97,16 @@ def classify(
         return Verdict("delivered", Category.UNKNOWN, None, status)
     detail = status.split(".", 1)[1] if status else ""
     reason = _EXACT_STATUS.get(detail)
-    if reason is None and diagnostic_type and diagnostic_type.startswith("X-UNIX"):
-        reason = "mailererror"
     if reason is None:
         reason = match_reason(text) if text else None
+        if reason is None and diagnostic_type and diagnostic_type.startswith("X-UNIX"):
+            reason = "mailererror"
         hint = _STATUS_HINT.get(detail)
         if reason == "userunknown" and command == "DATA" and hint != "userunknown":
             reason = "filtered"
-        elif reason in (None, "securityerror", "systemerror", "expired", "networkerror") and hint in (
+        elif reason == "userunknown" and command == "MAIL":
+            reason = "rejected"
+        elif reason in (None, "securityerror", "systemerror", "expired") and hint in (
             "userunknown", "hostunknown", "mailboxfull",
         ) or reason is None:
             reason = hint
@@ -116,6 +118,8 @@ def classify(
         else:
             reason = "onhold" if text else "undefined"
     temporary = klass == "4" or action == "delayed"
+    if reason == "hostunknown" and temporary:
+        reason = "networkerror"  # a DNS failure that may still resolve
     if reason in _HARD_REASONS:
         hard: bool | None = not temporary
     elif reason == "notaccept":

@@ -23,11 +23,21 @@ _AUTO_SUBJECT = re.compile(
 )
 
 
-def looks_like_bounce(msg: Message) -> bool:
+_BOUNCE_BODY = re.compile(
+    r"could not be delivered|couldn't be delivered|undeliverable|delivery (?:has )?failed|permanent (?:error|failure)"
+    r"|(?:was|were) not delivered|unable to deliver|failed to deliver|could not deliver|delivery to the following",
+    re.IGNORECASE,
+)
+
+
+def looks_like_bounce(msg: Message, text: str = "") -> bool:
+    """From a mailer daemon, a bounce subject, or (last) typical wording at the top of the body."""
     sender = header(msg, "From")
     if _BOUNCE_SENDER.search(sender):
         return True
-    return bool(_BOUNCE_SUBJECT.search(header(msg, "Subject")))
+    if _BOUNCE_SUBJECT.search(header(msg, "Subject")):
+        return True
+    return bool(text) and not is_auto_reply(msg) and bool(_BOUNCE_BODY.search(text[:1500]))
 
 
 def is_auto_reply(msg: Message) -> bool:

@@ -77,9 +77,17 @@ def address_value(value: str | None) -> str | None:
     if "<" in value and ">" in value:
         value = value[value.index("<") + 1 : value.rindex(">")]
     value = value.strip().strip("<>\"' ").strip()
+    if value.startswith("@") and ":" in value:  # RFC 5321 source route @relay:user@host
+        value = value.rsplit(":", 1)[1]
     if not value or " " in value:
         value = value.split()[0] if value.split() else ""
     return value.lower() or None
+
+
+def _usable(address: str) -> bool:
+    """A deliverable-looking address (not a mailbox path or an unqualified host)."""
+    local, at, domain = address.rpartition("@")
+    return bool(at and local and "." in domain and not local.startswith(("/", "|")))
 
 
 def status_code(value: str | None) -> str | None:
@@ -111,6 +119,8 @@ def parse_fields(text: str) -> DsnReport | None:
                 envelope_from = address_value(block[key])
         final = address_value(block.get("final-recipient") or block.get("x-actual-recipient"))
         original = address_value(block.get("original-recipient"))
+        if original and _usable(original) and (final is None or not _usable(final)):
+            final = original
         if final is None and original is None:
             continue
         dtype, diagnostic = _typed_text(block.get("diagnostic-code"))

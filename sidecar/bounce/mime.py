@@ -136,6 +136,8 @@ def collect_parts(msg: Message) -> Parts:
             continue
         if ctype.startswith("text/") or ctype == "application/octet-stream" and not parts.texts:
             parts.texts.append(part)
+    if not parts.texts and not parts.delivery_status and isinstance(msg.get_payload(), str):
+        parts.texts.append(msg)  # broken multipart (no boundary): scan the whole body
     return parts
 
 

@@ -20,7 +20,7 @@ def _find_json(text: str) -> dict | None:
     start = text.find("{")
     while start != -1:
         try:
-            obj, _ = json.JSONDecoder().raw_decode(text[start:])
+            obj, _ = json.JSONDecoder(strict=False).raw_decode(text[start:])
         except ValueError:
             start = text.find("{", start + 1)
             continue
@@ -38,7 +38,7 @@ def ses_events(text: str) -> list[JsonEvent] | None:
     """Events of an SES notification in ``text``; None if there is none."""
     if "notificationType" not in text and "eventType" not in text:
         return None
-    data = _find_json(text.replace("=\n", ""))
+    data = _find_json(text.replace("!\n ", "").replace("=\n", ""))  # sendmail / QP line folds
     if not data:
         return None
     ntype = str(data.get("notificationType") or data.get("eventType") or "").lower()

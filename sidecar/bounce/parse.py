@@ -74,7 +74,7 @@ def _parse(msg: Message) -> ParsedMessage:
     if events is not None:
         return _from_json(events, result)
 
-    bounce_like = detect.looks_like_bounce(msg)
+    bounce_like = detect.looks_like_bounce(msg, text)
     if not bounce_like:
         if detect.is_auto_reply(msg):
             addr = detect.auto_reply_address(msg)
@@ -107,6 +107,8 @@ def _from_dsn(report: dsn.DsnReport, text: str, result) -> ParsedMessage:
             continue
         diagnostic = r.diagnostic
         context = _context(report_text, lower, address)
+        if not diagnostic and not context and len(report.recipients) == 1:
+            context = " ".join(report_text.split())[:2000]
         command = (textbounce.smtp_command(context) if context else None) or global_command
         verdict = classify(r.status, diagnostic or context, r.action, command, r.diagnostic_type)
         failed.append(FailedRecipient(
@@ -164,7 +166,9 @@ def _exclusions(msg: Message, original: Message | None) -> set[str]:
 
 
 def _from_text(msg: Message, text: str, original: Message | None) -> list[FailedRecipient]:
-    found = textbounce.find_recipients(text, _exclusions(msg, original)) if text else []
+    own = (dsn.address_value(mime.header(msg, "From")) or "").rpartition("@")[2]
+    own = ".".join(own.split(".")[-2:])
+    found = textbounce.find_recipients(text, _exclusions(msg, original), own) if text else []
     if not found and original is not None:
         addr = arf.original_recipient(original)
         if addr:

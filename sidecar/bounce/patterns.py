@@ -77,14 +77,15 @@ _RAW: dict[str, tuple[str, ...]] = {
         r"illegal user", r"unknown or illegal", r"destinataire invalide", r"utilisateur inconnu",
         r"badrcptto", r"validrcptto", r"no valid recipients", r"not our customer",
         r"address (?:does not|doesn't) exist", r"addressee unknown", r"name is not recognized",
-        r"account (?:does not|doesn't) exist", r"no such local user",
+        r"account (?:does not|doesn't) exist", r"no such local user", r"address not found",
+        r"(?:invalid|unknown) (?:\S+ ){0,2}user ?id", r"not listed in .{0,40}(?:directory|address book)",
     ),
     "hostunknown": (
         r"host (?:or domain name )?not found", r"host ?unknown", r"unknown (?:host|domain)",
         r"domain (?:name )?(?:not found|does not exist|doesn't exist|is not reachable|not reachable)",
         r"no such domain", r"invalid domain", r"unrout(?:e)?able (?:mail )?domain", r"domain .{0,60}not exist",
         r"name or service not known", r"no (?:mx|a) record", r"host .{0,60} not found",
-        r"bad destination system address", r"domain is not valid",
+        r"bad destination system address", r"domain is not valid", r"unrouteable address",
     ),
     "notaccept": (
         r"(?:does not|doesn't|do not) (?:accept|receive) (?:any )?(?:e-?)?mail", r"null mx",
@@ -143,7 +144,7 @@ _RAW: dict[str, tuple[str, ...]] = {
     "expired": (
         r"expired", r"too long in (?:the )?queue", r"been in the queue too long", r"retry time", r"giving up",
         r"could not be delivered within", r"delivery time", r"timed? ?out", r"did not accept our requests to connect",
-        r"delivery (?:is )?delayed", r"will (?:keep trying|retry)", r"unable to deliver in",
+        r"delivery (?:is )?delayed", r"will (?:keep trying|retry)", r"unable to deliver in", r"will be retried",
     ),
     "systemerror": (
         r"system (?:error|failure|config)", r"server (?:error|failure)", r"internal (?:server )?error",
@@ -154,11 +155,11 @@ _RAW: dict[str, tuple[str, ...]] = {
 }
 
 ORDER: tuple[str, ...] = (
-    "mesgtoobig", "mailboxfull", "suspend", "hasmoved", "norelaying", "authfailure", "requireptr",
-    "badreputation", "virusdetected", "notcompliantrfc", "policyviolation", "spamdetected",
-    "toomanyconn", "speeding", "rejected", "userunknown", "notaccept", "hostunknown", "blocked",
-    "filtered", "contenterror", "failedstarttls", "syntaxerror", "systemfull", "mailererror",
-    "networkerror", "expired", "securityerror", "systemerror",
+    "mesgtoobig", "mailboxfull", "suspend", "hasmoved", "norelaying", "failedstarttls", "authfailure",
+    "requireptr", "badreputation", "virusdetected", "notcompliantrfc", "policyviolation", "spamdetected",
+    "toomanyconn", "speeding", "rejected", "userunknown", "notaccept", "networkerror", "hostunknown",
+    "blocked", "filtered", "contenterror", "syntaxerror", "systemfull", "mailererror", "expired",
+    "securityerror", "systemerror",
 )
 
 PATTERNS: dict[str, re.Pattern[str]] = {

@@ -17,11 +17,16 @@ _ORIGINAL_MARKER = re.compile(
     r"(?:this is a |here is a |below (?:this line )?is a |a )?copy of (?:the |your )?(?:original )?(?:message|mail|headers)"
     r"|below this line|original message|unsent message|returned message|message headers follow|undelivered message"
     r"|(?:original|returned) (?:mail|e-?mail|message)(?: headers)?(?: follows)?|--- ?original|headers of (?:the )?original"
-    r"|your message (?:reads|was|follows)|the message you sent"
+    r"|your message (?:reads|was|follows)|the message you sent|message text follows|copy of the message"
+    r"|(?:original )?message header(?:s)? (?:follows?|below)|included is a copy"
     r")",
     re.IGNORECASE | re.MULTILINE,
 )
-_HEADER_START = re.compile(r"\n\n(?:Return-Path|Received|DKIM-Signature|X-Received|ARC-Seal|Message-ID|From): ", re.IGNORECASE)
+_HEADER_START = re.compile(
+    r"\n\n(?:Return-Path|Received|DKIM-Signature|X-Received|ARC-Seal|Message-ID|From): ?"
+    r"|\n(?:Return-Path|Received|DKIM-Signature|X-Received|ARC-Seal|Message-ID|MIME-Version|Content-Type|In-Reply-To|References): ?",
+    re.IGNORECASE,
+)
 _NOT_RECIPIENT_BEFORE = re.compile(
     r"(?:mail from:?\s*<?|from[=:]\s*<?|envelope-from\s*<?|sender[=:]?\s*<?|contact\s*<?|please (?:contact|write to|email)\s*<?|reply-to:?\s*<?|from\s+<)$",
     re.IGNORECASE,
@@ -54,11 +59,15 @@ def report_section(text: str) -> str:
     return text[:cut]
 
 
+_TRANSCRIPT = re.compile(r"^\s*>>>\s*(rcpt|data|mail|ehlo|helo)", re.IGNORECASE | re.MULTILINE)
+
+
 def smtp_command(text: str) -> str | None:
     m = _COMMAND.search(text) or _COMMAND_LINE.search(text)
-    if not m:
+    sent = _TRANSCRIPT.findall(text)
+    if not m and not sent:
         return None
-    word = m.group(1).lower()
+    word = m.group(1).lower() if m else sent[-1].lower()
     if word.startswith("rcpt"):
         return "RCPT"
     if word in ("data", "message body"):
@@ -92,7 +101,10 @@ def _paragraph(lines: list[str], idx: int) -> str:
     return " ".join(x.strip() for x in lines[start : end + 1])
 
 
-def find_recipients(text: str, exclude: set[str]) -> list[TextRecipient]:
+_ALONE = re.compile(r"^\s*<?[^\s<>@]+@[^\s<>]+>?:?\s*$")
+
+
+def find_recipients(text: str, exclude: set[str], own_domain: str = "") -> list[TextRecipient]:
     report = report_section(text)
     lines = report.splitlines()
     command = smtp_command(report)
@@ -100,8 +112,10 @@ def find_recipients(text: str, exclude: set[str]) -> list[TextRecipient]:
     for idx, line in enumerate(lines):
         for m in _ADDRESS.finditer(line):
             addr = m.group(1).strip(".'").lower()
-            local = addr.split("@", 1)[0]
-            if addr in exclude or addr in found or local in _SERVICE_LOCALPARTS and line.strip() != m.group(0):
+            local, _, domain = addr.partition("@")
+            if addr in exclude and not _ALONE.match(line) or addr in found or local.startswith(("/", "|")) or line[m.end() : m.end() + 1] == ":" and "@" in line[: m.start()]:
+                continue
+            if local in _SERVICE_LOCALPARTS and own_domain and (domain == own_domain or domain.endswith("." + own_domain)):
                 continue
             if _NOT_RECIPIENT_BEFORE.search(line[: m.start()].rstrip("<( ")):
                 continue
