@@ -1,0 +1,251 @@
+"""Handlers for the administrative subcommands (serve, check-config, db, suppressions, limits)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sidecar.config import Config
+
+Handler = Callable[[argparse.Namespace, Config], int]
+log = logging.getLogger("sidecar")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _engine(cfg: Config, upgrade: bool = True) -> Any:
+    from sidecar.store.db import make_engine
+    from sidecar.store.db import upgrade as do_upgrade
+
+    engine = make_engine(cfg.database.url)
+    if upgrade:
+        do_upgrade(engine)
+    return engine
+
+
+def _store(cfg: Config) -> Any:
+    from sidecar.suppression.store import SuppressionStore
+
+    return SuppressionStore(_engine(cfg), case_sensitive_local=cfg.suppression.local_part_case_sensitive)
+
+
+def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
+    setup_logging(args.log_level)
+    from twisted.internet import reactor
+    from twisted.logger import STDLibLogObserver, globalLogBeginner
+
+    from sidecar.service import makeService
+
+    globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
+    t0 = time.monotonic()
+    try:
+        top = makeService(cfg, reactor)
+        top.startService()
+    except Exception as e:  # a port in use, an unreachable database ...
+        log.error("cannot start: %s", e)
+        return 1
+    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
+    log.info("serving policy on %s, HTTP on %s, database %s (ready in %.2fs)",
+             ", ".join(cfg.server.policy), cfg.server.http, _safe_url(cfg.database.url), time.monotonic() - t0)
+    reactor.run()  # type: ignore[attr-defined]
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def cmd_check_config(args: argparse.Namespace, cfg: Config) -> int:
+    rules = ", ".join(r.name for r in cfg.ratelimit.rules) or "none"
+    print(f"{args.config or '(defaults)'}: configuration OK (policy {', '.join(cfg.server.policy)}; "
+          f"http {cfg.server.http}; rate-limit rules: {rules})")
+    return 0
+
+
+def cmd_postfix_config(args: argparse.Namespace, cfg: Config) -> int:
+    from sidecar.postfix_config import render, values_from_config
+
+    out = render(values_from_config(cfg))
+    for name, text in out.items():
+        print(f"# ---- {name} ----")
+        print(text.rstrip("\n"))
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace, cfg: Config) -> int:
+    from sidecar.store.db import current_revision
+
+    engine = _engine(cfg)
+    print(f"database {_safe_url(cfg.database.url)} at schema revision {current_revision(engine)}")
+    return 0
+
+
+def cmd_sup_add(args: argparse.Namespace, cfg: Config) -> int:
+    from sidecar.suppression.address import AddressError
+    from sidecar.suppression.store import parse_when
+
+    try:
+        expires = parse_when(args.expires) if args.expires else None
+    except ValueError as e:
+        print(f"sidecar: --expires: {e}", file=sys.stderr)
+        return 2
+    store = _store(cfg)
+    for a in args.addresses:
+        try:
+            store.add(a, tenant=args.tenant, reason=args.reason, source="cli", note=args.note, expires_at=expires)
+        except AddressError as e:
+            print(f"sidecar: {e}", file=sys.stderr)
+            return 2
+        print(f"suppressed {store.canonical(a)}" + (f" for tenant {args.tenant}" if args.tenant else ""))
+    return 0
+
+
+def cmd_sup_remove(args: argparse.Namespace, cfg: Config) -> int:
+    from sidecar.suppression.address import AddressError
+
+    store = _store(cfg)
+    status = 0
+    for a in args.addresses:
+        try:
+            if store.remove(a, tenant=args.tenant):
+                print(f"removed {store.canonical(a)}")
+            else:
+                print(f"{a}: not suppressed" + (f" for tenant {args.tenant!r}" if args.tenant else ""),
+                      file=sys.stderr)
+                status = 1
+        except AddressError as e:
+            print(f"sidecar: {e}", file=sys.stderr)
+            return 2
+    return status
+
+
+def cmd_sup_list(args: argparse.Namespace, cfg: Config) -> int:
+    from sidecar.suppression.store import iso
+
+    store = _store(cfg)
+    rows = store.iter_rows(tenant=args.tenant, reason=args.reason, address_prefix=args.prefix, limit=args.limit)
+    if args.json:
+        for r in rows:
+            print(json.dumps(r.as_dict()))
+        return 0
+    print(f"{'ADDRESS':40} {'TENANT':20} {'REASON':16} {'CREATED':20} EXPIRES")
+    for r in rows:
+        print(f"{r.address:40} {r.tenant or '-':20} {r.reason:16} {iso(r.created_at):20} {iso(r.expires_at) or '-'}")
+    return 0
+
+
+def _progress(label: str) -> Callable[[int], None]:
+    t0 = time.monotonic()
+    tty = sys.stderr.isatty()
+
+    def show(n: int) -> None:
+        rate = n / max(time.monotonic() - t0, 1e-6)
+        line = f"{label}: {n:,} rows ({rate:,.0f}/s)"
+        print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+
+    return show
+
+
+def cmd_sup_import(args: argparse.Namespace, cfg: Config) -> int:
+    from sidecar.suppression.store import parse_when
+
+    store = _store(cfg)
+    fh = sys.stdin if args.file == "-" else open(args.file, newline="", encoding="utf-8")  # noqa: SIM115
+    t0 = time.monotonic()
+    try:
+        expires = parse_when(args.expires) if args.expires else None
+        n = store.import_csv(fh, default_reason=args.reason, default_tenant=args.tenant, default_expires=expires,
+                             progress=_progress("imported"))
+    except ValueError as e:
+        print(f"\nsidecar: {args.file}: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if fh is not sys.stdin:
+            fh.close()
+    print(f"\nimported {n:,} suppressions in {time.monotonic() - t0:.1f}s", file=sys.stderr)
+    return 0
+
+
+def cmd_sup_export(args: argparse.Namespace, cfg: Config) -> int:
+    store = _store(cfg)
+    fh = sys.stdout if args.file == "-" else open(args.file, "w", newline="", encoding="utf-8")  # noqa: SIM115
+    try:
+        n = store.export_csv(fh, tenant=args.tenant, reason=args.reason,
+                             progress=_progress("exported") if args.file != "-" else None)
+    finally:
+        if fh is not sys.stdout:
+            fh.close()
+    print(f"exported {n:,} suppressions", file=sys.stderr)
+    return 0
+
+
+def _limit_rule(cfg: Config, key: str) -> Any:
+    from sidecar.policy.limits import compile_rule
+
+    name = key.partition(":")[0]
+    for r in cfg.ratelimit.rules:
+        if r.name == name:
+            return compile_rule(r)
+    known = ", ".join(r.name for r in cfg.ratelimit.rules) or "none configured"
+    raise KeyError(f"{key!r}: no rate-limit rule named {name!r} (rules: {known}); KEY is RULE:VALUE")
+
+
+def cmd_limits_show(args: argparse.Namespace, cfg: Config) -> int:
+    from sidecar import ratelimit
+    from sidecar.policy.limits import human_duration
+    from sidecar.store.counters import counters_for
+
+    try:
+        rule = _limit_rule(cfg, args.key)
+    except KeyError as e:
+        print(f"sidecar: {e.args[0]}", file=sys.stderr)
+        return 2
+    tats = dict(counters_for(_engine(cfg), args.key))
+    now = time.time()
+    out = []
+    for i, w in enumerate(rule.windows):
+        used, remaining = ratelimit.usage(w, tats.get(f"{args.key}#{i}"), now)
+        out.append({"key": args.key, "window": f"{w.rate}/{human_duration(w.per)}", "burst": w.burst,
+                    "used": used, "remaining": remaining, "capacity": w.capacity})
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for o in out:
+            print(f"{o['key']}  {o['window']} (+{o['burst']} burst): used {o['used']}, remaining {o['remaining']}")
+    return 0
+
+
+def cmd_limits_reset(args: argparse.Namespace, cfg: Config) -> int:
+    from sidecar.store.counters import reset_key
+
+    try:
+        _limit_rule(cfg, args.key)
+    except KeyError as e:
+        print(f"sidecar: {e.args[0]}", file=sys.stderr)
+        return 2
+    n = reset_key(_engine(cfg), args.key, time.time())
+    print(f"reset {args.key} ({n} counter rows cleared; running servers apply it within a second)")
+    return 0
+
+
+def dispatch(args: argparse.Namespace, ap: argparse.ArgumentParser) -> Handler:
+    c = args.command
+    sub = {"db": "db_command", "suppressions": "sup_command", "limits": "limits_command"}.get(c)
+    name = c.replace("-", "_")
+    if sub:
+        action = getattr(args, sub)
+        if not action:
+            ap.parse_args([c, "--help"])
+        name = {"db": "db", "suppressions": "sup", "limits": "limits"}[c] + "_" + action
+    return globals()[f"cmd_{name}"]  # type: ignore[no-any-return]

@@ -1,0 +1,347 @@
+"""Load the TOML configuration, validate it and return frozen dataclasses.
+
+Validation happens before anything listens.  Every error names the key path,
+e.g. ``ratelimit.rules[2].limits[0].per: expected a duration like "1h"``.
+Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DATA_DIR = "var"
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message starts with the key path."""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_duration(value: object) -> float:
+    """``"90s"``, ``"1m"``, ``"2h"``, ``"7d"`` or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like \"1h\"")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError("expected a non-negative duration")
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1)) * _UNITS[m.group(2)]
+    raise ValueError('expected a duration like "1h"')
+
+
+def parse_size(value: object) -> int:
+    """``"10MB"``, ``"512k"`` or a number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        m = re.match(r"^\s*(\d+)\s*([kmg]?)i?b?\s*$", value, re.I)
+        if m:
+            return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
+    raise ValueError('expected a size like "10MB" or a number of bytes')
+
+
+# Field metadata: "parse" converts/validates a raw TOML value; "choices" restricts strings.
+def _f(default: Any = dataclasses.MISSING, *, parse: Any = None, choices: tuple[str, ...] | None = None,
+       doc: str = "", factory: Any = dataclasses.MISSING) -> Any:
+    meta = {"parse": parse, "choices": choices, "doc": doc}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+RATE_KEYS = ("sasl_username", "sender", "sender_domain", "client_address", "recipient_domain")
+SAFE_ACTIONS = re.compile(r"^(DUNNO|OK|DEFER_IF_PERMIT\b.*|DEFER_IF_REJECT\b.*|DEFER\b.*|[45]\d\d\b.*|REJECT\b.*)$")
+
+
+def _action(value: object) -> str:
+    if not isinstance(value, str) or not SAFE_ACTIONS.match(value) or "\n" in value:
+        raise ValueError("expected a Postfix access(5) action such as DUNNO, DEFER_IF_PERMIT ... or 451 4.3.5 ...")
+    return value
+
+
+def _endpoint(value: object) -> str:
+    if not isinstance(value, str) or not re.match(r"^(tcp6?|unix|ssl|systemd):", value):
+        raise ValueError('expected a Twisted endpoint like "tcp:10031:interface=127.0.0.1" or "unix:/run/sidecar.sock"')
+    return value
+
+
+def _db_url(value: object) -> str:
+    if not isinstance(value, str) or "://" not in value:
+        raise ValueError('expected a database URL like "sqlite:///var/sidecar.db" or "postgresql+psycopg://..."')
+    return value
+
+
+def _positive_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError("expected a positive integer")
+    return value
+
+
+def _non_negative_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("expected a non-negative integer")
+    return value
+
+
+def _address_pattern(value: object) -> str:
+    if not isinstance(value, str) or "@" not in value or value.count("@") > 1:
+        raise ValueError('expected an address "user@example.com" or a domain "@example.com"')
+    return value.strip().lower()
+
+
+def _exemption(value: object) -> str:
+    """A key value to exempt: an address, a domain, a SASL user or a CIDR network."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a non-empty string (address, @domain, SASL user or CIDR network)")
+    v = value.strip()
+    if "/" in v:
+        try:
+            ipaddress.ip_network(v, strict=False)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a valid CIDR network") from None
+    return v.lower()
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    policy: tuple[str, ...] = _f(("tcp:10031:interface=127.0.0.1",), parse=_endpoint,
+                                 doc="Policy listeners (Twisted endpoint strings); Postfix's check_policy_service connects here.")
+    http: str = _f("tcp:9731:interface=127.0.0.1", parse=_endpoint, doc="HTTP listener for /metrics and /healthz.")
+    safe_action: str = _f("DUNNO", parse=_action,
+                          doc="Action returned when deciding fails unexpectedly (DUNNO = fail open).")
+    max_line_length: int = _f(2048, parse=_positive_int, doc="Longest accepted attribute line, bytes.")
+    max_attributes: int = _f(100, parse=_positive_int, doc="Most attributes in one request.")
+    max_request_size: int = _f(65536, parse=_positive_int, doc="Largest accepted request, bytes.")
+    idle_timeout: float = _f(600.0, parse=parse_duration,
+                             doc="Close a connection idle this long (Postfix's smtpd_policy_service_max_idle is 300s).")
+    max_connections: int = _f(2000, parse=_positive_int, doc="Connections beyond this are closed at once.")
+    db_threads: int = _f(4, parse=_positive_int, doc="Size of the thread pool that runs database work.")
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = _f(f"sqlite:///{DEFAULT_DATA_DIR}/sidecar.db", parse=_db_url,
+                  doc="SQLAlchemy URL. Relative SQLite paths are relative to the working directory.")
+    sync_interval: float = _f(0.5, parse=parse_duration,
+                              doc="How often the server reads the change feed (suppressions added elsewhere).")
+
+
+@dataclass(frozen=True)
+class SuppressionConfig:
+    reply: str = _f("550 5.1.1 <{address}>: recipient suppressed ({reason} {date})", parse=_action,
+                    doc="Reply for a suppressed recipient; {address}, {reason}, {date}, {tenant} are filled in.")
+    local_part_case_sensitive: bool = _f(False, doc="Compare local parts case-sensitively (domains never are).")
+    tenant_from: str = _f("sasl_username_or_sender_domain",
+                          choices=("sasl_username_or_sender_domain", "sasl_username", "sender_domain", "none"),
+                          doc="How a request's tenant is found, for tenant-scoped suppressions.")
+    allowlist: tuple[str, ...] = _f((), parse=_address_pattern,
+                                    doc='Addresses ("a@example.com") or domains ("@example.com") never suppressed.')
+    skip_null_sender: bool = _f(True, doc="Do not check mail with the null sender <> (bounces).")
+
+
+@dataclass(frozen=True)
+class LimitConfig:
+    rate: int = _f(parse=_positive_int, doc="Allowed count per window.")
+    per: float = _f(parse=parse_duration, doc='Window length, e.g. "1m", "1d".')
+    burst: int = _f(0, parse=_non_negative_int, doc="Extra count allowed at once above the steady rate.")
+
+
+@dataclass(frozen=True)
+class RateLimitRule:
+    name: str = _f(doc="Rule name; appears in replies, metrics and keys.")
+    key: tuple[str, ...] = _f(choices=RATE_KEYS, doc="Request attributes that together form the key.")
+    limits: tuple[LimitConfig, ...] = _f(doc="One or more windows, all must admit the request.")
+    count: str = _f("messages", choices=("messages", "recipients"),
+                    doc="messages: once per message (checked at DATA, committed at END-OF-MESSAGE); recipients: per RCPT.")
+    ipv4_prefix: int = _f(32, parse=_non_negative_int, doc="Prefix length for client_address keys (IPv4).")
+    ipv6_prefix: int = _f(64, parse=_non_negative_int, doc="Prefix length for client_address keys (IPv6).")
+    exempt: tuple[str, ...] = _f((), parse=_exemption, doc="Key values (or CIDR networks for client_address) that are never limited.")
+    reply: str = _f("DEFER_IF_PERMIT 4.7.1 rate limit {rule} exceeded ({rate} per {per}), try again later",
+                    parse=_action, doc="Reply when exceeded; {rule}, {rate}, {per}, {key} are filled in.")
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    rules: tuple[RateLimitRule, ...] = _f(())
+    persist_interval: float = _f(1.0, parse=parse_duration, doc="How often counters are written to the database.")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    max_message_size: int = _f(10 * 1024 * 1024, parse=parse_size, doc="Largest message read from stdin.")
+    socket: str = _f(f"{DEFAULT_DATA_DIR}/ingest.sock",
+                     doc="Unix socket where the running service accepts messages from `sidecar ingest`; empty disables.")
+    verp_key: str = _f("", doc="HMAC key for VERP tokens (bounces+TOKEN@domain); empty disables VERP.")
+    soft_threshold: int = _f(3, parse=_positive_int, doc="Soft bounces within soft_window that suppress an address.")
+    soft_window: float = _f(7 * 86400.0, parse=parse_duration, doc="Window for counting soft bounces.")
+    soft_suppression: float = _f(7 * 86400.0, parse=parse_duration, doc="How long a soft-bounce suppression lasts.")
+    hard_suppression: float = _f(0.0, parse=parse_duration, doc="How long a hard-bounce suppression lasts; 0 = permanent.")
+    complaint_scope: str = _f("tenant", choices=("tenant", "global"), doc="Scope of complaint suppressions.")
+    retention_days: int = _f(90, parse=_non_negative_int, doc="Days raw messages are kept; 0 = forever.")
+
+
+@dataclass(frozen=True)
+class PostfixConfig:
+    bounce_domain: str = _f("bounce.localhost", doc="Domain whose mail Postfix routes to the ingester.")
+    pipe_user: str = _f("sidecar", doc="Unprivileged user pipe(8) runs `sidecar ingest` as.")
+    sidecar_bin: str = _f("/opt/postfix-sidecar/bin/sidecar", doc="Path of the sidecar executable for master.cf.")
+    default_action: str = _f("DUNNO", parse=_action,
+                             doc="smtpd_policy_service_default_action: DUNNO = fail open; 451 4.3.5 ... = fail closed.")
+    policy_timeout: float = _f(10.0, parse=parse_duration, doc="smtpd_policy_service_timeout.")
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = _f(factory=ServerConfig)
+    database: DatabaseConfig = _f(factory=DatabaseConfig)
+    suppression: SuppressionConfig = _f(factory=SuppressionConfig)
+    ratelimit: RateLimitConfig = _f(factory=RateLimitConfig)
+    ingest: IngestConfig = _f(factory=IngestConfig)
+    postfix: PostfixConfig = _f(factory=PostfixConfig)
+    config_path: str | None = field(default=None, metadata={"internal": True})
+
+
+def _build(cls: type, raw: object, path: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path or 'config'}: expected a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    for key in raw:
+        if key not in fields:
+            where = f"{path}.{key}" if path else key
+            raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(fields))})")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        where = f"{path}.{name}" if path else name
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{where}: required key is missing")
+            continue
+        kwargs[name] = _value(hints[name], f, raw[name], where)
+    try:
+        obj = cls(**kwargs)
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return obj
+
+
+def _value(hint: Any, f: dataclasses.Field, raw: object, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        item = typing.get_args(hint)[0]
+        if not isinstance(raw, list):
+            if not (isinstance(raw, str) and item is str):
+                raise ConfigError(f"{where}: expected a list")
+            raw = [raw]
+        return tuple(_scalar(item, f, v, f"{where}[{i}]") for i, v in enumerate(raw))
+    return _scalar(hint, f, raw, where)
+
+
+def _scalar(hint: Any, f: dataclasses.Field, raw: object, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, raw, where)
+    parse = f.metadata.get("parse")
+    choices = f.metadata.get("choices")
+    try:
+        if parse is not None:
+            return parse(raw)
+        if hint is bool:
+            if not isinstance(raw, bool):
+                raise ValueError("expected true or false")
+            return raw
+        if hint is str or (isinstance(hint, types.UnionType) and str in typing.get_args(hint)):
+            if not isinstance(raw, str):
+                raise ValueError("expected a string")
+            if choices and raw not in choices:
+                raise ValueError(f"expected one of {', '.join(choices)}")
+            return raw
+        if hint is int:
+            return _non_negative_int(raw)
+        if hint is float:
+            return parse_duration(raw)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    raise ConfigError(f"{where}: unsupported value")  # pragma: no cover
+
+
+def _check(cfg: Config) -> None:
+    names = set()
+    for i, rule in enumerate(cfg.ratelimit.rules):
+        where = f"ratelimit.rules[{i}]"
+        if not rule.name or not re.match(r"^[A-Za-z0-9_.-]+$", rule.name):
+            raise ConfigError(f"{where}.name: expected letters, digits, '_', '.' or '-'")
+        if rule.name in names:
+            raise ConfigError(f"{where}.name: duplicate rule name {rule.name!r}")
+        names.add(rule.name)
+        if not rule.key:
+            raise ConfigError(f"{where}.key: expected at least one of {', '.join(RATE_KEYS)}")
+        if not rule.limits:
+            raise ConfigError(f"{where}.limits: expected at least one window")
+        if rule.ipv4_prefix > 32:
+            raise ConfigError(f"{where}.ipv4_prefix: expected 0-32")
+        if rule.ipv6_prefix > 128:
+            raise ConfigError(f"{where}.ipv6_prefix: expected 0-128")
+        for j, lim in enumerate(rule.limits):
+            if lim.per <= 0:
+                raise ConfigError(f"{where}.limits[{j}].per: expected a positive duration")
+    try:
+        cfg.suppression.reply.format(address="a@b", reason="r", date="d", tenant="t")
+    except (KeyError, IndexError, ValueError) as e:
+        raise ConfigError(f"suppression.reply: bad placeholder {e}") from None
+    for i, rule in enumerate(cfg.ratelimit.rules):
+        try:
+            rule.reply.format(rule="r", rate=1, per="1m", key="k")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ConfigError(f"ratelimit.rules[{i}].reply: bad placeholder {e}") from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read and validate ``path`` (or defaults when None); ``overrides`` are dotted keys."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            with p.open("rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: no such file") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, key = dotted.split(".", 1)
+        raw.setdefault(section, {})[key] = value
+    cfg = _build(Config, raw, "")
+    _check(cfg)
+    return dataclasses.replace(cfg, config_path=str(Path(path).resolve()) if path else None)
+
+
+def iter_documented_keys(cls: type = Config, prefix: str = "") -> typing.Iterator[tuple[str, Any, str]]:
+    """(key path, default, doc) for every key: used to keep docs/configuration.md complete."""
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("internal"):
+            continue
+        hint = typing.get_type_hints(cls)[f.name]
+        path = f"{prefix}.{f.name}" if prefix else f.name
+        inner = typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else hint
+        if dataclasses.is_dataclass(inner):
+            yield from iter_documented_keys(inner, path + ("[]" if inner is not hint else ""))
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else None
+            yield path, default, f.metadata.get("doc", "")

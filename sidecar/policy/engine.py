@@ -1,0 +1,89 @@
+"""The decision: suppression at RCPT, then rate limits. Pure: state and time passed in."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from time import perf_counter
+from typing import Any
+
+from sidecar import metrics
+from sidecar.config import Config
+from sidecar.policy.limits import RateLimiter
+from sidecar.suppression.index import SuppressionIndex
+
+DUNNO = "DUNNO"
+log = logging.getLogger("sidecar.policy")
+
+
+class PolicyEngine:
+    def __init__(self, cfg: Config, index: SuppressionIndex, limiter: RateLimiter) -> None:
+        self.index = index
+        self.limiter = limiter
+        s = cfg.suppression
+        self.reply = s.reply
+        self.skip_null_sender = s.skip_null_sender
+        self.tenant_from = s.tenant_from
+        self._suppressed = metrics.SUPPRESSED
+        self._rejections: dict[str, object] = {}
+
+    def tenant(self, attrs: Mapping[str, str]) -> str:
+        how = self.tenant_from
+        if how == "none":
+            return ""
+        user = attrs.get("sasl_username", "")
+        if how != "sender_domain" and user:
+            return user
+        if how == "sasl_username":
+            return ""
+        return attrs.get("sender", "").rpartition("@")[2].lower()
+
+    def decide(self, attrs: Mapping[str, str], now: float) -> str:
+        """The action for one request (``attrs`` are the request's attributes)."""
+        state = attrs.get("protocol_state", "")
+        if state == "RCPT":
+            recipient = attrs.get("recipient", "")
+            if recipient and (attrs.get("sender") or not self.skip_null_sender):
+                tenant = self.tenant(attrs)
+                entry = self.index.lookup(recipient, tenant, now)
+                if entry is not None:
+                    self._suppressed.inc()
+                    return self.reply.format(address=recipient, reason=entry.reason, date=entry.date, tenant=tenant)
+        if self.limiter:
+            hit = self.limiter.check(attrs, state, now)
+            if hit is not None:
+                rule, reply = hit
+                child = self._rejections.get(rule)
+                if child is None:
+                    child = self._rejections[rule] = metrics.RATELIMIT_REJECTIONS.labels(rule)
+                child.inc()  # type: ignore[attr-defined]
+                return reply
+        return DUNNO
+
+
+class GuardedDecider:
+    """Wraps the engine for the protocol: time, metrics, and the safe action on any error."""
+
+    def __init__(self, engine: PolicyEngine, safe_action: str, clock: Callable[[], float]) -> None:
+        self.engine = engine
+        self.safe_action = safe_action
+        self.clock = clock
+        self._counters: dict[tuple[str, str], Any] = {}
+        self._observe = metrics.POLICY_LATENCY.observe
+
+    def __call__(self, attrs: Mapping[str, str]) -> str:
+        t0 = perf_counter()
+        try:
+            action = self.engine.decide(attrs, self.clock())
+        except Exception:
+            metrics.POLICY_ERRORS.inc()
+            log.exception("error deciding policy request (answering %s): %r", self.safe_action,
+                          {k: attrs.get(k) for k in ("protocol_state", "sender", "recipient", "instance")})
+            action = self.safe_action
+        self._observe(perf_counter() - t0)
+        label = (attrs.get("protocol_state", ""), action.split(" ", 1)[0])
+        c = self._counters.get(label)
+        if c is None:
+            c = self._counters[label] = metrics.POLICY_REQUESTS.labels(*label)
+        c.inc()
+        return action

@@ -1,0 +1,141 @@
+"""Postfix policy delegation framing (SMTPD_POLICY_README): whole requests, not lines.
+
+A request is ``name=value`` lines ending with an empty line; the reply is
+``action=...`` and an empty line; the connection stays open for the next request.
+The protocol only frames: deciding is the engine's job. Bad input costs only the
+connection it came on, with one log line saying what was wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from twisted.internet.protocol import Factory, Protocol
+
+from sidecar import metrics
+
+log = logging.getLogger("sidecar.policy")
+
+
+class BadRequest(ValueError):
+    def __init__(self, problem: str, detail: str) -> None:
+        super().__init__(detail)
+        self.problem = problem
+
+
+class PolicyProtocol(Protocol):
+    def __init__(self, factory: PolicyFactory) -> None:
+        self.f = factory
+        self.buf = b""
+        self.last_seen = time.monotonic()
+        self.peer = "?"
+
+    def connectionMade(self) -> None:
+        f = self.f
+        if len(f.connections) >= f.max_connections:
+            self._drop("too-many-connections", f"more than {f.max_connections} open connections")
+            return
+        f.connections.add(self)
+        metrics.POLICY_CONNECTIONS.inc()
+        peer = self.transport.getPeer()  # type: ignore[union-attr]
+        self.peer = f"{getattr(peer, 'host', '')}:{getattr(peer, 'port', '')}".strip(":") or "unix"
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self in self.f.connections:
+            self.f.connections.discard(self)
+            metrics.POLICY_CONNECTIONS.dec()
+        if self.buf.strip():
+            log.info("policy client %s went away in the middle of a request (%d bytes unanswered)",
+                     self.peer, len(self.buf))
+        self.buf = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.last_seen = time.monotonic()
+        buf = self.buf + data if self.buf else data
+        f = self.f
+        while True:
+            end = buf.find(b"\n\n")
+            if end < 0:
+                if buf == b"\n":
+                    self.buf = b""
+                    self._drop("empty-request", "empty request (a lone empty line)")
+                    return
+                if len(buf) > f.max_request_size:
+                    self.buf = b""
+                    self._drop("request-too-large", f"request over {f.max_request_size} bytes")
+                    return
+                if len(buf) - buf.rfind(b"\n") - 1 > f.max_line_length:
+                    self.buf = b""
+                    self._drop("line-too-long", f"line over {f.max_line_length} bytes")
+                    return
+                self.buf = buf
+                return
+            block = buf[:end]
+            buf = buf[end + 2:]
+            if end > f.max_request_size:
+                self._drop("request-too-large", f"request over {f.max_request_size} bytes")
+                return
+            try:
+                attrs = f.parse(block)
+                action = f.decide(attrs)
+            except BadRequest as e:
+                self._drop(e.problem, str(e))
+                return
+            self.transport.write(b"action=" + action.encode("utf-8", "replace") + b"\n\n")  # type: ignore[union-attr]
+            if not buf:
+                self.buf = b""
+                return
+
+    def _drop(self, problem: str, detail: str) -> None:
+        metrics.POLICY_BAD_INPUT.labels(problem).inc()
+        log.warning("policy client %s: %s; closing the connection", self.peer, detail)
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+
+class PolicyFactory(Factory):
+    """Holds limits, the decide callable and the open connections (for idle sweeps)."""
+
+    noisy = False
+
+    def __init__(self, decide: Callable[[Mapping[str, str]], str], *, max_line_length: int = 2048,
+                 max_attributes: int = 100, max_request_size: int = 65536, max_connections: int = 2000) -> None:
+        self.decide = decide
+        self.max_line_length = max_line_length
+        self.max_attributes = max_attributes
+        self.max_request_size = max_request_size
+        self.max_connections = max_connections
+        self.connections: set[PolicyProtocol] = set()
+
+    def buildProtocol(self, addr: Any) -> PolicyProtocol:
+        return PolicyProtocol(self)
+
+    def parse(self, block: bytes) -> dict[str, str]:
+        """Split one request block into attributes, or raise BadRequest naming the problem."""
+        if b"\0" in block:
+            raise BadRequest("binary", "NUL byte in request (binary data?)")
+        text = block.decode("utf-8", "surrogateescape")
+        lines = text.split("\n")
+        if len(lines) > self.max_attributes:
+            raise BadRequest("too-many-attributes", f"more than {self.max_attributes} attributes")
+        try:
+            attrs = dict(line.split("=", 1) for line in lines)  # type: ignore[misc]
+        except ValueError:
+            bad = next(line for line in lines if "=" not in line)
+            raise BadRequest("no-equals", f"line without '=': {bad[:80]!r}") from None
+        if max(map(len, lines)) > self.max_line_length:
+            raise BadRequest("line-too-long", f"line over {self.max_line_length} bytes")
+        if attrs.get("request") != "smtpd_access_policy":
+            raise BadRequest("bad-request-type",
+                             f"request={attrs.get('request', '')[:40]!r}, expected request=smtpd_access_policy")
+        return attrs
+
+    def sweep_idle(self, idle_timeout: float) -> int:
+        cutoff = time.monotonic() - idle_timeout
+        idle = [p for p in self.connections if p.last_seen < cutoff]
+        for p in idle:
+            log.info("policy client %s idle for over %.0fs; closing", p.peer, idle_timeout)
+            p.transport.loseConnection()  # type: ignore[union-attr]
+        return len(idle)

@@ -1,0 +1,201 @@
+"""makeService(config, reactor): the one place where the parts are wired together."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from twisted.application import service
+from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from sidecar import metrics
+from sidecar.config import Config
+from sidecar.http.site import make_site
+from sidecar.policy.engine import GuardedDecider, PolicyEngine
+from sidecar.policy.limits import RateLimiter
+from sidecar.policy.protocol import PolicyFactory
+from sidecar.store import counters
+from sidecar.store.db import make_engine, upgrade
+from sidecar.suppression.index import SuppressionIndex
+from sidecar.suppression.store import SuppressionStore
+
+log = logging.getLogger("sidecar.service")
+
+
+class ThreadPoolService(service.Service):
+    """The bounded pool where all database work runs; the reactor never waits on it."""
+
+    def __init__(self, pool: ThreadPool) -> None:
+        self.pool = pool
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.pool.stop()
+
+
+class StateSync(service.MultiService):
+    """Keeps the in-memory index and counters in step with the database."""
+
+    def __init__(self, cfg: Config, store: SuppressionStore, reactor: Any, pool: ThreadPool,
+                 index: SuppressionIndex, limiter: RateLimiter) -> None:
+        super().__init__()
+        self.cfg, self.store, self.reactor, self.pool = cfg, store, reactor, pool
+        self.index, self.limiter = index, limiter
+        self.last_change = 0
+        self.ready = False
+        self.db_ok = True
+        self._busy: set[str] = set()
+        TimerService(cfg.database.sync_interval, self._guard, "changes", self.poll_changes).setServiceParent(self)
+        TimerService(cfg.ratelimit.persist_interval, self._guard, "counters", self.save_counters
+                     ).setServiceParent(self)
+        TimerService(30.0, self.housekeeping).setServiceParent(self)
+
+    def load(self) -> None:
+        """Blocking initial load, before any listener starts."""
+        t0 = time.monotonic()
+        now = time.time()
+        self.last_change, rows = self.store.load_active(now)
+        put = self.index.put
+        for address, tenant, reason, created, expires in rows:
+            put(address, tenant, reason, created, expires)
+        del rows
+        n = self.limiter.load(counters.load_counters(self.store.engine, now), now) if self.limiter else 0
+        metrics.SUPPRESSIONS.set(len(self.index))
+        metrics.CHANGE_FEED_LAG.set(self.last_change)
+        self.ready = True
+        log.info("loaded %d suppressions and %d rate-limit counters in %.2fs", len(self.index), n,
+                 time.monotonic() - t0)
+
+    def _in_pool(self, f: Any, *a: Any) -> Deferred:
+        return deferToThreadPool(self.reactor, self.pool, f, *a)
+
+    def _guard(self, name: str, f: Any) -> Deferred | None:
+        """Run one periodic job at a time; a database error is logged, counted, and retried next tick."""
+        if name in self._busy:
+            return None
+        self._busy.add(name)
+        d = f()
+
+        def failed(err: Any) -> None:
+            self.db_ok = False
+            metrics.DB_ERRORS.labels(name).inc()
+            log.warning("database %s sync failed (serving from memory): %s", name, err.getErrorMessage())
+
+        d.addCallbacks(lambda _: setattr(self, "db_ok", True), failed)
+        d.addBoth(lambda _: self._busy.discard(name))
+        return None
+
+    @inlineCallbacks
+    def poll_changes(self) -> Any:
+        while True:
+            rows = yield self._in_pool(self.store.changes_since, self.last_change)
+            for cid, kind, address, tenant, active, reason, created, expires in rows:
+                if kind == "suppression":
+                    self.index.apply(address, tenant, active, reason, created, expires)
+                elif kind == "limit-reset":
+                    self.limiter.reset(address)
+                self.last_change = cid
+            if rows:
+                metrics.SUPPRESSIONS.set(len(self.index))
+                metrics.CHANGE_FEED_LAG.set(self.last_change)
+            if len(rows) < 50000:
+                return
+
+    def save_counters(self) -> Deferred:
+        now = time.time()
+        items = self.limiter.take_dirty(now)
+        if not items:
+            return Deferred.fromCoroutine(_noop())
+        d = self._in_pool(counters.save_counters, self.store.engine, items, now)
+
+        def requeue(err: Any) -> Any:  # keep them dirty: nothing forgotten
+            for k in items:
+                self.limiter.dirty.add(k.rpartition("#")[0])
+            return err
+
+        d.addErrback(requeue)
+        return d
+
+    def housekeeping(self) -> None:
+        now = time.time()
+        self.index.prune_expired(now)
+        metrics.SUPPRESSIONS.set(len(self.index))
+        if self.limiter:
+            self.limiter.prune(now)
+            metrics.RATELIMIT_KEYS.set(len(self.limiter.state))
+
+    def stopService(self) -> Any:
+        d = super().stopService()
+        if self.limiter and self.limiter.dirty:
+            try:   # last save, synchronously: we are shutting down anyway
+                now = time.time()
+                counters.save_counters(self.store.engine, self.limiter.take_dirty(now), now)
+            except Exception as e:  # noqa: BLE001
+                log.warning("could not save rate-limit counters at shutdown: %s", e)
+        return d
+
+
+async def _noop() -> None:
+    return None
+
+
+def makeService(cfg: Config, reactor: Any) -> service.MultiService:
+    """Build the whole service. Upgrades the schema and loads state (blocking) before returning."""
+    top = service.MultiService()
+    pool = ThreadPool(minthreads=1, maxthreads=cfg.server.db_threads, name="sidecar-db")
+    ThreadPoolService(pool).setServiceParent(top)
+
+    engine = make_engine(cfg.database.url, pool_size=cfg.server.db_threads + 2)
+    upgrade(engine)
+    store = SuppressionStore(engine, case_sensitive_local=cfg.suppression.local_part_case_sensitive)
+    index = SuppressionIndex(cfg.suppression.local_part_case_sensitive, cfg.suppression.allowlist)
+    limiter = RateLimiter(cfg.ratelimit.rules)
+    sync = StateSync(cfg, store, reactor, pool, index, limiter)
+    sync.load()
+    sync.setServiceParent(top)
+
+    decide = GuardedDecider(PolicyEngine(cfg, index, limiter), cfg.server.safe_action, reactor.seconds)
+    s = cfg.server
+    factory = PolicyFactory(decide, max_line_length=s.max_line_length, max_attributes=s.max_attributes,
+                            max_request_size=s.max_request_size, max_connections=s.max_connections)
+    for ep in s.policy:
+        svc = StreamServerEndpointService(endpoints.serverFromString(reactor, _with_backlog(ep)), factory)
+        svc._raiseSynchronously = True
+        svc.setServiceParent(top)
+    TimerService(min(30.0, s.idle_timeout / 2), factory.sweep_idle, s.idle_timeout).setServiceParent(top)
+
+    def status() -> dict[str, object]:
+        return {"ready": sync.ready, "database": "ok" if sync.db_ok else "unavailable",
+                "suppressions": len(index), "connections": len(factory.connections),
+                "last_change": sync.last_change}
+
+    http = StreamServerEndpointService(endpoints.serverFromString(reactor, s.http), make_site(status))
+    http._raiseSynchronously = True
+    http.setServiceParent(top)
+
+    if cfg.ingest.socket:
+        try:
+            from sidecar.bounce.handoff import HandoffService
+        except ImportError:  # pragma: no cover - during development
+            log.warning("ingest hand-off not available")
+        else:
+            HandoffService(cfg, engine, reactor, pool).setServiceParent(top)
+    top.sync = sync  # type: ignore[attr-defined]
+    top.policy_factory = factory  # type: ignore[attr-defined]
+    return top
+
+
+def _with_backlog(endpoint: str) -> str:
+    """A deep listen backlog: a burst of new smtpd connections must not stall."""
+    if endpoint.startswith(("tcp:", "tcp6:", "unix:")) and "backlog=" not in endpoint:
+        return endpoint + ":backlog=1024"
+    return endpoint

@@ -1,0 +1,47 @@
+"""Rate-limit counters in the database: saved periodically, loaded at start."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy import Engine, delete, select
+
+from sidecar.store.models import Change, RateLimitCounter
+from sidecar.suppression.store import _insert
+
+
+def load_counters(engine: Engine, now: float) -> list[tuple[str, float]]:
+    t = RateLimitCounter.__table__
+    with engine.connect() as conn:
+        return [(k, v) for k, v in conn.execute(select(t.c.key, t.c.tat).where(t.c.tat > now))]
+
+
+def save_counters(engine: Engine, items: Mapping[str, float | None], now: float) -> None:
+    """Upsert TATs; None deletes the row (the key went idle)."""
+    ups = [{"key": k, "tat": v, "updated_at": now} for k, v in items.items() if v is not None]
+    dels = [k for k, v in items.items() if v is None]
+    with engine.begin() as conn:
+        if ups:
+            ins = _insert(conn, RateLimitCounter.__table__)
+            conn.execute(ins.on_conflict_do_update(index_elements=["key"],
+                                                   set_={"tat": ins.excluded.tat,
+                                                         "updated_at": ins.excluded.updated_at}), ups)
+        for i in range(0, len(dels), 500):
+            conn.execute(delete(RateLimitCounter).where(RateLimitCounter.key.in_(dels[i:i + 500])))
+
+
+def counters_for(engine: Engine, key: str) -> list[tuple[str, float]]:
+    t = RateLimitCounter.__table__
+    with engine.connect() as conn:
+        return [(k, v) for k, v in conn.execute(select(t.c.key, t.c.tat)
+                                                .where(t.c.key.startswith(key + "#", autoescape=True)))]
+
+
+def reset_key(engine: Engine, key: str, now: float) -> int:
+    """Clear a key's counters and tell every running server through the change feed."""
+    with engine.begin() as conn:
+        n = conn.execute(delete(RateLimitCounter).where(
+            RateLimitCounter.key.startswith(key + "#", autoescape=True))).rowcount
+        conn.execute(Change.__table__.insert().values(kind="limit-reset", address=key, tenant="", active=False,
+                                                      changed_at=now))
+    return n

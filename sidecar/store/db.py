@@ -1,0 +1,73 @@
+"""Engine set-up and schema upgrades (Alembic), for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger("sidecar.store")
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database could not be reached or used: callers treat this as transient."""
+
+
+def normalise_url(url: str) -> str:
+    """Accept plain ``postgresql://`` URLs and use psycopg 3 for them."""
+    u = make_url(url)
+    if u.drivername in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+psycopg")
+    return u.render_as_string(hide_password=False)
+
+
+def make_engine(url: str, *, create_dir: bool = True, pool_size: int = 5) -> Engine:
+    url = normalise_url(url)
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        db = u.database or ""
+        if db and db != ":memory:" and create_dir:
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 15, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=15000")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_size=pool_size, pool_pre_ping=True)
+
+
+def _alembic_config(engine: Engine):  # type: ignore[no-untyped-def]
+    from alembic.config import Config as AlembicConfig
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Create or upgrade the schema to ``revision``."""
+    from alembic import command
+
+    cfg = _alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()

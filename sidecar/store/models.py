@@ -1,0 +1,127 @@
+"""SQLAlchemy models: the one schema, shared by SQLite and PostgreSQL.
+
+Timestamps are POSIX seconds (floats): cheap to load by the million at start-up and
+identical on both databases.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (BigInteger, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, MetaData,
+                        String, Text, UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Integer on SQLite (so it is the rowid alias and autoincrements), BIGINT elsewhere.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Suppression(Base):
+    """Current state of one (address, tenant) pair; tenant "" means global."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (UniqueConstraint("address", "tenant", name="uq_suppressions_address_tenant"),
+                      Index("ix_suppressions_created_at", "created_at"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    address: Mapped[str] = mapped_column(String(320))
+    tenant: Mapped[str] = mapped_column(String(255), default="")
+    reason: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    source: Mapped[str] = mapped_column(String(32), default="manual")
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Change(Base):
+    """Append-only change feed read by every running server (no full reloads).
+
+    kind "suppression": a snapshot of the suppression row after the change.
+    kind "limit-reset": ``address`` holds the rate-limit key to clear.
+    """
+
+    __tablename__ = "changes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(String(512))
+    tenant: Mapped[str] = mapped_column(String(255), default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    changed_at: Mapped[float] = mapped_column(Float)
+
+
+class RawMessage(Base):
+    """A message handed to the ingester, zlib-compressed, kept for "why" and replay."""
+
+    __tablename__ = "raw_messages"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    received_at: Mapped[float] = mapped_column(Float, index=True)
+    queue_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    envelope_sender: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    envelope_recipient: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    extension: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    size: Mapped[int] = mapped_column(Integer)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    state: Mapped[str] = mapped_column(String(16), index=True)  # parsed | unparsed | not-bounce
+    kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    parser_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Event(Base):
+    """One thing that happened to one address: a bounce, delay, complaint, auto-reply ..."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_address_created", "address", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    created_at: Mapped[float] = mapped_column(Float, index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    tenant: Mapped[str] = mapped_column(String(255), default="")
+    category: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    hard: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    action: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    remote_mta: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    diagnostic: Mapped[str | None] = mapped_column(Text, nullable=True)
+    decision: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("raw_messages.id", ondelete="SET NULL"),
+                                                   nullable=True, index=True)
+
+
+class SuppressionCause(Base):
+    """Which events caused a suppression: the exact answer to "why is this suppressed"."""
+
+    __tablename__ = "suppression_causes"
+
+    suppression_id: Mapped[int] = mapped_column(ForeignKey("suppressions.id", ondelete="CASCADE"), primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), primary_key=True)
+
+
+class RateLimitCounter(Base):
+    """GCRA state (theoretical arrival time) per rate-limit key and window."""
+
+    __tablename__ = "ratelimit_counters"
+
+    key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    tat: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,91 @@
+"""In-memory suppression index: what the policy hot path reads.
+
+One dict per tenant ("" = global) from match key to a shared, interned entry. At a
+million addresses the dicts and the key strings dominate memory; entries with the
+same reason, day and expiry share one object.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    reason: str
+    date: str          # YYYY-MM-DD of creation, for the reply text
+    expires_at: float | None
+
+
+class SuppressionIndex:
+    def __init__(self, case_sensitive_local: bool = False, allowlist: tuple[str, ...] = ()) -> None:
+        self.case_sensitive_local = case_sensitive_local
+        self._by_tenant: dict[str, dict[str, Entry]] = {"": {}}
+        self._entries: dict[tuple[str, str, float | None], Entry] = {}
+        self._days: dict[int, str] = {}
+        self._allow_addresses = {a for a in allowlist if not a.startswith("@")}
+        self._allow_domains = {a[1:] for a in allowlist if a.startswith("@")}
+
+    def key(self, address: str) -> str:
+        if not self.case_sensitive_local:
+            return address.lower()
+        local, _, domain = address.rpartition("@")
+        return f"{local}@{domain.lower()}"
+
+    def _entry(self, reason: str, created_at: float, expires_at: float | None) -> Entry:
+        day = int(created_at // 86400)
+        date = self._days.get(day)
+        if date is None:
+            date = self._days[day] = time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
+        k = (reason, date, expires_at)
+        e = self._entries.get(k)
+        if e is None:
+            e = self._entries[k] = Entry(reason, date, expires_at)
+        return e
+
+    def put(self, address: str, tenant: str, reason: str, created_at: float, expires_at: float | None) -> None:
+        d = self._by_tenant.get(tenant)
+        if d is None:
+            d = self._by_tenant[tenant] = {}
+        d[self.key(address)] = self._entry(reason, created_at, expires_at)
+
+    def discard(self, address: str, tenant: str) -> None:
+        d = self._by_tenant.get(tenant)
+        if d is not None:
+            d.pop(self.key(address), None)
+
+    def apply(self, address: str, tenant: str, active: bool, reason: str | None,
+              created_at: float | None, expires_at: float | None) -> None:
+        if active:
+            self.put(address, tenant, reason or "suppressed", created_at or 0.0, expires_at)
+        else:
+            self.discard(address, tenant)
+
+    def lookup(self, address: str, tenant: str, now: float) -> Entry | None:
+        """The suppression that applies to ``address`` for ``tenant`` at ``now``, if any."""
+        k = address.lower() if not self.case_sensitive_local else self.key(address)
+        e = self._by_tenant[""].get(k)
+        if (e is None or (e.expires_at is not None and e.expires_at <= now)) and tenant:
+            d = self._by_tenant.get(tenant)
+            e = d.get(k) if d is not None else None
+        if e is None or (e.expires_at is not None and e.expires_at <= now):
+            return None
+        if self._allow_addresses or self._allow_domains:
+            lk = k.lower()
+            if lk in self._allow_addresses or lk.rpartition("@")[2] in self._allow_domains:
+                return None
+        return e
+
+    def __len__(self) -> int:
+        return sum(len(d) for d in self._by_tenant.values())
+
+    def prune_expired(self, now: float) -> int:
+        """Drop expired entries (they already stopped applying); returns how many."""
+        n = 0
+        for d in self._by_tenant.values():
+            dead = [k for k, e in d.items() if e.expires_at is not None and e.expires_at <= now]
+            for k in dead:
+                del d[k]
+            n += len(dead)
+        return n
