@@ -8,19 +8,39 @@ from __future__ import annotations
 
 import binascii
 import quopri
+import re
 from base64 import b64decode
 from dataclasses import dataclass, field
 from email.message import Message
-from email.parser import BytesParser
+from email.parser import Parser
 from email.policy import compat32
 
-_PARSER = BytesParser(policy=compat32)
+_STR_PARSER = Parser(policy=compat32)
+MAX_PARTS = 200
+MAX_DEPTH = 8
 
 MAX_TEXT = 200_000  # characters of a text part worth scanning for bounce information
 
 
 def parse_bytes(raw: bytes) -> Message:
-    return _PARSER.parsebytes(raw)
+    """Headers parsed, body kept as text: parts are split lazily by :func:`collect_parts`.
+
+    Parsing only the headers avoids the cost of a full MIME parse of the returned original
+    message, which a bounce parser never needs beyond its headers.
+    """
+    return _parse_part(raw.replace(b"\r\n", b"\n").decode("ascii", "surrogateescape"))
+
+
+def _parse_part(text: str) -> Message:
+    """Parse the header block of ``text``; the body is attached unparsed."""
+    if text.startswith("\n"):
+        head, body = "", text[1:]
+    else:
+        cut = text.find("\n\n")
+        head, body = (text, "") if cut < 0 else (text[: cut + 1], text[cut + 2 :])
+    msg = _STR_PARSER.parsestr(head, headersonly=True)
+    msg.set_payload(body)
+    return msg
 
 
 def header(msg: Message, name: str) -> str:
@@ -111,41 +131,51 @@ class Parts:
 _ORIGINAL_TYPES = ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers")
 
 
+def _subparts(part: Message) -> list[Message]:
+    """Split a multipart body on its boundary (tolerates a missing closing boundary)."""
+    body = part.get_payload()
+    boundary = part.get_boundary()
+    if isinstance(body, list):
+        return [p for p in body if isinstance(p, Message)]
+    if not isinstance(body, str) or not boundary:
+        return []
+    delimiter = re.compile(r"^--" + re.escape(boundary) + r"(--)?[ \t]*\r?$", re.MULTILINE)
+    out: list[Message] = []
+    pos = None
+    for m in delimiter.finditer(body):
+        if pos is not None:
+            chunk = body[pos : m.start()]
+            out.append(_parse_part(chunk[:-1] if chunk.endswith("\n") else chunk))
+        if m.group(1) or len(out) >= MAX_PARTS:
+            pos = None
+            break
+        pos = m.end() + 1
+    if pos is not None and pos < len(body):
+        out.append(_parse_part(body[pos:]))
+    return out
+
+
 def collect_parts(msg: Message) -> Parts:
     parts = Parts()
-    stack: list[Message] = [msg]
+    stack: list[tuple[Message, int]] = [(msg, 0)]
     seen = 0
-    while stack and seen < 500:
-        part = stack.pop()
+    while stack and seen < MAX_PARTS:
+        part, depth = stack.pop()
         seen += 1
         ctype = part.get_content_type()
         if ctype in ("message/delivery-status", "message/global-delivery-status"):
             parts.delivery_status.append(part)
-            continue
-        if ctype == "message/feedback-report":
+        elif ctype == "message/feedback-report":
             parts.feedback_report.append(part)
-            continue
-        if ctype in _ORIGINAL_TYPES:
+        elif ctype in _ORIGINAL_TYPES:
             if parts.original is None:
-                parts.original = _enclosed(part)
-            continue
-        if part.is_multipart():
-            payload = part.get_payload()
-            if isinstance(payload, list):
-                stack.extend(reversed([p for p in payload if isinstance(p, Message)]))
-            continue
-        if ctype.startswith("text/") or ctype == "application/octet-stream" and not parts.texts:
+                parts.original = _parse_part(part_text(part))
+        elif ctype.startswith("multipart/") and depth < MAX_DEPTH:
+            children = _subparts(part)
+            if children:
+                stack.extend((c, depth + 1) for c in reversed(children))
+            elif not parts.texts:
+                parts.texts.append(part)  # broken multipart (no boundary): scan the whole body
+        elif ctype.startswith("text/") or (ctype == "application/octet-stream" and not parts.texts):
             parts.texts.append(part)
-    if not parts.texts and not parts.delivery_status and isinstance(msg.get_payload(), str):
-        parts.texts.append(msg)  # broken multipart (no boundary): scan the whole body
     return parts
-
-
-def _enclosed(part: Message) -> Message:
-    payload = part.get_payload()
-    if isinstance(payload, list) and payload and isinstance(payload[0], Message):
-        return payload[0]
-    try:
-        return parse_bytes(payload_bytes(part))
-    except Exception:  # noqa: BLE001
-        return Message()

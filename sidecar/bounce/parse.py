@@ -31,7 +31,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
     if not raw or not raw.strip():
         return ParsedMessage(Kind.NOT_BOUNCE, [])
     try:
-        return _parse(mime.parse_bytes(raw))
+        return _parse(mime.parse_bytes(raw), raw)
     except _DATA_ERRORS:
         return ParsedMessage(Kind.NOT_BOUNCE, [])
 
@@ -40,7 +40,7 @@ def _text(parts: mime.Parts) -> str:
     return "\n\n".join(mime.part_text(p) for p in parts.texts[:3])
 
 
-def _parse(msg: Message) -> ParsedMessage:
+def _parse(msg: Message, raw: bytes) -> ParsedMessage:
     parts = mime.collect_parts(msg)
     original = parts.original
     message_id = mime.header(original, "Message-ID") or None if original is not None else None
@@ -85,7 +85,7 @@ def _parse(msg: Message) -> ParsedMessage:
 
     found = _from_text(msg, text, original)
     if not found:
-        found = _from_flufl(msg)
+        found = _from_flufl(raw)
     if not found:
         return result(Kind.NOT_BOUNCE, [])
     kind = Kind.DELAY if all(r.action == "delayed" for r in found) else Kind.BOUNCE
@@ -187,13 +187,12 @@ def _from_text(msg: Message, text: str, original: Message | None) -> list[Failed
     return out
 
 
-def _from_flufl(msg: Message) -> list[FailedRecipient]:
-    from flufl.bounce import (
-        all_failures,  # imported lazily: slow, and only the last resort
-    )
+def _from_flufl(raw: bytes) -> list[FailedRecipient]:
+    # imported lazily: slow, and only the last resort
+    from flufl.bounce import all_failures
 
     try:
-        temporary, permanent = all_failures(msg)
+        temporary, permanent = all_failures(email.message_from_bytes(raw))
     except Exception:  # noqa: BLE001 - third-party heuristics must not break parsing
         return []
     out = []

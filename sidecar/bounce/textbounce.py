@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 _ADDRESS = re.compile(r"(?<![\w.+=/-])([\w.+=/!%&'*-]{1,64}@[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?)*)", re.IGNORECASE)
 _ORIGINAL_MARKER = re.compile(
-    r"^[ \t>|]*(?:[-=_*]{2,}.*)?(?:"
+    r"^[ \t>|]*(?:[-=_*]{2,}[ \t]*)?(?:"
     r"(?:this is a |here is a |below (?:this line )?is a |a )?copy of (?:the |your )?(?:original )?(?:message|mail|headers)"
     r"|below this line|original message|unsent message|returned message|message headers follow|undelivered message"
     r"|(?:original|returned) (?:mail|e-?mail|message)(?: headers)?(?: follows)?|--- ?original|headers of (?:the )?original"

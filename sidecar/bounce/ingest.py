@@ -1,0 +1,143 @@
+"""``sidecar ingest``: the pipe(8) command. One message on stdin, exit 0 or 75, never anything else.
+
+This module is the fast path, run once per bounce: it imports only the standard library
+(plus the small config loader). It reads the message with the size limit, then hands it to
+the running service over the local unix socket (:mod:`sidecar.bounce.handoff`), which
+parses and records it in its database thread pool and answers only after commit. When the
+socket is missing, refuses, or drops the connection before answering, the whole job is done
+in this process instead (:mod:`sidecar.bounce.record`, importing SQLAlchemy only then), so a
+stopped service never loses a message.
+
+Exit codes (see docs/ingest.md): 0 = recorded (or deliberately set aside as not-bounce /
+unparsed / bad-verp); 75 = anything else, so Postfix keeps the message and retries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from dataclasses import asdict, dataclass
+from typing import IO, Any
+
+EX_OK, EX_TEMPFAIL = 0, 75
+PROTOCOL_VERSION = 1
+REPLY_TIMEOUT = 120.0  # seconds to wait for the service's answer (it may wait on a locked database)
+MAX_HEADER = 16384
+
+
+class TempFail(Exception):
+    """A failure after which Postfix must keep the message and retry (exit 75)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What pipe(8) told us about the delivery, plus how much of the message we kept."""
+
+    sender: str = ""
+    recipient: str = ""
+    queue_id: str = ""
+    extension: str = ""
+    size: int = 0  # size of the whole message as delivered (may exceed what was kept)
+    truncated: bool = False
+
+    def to_header(self, kept: int) -> bytes:
+        d: dict[str, Any] = asdict(self)
+        d["v"] = PROTOCOL_VERSION
+        d["length"] = kept
+        return json.dumps(d, separators=(",", ":")).encode() + b"\n"
+
+    @classmethod
+    def from_header(cls, d: dict[str, Any]) -> Envelope:
+        return cls(sender=str(d.get("sender") or ""), recipient=str(d.get("recipient") or ""),
+                   queue_id=str(d.get("queue_id") or ""), extension=str(d.get("extension") or ""),
+                   size=int(d.get("size") or 0), truncated=bool(d.get("truncated")))
+
+
+def read_message(stream: IO[bytes], limit: int) -> tuple[bytes, int, bool]:
+    """Read at most ``limit`` bytes and drain the rest: (kept bytes, total size, truncated)."""
+    chunks: list[bytes] = []
+    kept = 0
+    total = 0
+    while True:
+        chunk = stream.read(65536)
+        if not chunk:
+            break
+        total += len(chunk)
+        if kept < limit:
+            part = chunk[: limit - kept]
+            chunks.append(part)
+            kept += len(part)
+    return b"".join(chunks), total, total > limit
+
+
+def handoff(path: str, env: Envelope, data: bytes, timeout: float = REPLY_TIMEOUT) -> str | None:
+    """Send the message to the service; its reply line, or None when it could not take it.
+
+    None means "nobody took responsibility": the socket is absent, refuses connections, or
+    the service closed the connection before answering. The caller then records in-process.
+    A timeout raises :class:`TempFail`: the service has the message and may still commit it,
+    so the safe answer is to let Postfix retry (a duplicate is recognised by its sha256).
+    """
+    if not path or not os.path.exists(path):
+        return None
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(5.0)
+        try:
+            s.connect(path)
+        except OSError:  # refused, stale socket file, permission denied ...
+            return None
+        s.settimeout(timeout)
+        try:
+            s.sendall(env.to_header(len(data)))
+            s.sendall(data)
+            buf = b""
+            while b"\n" not in buf and len(buf) < 4096:
+                part = s.recv(4096)
+                if not part:
+                    break
+                buf += part
+        except TimeoutError:
+            raise TempFail("timed out waiting for the ingest service") from None
+        except OSError:  # reset or broken pipe before a reply: nothing was promised
+            return None
+    finally:
+        s.close()
+    line = buf.split(b"\n", 1)[0].decode("utf-8", "replace").strip()
+    return line or None
+
+
+def _config(args: Any) -> Any:
+    from sidecar.config import load_config
+
+    return load_config(args.config, {"database.url": args.db})
+
+
+def record_locally(cfg: Any, env: Envelope, data: bytes) -> str:
+    """The fallback: parse and record in this process; returns a one-line summary."""
+    from sidecar.bounce.record import open_recorder
+
+    recorder = open_recorder(cfg)
+    try:
+        out = recorder.record(data, env)
+    finally:
+        recorder.engine.dispose()
+    return out.summary()
+
+
+def run(args: Any, stdin: IO[bytes] | None = None) -> int:
+    """The whole ``sidecar ingest`` command; raises on failure (the caller maps that to 75)."""
+    cfg = _config(args)
+    data, total, truncated = read_message(stdin or sys.stdin.buffer, cfg.ingest.max_message_size)
+    env = Envelope(sender=args.sender or "", recipient=args.recipient or "", queue_id=args.queue_id or "",
+                   extension=args.extension or "", size=total, truncated=truncated)
+    if not args.no_handoff and cfg.ingest.socket:
+        reply = handoff(cfg.ingest.socket, env, data)
+        if reply is not None:
+            if reply.startswith("OK"):
+                return EX_OK
+            raise TempFail(f"service: {reply}")
+    record_locally(cfg, env, data)
+    return EX_OK
