@@ -51,8 +51,15 @@ def original_recipient(original: Message | None) -> str | None:
 
 def _complaint(address: str, feedback_type: str | None, diagnostic: str | None = None) -> FailedRecipient:
     return FailedRecipient(
-        address=address, category=Category.COMPLAINT, reason="feedback", hard=None, status=None,
-        action=None, remote_mta=None, diagnostic=diagnostic, feedback_type=feedback_type,
+        address=address,
+        category=Category.COMPLAINT,
+        reason="feedback",
+        hard=None,
+        status=None,
+        action=None,
+        remote_mta=None,
+        diagnostic=diagnostic,
+        feedback_type=feedback_type,
     )
 
 
@@ -70,7 +77,10 @@ def parse_feedback_report(report: Message, original: Message | None) -> list[Fai
         if addr:
             addresses.append(addr)
     source_ip = (fields.get("source-ip") or [None])[0]
-    return [_complaint(a, ftype, f"feedback-type={ftype}" + (f" source-ip={source_ip}" if source_ip else "")) for a in addresses]
+    return [
+        _complaint(a, ftype, f"feedback-type={ftype}" + (f" source-ip={source_ip}" if source_ip else ""))
+        for a in addresses
+    ]
 
 
 def parse_nonstandard_complaint(msg: Message, original: Message | None) -> list[FailedRecipient] | None:

@@ -18,32 +18,87 @@ _REPLY_CODE = re.compile(r"(?<![\d.])([45])\d\d(?=[\s-]|$)")
 
 # Status codes precise enough to decide the reason by themselves (class digit dropped).
 _EXACT_STATUS: dict[str, str] = {
-    "1.6": "hasmoved", "1.10": "userunknown", "1.2": "hostunknown", "2.2": "mailboxfull", "2.3": "exceedlimit", "3.4": "mesgtoobig",
-    "1.7": "rejected", "1.8": "rejected", "7.25": "requireptr", "7.26": "authfailure", "7.23": "authfailure",
-    "7.509": "authfailure", "7.510": "authfailure", "7.27": "notaccept", "7.13": "suspend", "7.9": "policyviolation",
-    "3.1": "systemfull", "4.6": "networkerror", "6.1": "contenterror", "1.351": "userunknown",
+    "1.6": "hasmoved",
+    "1.10": "userunknown",
+    "1.2": "hostunknown",
+    "2.2": "mailboxfull",
+    "2.3": "exceedlimit",
+    "3.4": "mesgtoobig",
+    "1.7": "rejected",
+    "1.8": "rejected",
+    "7.25": "requireptr",
+    "7.26": "authfailure",
+    "7.23": "authfailure",
+    "7.509": "authfailure",
+    "7.510": "authfailure",
+    "7.27": "notaccept",
+    "7.13": "suspend",
+    "7.9": "policyviolation",
+    "3.1": "systemfull",
+    "4.6": "networkerror",
+    "6.1": "contenterror",
+    "1.351": "userunknown",
 }
 # Status codes that only suggest a reason; diagnostic text may refine them.
 _STATUS_HINT: dict[str, str] = {
-    "1.1": "userunknown", "1.0": "userunknown", "1.2": "hostunknown", "1.3": "syntaxerror", "1.4": "userunknown",
-    "2.0": "filtered", "2.1": "suspend", "2.4": "systemerror", "3.0": "systemerror", "3.2": "systemerror",
-    "3.3": "systemerror", "3.5": "systemerror", "4.0": "networkerror", "4.1": "expired", "4.2": "networkerror",
-    "4.3": "systemerror", "4.4": "hostunknown", "4.5": "networkerror", "4.7": "expired", "5.0": "syntaxerror",
-    "5.1": "syntaxerror", "5.2": "syntaxerror", "5.3": "syntaxerror", "5.4": "syntaxerror", "5.5": "syntaxerror",
-    "6.0": "contenterror", "6.2": "contenterror", "6.3": "contenterror", "6.5": "contenterror",
-    "6.9": "contenterror", "7.0": "securityerror", "7.1": "blocked", "7.2": "securityerror", "7.7": "securityerror",
-    "7.6": "securityerror", "7.8": "securityerror",
+    "1.1": "userunknown",
+    "1.0": "userunknown",
+    "1.2": "hostunknown",
+    "1.3": "syntaxerror",
+    "1.4": "userunknown",
+    "2.0": "filtered",
+    "2.1": "suspend",
+    "2.4": "systemerror",
+    "3.0": "systemerror",
+    "3.2": "systemerror",
+    "3.3": "systemerror",
+    "3.5": "systemerror",
+    "4.0": "networkerror",
+    "4.1": "expired",
+    "4.2": "networkerror",
+    "4.3": "systemerror",
+    "4.4": "hostunknown",
+    "4.5": "networkerror",
+    "4.7": "expired",
+    "5.0": "syntaxerror",
+    "5.1": "syntaxerror",
+    "5.2": "syntaxerror",
+    "5.3": "syntaxerror",
+    "5.4": "syntaxerror",
+    "5.5": "syntaxerror",
+    "6.0": "contenterror",
+    "6.2": "contenterror",
+    "6.3": "contenterror",
+    "6.5": "contenterror",
+    "6.9": "contenterror",
+    "7.0": "securityerror",
+    "7.1": "blocked",
+    "7.2": "securityerror",
+    "7.7": "securityerror",
+    "7.6": "securityerror",
+    "7.8": "securityerror",
 }
 
 CATEGORY_OF: dict[str, Category] = {
-    "userunknown": Category.INVALID_RECIPIENT, "hasmoved": Category.INVALID_RECIPIENT,
-    "suspend": Category.INVALID_RECIPIENT, "mailboxfull": Category.MAILBOX_FULL,
-    "hostunknown": Category.DNS, "notaccept": Category.DNS,
-    "expired": Category.NETWORK, "networkerror": Category.NETWORK, "systemerror": Category.NETWORK,
-    "systemfull": Category.NETWORK, "mailererror": Category.NETWORK, "failedstarttls": Category.NETWORK,
-    "mesgtoobig": Category.MESSAGE_TOO_BIG, "exceedlimit": Category.MESSAGE_TOO_BIG,
-    "vacation": Category.AUTO_REPLY, "feedback": Category.COMPLAINT,
-    "syntaxerror": Category.UNKNOWN, "undefined": Category.UNKNOWN, "onhold": Category.UNKNOWN,
+    "userunknown": Category.INVALID_RECIPIENT,
+    "hasmoved": Category.INVALID_RECIPIENT,
+    "suspend": Category.INVALID_RECIPIENT,
+    "mailboxfull": Category.MAILBOX_FULL,
+    "hostunknown": Category.DNS,
+    "notaccept": Category.DNS,
+    "expired": Category.NETWORK,
+    "networkerror": Category.NETWORK,
+    "systemerror": Category.NETWORK,
+    "systemfull": Category.NETWORK,
+    "mailererror": Category.NETWORK,
+    "failedstarttls": Category.NETWORK,
+    "mesgtoobig": Category.MESSAGE_TOO_BIG,
+    "exceedlimit": Category.MESSAGE_TOO_BIG,
+    "vacation": Category.AUTO_REPLY,
+    "feedback": Category.COMPLAINT,
+    "syntaxerror": Category.UNKNOWN,
+    "undefined": Category.UNKNOWN,
+    "onhold": Category.UNKNOWN,
 }
 _HARD_REASONS = frozenset({"userunknown", "hostunknown", "hasmoved"})
 
@@ -106,9 +161,16 @@ def classify(
             reason = "filtered"
         elif reason == "userunknown" and command == "MAIL":
             reason = "rejected"
-        elif reason in (None, "securityerror", "systemerror", "expired") and hint in (
-            "userunknown", "hostunknown", "mailboxfull",
-        ) or reason is None:
+        elif (
+            reason in (None, "securityerror", "systemerror", "expired")
+            and hint
+            in (
+                "userunknown",
+                "hostunknown",
+                "mailboxfull",
+            )
+            or reason is None
+        ):
             reason = hint
     if action == "delayed" and reason in (None, "networkerror", "systemerror", "syntaxerror", "securityerror"):
         reason = "expired"

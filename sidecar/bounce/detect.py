@@ -8,16 +8,22 @@ from email.message import Message
 from sidecar.bounce.dsn import address_value
 from sidecar.bounce.mime import header
 
-_BOUNCE_SENDER = re.compile(r"mailer-?daemon|postmaster|mail(?:er)?[- ]?(?:delivery|system|daemon)|bounce", re.IGNORECASE)
+_BOUNCE_SENDER = re.compile(
+    r"mailer-?daemon|postmaster|mail(?:er)?[- ]?(?:delivery|system|daemon)|bounce", re.IGNORECASE
+)
 _BOUNCE_SUBJECT = re.compile(
-    r"undeliver|undelivered|returned mail|return(?:ed)? to sender|delivery (?:status notification|failure|failed|has failed|notification|problem|report)"
-    r"|failure notice|mail delivery (?:failed|failure|system)|non-?delivery|could not be delivered|not delivered|delivery error"
-    r"|mail system error|mail failure|message (?:not|could not be) delivered|rejected|bounced?\b|unzustellbar|nicht zustellbar"
+    r"undeliver|undelivered|returned mail|return(?:ed)? to sender|delivery (?:status notification"
+    r"|failure|failed|has failed|notification|problem|report)"
+    r"|failure notice|mail delivery (?:failed|failure|system)|non-?delivery|could not be delivered"
+    r"|not delivered|delivery error"
+    r"|mail system error|mail failure|message (?:not|could not be) delivered|rejected|bounced?\b"
+    r"|unzustellbar|nicht zustellbar"
     r"|non remis|error sending|warning: could not send|delivery delayed|delayed mail",
     re.IGNORECASE,
 )
 _AUTO_SUBJECT = re.compile(
-    r"^(?:auto(?:matic)?[ -]?(?:reply|response|antwort|respuesta|r[ée]ponse)|auto:|out of (?:the )?office|vacation|autoreply"
+    r"^(?:auto(?:matic)?[ -]?(?:reply|response|antwort|respuesta|r[ée]ponse)|auto:"
+    r"|out of (?:the )?office|vacation|autoreply"
     r"|abwesenheit|absence|r[ée]ponse automatique|fuera de la oficina|i am (?:away|out)|away from)",
     re.IGNORECASE,
 )

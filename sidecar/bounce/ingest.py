@@ -50,9 +50,14 @@ class Envelope:
 
     @classmethod
     def from_header(cls, d: dict[str, Any]) -> Envelope:
-        return cls(sender=str(d.get("sender") or ""), recipient=str(d.get("recipient") or ""),
-                   queue_id=str(d.get("queue_id") or ""), extension=str(d.get("extension") or ""),
-                   size=int(d.get("size") or 0), truncated=bool(d.get("truncated")))
+        return cls(
+            sender=str(d.get("sender") or ""),
+            recipient=str(d.get("recipient") or ""),
+            queue_id=str(d.get("queue_id") or ""),
+            extension=str(d.get("extension") or ""),
+            size=int(d.get("size") or 0),
+            truncated=bool(d.get("truncated")),
+        )
 
 
 def read_message(stream: IO[bytes], limit: int) -> tuple[bytes, int, bool]:
@@ -131,8 +136,14 @@ def run(args: Any, stdin: IO[bytes] | None = None) -> int:
     """The whole ``sidecar ingest`` command; raises on failure (the caller maps that to 75)."""
     cfg = _config(args)
     data, total, truncated = read_message(stdin or sys.stdin.buffer, cfg.ingest.max_message_size)
-    env = Envelope(sender=args.sender or "", recipient=args.recipient or "", queue_id=args.queue_id or "",
-                   extension=args.extension or "", size=total, truncated=truncated)
+    env = Envelope(
+        sender=args.sender or "",
+        recipient=args.recipient or "",
+        queue_id=args.queue_id or "",
+        extension=args.extension or "",
+        size=total,
+        truncated=truncated,
+    )
     if not args.no_handoff and cfg.ingest.socket:
         reply = handoff(cfg.ingest.socket, env, data)
         if reply is not None:

@@ -70,9 +70,7 @@ def payload_bytes(part: Message) -> bytes:
     """The decoded body of a non-multipart part (tolerates broken base64/QP)."""
     payload = part.get_payload()
     if isinstance(payload, list):
-        return b"\n\n".join(
-            sub.as_bytes() if isinstance(sub, Message) else b"" for sub in payload
-        )
+        return b"\n\n".join(sub.as_bytes() if isinstance(sub, Message) else b"" for sub in payload)
     if not isinstance(payload, str):
         return b""
     raw = payload.encode("utf-8", "surrogateescape")

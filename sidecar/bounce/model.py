@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class Category(str, enum.Enum):
+class Category(str, enum.Enum):  # noqa: UP042 - contract: plain str mix-in
     """Coarse, fixed set of failure categories that drive suppression decisions."""
 
     INVALID_RECIPIENT = "invalid-recipient"
@@ -25,7 +25,7 @@ class Category(str, enum.Enum):
     UNKNOWN = "unknown"
 
 
-class Kind(str, enum.Enum):
+class Kind(str, enum.Enum):  # noqa: UP042 - contract: plain str mix-in
     """What a whole message is."""
 
     BOUNCE = "bounce"

@@ -47,14 +47,29 @@ def ses_events(text: str) -> list[JsonEvent] | None:
         bounce = data.get("bounce") or {}
         for r in bounce.get("bouncedRecipients") or []:
             if isinstance(r, dict) and r.get("emailAddress"):
-                events.append(JsonEvent("bounce", str(r["emailAddress"]).lower(), r.get("status"), r.get("action"),
-                                        r.get("diagnosticCode") or bounce.get("bounceSubType")))
+                events.append(
+                    JsonEvent(
+                        "bounce",
+                        str(r["emailAddress"]).lower(),
+                        r.get("status"),
+                        r.get("action"),
+                        r.get("diagnosticCode") or bounce.get("bounceSubType"),
+                    )
+                )
     elif ntype == "complaint":
         complaint = data.get("complaint") or {}
         for r in complaint.get("complainedRecipients") or []:
             if isinstance(r, dict) and r.get("emailAddress"):
-                events.append(JsonEvent("complaint", str(r["emailAddress"]).lower(), None, None, None,
-                                        complaint.get("complaintFeedbackType") or "abuse"))
+                events.append(
+                    JsonEvent(
+                        "complaint",
+                        str(r["emailAddress"]).lower(),
+                        None,
+                        None,
+                        None,
+                        complaint.get("complaintFeedbackType") or "abuse",
+                    )
+                )
     elif ntype == "delivery":
         for a in (data.get("delivery") or {}).get("recipients") or []:
             events.append(JsonEvent("delivery", str(a).lower(), "2.0.0", "delivered", None))

@@ -48,7 +48,9 @@ def _parse(msg: Message, raw: bytes) -> ParsedMessage:
     if original is not None:
         envelope_from = dsn.address_value(mime.header(original, "Return-Path")) or None
 
-    def result(kind: Kind, recipients: list[FailedRecipient], mta: str | None = None, sender: str | None = None) -> ParsedMessage:
+    def result(
+        kind: Kind, recipients: list[FailedRecipient], mta: str | None = None, sender: str | None = None
+    ) -> ParsedMessage:
         return ParsedMessage(kind, recipients, mta, message_id, sender or envelope_from)
 
     for report in parts.feedback_report:
@@ -78,8 +80,22 @@ def _parse(msg: Message, raw: bytes) -> ParsedMessage:
     if not bounce_like:
         if detect.is_auto_reply(msg):
             addr = detect.auto_reply_address(msg)
-            replies = [FailedRecipient(addr, Category.AUTO_REPLY, "vacation", None, None, None, None,
-                                       mime.header(msg, "Subject") or None)] if addr else []
+            replies = (
+                [
+                    FailedRecipient(
+                        addr,
+                        Category.AUTO_REPLY,
+                        "vacation",
+                        None,
+                        None,
+                        None,
+                        None,
+                        mime.header(msg, "Subject") or None,
+                    )
+                ]
+                if addr
+                else []
+            )
             return result(Kind.AUTO_REPLY, replies)
         return result(Kind.NOT_BOUNCE, [])
 
@@ -111,11 +127,19 @@ def _from_dsn(report: dsn.DsnReport, text: str, result) -> ParsedMessage:
             context = " ".join(report_text.split())[:2000]
         command = (textbounce.smtp_command(context) if context else None) or global_command
         verdict = classify(r.status, diagnostic or context, r.action, command, r.diagnostic_type)
-        failed.append(FailedRecipient(
-            address=address, category=verdict.category, reason=verdict.reason, hard=verdict.hard,
-            status=verdict.status, action=r.action or "failed", remote_mta=r.remote_mta,
-            diagnostic=diagnostic or context or None, original_recipient=r.original_recipient,
-        ))
+        failed.append(
+            FailedRecipient(
+                address=address,
+                category=verdict.category,
+                reason=verdict.reason,
+                hard=verdict.hard,
+                status=verdict.status,
+                action=r.action or "failed",
+                remote_mta=r.remote_mta,
+                diagnostic=diagnostic or context or None,
+                original_recipient=r.original_recipient,
+            )
+        )
     if not failed:
         kind = Kind.DELIVERED if delivered else Kind.NOT_BOUNCE
     elif all(f.action == "delayed" for f in failed):
@@ -141,8 +165,19 @@ def _from_json(events: list[notifications.JsonEvent], result) -> ParsedMessage:
     for e in events:
         if e.kind == "complaint":
             kind = Kind.COMPLAINT
-            out.append(FailedRecipient(e.address, Category.COMPLAINT, "feedback", None, None, None, None, None,
-                                       feedback_type=e.feedback_type))
+            out.append(
+                FailedRecipient(
+                    e.address,
+                    Category.COMPLAINT,
+                    "feedback",
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    feedback_type=e.feedback_type,
+                )
+            )
         elif e.kind == "bounce":
             kind = Kind.BOUNCE
             v = classify(dsn.status_code(e.status), e.diagnostic, e.action)
@@ -181,9 +216,21 @@ def _from_text(msg: Message, text: str, original: Message | None) -> list[Failed
             verdict = classify(None, whole, None, t.command)
         if verdict.reason == "delivered":
             continue
-        action = "delayed" if verdict.status and verdict.status.startswith("4") and "delay" in whole.lower() else "failed"
-        out.append(FailedRecipient(t.address, verdict.category, verdict.reason, verdict.hard, verdict.status,
-                                   action, None, t.diagnostic or None))
+        action = (
+            "delayed" if verdict.status and verdict.status.startswith("4") and "delay" in whole.lower() else "failed"
+        )
+        out.append(
+            FailedRecipient(
+                t.address,
+                verdict.category,
+                verdict.reason,
+                verdict.hard,
+                verdict.status,
+                action,
+                None,
+                t.diagnostic or None,
+            )
+        )
     return out
 
 

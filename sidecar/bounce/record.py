@@ -135,9 +135,20 @@ def derive(parsed: Any, env: Envelope, verp_key: str, canonical: Callable[[str],
             fkind = "delivered"
         else:
             fkind = "bounce"
-        findings.append(Finding(address=address, tenant=tenant, kind=fkind, category=category,
-                                reason=r.reason, hard=r.hard, status=r.status, action=action,
-                                remote_mta=r.remote_mta, diagnostic=(r.diagnostic or None)))
+        findings.append(
+            Finding(
+                address=address,
+                tenant=tenant,
+                kind=fkind,
+                category=category,
+                reason=r.reason,
+                hard=r.hard,
+                status=r.status,
+                action=action,
+                remote_mta=r.remote_mta,
+                diagnostic=(r.diagnostic or None),
+            )
+        )
     if verp_error:
         return Derived("bad-verp", kind, findings, verp_error)
     if kind == "not-bounce" and not findings:
@@ -147,11 +158,21 @@ def derive(parsed: Any, env: Envelope, verp_key: str, canonical: Callable[[str],
     return Derived("parsed", kind, findings)
 
 
-def derive_raw(raw: bytes, env: Envelope, verp_key: str, canonical: Callable[[str], str],
-               parse: Callable[[bytes], Any] | None = None) -> Derived:
+def derive_raw(
+    raw: bytes,
+    env: Envelope,
+    verp_key: str,
+    canonical: Callable[[str], str],
+    parse: Callable[[bytes], Any] | None = None,
+) -> Derived:
     if env.truncated:
-        return Derived("unparsed", None, [], f"truncated: message of {env.size} bytes is larger than "
-                                             f"ingest.max_message_size, first {len(raw)} bytes kept")
+        return Derived(
+            "unparsed",
+            None,
+            [],
+            f"truncated: message of {env.size} bytes is larger than "
+            f"ingest.max_message_size, first {len(raw)} bytes kept",
+        )
     from sidecar.bounce import parse as parser
 
     parsed = (parse or parser.parse_message)(raw)  # a crash here propagates: tempfail, retried
@@ -187,12 +208,25 @@ class Recorder:
                 return Outcome("duplicate", dup)
             d = derive_raw(raw, env, self.icfg.verp_key, self.store.canonical, self.parse)
             with self.engine.begin() as conn:
-                mid = conn.execute(_insert(conn, RawMessage.__table__).values(
-                    sha256=digest, received_at=now, queue_id=env.queue_id or None,
-                    envelope_sender=env.sender or None, envelope_recipient=env.recipient or None,
-                    extension=env.extension or None, size=env.size or len(raw), content=zlib.compress(raw, 6),
-                    state=d.state, kind=d.kind, parser_version=d.parser_version, error=d.error,
-                ).on_conflict_do_nothing(index_elements=["sha256"]).returning(RawMessage.id)).scalar()
+                mid = conn.execute(
+                    _insert(conn, RawMessage.__table__)
+                    .values(
+                        sha256=digest,
+                        received_at=now,
+                        queue_id=env.queue_id or None,
+                        envelope_sender=env.sender or None,
+                        envelope_recipient=env.recipient or None,
+                        extension=env.extension or None,
+                        size=env.size or len(raw),
+                        content=zlib.compress(raw, 6),
+                        state=d.state,
+                        kind=d.kind,
+                        parser_version=d.parser_version,
+                        error=d.error,
+                    )
+                    .on_conflict_do_nothing(index_elements=["sha256"])
+                    .returning(RawMessage.id)
+                ).scalar()
                 if mid is None:  # recorded meanwhile by another process
                     metrics.INGEST_MESSAGES.labels("duplicate").inc()
                     return Outcome("duplicate", None)
@@ -206,19 +240,39 @@ class Recorder:
         log.info("ingested queue_id=%s %s", env.queue_id or "-", out.summary())
         return out
 
-    def apply(self, conn: Connection, d: Derived, message_id: int, when: float, out: Outcome,
-              findings: Iterable[Finding] | None = None) -> None:
+    def apply(
+        self,
+        conn: Connection,
+        d: Derived,
+        message_id: int,
+        when: float,
+        out: Outcome,
+        findings: Iterable[Finding] | None = None,
+    ) -> None:
         """Insert events for ``findings`` (default: all of ``d``) and act on them."""
         for f in d.findings if findings is None else findings:
             if f.kind in ("bounce", "delay"):
                 metrics.INGEST_RECIPIENTS.labels(f.category or "unknown", str(f.hard).lower()).inc()
             decision, sup = self.decide(conn, f, when, ignore=d.state == "bad-verp")
-            eid = conn.execute(Event.__table__.insert().values(
-                created_at=when, kind=f.kind, address=f.address, tenant=f.tenant, category=f.category,
-                reason=f.reason, hard=f.hard, status=(f.status or None) and f.status[:16],
-                action=(f.action or None) and f.action[:16], remote_mta=(f.remote_mta or None) and f.remote_mta[:255],
-                diagnostic=f.diagnostic, decision=decision, message_id=message_id,
-            ).returning(Event.id)).scalar_one()
+            eid = conn.execute(
+                Event.__table__.insert()
+                .values(
+                    created_at=when,
+                    kind=f.kind,
+                    address=f.address,
+                    tenant=f.tenant,
+                    category=f.category,
+                    reason=f.reason,
+                    hard=f.hard,
+                    status=(f.status or None) and f.status[:16],
+                    action=(f.action or None) and f.action[:16],
+                    remote_mta=(f.remote_mta or None) and f.remote_mta[:255],
+                    diagnostic=f.diagnostic,
+                    decision=decision,
+                    message_id=message_id,
+                )
+                .returning(Event.id)
+            ).scalar_one()
             out.recipients += 1
             out.decisions.append((f.address, decision))
             if sup is not None:
@@ -231,8 +285,9 @@ class Recorder:
                     out.decisions[-1] = (f.address, decision)
 
     # -- policy --------------------------------------------------------------------------------
-    def decide(self, conn: Connection, f: Finding, when: float,
-               ignore: bool = False) -> tuple[str, tuple[str, str, float | None] | None]:
+    def decide(
+        self, conn: Connection, f: Finding, when: float, ignore: bool = False
+    ) -> tuple[str, tuple[str, str, float | None] | None]:
         """(decision, (scope tenant, reason, expires_at) or None). Reads the database (soft counts)."""
         c = self.icfg
         if ignore:
@@ -257,30 +312,59 @@ class Recorder:
 
     def _soft_events(self, conn: Connection, address: str, when: float) -> list[int]:
         e = Event.__table__.c
-        q = (select(e.id).where(e.address == address, e.kind == "bounce", e.hard.is_(False),
-                                e.category.in_(sorted(SOFT_COUNTED)), e.created_at > when - self.icfg.soft_window,
-                                e.created_at <= when, e.decision.notin_((SUPERSEDED, "bad-verp")))
-             .order_by(e.id))
+        q = (
+            select(e.id)
+            .where(
+                e.address == address,
+                e.kind == "bounce",
+                e.hard.is_(False),
+                e.category.in_(sorted(SOFT_COUNTED)),
+                e.created_at > when - self.icfg.soft_window,
+                e.created_at <= when,
+                e.decision.notin_((SUPERSEDED, "bad-verp")),
+            )
+            .order_by(e.id)
+        )
         return list(conn.execute(q).scalars())
 
-    def _suppress(self, conn: Connection, f: Finding, event_id: int, when: float, tenant: str, reason: str,
-                  expires_at: float | None) -> str:
-        """"added"; "covered": linked as a cause to an existing suppression that lasts at least as
+    def _suppress(
+        self,
+        conn: Connection,
+        f: Finding,
+        event_id: int,
+        when: float,
+        tenant: str,
+        reason: str,
+        expires_at: float | None,
+    ) -> str:
+        """ "added"; "covered": linked as a cause to an existing suppression that lasts at least as
         long; "expired": an old message (import, replay) whose suppression would already be over."""
         if expires_at is not None and expires_at <= time.time():
             return "expired"
         s = Suppression.__table__.c
-        cur = conn.execute(select(s.id, s.expires_at).where(s.address == f.address, s.tenant == tenant,
-                                                            s.active.is_(True))).first()
+        cur = conn.execute(
+            select(s.id, s.expires_at).where(s.address == f.address, s.tenant == tenant, s.active.is_(True))
+        ).first()
         if cur is not None and (cur.expires_at is None or (expires_at is not None and cur.expires_at >= expires_at)):
-            conn.execute(_insert(conn, SuppressionCause.__table__).on_conflict_do_nothing(),
-                         [{"suppression_id": cur.id, "event_id": event_id}])
+            conn.execute(
+                _insert(conn, SuppressionCause.__table__).on_conflict_do_nothing(),
+                [{"suppression_id": cur.id, "event_id": event_id}],
+            )
             return "covered"
         causes = [event_id]
         if reason == REASON_SOFT:
             causes = sorted(set(self._soft_events(conn, f.address, when)) | {event_id})
-        self.store.add(f.address, tenant=tenant, reason=reason, category=f.category, source="bounce",
-                       expires_at=expires_at, now=when, cause_event_ids=causes, conn=conn)
+        self.store.add(
+            f.address,
+            tenant=tenant,
+            reason=reason,
+            category=f.category,
+            source="bounce",
+            expires_at=expires_at,
+            now=when,
+            cause_event_ids=causes,
+            conn=conn,
+        )
         metrics.INGEST_SUPPRESSIONS.labels(reason).inc()
         return "added"
 

@@ -11,12 +11,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_ADDRESS = re.compile(r"(?<![\w.+=/-])([\w.+=/!%&'*-]{1,64}@[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?)*)", re.IGNORECASE)
+_ADDRESS = re.compile(
+    r"(?<![\w.+=/-])([\w.+=/!%&'*-]{1,64}@[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?)*)",
+    re.IGNORECASE,
+)
 _ORIGINAL_MARKER = re.compile(
     r"^[ \t>|]*(?:[-=_*]{2,}[ \t]*)?(?:"
-    r"(?:this is a |here is a |below (?:this line )?is a |a )?copy of (?:the |your )?(?:original )?(?:message|mail|headers)"
+    r"(?:this is a |here is a |below (?:this line )?is a |a )?copy of (?:the "
+    r"|your )?(?:original )?(?:message|mail|headers)"
     r"|below this line|original message|unsent message|returned message|message headers follow|undelivered message"
-    r"|(?:original|returned) (?:mail|e-?mail|message)(?: headers)?(?: follows)?|--- ?original|headers of (?:the )?original"
+    r"|(?:original|returned) (?:mail|e-?mail|message)(?: headers)?(?: follows)?|--- ?original"
+    r"|headers of (?:the )?original"
     r"|your message (?:reads|was|follows)|the message you sent|message text follows|copy of the message"
     r"|(?:original )?message header(?:s)? (?:follows?|below)|included is a copy"
     r")",
@@ -24,11 +29,13 @@ _ORIGINAL_MARKER = re.compile(
 )
 _HEADER_START = re.compile(
     r"\n\n(?:Return-Path|Received|DKIM-Signature|X-Received|ARC-Seal|Message-ID|From): ?"
-    r"|\n(?:Return-Path|Received|DKIM-Signature|X-Received|ARC-Seal|Message-ID|MIME-Version|Content-Type|In-Reply-To|References): ?",
+    r"|\n(?:Return-Path|Received|DKIM-Signature|X-Received|ARC-Seal|Message-ID|MIME-Version"
+    r"|Content-Type|In-Reply-To|References): ?",
     re.IGNORECASE,
 )
 _NOT_RECIPIENT_BEFORE = re.compile(
-    r"(?:mail from:?\s*<?|from[=:]\s*<?|envelope-from\s*<?|sender[=:]?\s*<?|contact\s*<?|please (?:contact|write to|email)\s*<?|reply-to:?\s*<?|from\s+<)$",
+    r"(?:mail from:?\s*<?|from[=:]\s*<?|envelope-from\s*<?|sender[=:]?\s*<?|contact\s*<?"
+    r"|please (?:contact|write to|email)\s*<?|reply-to:?\s*<?|from\s+<)$",
     re.IGNORECASE,
 )
 _SERVICE_LOCALPARTS = ("mailer-daemon", "postmaster", "abuse", "support", "help", "noreply", "no-reply", "mail-daemon")
@@ -37,7 +44,9 @@ _COMMAND = re.compile(
     r"(?:the\s+)?(?:end of\s+)?(rcpt to|rcpt|mail from|data|ehlo|helo|message body)",
     re.IGNORECASE,
 )
-_COMMAND_LINE = re.compile(r"^\s*-*\s*smtp command\s*-*\s*\n\s*(rcpt|data|mail|ehlo|helo)", re.IGNORECASE | re.MULTILINE)
+_COMMAND_LINE = re.compile(
+    r"^\s*-*\s*smtp command\s*-*\s*\n\s*(rcpt|data|mail|ehlo|helo)", re.IGNORECASE | re.MULTILINE
+)
 
 
 @dataclass(slots=True)
@@ -113,13 +122,27 @@ def find_recipients(text: str, exclude: set[str], own_domain: str = "") -> list[
         for m in _ADDRESS.finditer(line):
             addr = m.group(1).strip(".'").lower()
             local, _, domain = addr.partition("@")
-            if addr in exclude and not _ALONE.match(line) or addr in found or local.startswith(("/", "|")) or line[m.end() : m.end() + 1] == ":" and "@" in line[: m.start()]:
+            if (
+                addr in exclude
+                and not _ALONE.match(line)
+                or addr in found
+                or local.startswith(("/", "|"))
+                or line[m.end() : m.end() + 1] == ":"
+                and "@" in line[: m.start()]
+            ):
                 continue
-            if local in _SERVICE_LOCALPARTS and own_domain and (domain == own_domain or domain.endswith("." + own_domain)):
+            if (
+                local in _SERVICE_LOCALPARTS
+                and own_domain
+                and (domain == own_domain or domain.endswith("." + own_domain))
+            ):
                 continue
             if _NOT_RECIPIENT_BEFORE.search(line[: m.start()].rstrip("<( ")):
                 continue
-            if "://" in line[max(0, m.start() - 60) : m.start()] and "mailto:" not in line[max(0, m.start() - 8) : m.start()]:
+            if (
+                "://" in line[max(0, m.start() - 60) : m.start()]
+                and "mailto:" not in line[max(0, m.start() - 8) : m.start()]
+            ):
                 continue
             block = _block_around(lines, idx)
             if len(block) < len(addr) + 12:

@@ -1,0 +1,148 @@
+"""``sidecar ingest | parse | import | replay``: each ``cmd_<name>(args) -> exit code``.
+
+Imports stay inside the functions: ``cmd_ingest`` runs once per bounce and must start fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+EX_OK, EX_USAGE, EX_TEMPFAIL, EX_CONFIG = 0, 2, 75, 78
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return f"{type(e).__name__}: {text}"[:400]
+
+
+def cmd_ingest(args: Any) -> int:
+    """The pipe(8) command. Returns 0 once recorded, 75 on ANY failure: never 1."""
+    try:
+        from sidecar.bounce.ingest import run
+
+        code = run(args)
+        return code if code in (EX_OK, EX_TEMPFAIL) else EX_TEMPFAIL
+    except BaseException as e:  # noqa: BLE001 - anything else would make Postfix drop the DSN
+        if isinstance(e, SystemExit) and e.code in (0, None):
+            return EX_OK
+        try:
+            # Must not start with a 4.x.x/5.x.x status: pipe(8) would take it as the result.
+            sys.stderr.write(f"sidecar ingest: temporary failure, message kept for retry: {_one_line(e)}\n")
+            sys.stderr.flush()
+        except BaseException:  # noqa: BLE001 - stderr closed: still exit 75
+            pass
+        return EX_TEMPFAIL
+
+
+def _load_config(args: Any) -> Any:
+    from sidecar.config import load_config
+
+    return load_config(getattr(args, "config", None), {"database.url": getattr(args, "db", None)})
+
+
+# -- parse ------------------------------------------------------------------------------------
+def _parse_file(path: str) -> dict[str, Any]:
+    from sidecar.bounce.parse import parse_message
+
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+        return {"file": path, "results": [r.to_json() for r in parse_message(raw).recipients]}
+    except Exception as e:  # noqa: BLE001 - one bad file must not stop a batch
+        return {"file": path, "results": [], "error": _one_line(e)}
+
+
+def _table(name: str | None, parsed: Any) -> str:
+    head = f"{name}: " if name else ""
+    lines = [
+        f"{head}{parsed.kind.value}, {len(parsed.recipients)} recipient(s)"
+        + (f", reporting MTA {parsed.reporting_mta}" if parsed.reporting_mta else "")
+    ]
+    for r in parsed.recipients:
+        hard = {True: "hard", False: "soft", None: "-"}[r.hard]
+        diag = (r.diagnostic or "")[:70]
+        lines.append(
+            f"  {r.address:<36} {r.category.value:<17} {r.reason or '-':<15} {hard:<4} {r.status or '-':<7} {diag}"
+        )
+    return "\n".join(lines)
+
+
+def cmd_parse(args: Any) -> int:
+    """Parse only, no database. ``--json``: stdin -> bare list; files -> one JSON line per file."""
+    import json
+
+    from sidecar.bounce.parse import parse_message
+
+    files = list(args.files or [])
+    if getattr(args, "paths_from_stdin", False):
+        files += [line.strip() for line in sys.stdin if line.strip()]
+    elif not files:
+        parsed = parse_message(sys.stdin.buffer.read())
+        if args.json:
+            print(json.dumps([r.to_json() for r in parsed.recipients]))
+        else:
+            print(_table(None, parsed))
+        return EX_OK
+    code = EX_OK
+    for path in files:
+        if args.json:
+            out = _parse_file(path)
+            print(json.dumps(out), flush=False)
+            code = code if "error" not in out else 1
+            continue
+        try:
+            with open(path, "rb") as fh:
+                print(_table(path, parse_message(fh.read())))
+        except OSError as e:
+            print(f"{path}: {_one_line(e)}", file=sys.stderr)
+            code = 1
+    sys.stdout.flush()
+    return code
+
+
+# -- import / replay ----------------------------------------------------------------------------
+def _recorder(args: Any) -> Any:
+    from sidecar.bounce.record import Recorder
+    from sidecar.store.db import make_engine, upgrade
+
+    cfg = _load_config(args)
+    engine = make_engine(cfg.database.url)
+    upgrade(engine)
+    return Recorder(cfg, engine)
+
+
+def cmd_import(args: Any) -> int:
+    from sidecar.bounce.mailbox import MailboxError, import_path
+    from sidecar.config import ConfigError
+
+    try:
+        recorder = _recorder(args)
+    except ConfigError as e:
+        print(f"sidecar: configuration error: {e}", file=sys.stderr)
+        return EX_CONFIG
+    try:
+        stats = import_path(recorder, args.path, progress=not args.no_progress)
+    except MailboxError as e:
+        print(f"sidecar import: {e}", file=sys.stderr)
+        return EX_USAGE
+    finally:
+        recorder.engine.dispose()
+    print(stats.summary())
+    return EX_OK
+
+
+def cmd_replay(args: Any) -> int:
+    from sidecar.bounce.replay import replay
+    from sidecar.config import ConfigError
+
+    try:
+        recorder = _recorder(args)
+    except ConfigError as e:
+        print(f"sidecar: configuration error: {e}", file=sys.stderr)
+        return EX_CONFIG
+    try:
+        replay(recorder, state=args.state, apply=args.apply, as_json=args.json, out=sys.stdout)
+    finally:
+        recorder.engine.dispose()
+    return EX_OK
