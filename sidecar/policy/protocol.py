@@ -63,13 +63,13 @@ class PolicyProtocol(Protocol):
                     self.buf = b""
                     self._drop("empty-request", "empty request (a lone empty line)")
                     return
-                if len(buf) > f.max_request_size:
-                    self.buf = b""
-                    self._drop("request-too-large", f"request over {f.max_request_size} bytes")
-                    return
                 if len(buf) - buf.rfind(b"\n") - 1 > f.max_line_length:
                     self.buf = b""
                     self._drop("line-too-long", f"line over {f.max_line_length} bytes")
+                    return
+                if len(buf) > f.max_request_size:
+                    self.buf = b""
+                    self._drop("request-too-large", f"request over {f.max_request_size} bytes")
                     return
                 self.buf = buf
                 return

@@ -1,0 +1,78 @@
+import pytest
+
+from sidecar.config import ConfigError, iter_documented_keys, load_config, parse_duration, parse_size
+
+
+def write(tmp_path, text):
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_without_file():
+    cfg = load_config(None)
+    assert cfg.server.policy == ("tcp:10031:interface=127.0.0.1",)
+    assert cfg.server.http == "tcp:9731:interface=127.0.0.1"
+    assert cfg.database.url.startswith("sqlite:///")
+    assert cfg.server.safe_action == "DUNNO"
+
+
+def test_full_rule(tmp_path):
+    cfg = load_config(write(tmp_path, """
+[[ratelimit.rules]]
+name = "per-user"
+key = ["sasl_username"]
+limits = [{rate = 100, per = "1m", burst = 10}, {rate = 2000, per = "1d"}]
+exempt = ["alice"]
+"""))
+    rule = cfg.ratelimit.rules[0]
+    assert rule.limits[0].per == 60 and rule.limits[0].burst == 10
+    assert rule.limits[1].per == 86400 and rule.count == "messages"
+    assert rule.exempt == ("alice",)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[server]\nbogus = 1\n", "server.bogus: unknown key"),
+    ("[nosuch]\n", "nosuch: unknown key"),
+    ('[server]\npolicy = ["10031"]\n', "server.policy[0]: expected a Twisted endpoint"),
+    ('[server]\nsafe_action = "MAYBE"\n', "server.safe_action: expected a Postfix access(5) action"),
+    ('[server]\nmax_attributes = -1\n', "server.max_attributes: expected a positive integer"),
+    ('[suppression]\ntenant_from = "x"\n', "suppression.tenant_from: expected one of"),
+    ('[suppression]\nallowlist = ["nobody"]\n', "suppression.allowlist[0]: expected an address"),
+    ('[suppression]\nreply = "550 {nope}"\n', "suppression.reply: bad placeholder"),
+    ('[[ratelimit.rules]]\nname = "a"\nkey = ["sender"]\nlimits = [{rate = 1, per = "1m"}]\n'
+     '[[ratelimit.rules]]\nname = "b"\nkey = ["sender"]\nlimits = [{rate = 1, per = "1x"}]\n',
+     'ratelimit.rules[1].limits[0].per: expected a duration like "1h"'),
+    ('[[ratelimit.rules]]\nname = "a"\nkey = ["helo"]\nlimits = [{rate = 1, per = "1m"}]\n',
+     "ratelimit.rules[0].key[0]: expected one of"),
+    ('[[ratelimit.rules]]\nname = "a"\nkey = ["sender"]\n', "ratelimit.rules[0].limits: required key is missing"),
+    ('[[ratelimit.rules]]\nname = "a"\nkey = ["sender"]\nlimits = []\n', "ratelimit.rules[0].limits: expected at least"),
+    ('[[ratelimit.rules]]\nname = "a"\nkey = ["client_address"]\nlimits = [{rate = 1, per = "1m"}]\n'
+     'exempt = ["10.0.0.0/33"]\n', "ratelimit.rules[0].exempt[0]: '10.0.0.0/33' is not a valid CIDR"),
+    ('[ingest]\nmax_message_size = "lots"\n', "ingest.max_message_size: expected a size"),
+    ("server = [", "not valid TOML"),
+])
+def test_errors_name_the_key(tmp_path, text, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text))
+    assert message in str(e.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_durations_and_sizes():
+    assert parse_duration("90s") == 90 and parse_duration("2h") == 7200 and parse_duration(5) == 5
+    assert parse_size("10MB") == 10 * 1024 * 1024 and parse_size(512) == 512
+    with pytest.raises(ValueError):
+        parse_duration("soon")
+
+
+def test_every_key_is_documented():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    for key, _default, text in iter_documented_keys():
+        assert f"`{key}`" in doc, f"{key} missing from docs/configuration.md"

@@ -1,0 +1,72 @@
+from sidecar.config import LimitConfig, RateLimitRule
+from sidecar.policy.limits import RateLimiter
+from tests.unit.policy_data import rcpt
+
+NOW = 1_795_000_000.0
+
+
+def rule(**kw):
+    base = dict(name="r", key=("sender",), limits=(LimitConfig(2, 60.0, 0),), count="recipients")
+    base.update(kw)
+    return RateLimitRule(**base)
+
+
+def test_recipients_counted_per_rcpt():
+    lim = RateLimiter([rule()])
+    req = rcpt(sender="a@shop.test")
+    assert lim.check(req, "RCPT", NOW) is None
+    assert lim.check(req, "RCPT", NOW) is None
+    assert lim.check(req, "RCPT", NOW)[0] == "r"
+    assert lim.check(rcpt(sender="b@shop.test"), "RCPT", NOW) is None
+
+
+def test_several_windows_all_must_admit():
+    lim = RateLimiter([rule(limits=(LimitConfig(10, 60.0, 0), LimitConfig(3, 86400.0, 0)))])
+    req = rcpt(sender="a@shop.test")
+    assert [lim.check(req, "RCPT", NOW) is None for _ in range(4)] == [True, True, True, False]
+    assert "3 per 1d" in lim.check(req, "RCPT", NOW + 120)[1]
+
+
+def test_message_counted_once_per_instance_at_end_of_message():
+    lim = RateLimiter([rule(count="messages", limits=(LimitConfig(1, 60.0, 0),))])
+    req = rcpt(sender="a@shop.test", instance="abc")
+    assert lim.check(req, "RCPT", NOW) is None
+    assert lim.check(req, "RCPT", NOW) is None   # RCPT only checks
+    assert lim.check(req, "DATA", NOW) is None
+    lim.check(req, "END-OF-MESSAGE", NOW)
+    lim.check(req, "END-OF-MESSAGE", NOW)        # same instance: not counted twice
+    assert lim.check(dict(req, instance="def"), "DATA", NOW) is not None
+    assert lim.check(dict(req, instance="def"), "DATA", NOW + 60) is None
+
+
+def test_keys_domains_and_client_prefix():
+    lim = RateLimiter([rule(key=("sender_domain", "recipient_domain")),
+                       rule(name="net", key=("client_address",), ipv4_prefix=24, ipv6_prefix=48)])
+    assert lim.rules[0].key_value(rcpt(sender="A@Shop.Test", recipient="x@Example.test")) == \
+        "r:shop.test|example.test"
+    assert lim.rules[1].key_value(rcpt(client_address="192.0.2.77")) == "net:192.0.2.0/24"
+    assert lim.rules[1].key_value(rcpt(client_address="2001:db8:1:2::5")) == "net:2001:db8:1::/48"
+
+
+def test_missing_key_part_and_exemptions_skip_rule():
+    lim = RateLimiter([rule(key=("sasl_username",), exempt=("root",)),
+                       rule(name="net", key=("client_address",), exempt=("10.0.0.0/8",))])
+    assert lim.rules[0].key_value(rcpt(sasl_username="")) is None
+    assert lim.rules[0].key_value(rcpt(sasl_username="ROOT")) is None
+    assert lim.rules[1].key_value(rcpt(client_address="10.1.2.3")) is None
+    assert lim.rules[1].key_value(rcpt(client_address="192.0.2.1")) == "net:192.0.2.1"
+
+
+def test_dirty_keys_save_and_load_roundtrip():
+    lim = RateLimiter([rule()])
+    req = rcpt(sender="a@shop.test")
+    lim.check(req, "RCPT", NOW)
+    lim.check(req, "RCPT", NOW)
+    saved = lim.take_dirty(NOW)
+    assert list(saved) == ["r:a@shop.test#0"] and lim.take_dirty(NOW) == {}
+    fresh = RateLimiter([rule()])
+    assert fresh.load([(k, v) for k, v in saved.items()], NOW) == 1
+    assert fresh.check(req, "RCPT", NOW) is not None
+    fresh.reset("r:a@shop.test")
+    assert fresh.check(req, "RCPT", NOW) is None
+    assert fresh.prune(NOW + 3600) == 1

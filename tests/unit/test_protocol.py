@@ -1,0 +1,97 @@
+import pytest
+from twisted.internet.testing import StringTransport
+
+from sidecar.policy.protocol import PolicyFactory
+from tests.unit.policy_data import encode, fixtures
+
+
+class Recorder:
+    def __init__(self, action="DUNNO"):
+        self.seen = []
+        self.action = action
+
+    def __call__(self, attrs):
+        self.seen.append(dict(attrs))
+        return self.action
+
+
+def connect(**kw):
+    rec = Recorder()
+    f = PolicyFactory(rec, **kw)
+    p = f.buildProtocol(None)
+    t = StringTransport()
+    p.makeConnection(t)
+    return rec, f, p, t
+
+
+@pytest.mark.parametrize("chunk", [1, 16, 4096])
+def test_every_fixture_in_chunks(chunk):
+    recs = fixtures()
+    rec, _, p, t = connect()
+    stream = b"".join(encode(r["attrs"]) for r in recs)
+    for i in range(0, len(stream), chunk):
+        p.dataReceived(stream[i:i + chunk])
+    assert len(rec.seen) == len(recs)
+    for got, r in zip(rec.seen, recs, strict=True):
+        assert got == dict(r["attrs"])
+    assert t.value() == b"action=DUNNO\n\n" * len(recs)
+    assert not t.disconnecting
+
+
+def test_unknown_attributes_are_kept_and_ignored():
+    rec, _, p, t = connect()
+    p.dataReceived(b"request=smtpd_access_policy\nprotocol_state=RCPT\nfuture_attr=1\n\n")
+    assert rec.seen[0]["future_attr"] == "1" and t.value() == b"action=DUNNO\n\n"
+
+
+@pytest.mark.parametrize("data, problem", [
+    (b"request=smtpd_access_policy\nno equals here\n\n", "line without '='"),
+    (b"request=smtpd_access_policy\n" + b"x=" + b"a" * 5000 + b"\n\n", "line over"),
+    (b"request=smtpd_access_policy\n" + b"x=" + b"a" * (1024 * 1024), "line over"),
+    (b"".join(b"a%d=1\n" % i for i in range(200)) + b"\n", "more than 100 attributes"),
+    (b"request=smtpd_access_policy\nx=\x00\xff\xfe\n\n", "NUL byte"),
+    (b"\n", "empty request"),
+    (b"protocol_state=RCPT\n\n", "expected request=smtpd_access_policy"),
+])
+def test_bad_input_costs_the_connection(data, problem, caplog):
+    rec, _, p, t = connect()
+    p.dataReceived(data)
+    assert t.disconnecting
+    assert rec.seen == []
+    assert t.value() == b""
+    assert problem in caplog.text
+
+
+def test_request_size_limit():
+    rec, _, p, t = connect(max_request_size=1000, max_line_length=900)
+    p.dataReceived(b"request=smtpd_access_policy\n" + b"".join(b"a%d=%s\n" % (i, b"x" * 50) for i in range(30)))
+    assert t.disconnecting
+
+
+def test_good_requests_before_bad_one_are_answered():
+    rec, _, p, t = connect()
+    good = encode({"request": "smtpd_access_policy", "protocol_state": "RCPT"})
+    p.dataReceived(good + good + b"garbage\n\n" + good)
+    assert t.value() == b"action=DUNNO\n\n" * 2
+    assert t.disconnecting
+
+
+def test_half_request_then_close_is_logged(caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    rec, f, p, t = connect()
+    p.dataReceived(b"request=smtpd_access_policy\nprotocol_state=RC")
+    p.connectionLost(None)
+    assert "went away in the middle of a request" in caplog.text
+    assert p not in f.connections
+
+
+def test_connection_limit_and_idle_sweep():
+    rec, f, p1, t1 = connect(max_connections=1)
+    p2 = f.buildProtocol(None)
+    t2 = StringTransport()
+    p2.makeConnection(t2)
+    assert t2.disconnecting and not t1.disconnecting
+    p1.last_seen -= 1000
+    assert f.sweep_idle(600) == 1 and t1.disconnecting
