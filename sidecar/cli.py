@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("parse", help="parse bounces and print the failed recipients (no database)")
     p.add_argument("files", nargs="*", metavar="FILE", help="messages to parse; stdin when none")
     p.add_argument("--json", action="store_true", help="JSON output")
+    p.add_argument("--paths-from-stdin", action="store_true", help="read file paths from stdin, one per line")
 
     p = sub.add_parser("import", help="import historical bounces from an mbox or Maildir")
     _common(p)
