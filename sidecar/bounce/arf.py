@@ -76,7 +76,7 @@ def parse_feedback_report(report: Message, original: Message | None) -> list[Fai
         addr = original_recipient(original)
         if addr:
             addresses.append(addr)
-    source_ip = (fields.get("source-ip") or [None])[0]
+    source_ip = (fields.get("source-ip") or [""])[0]
     return [
         _complaint(a, ftype, f"feedback-type={ftype}" + (f" source-ip={source_ip}" if source_ip else ""))
         for a in addresses

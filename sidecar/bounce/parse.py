@@ -68,9 +68,9 @@ def _parse(msg: Message, raw: bytes) -> ParsedMessage:
     if report_fields is not None:
         return _from_dsn(report_fields, text, result)
 
-    complaints = arf.parse_nonstandard_complaint(msg, original)
-    if complaints is not None:
-        return result(Kind.COMPLAINT, complaints)
+    nonstandard = arf.parse_nonstandard_complaint(msg, original)
+    if nonstandard is not None:
+        return result(Kind.COMPLAINT, nonstandard)
 
     events = notifications.ses_events(text)
     if events is not None:

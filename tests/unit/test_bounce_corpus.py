@@ -1,0 +1,124 @@
+"""Golden tests: the labelled bounce corpus (tests/data/bounces/corpus, BSD-2, from sisimai)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sidecar.bounce.classify import CATEGORY_OF
+from sidecar.bounce.model import Category, Kind
+from sidecar.bounce.parse import parse_bytes, parse_message
+
+CORPUS = Path(__file__).resolve().parent.parent / "data" / "bounces" / "corpus"
+LABELS = [json.loads(line) for line in (CORPUS / "labels.jsonl").read_text().splitlines() if line.strip()]
+NOT_FAILURE = {"delivered", "feedback", "vacation"}
+
+# Floors just under today's measured figures (see docs/bounces.md): a regression fails the test.
+MIN_RECALL = 0.98
+MIN_PRECISION = 0.98
+MIN_COARSE = 0.80
+MIN_HARD = 0.86
+
+
+def _coarse(reason: str) -> Category:
+    return CATEGORY_OF.get(reason, Category.BLOCK)
+
+
+@pytest.fixture(scope="module")
+def predictions() -> dict[str, list[dict]]:
+    return {rec["file"]: parse_bytes((CORPUS / rec["file"]).read_bytes()) for rec in LABELS}
+
+
+def test_corpus_is_complete() -> None:
+    assert len(LABELS) == 315
+    assert all((CORPUS / rec["file"]).is_file() for rec in LABELS)
+
+
+def test_address_recall_and_precision(predictions: dict[str, list[dict]]) -> None:
+    expected = predicted = hit = 0
+    for rec in LABELS:
+        if rec["kind"] != "bounce":
+            continue
+        exp = {r["address"] for r in rec["recipients"] if r["reason"] not in NOT_FAILURE}
+        got = {p["address"] for p in predictions[rec["file"]]}
+        expected, predicted, hit = expected + len(exp), predicted + len(got), hit + len(exp & got)
+    assert hit / expected >= MIN_RECALL
+    assert hit / predicted >= MIN_PRECISION
+
+
+def test_no_failed_recipient_for_non_bounces(predictions: dict[str, list[dict]]) -> None:
+    for rec in LABELS:
+        if rec["kind"] == "bounce":
+            continue
+        failed = [p for p in predictions[rec["file"]] if p["reason"] not in NOT_FAILURE]
+        assert failed == [], rec["file"]
+
+
+def test_category_and_hard_soft(predictions: dict[str, list[dict]]) -> None:
+    n = coarse_ok = hard_n = hard_ok = 0
+    for rec in LABELS:
+        got = {p["address"]: p for p in predictions[rec["file"]]}
+        for r in rec["recipients"]:
+            n += 1
+            p = got.get(r["address"])
+            if p is not None and _coarse(p["reason"]) == _coarse(r["reason"]):
+                coarse_ok += 1
+            if r["hard"] is not None:
+                hard_n += 1
+                hard_ok += int(p is not None and p["hard"] == r["hard"])
+    assert coarse_ok / n >= MIN_COARSE
+    assert hard_ok / hard_n >= MIN_HARD
+
+
+@pytest.mark.parametrize("family", ["arf"])
+def test_feedback_reports_are_complaints(family: str) -> None:
+    for rec in LABELS:
+        if rec["family"] != family:
+            continue
+        parsed = parse_message((CORPUS / rec["file"]).read_bytes())
+        assert parsed.kind is Kind.COMPLAINT, rec["file"]
+        for r in parsed.recipients:
+            assert (r.category, r.reason, r.hard) == (Category.COMPLAINT, "feedback", None)
+
+
+def test_auto_replies_are_not_bounces() -> None:
+    for rec in LABELS:
+        if rec["kind"] != "vacation":
+            continue
+        parsed = parse_message((CORPUS / rec["file"]).read_bytes())
+        assert parsed.kind is Kind.AUTO_REPLY, rec["file"]
+        assert all(r.reason == "vacation" and r.hard is None for r in parsed.recipients)
+        assert all(r.category is Category.AUTO_REPLY for r in parsed.recipients)
+
+
+# Per-family exact checks: (file, address, reason, hard)
+EXACT = [
+    ("lhost-postfix-04.eml", "kijitora@example.co.jp", "userunknown", True),
+    ("lhost-postfix-16.eml", "kijitora@example.go.jp", "hasmoved", True),
+    ("lhost-sendmail-05.eml", "kijitora@example.org", "exceedlimit", False),
+    ("lhost-exchange2007-02.eml", "kijitora@example.edu", "mailboxfull", False),
+    ("lhost-qmail-06.eml", "kijitora@example.jp", "mailboxfull", False),
+    ("lhost-exim-05.eml", "kijitora@neko.example.co.jp", "userunknown", True),
+    ("lhost-gmail-01.eml", "userunknown@example.jp", "userunknown", True),
+    ("rhost-google-03.eml", "kijitora@google.example.com", "authfailure", False),
+    ("lhost-amazonses-21.eml", "kijitora@example.com", "norelaying", False),
+    ("lhost-amazonses-09.eml", "bounce@simulator.amazonses.com", "userunknown", True),
+    ("lhost-receivingses-05.eml", "exceedlimit@neko.example.jp", "mesgtoobig", False),
+    ("rfc3464-10.eml", "kijitora@example.jp", "hasmoved", True),
+    ("lhost-x2-02.eml", "mikeneko@example.com", "suspend", False),
+]
+
+
+@pytest.mark.parametrize(("name", "address", "reason", "hard"), EXACT)
+def test_exact_family_samples(name: str, address: str, reason: str, hard: bool) -> None:
+    got = {r.address: r for r in parse_message((CORPUS / name).read_bytes()).recipients}
+    assert address in got
+    assert (got[address].reason, got[address].hard) == (reason, hard)
+
+
+def test_delayed_dsn_is_a_delay_event() -> None:
+    parsed = parse_message((CORPUS / "lhost-outlook-06.eml").read_bytes())
+    assert parsed.kind is Kind.DELAY
+    assert [r.hard for r in parsed.recipients] == [False]
