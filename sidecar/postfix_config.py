@@ -200,7 +200,11 @@ def values_from_config(cfg: Any) -> dict[str, str]:
     if policy:
         values["POLICY_SERVICE"] = postfix_endpoint(policy[0])
     if postfix is not None:
-        for attr, key in (("bounce_domain", "BOUNCE_DOMAIN"), ("pipe_user", "PIPE_USER"), ("sidecar_bin", "SIDECAR_BIN")):
+        for attr, key in (
+            ("bounce_domain", "BOUNCE_DOMAIN"),
+            ("pipe_user", "PIPE_USER"),
+            ("sidecar_bin", "SIDECAR_BIN"),
+        ):
             value = getattr(postfix, attr, None)
             if value:
                 values[key] = str(value)

@@ -106,7 +106,12 @@ def test_placeholder_in_template_without_value_is_an_error(tmp_path: Path) -> No
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("BOUNCE_DOMAIN", "a.example\nmynetworks = 0.0.0.0/0"), ("PIPE_USER", "no body"), ("SIDECAR_BIN", ""), ("PIPE_USER", "@@X@@")],
+    [
+        ("BOUNCE_DOMAIN", "a.example\nmynetworks = 0.0.0.0/0"),
+        ("PIPE_USER", "no body"),
+        ("SIDECAR_BIN", ""),
+        ("PIPE_USER", "@@X@@"),
+    ],
 )
 def test_bad_values_are_refused(name: str, value: str) -> None:
     with pytest.raises(TemplateError, match=name):

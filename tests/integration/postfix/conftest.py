@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from lab_policy import StubPolicyServer, policy_query
 from lab_postfix import (
+    BOUNCE_DOMAIN,
     PostfixLab,
     check_postfix_installed,
     check_user_reaches,
@@ -35,7 +36,57 @@ from lab_sidecar import (
 )
 from lab_sink import SmtpSink
 
+from sidecar.postfix_config import FAIL_CLOSED, values_from_config
+
 PIPE_USER = "nobody"
+VERP_KEY = "lab-verp-key"
+
+
+def lab_sidecar_config(root: Path, db_url: str, server: SidecarServer, extra: Mapping[str, Any]) -> dict[str, Any]:
+    """The lab's sidecar.toml as a dict: loopback listeners, the lab DB, the pipe user."""
+    settings: dict[str, Any] = {
+        "server": {
+            "policy": [f"tcp:{server.policy_port}:interface=127.0.0.1"],
+            "http": f"tcp:{server.http_port}:interface=127.0.0.1",
+        },
+        "database": {"url": db_url, "sync_interval": "0.2s"},
+        "ingest": {"socket": str(root / "run" / "ingest.sock"), "verp_key": VERP_KEY},
+        "postfix": {
+            "bounce_domain": BOUNCE_DOMAIN,
+            "pipe_user": PIPE_USER,
+            "sidecar_bin": str(SIDECAR_BIN),
+            "default_action": FAIL_CLOSED,  # a broken sidecar must show up as failures
+            "policy_timeout": "5s",
+        },
+    }
+    for section, table in extra.items():
+        settings.setdefault(section, {}).update(table)
+    return settings
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def to_toml(settings: Mapping[str, Mapping[str, Any]]) -> str:
+    """Sections of scalars, lists and inline tables: all the lab config needs."""
+    out = []
+    for section, table in settings.items():
+        out.append(f"[{section}]")
+        out += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
+        out.append("")
+    return "\n".join(out)
+
 
 CAPTURE_INGEST = textwrap.dedent(
     """\
@@ -120,7 +171,11 @@ class Lab:
         if self.server is not None:
             parts += [f"--- sidecar serve log ({self.server.log_file}) ---", self.server.log_tail(80)]
         with self.sink.log.lock:
-            parts += ["--- sink ---", f"rcpt attempts: {self.sink.log.rcpt_attempts}", f"messages: {len(self.sink.log.messages)}"]
+            parts += [
+                "--- sink ---",
+                f"rcpt attempts: {self.sink.log.rcpt_attempts}",
+                f"messages: {len(self.sink.log.messages)}",
+            ]
         return "\n".join(parts)
 
 
@@ -154,13 +209,13 @@ def make_lab(request: pytest.FixtureRequest, postfix_installed: None) -> Generat
         *,
         policy: str = "sidecar",
         ingest: str = "sidecar",
-        config: str | None = None,
+        config: Mapping[str, Any] | None = None,
         values: Mapping[str, str] | None = None,
         extra_main: Mapping[str, str] | None = None,
         rcpt_replies: Mapping[str, str] | None = None,
         data_replies: Mapping[str, str] | None = None,
-        start_policy: bool = True,
     ) -> Lab:
+        """A started lab. ``config`` is merged into the lab's sidecar.toml (per section)."""
         root = Path(tempfile.mkdtemp(prefix="sidecar-pfx-", dir="/tmp"))
         os.chmod(root, 0o755)
         cleanups.append(lambda: shutil.rmtree(root, ignore_errors=True))
@@ -173,34 +228,35 @@ def make_lab(request: pytest.FixtureRequest, postfix_installed: None) -> Generat
         db_dir = root / "db"
         prepare_db_dir(db_dir, PIPE_USER)
         db_url = f"sqlite:///{db_dir / 'sidecar.db'}"
-        config_path = None
-        if config is not None:
-            config_path = root / "sidecar.toml"
-            config_path.write_text(textwrap.dedent(config))
-            config_path.chmod(0o644)
+        run_dir = root / "run"
+        run_dir.mkdir(mode=0o755)
 
         server = stub = None
-        if policy == "sidecar":
+        capture_dir = config_path = None
+        pf_values: dict[str, str] = {"PIPE_USER": PIPE_USER}
+        if policy == "sidecar" or ingest == "sidecar":
             request.getfixturevalue("sidecar_reachable")
-            server = SidecarServer(root, db_url=db_url, config=config_path)
+            server = SidecarServer(root, db_url=db_url)
+            settings = lab_sidecar_config(root, db_url, server, config or {})
+            config_path = root / "sidecar.toml"
+            config_path.write_text(to_toml(settings))
+            config_path.chmod(0o644)
+            server.config = config_path
+            from sidecar.config import load_config  # not at import: the stub tests run without it
+
+            # the same path `sidecar postfix-config --config FILE` takes
+            pf_values.update(values_from_config(load_config(config_path)))
+        if policy == "sidecar":
+            assert server is not None
             cleanups.append(server.stop)
-            if start_policy:
-                server.start()
-            policy_port = server.policy_port
+            server.start()
         elif policy == "stub":
             stub = StubPolicyServer().start()
             cleanups.append(stub.stop)
-            policy_port = stub.port
+            pf_values["POLICY_SERVICE"] = f"inet:127.0.0.1:{stub.port}"
         else:
             raise ValueError(policy)
-
-        capture_dir = None
-        pf_values: dict[str, str] = {"POLICY_SERVICE": f"inet:127.0.0.1:{policy_port}", "PIPE_USER": PIPE_USER}
-        if ingest == "sidecar":
-            request.getfixturevalue("sidecar_reachable")
-            options = f"--db={db_url}" + (f" --config={config_path}" if config_path else "")
-            pf_values.update(SIDECAR_BIN=str(SIDECAR_BIN), INGEST_OPTIONS=options)
-        elif ingest == "capture":
+        if ingest == "capture":
             (root / "bin").mkdir()
             script = root / "bin" / "capture-ingest"
             script.write_text(CAPTURE_INGEST)
@@ -208,16 +264,16 @@ def make_lab(request: pytest.FixtureRequest, postfix_installed: None) -> Generat
             capture_dir = root / "capture"
             capture_dir.mkdir(mode=0o777)
             capture_dir.chmod(0o777)
-            pf_values.update(SIDECAR_BIN=str(script))
-        else:
+            pf_values.update(SIDECAR_BIN=str(script), INGEST_OPTIONS="")
+        elif ingest != "sidecar":
             raise ValueError(ingest)
         pf_values.update(values or {})
 
         postfix = PostfixLab(root, sink_port=sink.port, values=pf_values, extra_main=extra_main)
         cleanups.append(postfix.stop)
-        postfix.start()
         lab = Lab(root, postfix, sink, db_url, server, stub, config_path, capture_dir)
         labs.append(lab)
+        postfix.start()
         return lab
 
     try:
@@ -241,4 +297,3 @@ def make_lab(request: pytest.FixtureRequest, postfix_installed: None) -> Generat
 def lab(make_lab: MakeLab) -> Lab:
     """The default lab: real sidecar serve + ingest, no extra configuration."""
     return make_lab()
-

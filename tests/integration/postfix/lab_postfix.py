@@ -256,7 +256,9 @@ class PostfixLab:
             raise LabError(f"postfix check failed: {check.stdout}{check.stderr}")
         started = self.run("postfix", "start", check=False)
         if started.returncode != 0:
-            raise LabError(f"postfix start failed (exit {started.returncode}): {started.stdout}{started.stderr}\n{self.log_tail()}")
+            raise LabError(
+                f"postfix start failed (exit {started.returncode}): {started.stdout}{started.stderr}\n{self.log_tail()}"
+            )
         pid_file = self.queue_dir / "pid" / "master.pid"
         wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 15, what=f"{pid_file}")
         self.master_pid = int(pid_file.read_text().split()[0])
@@ -299,7 +301,9 @@ class PostfixLab:
             timeout=timeout,
         )
         if check and result.returncode != 0:
-            raise AssertionError(f"{tool} {' '.join(args)} failed ({result.returncode}): {result.stdout}{result.stderr}")
+            raise AssertionError(
+                f"{tool} {' '.join(args)} failed ({result.returncode}): {result.stdout}{result.stderr}"
+            )
         return result
 
     def queue(self) -> list[dict[str, object]]:
@@ -343,7 +347,9 @@ class PostfixLab:
         self._log_mark = len(self.log_text())
         return self._log_mark
 
-    def wait_for_log(self, pattern: str, timeout: float = 20.0, since: int | None = None, count: int = 1) -> list[re.Match[str]]:
+    def wait_for_log(
+        self, pattern: str, timeout: float = 20.0, since: int | None = None, count: int = 1
+    ) -> list[re.Match[str]]:
         regex = re.compile(pattern)
         start = self._log_mark if since is None else since
 
@@ -354,7 +360,9 @@ class PostfixLab:
         try:
             return wait_until(found, timeout, interval=0.1, what=f"log line /{pattern}/")  # type: ignore[no-any-return]
         except AssertionError:
-            raise AssertionError(f"no log line /{pattern}/ ({count}x) within {timeout}s; log tail:\n{self.log_tail()}") from None
+            raise AssertionError(
+                f"no log line /{pattern}/ ({count}x) within {timeout}s; log tail:\n{self.log_tail()}"
+            ) from None
 
     # -- SMTP -----------------------------------------------------------------------------
     def send(

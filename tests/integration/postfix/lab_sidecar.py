@@ -68,9 +68,9 @@ class SidecarServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise LabError(
-                    f"`{' '.join(self.argv())}` exited with {self.proc.returncode} before it was ready:\n{self.log_tail()}"
-                )
+                command = " ".join(self.argv())
+                code = self.proc.returncode
+                raise LabError(f"`{command}` exited with {code} before it was ready:\n{self.log_tail()}")
             if self.healthz() == 200:
                 return self
             time.sleep(0.1)
@@ -113,7 +113,9 @@ def sidecar_json(*args: str) -> Any:
     """Run a `sidecar ... --json` query; fail with its output if it does not work."""
     result = sidecar_cli(*args, "--json")
     if result.returncode != 0:
-        raise AssertionError(f"`sidecar {' '.join(args)} --json` exited {result.returncode}: {result.stderr}{result.stdout}")
+        raise AssertionError(
+            f"`sidecar {' '.join(args)} --json` exited {result.returncode}: {result.stderr}{result.stdout}"
+        )
     try:
         return json.loads(result.stdout)
     except json.JSONDecodeError:

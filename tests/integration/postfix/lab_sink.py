@@ -124,7 +124,9 @@ class SmtpSink:
                 line = raw.decode("utf-8", "replace").rstrip("\r\n")
                 verb = line.split(" ", 1)[0].upper()
                 if verb == "EHLO":
-                    writer.write(f"250-{SINK_HOSTNAME}\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 52428800\r\n".encode())
+                    writer.write(
+                        f"250-{SINK_HOSTNAME}\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 52428800\r\n".encode()
+                    )
                     await writer.drain()
                 elif verb == "HELO":
                     await reply(f"250 {SINK_HOSTNAME}")

@@ -30,7 +30,11 @@ def test_good_address_reaches_remote_mx_with_dunno_policy(make_lab: MakeLab) -> 
 
 
 def test_dsn_goes_through_pipe_as_pipe_user(make_lab: MakeLab) -> None:
-    lab = make_lab(policy="stub", ingest="capture", rcpt_replies={"hard@example.test": "550 5.1.1 <hard@example.test>: user unknown"})
+    lab = make_lab(
+        policy="stub",
+        ingest="capture",
+        rcpt_replies={"hard@example.test": "550 5.1.1 <hard@example.test>: user unknown"},
+    )
     assert lab.postfix.send(SENDER, ["hard@example.test"]).accepted
     lab.postfix.wait_for_log(r"status=sent \(delivered via sidecar-bounce service\)")
     [(meta, message)] = lab.captured()
@@ -51,7 +55,9 @@ def test_dsn_goes_through_pipe_as_pipe_user(make_lab: MakeLab) -> None:
 def test_plain_bounce_address_gives_empty_extension(make_lab: MakeLab) -> None:
     lab = make_lab(policy="stub", ingest="capture")
     result = lab.postfix.send(
-        "", [f"bounces@{BOUNCE_DOMAIN}"], xclient={"ADDR": "203.0.113.7", "NAME": "mx.remote.test", "HELO": "mx.remote.test"}
+        "",
+        [f"bounces@{BOUNCE_DOMAIN}"],
+        xclient={"ADDR": "203.0.113.7", "NAME": "mx.remote.test", "HELO": "mx.remote.test"},
     )
     assert result.accepted, result
     lab.postfix.wait_for_log(r"status=sent \(delivered via sidecar-bounce service\)")
@@ -63,7 +69,9 @@ def test_plain_bounce_address_gives_empty_extension(make_lab: MakeLab) -> None:
     assert rcpt[0]["client_address"] == "203.0.113.7"
 
 
-@pytest.mark.parametrize(("action", "accepted"), [(FAIL_CLOSED, False), (FAIL_OPEN, True)], ids=["fail-closed", "fail-open"])
+@pytest.mark.parametrize(
+    ("action", "accepted"), [(FAIL_CLOSED, False), (FAIL_OPEN, True)], ids=["fail-closed", "fail-open"]
+)
 def test_policy_service_down(make_lab: MakeLab, action: str, accepted: bool) -> None:
     lab = make_lab(policy="stub", ingest="capture", values={"DEFAULT_ACTION": action})
     assert lab.stub is not None
@@ -76,3 +84,29 @@ def test_policy_service_down(make_lab: MakeLab, action: str, accepted: bool) -> 
     else:
         lab.sink.wait_for_message("good@example.test")
     assert time.monotonic() - started < 30
+
+
+def test_delayed_and_expired_dsns_reach_the_pipe(make_lab: MakeLab) -> None:
+    busy = "busy@example.test"
+    lab = make_lab(policy="stub", ingest="capture", rcpt_replies={busy: f"452 4.2.2 <{busy}>: Mailbox full"})
+    assert lab.postfix.send(SENDER, [busy]).accepted
+    lab.postfix.wait_for_log(r"status=deferred .*452 4\.2\.2")
+    time.sleep(1.2)  # past delay_warning_time (1s in the lab)
+    lab.postfix.flush()
+    lab.postfix.wait_for_log(r"sender delay notification")
+    lab.postfix.wait_for_log(r"status=sent \(delivered via sidecar-bounce service\)")
+    lab.postfix.expire_all()
+    lab.postfix.wait_for_log(r"status=sent \(delivered via sidecar-bounce service\)", count=2)
+    lab.postfix.wait_queue_empty()
+    (_, delayed), (_, final) = lab.captured()
+    assert b"Action: delayed" in delayed and b"Status: 4.2.2" in delayed
+    assert b"Action: failed" in final and b"Status: 4.2.2" in final
+
+
+def test_xclient_login_poses_as_sasl_tenant(make_lab: MakeLab) -> None:
+    """Apps authenticate as tenants; the lab fakes SASL with XCLIENT LOGIN=."""
+    lab = make_lab(policy="stub", ingest="capture")
+    result = lab.postfix.send(SENDER, ["good@example.test"], xclient={"LOGIN": "tenant1"})
+    assert result.accepted, result
+    assert lab.stub is not None
+    assert {r.get("sasl_username") for r in lab.stub.requests} == {"tenant1"}

@@ -1,0 +1,123 @@
+"""Issue 4 scenarios 1-5: mail out through Postfix, DSNs back through pipe(8) into
+`sidecar ingest`, decisions back into Postfix through the policy service."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import MakeLab
+from lab_postfix import BOUNCE_DOMAIN, wait_until
+
+pytestmark = pytest.mark.postfix
+
+APP_SENDER = f"bounces@{BOUNCE_DOMAIN}"
+DELIVERED_VIA_PIPE = r"status=sent \(delivered via sidecar-bounce service\)"
+
+
+def address_of(row: dict[str, object]) -> str:
+    return str(row.get("address") or row.get("recipient") or "").lower()
+
+
+def test_1_good_address_reaches_remote_mx(make_lab: MakeLab) -> None:
+    lab = make_lab()
+    result = lab.postfix.send(APP_SENDER, ["good@example.test"])
+    assert result.accepted, result
+    [got] = lab.sink.wait_for_message("good@example.test")
+    assert got.mail_from == APP_SENDER
+    lab.postfix.wait_queue_empty()
+    assert lab.suppression_for("good@example.test") is None
+
+
+def test_2_hard_bounce_suppresses_and_postfix_refuses_at_rcpt(make_lab: MakeLab) -> None:
+    hard = "hard@example.test"
+    lab = make_lab(rcpt_replies={hard: f"550 5.1.1 <{hard}>: Recipient address rejected: User unknown"})
+    assert lab.postfix.send(APP_SENDER, [hard]).accepted
+    lab.sink.wait_for_rcpt_attempt(hard)
+    # Postfix's DSN goes to bounces@bounce.lab.test -> sidecar-bounce pipe -> sidecar ingest
+    lab.postfix.wait_for_log(DELIVERED_VIA_PIPE, timeout=30)
+    row = lab.wait_suppressed(hard)
+    assert row.get("expires_at") in (None, 0, 0.0), row  # hard bounces suppress permanently
+    # the running policy server learns it (change feed), then Postfix refuses at RCPT
+    lab.wait_policy_rejects(hard, APP_SENDER)
+    result = lab.postfix.send(APP_SENDER, [hard])
+    assert not result.accepted
+    assert result.stage == "rcpt", result
+    assert result.code == 550, result
+    assert "suppressed" in result.message, result
+    lab.postfix.wait_queue_empty()
+    assert len(lab.sink.rcpt_attempts_for(hard)) == 1, "the second message must never reach the remote MX"
+
+
+def test_3_mailbox_full_three_times_suppresses_for_configured_time(make_lab: MakeLab) -> None:
+    full = "full@example.test"
+    lab = make_lab(
+        rcpt_replies={full: f"552 5.2.2 <{full}>: Mailbox full"},
+        config={"ingest": {"soft_threshold": 3, "soft_window": "1h", "soft_suppression": "2h"}},
+    )
+    for n in (1, 2, 3):
+        if n > 1:
+            assert lab.suppression_for(full) is None, f"suppressed after only {n - 1} mailbox-full bounce(s)"
+            assert lab.policy_action(full, APP_SENDER).split()[0].upper() == "DUNNO"
+        mark = lab.postfix.mark_log()
+        assert lab.postfix.send(APP_SENDER, [full]).accepted
+        lab.postfix.wait_for_log(DELIVERED_VIA_PIPE, timeout=30, since=mark)
+        lab.postfix.wait_queue_empty()
+    row = lab.wait_suppressed(full)
+    expires = row.get("expires_at")
+    assert isinstance(expires, (int, float)), row
+    assert 7200 - 120 < float(expires) - time.time() <= 7200 + 5, row
+    lab.wait_policy_rejects(full, APP_SENDER)
+    result = lab.postfix.send(APP_SENDER, [full])
+    assert (result.stage, result.code) == ("rcpt", 550), result
+    assert len(lab.sink.rcpt_attempts_for(full)) == 3
+
+
+def test_4_blocked_is_recorded_without_suppression(make_lab: MakeLab) -> None:
+    blocked = "blocked@example.test"
+    lab = make_lab(
+        rcpt_replies={blocked: "554 5.7.1 Service unavailable; client [127.0.0.1] blocked using zen.example"}
+    )
+    assert lab.postfix.send(APP_SENDER, [blocked]).accepted
+    lab.postfix.wait_for_log(DELIVERED_VIA_PIPE, timeout=30)
+    lab.postfix.wait_queue_empty()
+    events = [e for e in lab.events() if address_of(e) == blocked]
+    assert events, f"no event recorded for {blocked}: {lab.events()}"
+    assert events[-1].get("category") == "block", events
+    assert lab.suppression_for(blocked) is None
+    # still deliverable: the next message is tried at the remote MX again
+    assert lab.postfix.send(APP_SENDER, [blocked]).accepted
+    lab.sink.wait_for_rcpt_attempt(blocked, count=2)
+
+
+def test_5_delayed_then_expired_452_is_soft(make_lab: MakeLab) -> None:
+    busy = "busy@example.test"
+    lab = make_lab(rcpt_replies={busy: f"452 4.2.2 <{busy}>: Mailbox full, try again later"})
+    assert lab.postfix.send(APP_SENDER, [busy]).accepted
+    lab.postfix.wait_for_log(r"status=deferred .*452 4\.2\.2", timeout=30)
+    assert lab.postfix.queue(), "the 452 message should be in the deferred queue"
+    # delay_warning_time = 1s in the lab: the next attempt sends the delayed DSN
+    time.sleep(1.2)
+    lab.postfix.flush()
+    lab.postfix.wait_for_log(DELIVERED_VIA_PIPE, timeout=30)
+    lab.postfix.wait_for_log(r"sender delay notification", timeout=5)
+
+    def events_for() -> list[dict[str, object]]:
+        return [e for e in lab.events() if address_of(e) == busy]
+
+    wait_until(events_for, 15, 0.25, "delayed event")
+    delayed = events_for()
+    assert [e.get("action") for e in delayed] == ["delayed"], delayed
+    assert delayed[0].get("hard") in (False, None), delayed
+    assert lab.suppression_for(busy) is None
+
+    # force expiry: the final DSN says failed, but with the 4.2.2 status: a soft bounce
+    lab.postfix.expire_all()
+    lab.postfix.wait_for_log(DELIVERED_VIA_PIPE, timeout=30, count=2)
+    lab.postfix.wait_queue_empty()
+    wait_until(lambda: len(events_for()) >= 2, 15, 0.25, "final (expired) event")
+    final = events_for()[-1]
+    assert final.get("action") == "failed", final
+    assert final.get("status") == "4.2.2", final
+    assert final.get("hard") is False, final
+    assert lab.suppression_for(busy) is None, "one soft bounce must not suppress"
