@@ -12,7 +12,7 @@ import email.errors
 from email.message import Message
 
 from sidecar.bounce import arf, detect, dsn, mime, notifications, textbounce
-from sidecar.bounce.classify import classify
+from sidecar.bounce.classify import Verdict, category_of, classify
 from sidecar.bounce.model import Category, FailedRecipient, Kind, ParsedMessage
 
 PARSER_VERSION = "1.0.0"
@@ -216,6 +216,7 @@ def _from_text(msg: Message, text: str, original: Message | None) -> list[Failed
             verdict = classify(None, whole, None, t.command)
         if verdict.reason == "delivered":
             continue
+        verdict = _provider_reason(t.address, verdict)
         action = (
             "delayed" if verdict.status and verdict.status.startswith("4") and "delay" in whole.lower() else "failed"
         )
@@ -234,6 +235,14 @@ def _from_text(msg: Message, text: str, original: Message | None) -> list[Failed
     return out
 
 
+def _provider_reason(address: str, verdict: Verdict) -> Verdict:
+    """Provider bounces that carry no code or wording a pattern could use."""
+    if verdict.reason in ("onhold", "undefined") and address.endswith("@googlegroups.com"):
+        # Google Groups (localised text): not a member of, or no such, group -> sender rejected
+        return Verdict("rejected", category_of("rejected"), False, verdict.status or "5.0.0")
+    return verdict
+
+
 def _from_flufl(raw: bytes) -> list[FailedRecipient]:
     # imported lazily: slow, and only the last resort
     from flufl.bounce import all_failures
@@ -247,6 +256,6 @@ def _from_flufl(raw: bytes) -> list[FailedRecipient]:
         addr = dsn.address_value(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw))
         if not addr or "@" not in addr:
             continue
-        v = classify("5.0.0" if is_permanent else "4.0.0", None, "failed")
+        v = _provider_reason(addr, classify("5.0.0" if is_permanent else "4.0.0", None, "failed"))
         out.append(FailedRecipient(addr, v.category, v.reason, v.hard, v.status, "failed", None, None))
     return out

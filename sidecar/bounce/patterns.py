@@ -95,6 +95,7 @@ _RAW: dict[str, tuple[str, ...]] = {
         r"ip name lookup failed",
     ),
     "badreputation": (
+        r"unexpected volume or user complaints",
         r"reputation",
         r"sender ?score",
         r"sending ip .* (?:low|poor)",
@@ -255,7 +256,7 @@ _RAW: dict[str, tuple[str, ...]] = {
         r"media not supported",
     ),
     "securityerror": (
-        r"security",
+        r"security", r"smtp authentication",
         r"authentication required",
         r"not authorized",
         r"unauthori[sz]ed",
@@ -293,7 +294,7 @@ _RAW: dict[str, tuple[str, ...]] = {
         r"network (?:is )?unreachable",
         r"no route to host",
         r"lost connection",
-        r"dns (?:error|failure|query failed|lookup)",
+        r"dns (?:error|failure|query failed)",
         r"servfail",
         r"name service error",
         r"too many hops",

@@ -68,15 +68,26 @@ def report_section(text: str) -> str:
     return text[:cut]
 
 
-_TRANSCRIPT = re.compile(r"^\s*>>>\s*(rcpt|data|mail|ehlo|helo)", re.IGNORECASE | re.MULTILINE)
+_TRANSCRIPT = re.compile(r"^\s*(>>>|<<<)\s*(\S+)", re.MULTILINE)
+
+
+def _transcript_command(text: str) -> str | None:
+    """In an SMTP transcript, the command (``>>> X``) answered by the first 4xx/5xx reply."""
+    last = None
+    for direction, word in _TRANSCRIPT.findall(text):
+        if direction == ">>>":
+            last = word
+        elif word[:1] in ("4", "5") and last:
+            return last
+    return None
 
 
 def smtp_command(text: str) -> str | None:
     m = _COMMAND.search(text) or _COMMAND_LINE.search(text)
-    sent = _TRANSCRIPT.findall(text)
+    sent = _transcript_command(text) if not m and ">>>" in text else None
     if not m and not sent:
         return None
-    word = m.group(1).lower() if m else sent[-1].lower()
+    word = m.group(1).lower() if m else (sent or "").lower()
     if word.startswith("rcpt"):
         return "RCPT"
     if word in ("data", "message body"):

@@ -18,7 +18,7 @@ NOT_FAILURE = {"delivered", "feedback", "vacation"}
 # Floors just under today's measured figures (see docs/bounces.md): a regression fails the test.
 MIN_RECALL = 0.98
 MIN_PRECISION = 0.98
-MIN_COARSE = 0.80
+MIN_COARSE = 0.84
 MIN_HARD = 0.86
 
 
