@@ -205,6 +205,64 @@ class PostfixConfig:
     policy_timeout: float = _f(10.0, parse=parse_duration, doc="smtpd_policy_service_timeout.")
 
 
+def _token_scope(value: object) -> str:
+    if value not in ("read", "write"):
+        raise ValueError("expected read or write")
+    return str(value)
+
+
+def _sha256_hex(value: object) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        raise ValueError("expected 64 hex digits (the SHA-256 of the token)")
+    return value.lower()
+
+
+def _url(value: object) -> str:
+    if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
+        raise ValueError("expected an http:// or https:// URL")
+    return value
+
+
+WEBHOOK_EVENTS = ("bounce.recorded", "complaint.recorded", "suppression.added", "suppression.removed",
+                  "ratelimit.exceeded")
+
+
+def _event_name(value: object) -> str:
+    if value not in WEBHOOK_EVENTS:
+        raise ValueError(f"expected one of {', '.join(WEBHOOK_EVENTS)}")
+    return str(value)
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    scope: str = _f(parse=_token_scope, doc="read (GET) or write (everything).")
+    token: str = _f("", doc="The bearer token itself (prefer token_sha256).")
+    token_sha256: str = _f("", parse=_sha256_hex, doc="SHA-256 (hex) of the bearer token.")
+    name: str = _f("", doc="A label for logs.")
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    tokens: tuple[ApiToken, ...] = _f((), doc="Bearer tokens; without any, only /healthz and /metrics answer.")
+    max_body: int = _f(10 * 1024 * 1024, parse=parse_size, doc="Largest accepted request body.")
+
+
+@dataclass(frozen=True)
+class WebhookSubscription:
+    url: str = _f(parse=_url, doc="Where deliveries are POSTed.")
+    secret: str = _f(doc="HMAC-SHA256 key for the signature header.")
+    events: tuple[str, ...] = _f(WEBHOOK_EVENTS, parse=_event_name, doc="Event types to deliver.")
+    name: str = _f("", doc="Subscription name (default: the URL).")
+
+
+@dataclass(frozen=True)
+class WebhooksConfig:
+    subscriptions: tuple[WebhookSubscription, ...] = _f(())
+    retry_for: float = _f(86400.0, parse=parse_duration, doc="Keep retrying a delivery this long, then dead-letter.")
+    timeout: float = _f(10.0, parse=parse_duration, doc="HTTP timeout of one delivery attempt.")
+    poll_interval: float = _f(1.0, parse=parse_duration, doc="How often new events are looked for.")
+
+
 @dataclass(frozen=True)
 class Config:
     server: ServerConfig = _f(factory=ServerConfig)
@@ -213,6 +271,8 @@ class Config:
     ratelimit: RateLimitConfig = _f(factory=RateLimitConfig)
     ingest: IngestConfig = _f(factory=IngestConfig)
     postfix: PostfixConfig = _f(factory=PostfixConfig)
+    api: ApiConfig = _f(factory=ApiConfig)
+    webhooks: WebhooksConfig = _f(factory=WebhooksConfig)
     config_path: str | None = field(default=None, metadata={"internal": True})
 
 
@@ -299,6 +359,12 @@ def _check(cfg: Config) -> None:
         for j, lim in enumerate(rule.limits):
             if lim.per <= 0:
                 raise ConfigError(f"{where}.limits[{j}].per: expected a positive duration")
+    for i, tok in enumerate(cfg.api.tokens):
+        if bool(tok.token) == bool(tok.token_sha256):
+            raise ConfigError(f"api.tokens[{i}]: give exactly one of token or token_sha256")
+    for i, sub in enumerate(cfg.webhooks.subscriptions):
+        if not sub.secret:
+            raise ConfigError(f"webhooks.subscriptions[{i}].secret: expected a non-empty secret")
     try:
         cfg.suppression.reply.format(address="a@b", reason="r", date="d", tenant="t")
     except (KeyError, IndexError, ValueError) as e:
