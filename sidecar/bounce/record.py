@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 import zlib
 from collections.abc import Callable, Iterable
@@ -104,7 +105,17 @@ def _verp(key: str, token: str) -> tuple[Any, str | None]:
         return None, f"bad VERP token: {e}"
 
 
-def derive(parsed: Any, env: Envelope, verp_key: str, canonical: Callable[[str], str]) -> Derived:
+_REPORT = re.compile(rb"^content-type:[ \t]*(?:multipart/report|message/(?:delivery-status|feedback-report))",
+                     re.I | re.M)
+
+
+def looks_like_report(raw: bytes) -> bool:
+    """A MIME report (DSN, ARF) by its content type: worth keeping as "unparsed" for replay."""
+    return _REPORT.search(raw[:262144]) is not None
+
+
+def derive(parsed: Any, env: Envelope, verp_key: str, canonical: Callable[[str], str],
+           raw: bytes = b"") -> Derived:
     """Turn a ParsedMessage into what gets recorded. Pure: no database."""
     kind = parsed.kind.value
     verp, verp_error = _verp(verp_key, env.extension)
@@ -151,7 +162,7 @@ def derive(parsed: Any, env: Envelope, verp_key: str, canonical: Callable[[str],
         )
     if verp_error:
         return Derived("bad-verp", kind, findings, verp_error)
-    if kind == "not-bounce" and not findings:
+    if kind == "not-bounce" and not findings and not looks_like_report(raw):
         return Derived("not-bounce", kind, [])
     if not findings:
         return Derived("unparsed", kind, [], "no recipients found")
@@ -176,7 +187,7 @@ def derive_raw(
     from sidecar.bounce import parse as parser
 
     parsed = (parse or parser.parse_message)(raw)  # a crash here propagates: tempfail, retried
-    d = derive(parsed, env, verp_key, canonical)
+    d = derive(parsed, env, verp_key, canonical, raw)
     d.parser_version = getattr(parser, "PARSER_VERSION", None)
     return d
 
@@ -196,7 +207,13 @@ class Recorder:
         self.store = SuppressionStore(engine, cfg.suppression.local_part_case_sensitive)
 
     # -- one message ---------------------------------------------------------------------------
-    def record(self, raw: bytes, env: Envelope, *, now: float | None = None) -> Outcome:
+    def record(self, raw: bytes, env: Envelope, *, now: float | None = None,
+               keep_parse_errors: bool = False) -> Outcome:
+        """Store ``raw`` with its events and decisions in one transaction, or find it a duplicate.
+
+        A parser crash propagates (the pipe exits 75 and Postfix retries) unless
+        ``keep_parse_errors``: then the message is stored "unparsed" with the error, for replay.
+        """
         t0 = time.perf_counter()
         now = time.time() if now is None else now
         digest = hashlib.sha256(raw).hexdigest()
@@ -206,7 +223,13 @@ class Recorder:
             if dup is not None:
                 metrics.INGEST_MESSAGES.labels("duplicate").inc()
                 return Outcome("duplicate", dup)
-            d = derive_raw(raw, env, self.icfg.verp_key, self.store.canonical, self.parse)
+            try:
+                d = derive_raw(raw, env, self.icfg.verp_key, self.store.canonical, self.parse)
+            except Exception as e:
+                if not keep_parse_errors:
+                    raise
+                log.exception("parser error on queue_id=%s", env.queue_id or "-")
+                d = Derived("unparsed", None, [], f"parser error: {type(e).__name__}: {e}"[:1000])
             with self.engine.begin() as conn:
                 mid = conn.execute(
                     _insert(conn, RawMessage.__table__)
