@@ -19,6 +19,7 @@ from sidecar.http.site import make_site
 from sidecar.policy.engine import GuardedDecider, PolicyEngine
 from sidecar.policy.limits import RateLimiter
 from sidecar.policy.protocol import PolicyFactory
+from sidecar.policy.refusals import RefusalLog, write_refusals
 from sidecar.store import counters
 from sidecar.store.db import make_engine, upgrade
 from sidecar.suppression.index import SuppressionIndex
@@ -50,6 +51,7 @@ class StateSync(service.MultiService):
         super().__init__()
         self.cfg, self.store, self.reactor, self.pool = cfg, store, reactor, pool
         self.index, self.limiter = index, limiter
+        self.refusals = RefusalLog()
         self.last_change = 0
         self.ready = False
         self.db_ok = True
@@ -57,6 +59,7 @@ class StateSync(service.MultiService):
         TimerService(cfg.database.sync_interval, self._guard, "changes", self.poll_changes).setServiceParent(self)
         TimerService(cfg.ratelimit.persist_interval, self._guard, "counters", self.save_counters
                      ).setServiceParent(self)
+        TimerService(5.0, self._guard, "refusals", self.save_refusals).setServiceParent(self)
         TimerService(30.0, self.housekeeping).setServiceParent(self)
 
     def load(self) -> None:
@@ -125,6 +128,19 @@ class StateSync(service.MultiService):
         d.addErrback(requeue)
         return d
 
+    def save_refusals(self) -> Deferred:
+        rows = self.refusals.take_completed(time.time())
+        if not rows:
+            return Deferred.fromCoroutine(_noop())
+        d = self._in_pool(write_refusals, self.store.engine, rows)
+
+        def put_back(err: Any) -> Any:
+            self.refusals.put_back(rows)
+            return err
+
+        d.addErrback(put_back)
+        return d
+
     def housekeeping(self) -> None:
         now = time.time()
         self.index.prune_expired(now)
@@ -163,7 +179,8 @@ def makeService(cfg: Config, reactor: Any) -> service.MultiService:
     sync.load()
     sync.setServiceParent(top)
 
-    decide = GuardedDecider(PolicyEngine(cfg, index, limiter), cfg.server.safe_action, reactor.seconds)
+    decide = GuardedDecider(PolicyEngine(cfg, index, limiter, sync.refusals), cfg.server.safe_action,
+                            reactor.seconds)
     s = cfg.server
     factory = PolicyFactory(decide, max_line_length=s.max_line_length, max_attributes=s.max_attributes,
                             max_request_size=s.max_request_size, max_connections=s.max_connections)

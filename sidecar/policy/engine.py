@@ -17,8 +17,10 @@ log = logging.getLogger("sidecar.policy")
 
 
 class PolicyEngine:
-    def __init__(self, cfg: Config, index: SuppressionIndex, limiter: RateLimiter) -> None:
+    def __init__(self, cfg: Config, index: SuppressionIndex, limiter: RateLimiter,
+                 on_ratelimit: Callable[[str, str, float], None] | None = None) -> None:
         self.index = index
+        self.on_ratelimit = on_ratelimit
         self.limiter = limiter
         s = cfg.suppression
         self.reply = s.reply
@@ -52,11 +54,13 @@ class PolicyEngine:
         if self.limiter:
             hit = self.limiter.check(attrs, state, now)
             if hit is not None:
-                rule, reply = hit
+                rule, key, reply = hit
                 child = self._rejections.get(rule)
                 if child is None:
                     child = self._rejections[rule] = metrics.RATELIMIT_REJECTIONS.labels(rule)
                 child.inc()  # type: ignore[attr-defined]
+                if self.on_ratelimit is not None:
+                    self.on_ratelimit(rule, key, now)
                 return reply
         return DUNNO
 

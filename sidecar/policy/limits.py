@@ -117,8 +117,8 @@ class RateLimiter:
             self.dirty.add(key)
         return None
 
-    def check(self, attrs: Mapping[str, str], state: str, now: float) -> tuple[str, str] | None:
-        """(rule name, reply) when the request is over a limit; consumes units as the state requires."""
+    def check(self, attrs: Mapping[str, str], state: str, now: float) -> tuple[str, str, str] | None:
+        """(rule name, key, reply) when the request is over a limit; consumes units as the state requires."""
         if state == "END-OF-MESSAGE":
             self._commit_message(attrs, now)
             return None
@@ -136,7 +136,7 @@ class RateLimiter:
                 continue
             reply = self._admit(rule, key, now, consume)
             if reply is not None:
-                return rule.name, reply
+                return rule.name, key, reply
         return None
 
     def _commit_message(self, attrs: Mapping[str, str], now: float) -> None:

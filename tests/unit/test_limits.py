@@ -24,7 +24,7 @@ def test_several_windows_all_must_admit():
     lim = RateLimiter([rule(limits=(LimitConfig(10, 60.0, 0), LimitConfig(3, 86400.0, 0)))])
     req = rcpt(sender="a@shop.test")
     assert [lim.check(req, "RCPT", NOW) is None for _ in range(4)] == [True, True, True, False]
-    assert "3 per 1d" in lim.check(req, "RCPT", NOW + 120)[1]
+    assert "3 per 1d" in lim.check(req, "RCPT", NOW + 120)[2]
 
 
 def test_message_counted_once_per_instance_at_end_of_message():
@@ -70,3 +70,19 @@ def test_dirty_keys_save_and_load_roundtrip():
     fresh.reset("r:a@shop.test")
     assert fresh.check(req, "RCPT", NOW) is None
     assert fresh.prune(NOW + 3600) == 1
+
+
+def test_refusals_aggregate_per_key_and_minute():
+    from sidecar.policy.refusals import RefusalLog
+
+    log = RefusalLog()
+    t = 1_795_000_020.0
+    for _ in range(3):
+        log("r", "r:a@shop.test", t)
+    log("r", "r:b@shop.test", t + 1)
+    assert log.take_completed(t) == []          # minute not over yet
+    rows = log.take_completed(t + 60)
+    assert sorted((r["address"], r["diagnostic"].split()[0]) for r in rows) == [("a@shop.test", "3"),
+                                                                               ("b@shop.test", "1")]
+    log.put_back(rows)
+    assert len(log.take_completed(t + 60)) == 2
