@@ -31,6 +31,8 @@ from lab_sidecar import (
     SIDECAR_BIN,
     VENV_BIN,
     SidecarServer,
+    command_missing,
+    db_rows,
     prepare_db_dir,
     sidecar_json,
 )
@@ -131,12 +133,15 @@ class Lab:
 
     # -- sidecar queries ------------------------------------------------------------------
     def suppressions(self) -> list[dict[str, Any]]:
-        data = sidecar_json("suppressions", "list", "--db", self.db_url)
-        return list(data.get("suppressions", data) if isinstance(data, dict) else data)
+        return sidecar_json("suppressions", "list", "--db", self.db_url)
 
     def events(self) -> list[dict[str, Any]]:
-        data = sidecar_json("events", "list", "--db", self.db_url)
-        return list(data.get("events", data) if isinstance(data, dict) else data)
+        """Bounce/complaint events: `sidecar events list`, or the events table until that lands."""
+        if "events_cli" not in self.extra:
+            self.extra["events_cli"] = not command_missing("events", "list")
+        if self.extra["events_cli"]:
+            return sidecar_json("events", "list", "--db", self.db_url)
+        return db_rows(self.db_url, "events")
 
     def suppression_for(self, address: str) -> dict[str, Any] | None:
         for row in self.suppressions():

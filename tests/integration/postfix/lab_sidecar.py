@@ -12,11 +12,13 @@ import json
 import os
 import pwd
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -109,15 +111,41 @@ def sidecar_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[
     return subprocess.run([str(SIDECAR_BIN), *args], check=False, capture_output=True, text=True, timeout=timeout)
 
 
-def sidecar_json(*args: str) -> Any:
-    """Run a `sidecar ... --json` query; fail with its output if it does not work."""
+def sidecar_json(*args: str) -> list[dict[str, Any]]:
+    """Run a `sidecar ... --json` query: a JSON list, or one JSON object a line."""
     result = sidecar_cli(*args, "--json")
     if result.returncode != 0:
-        raise AssertionError(
-            f"`sidecar {' '.join(args)} --json` exited {result.returncode}: {result.stderr}{result.stdout}"
-        )
-    try:
-        return json.loads(result.stdout)
-    except json.JSONDecodeError:
-        # one JSON object per line is fine too
-        return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+        command = " ".join(args)
+        raise AssertionError(f"`sidecar {command} --json` exited {result.returncode}: {result.stderr}{result.stdout}")
+    text = result.stdout.strip()
+    if text.startswith("["):
+        return list(json.loads(text))
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def command_missing(*args: str) -> bool:
+    """True when this sidecar has no such subcommand (argparse: invalid choice)."""
+    result = sidecar_cli(*args, "--help")
+    return result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def db_rows(db_url: str, table: str) -> list[dict[str, Any]]:
+    """Rows of a table in the lab's SQLite DB, read-only (for queries the CLI lacks)."""
+    path = db_url.removeprefix("sqlite:///")
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(row) for row in conn.execute(f"SELECT * FROM {table} ORDER BY id")]  # noqa: S608
+
+
+def timestamp(value: Any) -> float | None:
+    """An ISO 8601 time (``...Z``) or epoch seconds from the CLI's JSON -> epoch seconds."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+def flag(value: Any) -> bool | None:
+    """A nullable boolean from the CLI's JSON (true/false) or SQLite (1/0)."""
+    return None if value is None else bool(value)

@@ -10,6 +10,7 @@ from email.utils import formatdate
 import pytest
 from conftest import VERP_KEY, MakeLab
 from lab_postfix import BOUNCE_DOMAIN, wait_until
+from lab_sidecar import flag
 
 from sidecar.bounce.verp import make_verp_sender
 
@@ -110,7 +111,7 @@ def test_6_async_bounce_from_remote_mx_is_ingested(make_lab: MakeLab) -> None:
         return [e for e in lab.events() if address_of(e) == gone]
 
     wait_until(events, 15, 0.25, f"an event for {gone}")
-    assert events()[-1].get("hard") is True, events()
+    assert flag(events()[-1].get("hard")) is True, events()
     lab.wait_suppressed(gone)
     assert lab.sink.rcpt_attempts_for(gone) == [], "nothing may be relayed to the remote MX"
 
