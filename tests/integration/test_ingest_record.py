@@ -70,7 +70,8 @@ def test_hard_bounce_stored_and_suppressed_with_causes(tmp_path: Path) -> None:
     assert (state, kind, qid) == ("parsed", "bounce", "ABC123")
     (eid, addr, decision, emid), = q(db, "select id, address, decision, message_id from events")
     assert (addr, decision, emid) == ("hard1@example.test", "suppress-hard", mid)
-    (sid, tenant, reason, category, expires), = q(db, "select id, tenant, reason, category, expires_at from suppressions")
+    (sid, tenant, reason, category, expires), = q(
+        db, "select id, tenant, reason, category, expires_at from suppressions")
     assert (tenant, reason, category, expires) == ("", "hard bounce", "invalid-recipient", None)
     assert q(db, "select suppression_id, event_id from suppression_causes") == [(sid, eid)]
     assert q(db, "select kind, address, active from changes") == [("suppression", "hard1@example.test", 1)]

@@ -1,0 +1,166 @@
+"""The hand-off socket: a real HandoffService (in a subprocess with its own reactor) and real clients."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_ingest_record import HARD, SOFT, ingest, q, variant
+
+SERVICE = r'''
+import sys
+from twisted.internet import reactor
+from twisted.python.threadpool import ThreadPool
+from sidecar.config import load_config
+from sidecar.store.db import make_engine, upgrade
+from sidecar.bounce.handoff import HandoffService
+
+cfg = load_config(sys.argv[1])
+engine = make_engine(cfg.database.url)
+upgrade(engine)
+pool = ThreadPool(1, 4, "db")
+pool.start()
+svc = HandoffService(cfg, engine, reactor, pool)
+
+def ready():
+    svc.startService()
+    print("ready", flush=True)
+
+def stop():
+    d = svc.stopService()
+    pool.stop()
+    return d
+
+reactor.callWhenRunning(ready)
+reactor.addSystemEventTrigger("before", "shutdown", stop)
+reactor.run()
+'''
+
+
+def write_config(path: Path, sock: Path, db: Path) -> Path:
+    path.write_text(f'[database]\nurl = "sqlite:///{db}"\n[ingest]\nsocket = "{sock}"\n')
+    return path
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
+    """(config, socket, service database) with a HandoffService running."""
+    sock, db = tmp_path / "run" / "ingest.sock", tmp_path / "service.db"
+    cfg = write_config(tmp_path / "service.toml", sock, db)
+    script = tmp_path / "service.py"
+    script.write_text(SERVICE)
+    proc = subprocess.Popen([sys.executable, str(script), str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line == b"ready\n", proc.stderr.read() if proc.stderr else line
+    yield cfg, sock, db
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)
+    assert not sock.exists()  # removed on stop
+
+
+def test_handoff_records_in_the_service(tmp_path: Path, service) -> None:
+    cfg, sock, db = service
+    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o666
+    # The client's own database is unusable: success proves the service recorded the message.
+    unusable = tmp_path / "missing-dir" / "client.db"
+    for n in range(3):
+        r = ingest(unusable, variant(SOFT, n), config=cfg)
+        assert r.returncode == 0, r.stderr
+    r = ingest(unusable, variant(SOFT, 0), config=cfg)  # duplicate
+    assert r.returncode == 0, r.stderr
+    assert q(db, "select count(*) from raw_messages") == [(3,)]
+    assert q(db, "select reason from suppressions") == [("soft bounces",)]
+
+
+def test_handoff_tempfail_when_the_service_database_is_locked(tmp_path: Path, service) -> None:
+    cfg, sock, db = service
+    unusable = tmp_path / "missing-dir" / "client.db"
+    assert ingest(unusable, variant(HARD, 0), config=cfg).returncode == 0
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        r = ingest(unusable, variant(HARD, 1), config=cfg, timeout=90)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert r.returncode == 75 and b"TEMPFAIL" in r.stderr and b"locked" in r.stderr
+
+
+def test_fallback_when_the_socket_is_missing(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    cfg = write_config(tmp_path / "c.toml", tmp_path / "nothing-here.sock", db)
+    assert ingest(db, HARD.read_bytes(), config=cfg).returncode == 0
+    assert q(db, "select state from raw_messages") == [("parsed",)]
+
+
+def test_fallback_when_the_socket_is_stale(tmp_path: Path) -> None:
+    db, sock = tmp_path / "s.db", tmp_path / "stale.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(sock))
+    s.close()  # the file stays, nobody listens
+    cfg = write_config(tmp_path / "c.toml", sock, db)
+    assert ingest(db, HARD.read_bytes(), config=cfg).returncode == 0
+    assert q(db, "select count(*) from raw_messages") == [(1,)]
+
+
+def fake_service(sock: Path, reply: bytes | None) -> threading.Thread:
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(sock))
+    srv.listen(1)
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        conn.recv(65536)
+        if reply is not None:
+            conn.sendall(reply)
+        conn.close()
+        srv.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return t
+
+
+def test_fallback_when_the_service_drops_before_replying(tmp_path: Path) -> None:
+    db, sock = tmp_path / "s.db", tmp_path / "drop.sock"
+    t = fake_service(sock, None)
+    assert ingest(db, HARD.read_bytes(), config=write_config(tmp_path / "c.toml", sock, db)).returncode == 0
+    t.join(5)
+    assert q(db, "select count(*) from raw_messages") == [(1,)]
+
+
+def test_tempfail_reply_exits_75(tmp_path: Path) -> None:
+    db, sock = tmp_path / "s.db", tmp_path / "tf.sock"
+    t = fake_service(sock, b"TEMPFAIL database unavailable\n")
+    r = ingest(db, HARD.read_bytes(), config=write_config(tmp_path / "c.toml", sock, db))
+    t.join(5)
+    assert r.returncode == 75 and b"database unavailable" in r.stderr
+    assert not db.exists() or q(db, "select count(*) from raw_messages") == [(0,)]
+
+
+def test_service_removes_a_stale_socket_and_refuses_a_live_one(tmp_path: Path) -> None:
+    from sidecar.bounce.handoff import remove_stale_socket
+
+    sock = tmp_path / "x.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(sock))
+    s.listen(1)
+    with pytest.raises(RuntimeError, match="in use"):
+        remove_stale_socket(str(sock))
+    s.close()
+    remove_stale_socket(str(sock))
+    assert not sock.exists()
+    sock.write_text("not a socket")
+    with pytest.raises(RuntimeError, match="not a socket"):
+        remove_stale_socket(str(sock))
