@@ -22,10 +22,12 @@ from sidecar.policy.protocol import PolicyFactory
 from sidecar.policy.refusals import RefusalLog, write_refusals
 from sidecar.store import counters
 from sidecar.store.db import make_engine, upgrade
+from sidecar.suppression.changefeed import ChangeCursor
 from sidecar.suppression.index import SuppressionIndex
 from sidecar.suppression.store import SuppressionStore
 
 log = logging.getLogger("sidecar.service")
+CHANGE_BATCH = 50000
 
 
 class ThreadPoolService(service.Service):
@@ -52,7 +54,7 @@ class StateSync(service.MultiService):
         self.cfg, self.store, self.reactor, self.pool = cfg, store, reactor, pool
         self.index, self.limiter = index, limiter
         self.refusals = RefusalLog()
-        self.last_change = 0
+        self.cursor = ChangeCursor()
         self.ready = False
         self.db_ok = True
         self._busy: set[str] = set()
@@ -66,14 +68,16 @@ class StateSync(service.MultiService):
         """Blocking initial load, before any listener starts."""
         t0 = time.monotonic()
         now = time.time()
-        self.last_change, rows = self.store.load_active(now)
+        last_change, rows = self.store.load_active(now)
+        # Re-read the last changes: a transaction in flight during the load may commit a smaller id.
+        self.cursor = ChangeCursor(max(0, last_change - 1000))
         put = self.index.put
         for address, tenant, reason, created, expires in rows:
             put(address, tenant, reason, created, expires)
         del rows
         n = self.limiter.load(counters.load_counters(self.store.engine, now), now) if self.limiter else 0
         metrics.SUPPRESSIONS.set(len(self.index))
-        metrics.CHANGE_FEED_LAG.set(self.last_change)
+        metrics.CHANGE_FEED_LAG.set(last_change)
         self.ready = True
         log.info("loaded %d suppressions and %d rate-limit counters in %.2fs", len(self.index), n,
                  time.monotonic() - t0)
@@ -99,19 +103,20 @@ class StateSync(service.MultiService):
 
     @inlineCallbacks
     def poll_changes(self) -> Any:
+        after = self.cursor.low
         while True:
-            rows = yield self._in_pool(self.store.changes_since, self.last_change)
-            for cid, kind, address, tenant, active, reason, created, expires in rows:
+            rows = yield self._in_pool(self.store.changes_since, after)
+            for cid, kind, address, tenant, active, reason, created, expires in self.cursor.accept(rows, time.time()):
                 if kind == "suppression":
                     self.index.apply(address, tenant, active, reason, created, expires)
                 elif kind == "limit-reset":
                     self.limiter.reset(address)
-                self.last_change = cid
             if rows:
                 metrics.SUPPRESSIONS.set(len(self.index))
-                metrics.CHANGE_FEED_LAG.set(self.last_change)
-            if len(rows) < 50000:
+                metrics.CHANGE_FEED_LAG.set(self.cursor.high)
+            if len(rows) < CHANGE_BATCH:
                 return
+            after = rows[-1][0]
 
     def save_counters(self) -> Deferred:
         now = time.time()
@@ -193,7 +198,7 @@ def makeService(cfg: Config, reactor: Any) -> service.MultiService:
     def status() -> dict[str, object]:
         return {"ready": sync.ready, "database": "ok" if sync.db_ok else "unavailable",
                 "suppressions": len(index), "connections": len(factory.connections),
-                "last_change": sync.last_change}
+                "last_change": sync.cursor.high}
 
     http = StreamServerEndpointService(endpoints.serverFromString(reactor, s.http), make_site(status))
     http._raiseSynchronously = True

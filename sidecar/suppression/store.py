@@ -255,6 +255,7 @@ class SuppressionStore:
         return last, rows  # type: ignore[return-value]
 
     def changes_since(self, last_id: int, limit: int = 50000) -> list[Any]:
+        """Change-feed rows with id > last_id, in id order (see ChangeCursor for out-of-order commits)."""
         t = Change.__table__
         with self.engine.connect() as conn:
             return list(conn.execute(select(t.c.id, t.c.kind, t.c.address, t.c.tenant, t.c.active, t.c.reason,

@@ -1,0 +1,134 @@
+"""Private PostgreSQL and Redis servers for tests: own data directory, loopback port, stopped by PID.
+
+`.ci/run` installs the Debian packages; these start and stop the servers themselves.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, timeout: float) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def _pg_bindir() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    if not found:
+        raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql (.ci/run does this)")
+    return Path(found[-1]).parent
+
+
+class PostgresServer:
+    """initdb + pg_ctl as the postgres user (we run as root), trust auth on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.bindir = _pg_bindir()
+        self.dir = Path(tempfile.mkdtemp(prefix="sidecar-pg-"))
+        os.chmod(self.dir, 0o755)
+        self.port = free_port()
+        self.user = "postgres" if os.geteuid() == 0 else None
+
+    def _run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+        full = (["runuser", "-u", self.user, "--"] if self.user else []) + list(cmd)
+        return subprocess.run(full, check=check, capture_output=True, text=True, timeout=120)
+
+    def start(self) -> PostgresServer:
+        if self.user:
+            shutil.chown(self.dir, self.user)
+        if not (self.dir / "data").exists():
+            self._run(str(self.bindir / "initdb"), "-A", "trust", "-U", "postgres", "-D", str(self.dir / "data"))
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.dir / "data"), "-w", "-l", str(self.dir / "log"),
+                  "-o", f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.dir} "
+                        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+                  "start")
+        _wait_port(self.port, 30)
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.dir / "data"), "-w", "-m", mode, "stop", check=False)
+
+    def remove(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def url(self, db: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{db}"
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
+                             autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+
+class RedisServer:
+    def __init__(self) -> None:
+        if not shutil.which("redis-server"):
+            raise RuntimeError("Redis is not installed: apt-get install redis-server (.ci/run does this)")
+        self.dir = Path(tempfile.mkdtemp(prefix="sidecar-redis-"))
+        self.port = free_port()
+        self.pid: int | None = None
+
+    def start(self) -> RedisServer:
+        pidfile = self.dir / "redis.pid"
+        subprocess.run(["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--daemonize", "yes",
+                        "--pidfile", str(pidfile), "--save", "", "--appendonly", "no", "--dir", str(self.dir),
+                        "--logfile", str(self.dir / "redis.log")], check=True, timeout=30)
+        _wait_port(self.port, 10)
+        t0 = time.monotonic()
+        while not pidfile.exists() and time.monotonic() - t0 < 5:
+            time.sleep(0.02)
+        self.pid = int(pidfile.read_text())
+        return self
+
+    def stop(self) -> None:
+        if self.pid:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 10 and _alive(self.pid):
+                time.sleep(0.02)
+            self.pid = None
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
