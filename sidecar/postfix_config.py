@@ -16,6 +16,7 @@ from typing import Any
 
 TEMPLATE_FILES = {"main.cf": "main.cf.tmpl", "master.cf": "master.cf.tmpl"}
 PLACEHOLDER = re.compile(r"@@([A-Z][A-Z0-9_]*)@@")
+_ARGV_GAP = re.compile(r"(?<=\S)  +(?=--)")
 
 FAIL_OPEN = "DUNNO"
 FAIL_CLOSED = "451 4.3.5 Policy service unavailable, try again later"
@@ -102,7 +103,9 @@ def render(values: Mapping[str, str], directory: Path | None = None) -> dict[str
         raise TemplateError("no value for placeholder(s): " + ", ".join(f"@@{n}@@" for n in missing))
     for name in used:
         _check_value(name, merged[name])
-    return {out: PLACEHOLDER.sub(lambda m: merged[m.group(1)], text) for out, text in texts.items()}
+    out = {name: PLACEHOLDER.sub(lambda m: merged[m.group(1)], text) for name, text in texts.items()}
+    # an empty one-line value (INGEST_OPTIONS) leaves a double space inside argv: tidy it
+    return {name: _ARGV_GAP.sub(" ", text) for name, text in out.items()}
 
 
 # ---------------------------------------------------------------------------------------
@@ -189,8 +192,9 @@ def values_from_config(cfg: Any) -> dict[str, str]:
 
     Reads ``cfg.server.policy`` (first endpoint), ``cfg.postfix.bounce_domain``,
     ``.pipe_user``, ``.sidecar_bin``, ``.default_action``, ``.policy_timeout`` and
-    ``cfg.config_path`` (passed to ``sidecar ingest --config``). Missing attributes keep
-    the template defaults.
+    ``cfg.config_path`` (passed to ``sidecar ingest --config``; without a file,
+    ``cfg.database.url`` is passed as ``--db``). Missing attributes keep the template
+    defaults.
     """
     values: dict[str, str] = {}
     server, postfix = _section(cfg, "server"), _section(cfg, "postfix")
@@ -217,6 +221,20 @@ def values_from_config(cfg: Any) -> dict[str, str]:
     if "SIDECAR_BIN" not in values:
         values["SIDECAR_BIN"] = str(Path(sys.prefix) / "bin" / "sidecar")
     config_path = getattr(cfg, "config_path", None)
+    db_url = getattr(getattr(cfg, "database", None), "url", None)
     if config_path:
         values["INGEST_OPTIONS"] = f"--config={Path(config_path).resolve()}"
+    elif db_url:
+        # No file to point at: pass the database itself. pipe(8) runs the ingester in
+        # queue_directory, so a relative SQLite path must be made absolute here.
+        values["INGEST_OPTIONS"] = f"--db={absolute_sqlite_url(str(db_url))}"
     return values
+
+
+def absolute_sqlite_url(url: str) -> str:
+    """``sqlite:///var/x.db`` -> ``sqlite:////<cwd>/var/x.db``; other URLs unchanged."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url.startswith(prefix + "/") or url == prefix + ":memory:":
+        return url
+    path, sep, query = url[len(prefix) :].partition("?")
+    return f"{prefix}{Path(path).resolve()}{sep}{query}"

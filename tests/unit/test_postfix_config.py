@@ -12,6 +12,7 @@ from sidecar.postfix_config import (
     FAIL_CLOSED,
     FAIL_OPEN,
     TemplateError,
+    absolute_sqlite_url,
     placeholders,
     postfix_default_action,
     postfix_endpoint,
@@ -182,4 +183,30 @@ def test_values_from_sparse_config_uses_defaults() -> None:
     assert values["BOUNCE_DOMAIN"] == "b.example"
     assert values["SIDECAR_BIN"].endswith("/bin/sidecar")
     assert "INGEST_OPTIONS" not in values
-    render(values)
+    assert "ingest --sender=${sender} " in render(values)["master.cf"]
+
+
+def test_values_without_config_file_pass_an_absolute_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = SimpleNamespace(
+        postfix=SimpleNamespace(bounce_domain="b.example"), database=SimpleNamespace(url="sqlite:///var/s.db")
+    )
+    assert values_from_config(cfg)["INGEST_OPTIONS"] == f"--db=sqlite:///{tmp_path / 'var' / 's.db'}"
+    assert absolute_sqlite_url("sqlite:////srv/s.db") == "sqlite:////srv/s.db"
+    assert absolute_sqlite_url("postgresql+psycopg://db/sidecar") == "postgresql+psycopg://db/sidecar"
+
+
+def test_values_from_real_config(tmp_path: Path) -> None:
+    from sidecar.config import load_config
+
+    path = tmp_path / "sidecar.toml"
+    path.write_text(
+        '[server]\npolicy = ["tcp:10040:interface=127.0.0.1"]\n'
+        '[postfix]\nbounce_domain = "bounce.example.com"\npipe_user = "sidecar"\n'
+        'default_action = "451 4.3.5 try later"\npolicy_timeout = "3s"\n'
+    )
+    rendered = render(values_from_config(load_config(path)))
+    assert "check_policy_service inet:127.0.0.1:10040," in rendered["main.cf"]
+    assert "smtpd_policy_service_default_action = 451 4.3.5 try later" in rendered["main.cf"]
+    assert "smtpd_policy_service_timeout = 3s" in rendered["main.cf"]
+    assert f"ingest --config={path.resolve()} --sender=${{sender}}" in rendered["master.cf"]

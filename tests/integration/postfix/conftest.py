@@ -231,8 +231,7 @@ def make_lab(request: pytest.FixtureRequest, postfix_installed: None) -> Generat
         cleanups.append(sink.stop)
 
         db_dir = root / "db"
-        prepare_db_dir(db_dir, PIPE_USER)
-        db_url = f"sqlite:///{db_dir / 'sidecar.db'}"
+        db_url = f"sqlite:///{prepare_db_dir(db_dir, PIPE_USER)}"
         run_dir = root / "run"
         run_dir.mkdir(mode=0o755)
 

@@ -1,8 +1,7 @@
 """The sidecar as the lab runs it: `sidecar serve` as a subprocess, the CLI for queries.
 
-`serve` runs as root (like the Postfix master) with umask 000 so the SQLite files it creates
-stay writable for the pipe user that runs `sidecar ingest`; the DB directory is owned by the
-pipe user and mode 0777 so either side can create SQLite's -wal/-shm/-journal files.
+`serve` runs as root (like the Postfix master); `sidecar ingest` runs as the pipe user, so
+the SQLite file and its directory belong to the pipe user (see prepare_db_dir).
 """
 
 from __future__ import annotations
@@ -28,11 +27,23 @@ VENV_BIN = Path(sys.executable).parent
 SIDECAR_BIN = VENV_BIN / "sidecar"
 
 
-def prepare_db_dir(path: Path, pipe_user: str) -> None:
-    path.mkdir(parents=True, exist_ok=True)
+def prepare_db_dir(path: Path, pipe_user: str, db_name: str = "sidecar.db") -> Path:
+    """A DB directory and an empty SQLite file, both owned by the pipe user.
+
+    SQLite creates database files 0644 whatever the umask, so a file that root's `serve`
+    created would be read-only for the `ingest` that pipe(8) runs as the pipe user. An
+    empty file is a valid empty database; root can write it anyway, and when SQLite runs
+    as root it gives its -wal/-shm/-journal files the database file's owner.
+    """
     user = pwd.getpwnam(pipe_user)
+    path.mkdir(parents=True, exist_ok=True)
     os.chown(path, user.pw_uid, user.pw_gid)
-    os.chmod(path, 0o777)
+    os.chmod(path, 0o755)
+    db = path / db_name
+    db.touch()
+    os.chown(db, user.pw_uid, user.pw_gid)
+    os.chmod(db, 0o644)
+    return db
 
 
 class SidecarServer:
@@ -65,7 +76,7 @@ class SidecarServer:
     def start(self, timeout: float = 30.0) -> SidecarServer:
         with open(self.log_file, "ab") as log:
             self.proc = subprocess.Popen(
-                self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, umask=0o000, cwd=self.root
+                self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.root
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

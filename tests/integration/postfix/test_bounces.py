@@ -30,9 +30,15 @@ def test_1_good_address_reaches_remote_mx(make_lab: MakeLab) -> None:
     assert lab.suppression_for("good@example.test") is None
 
 
-def test_2_hard_bounce_suppresses_and_postfix_refuses_at_rcpt(make_lab: MakeLab) -> None:
+@pytest.mark.parametrize("handoff", [True, False], ids=["handoff-socket", "direct-db-as-pipe-user"])
+def test_2_hard_bounce_suppresses_and_postfix_refuses_at_rcpt(make_lab: MakeLab, handoff: bool) -> None:
+    """With the hand-off socket `serve` stores the event; without it `ingest` writes the
+    SQLite DB itself as the pipe user and `serve` learns it from the change feed."""
     hard = "hard@example.test"
-    lab = make_lab(rcpt_replies={hard: f"550 5.1.1 <{hard}>: Recipient address rejected: User unknown"})
+    lab = make_lab(
+        rcpt_replies={hard: f"550 5.1.1 <{hard}>: Recipient address rejected: User unknown"},
+        config=None if handoff else {"ingest": {"socket": ""}},
+    )
     assert lab.postfix.send(APP_SENDER, [hard]).accepted
     lab.sink.wait_for_rcpt_attempt(hard)
     # Postfix's DSN goes to bounces@bounce.lab.test -> sidecar-bounce pipe -> sidecar ingest
