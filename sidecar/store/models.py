@@ -125,3 +125,55 @@ class RateLimitCounter(Base):
     key: Mapped[str] = mapped_column(String(512), primary_key=True)
     tat: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+
+
+# -- Webhooks (outbox) -------------------------------------------------------------------------------
+
+
+class WebhookDelivery(Base):
+    """One webhook event for one subscription: the durable outbox.
+
+    Derived from the ``events`` and ``changes`` feeds (``source`` "e" / "c" and ``source_id``)
+    by the dispatcher; the unique key makes deriving idempotent (a re-read after a restart
+    inserts nothing twice). ``status`` is pending, delivered or dead.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("subscription", "source", "source_id", name="uq_webhook_deliveries_source"),
+                      Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+                      Index("ix_webhook_deliveries_order", "subscription", "address", "id"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    subscription: Mapped[str] = mapped_column(String(255))
+    event_type: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(1))
+    source_id: Mapped[int] = mapped_column(BigInteger)
+    address: Mapped[str] = mapped_column(String(512), default="")
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[float] = mapped_column(Float)
+    next_attempt_at: Mapped[float] = mapped_column(Float)
+    last_attempt_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    delivered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    response_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class WebhookCursor(Base):
+    """How far each subscription has read the ``events`` and ``changes`` feeds."""
+
+    __tablename__ = "webhook_cursors"
+
+    subscription: Mapped[str] = mapped_column(String(255), primary_key=True)
+    events_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    changes_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+# Indexes for the management API's list filters (keyset pagination by id), created by migration 0002.
+Index("ix_suppressions_reason_id", Suppression.reason, Suppression.id)
+Index("ix_suppressions_category_id", Suppression.category, Suppression.id)
+Index("ix_suppressions_tenant_id", Suppression.tenant, Suppression.id)
+Index("ix_events_kind_id", Event.kind, Event.id)
+Index("ix_events_tenant_id", Event.tenant, Event.id)

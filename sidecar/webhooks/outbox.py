@@ -1,0 +1,248 @@
+"""The webhook outbox: derive deliveries from the ``events`` and ``changes`` feeds, and track them.
+
+Nothing that writes events or suppressions knows about webhooks. Both feeds are durable,
+append-only and id-ordered, and are written in the same transactions as the state they
+describe; the dispatcher reads them by a per-subscription cursor and inserts one
+``webhook_deliveries`` row per subscription and event, and moves the cursor, in one
+transaction. A re-read (after a restart, or while waiting for an out-of-order commit to
+fill a gap) inserts nothing twice: (subscription, source, source_id) is unique.
+
+All functions are synchronous: the service runs them in its database thread pool, the
+CLI and the API call them directly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy.orm import aliased
+
+from sidecar.store.models import Change, Event, WebhookCursor, WebhookDelivery
+from sidecar.suppression.changefeed import ChangeCursor
+from sidecar.suppression.store import _insert, iso
+
+EVENT_KINDS = {"bounce": "bounce.recorded", "complaint": "complaint.recorded", "ratelimit": "ratelimit.exceeded"}
+STATUSES = ("pending", "delivered", "dead")
+D = WebhookDelivery.__table__.c
+
+
+@dataclass(frozen=True)
+class Subscription:
+    name: str
+    url: str
+    secret: str
+    events: frozenset[str]
+
+
+def subscriptions(cfg_subs: Iterable[Any]) -> list[Subscription]:
+    """From ``cfg.webhooks.subscriptions``; the name defaults to the URL."""
+    return [Subscription(s.name or s.url, s.url, s.secret, frozenset(s.events)) for s in cfg_subs]
+
+
+def event_payload(row: Any) -> tuple[str, str, dict[str, Any]] | None:
+    """(type, ordering address, payload) for an ``events`` row, or None if not a webhook event."""
+    etype = EVENT_KINDS.get(row.kind)
+    if etype is None:
+        return None
+    if row.kind == "ratelimit":
+        key = f"{row.reason}:{row.address or ''}"
+        n = (row.diagnostic or "").split(" ", 1)[0]
+        data: dict[str, Any] = {"rule": row.reason, "key": key, "value": row.address,
+                                "refused": int(n) if n.isdigit() else None, "minute": iso(row.created_at)}
+        order = "ratelimit:" + key
+    else:
+        data = {"address": row.address, "tenant": row.tenant, "category": row.category, "reason": row.reason,
+                "hard": row.hard, "status": row.status, "action": row.action, "remote_mta": row.remote_mta,
+                "diagnostic": row.diagnostic, "decision": row.decision, "message_id": row.message_id}
+        order = row.address or ""
+    data["event_id"] = row.id
+    return etype, order, {"id": f"evt_e{row.id}", "type": etype, "created_at": iso(row.created_at), "data": data}
+
+
+def change_payload(row: Any) -> tuple[str, str, dict[str, Any]] | None:
+    if row.kind != "suppression":
+        return None
+    etype = "suppression.added" if row.active else "suppression.removed"
+    data = {"address": row.address, "tenant": row.tenant, "change_id": row.id}
+    if row.active:
+        data.update(reason=row.reason, created_at=iso(row.created_at), expires_at=iso(row.expires_at) or None)
+    return etype, row.address, {"id": f"evt_c{row.id}", "type": etype, "created_at": iso(row.changed_at),
+                                "data": data}
+
+
+SOURCES: dict[str, tuple[Any, Any, Any]] = {
+    "e": (Event.__table__, Event.__table__.c.created_at, event_payload),
+    "c": (Change.__table__, Change.__table__.c.changed_at, change_payload),
+}
+
+
+class Outbox:
+    """Materialises deliveries; keeps an in-memory gap-aware cursor per subscription and feed."""
+
+    def __init__(self, engine: Engine, subs: Sequence[Subscription], *, batch: int = 2000,
+                 max_batches: int = 10, gap_timeout: float = 10.0) -> None:
+        self.engine = engine
+        self.subs = list(subs)
+        self.batch, self.max_batches, self.gap_timeout = batch, max_batches, gap_timeout
+        self.cursors: dict[tuple[str, str], ChangeCursor] = {}
+
+    def _load_cursors(self, conn: Connection, now: float) -> None:
+        stored = {r.subscription: r for r in conn.execute(select(WebhookCursor.__table__))}
+        for sub in self.subs:
+            row = stored.get(sub.name)
+            if row is None:   # a new subscription starts at the end of the feeds
+                ev = conn.execute(select(func.coalesce(func.max(Event.id), 0))).scalar_one()
+                ch = conn.execute(select(func.coalesce(func.max(Change.id), 0))).scalar_one()
+                conn.execute(insert(WebhookCursor).values(subscription=sub.name, events_id=ev,
+                                                                     changes_id=ch, updated_at=now))
+                lows = {"e": ev, "c": ch}
+            else:
+                lows = {"e": row.events_id, "c": row.changes_id}
+            for src, low in lows.items():
+                cur = self.cursors.get((sub.name, src))
+                if cur is None or cur.low < low:
+                    self.cursors[(sub.name, src)] = ChangeCursor(low, self.gap_timeout)
+
+    def materialise(self, now: float) -> int:
+        """Derive new deliveries for every subscription in one transaction; returns how many."""
+        made = 0
+        with self.engine.begin() as conn:
+            self._load_cursors(conn, now)
+            for sub in self.subs:
+                items: list[tuple[float, str, int, str, str, dict[str, Any]]] = []
+                for src, (table, when, derive) in SOURCES.items():
+                    cursor = self.cursors[(sub.name, src)]
+                    after = cursor.low
+                    for _ in range(self.max_batches):
+                        rows: Any = conn.execute(select(table).where(table.c.id > after).order_by(table.c.id)
+                                            .limit(self.batch)).all()
+                        accepted: list[Any] = cursor.accept(rows, now)
+                        for r in accepted:
+                            d = derive(r)
+                            if d is not None and d[0] in sub.events:
+                                items.append((r._mapping[when.name] or 0.0, src, r.id, d[0], d[1], d[2]))
+                        if len(rows) < self.batch:
+                            break
+                        after = rows[-1].id
+                items.sort(key=lambda i: (i[0], i[1] != "e", i[2]))   # bounce before the suppression it caused
+                if items:
+                    ins = _insert(conn, WebhookDelivery.__table__).on_conflict_do_nothing(
+                        index_elements=["subscription", "source", "source_id"])
+                    res = conn.execute(ins, [
+                        {"subscription": sub.name, "event_type": etype, "source": src, "source_id": sid,
+                         "address": addr[:512], "payload": json.dumps(payload, separators=(",", ":")),
+                         "status": "pending", "attempts": 0, "created_at": now, "next_attempt_at": now}
+                        for _, src, sid, etype, addr, payload in items])
+                    made += max(res.rowcount, 0)
+                conn.execute(update(WebhookCursor).where(WebhookCursor.subscription == sub.name).values(
+                    events_id=self.cursors[(sub.name, "e")].low, changes_id=self.cursors[(sub.name, "c")].low,
+                    updated_at=now))
+        return made
+
+
+def claim_due(engine: Engine, subs: Sequence[str], now: float, *, limit: int = 100, lease: float = 60.0,
+              exclude: Iterable[int] = ()) -> list[dict[str, Any]]:
+    """Pending deliveries that are due and first in line for their (subscription, address).
+
+    Claimed rows get ``next_attempt_at = now + lease``, so a crash mid-delivery only delays them.
+    """
+    if not subs:
+        return []
+    earlier = aliased(WebhookDelivery.__table__)
+    blocked = (select(earlier.c.id).where(earlier.c.subscription == D.subscription, earlier.c.address == D.address,
+                                          earlier.c.status == "pending", earlier.c.id < D.id).exists())
+    skip = list(exclude)
+    q = (select(D.id, D.subscription, D.event_type, D.payload, D.attempts, D.created_at, D.address)
+         .where(D.status == "pending", D.next_attempt_at <= now, D.subscription.in_(list(subs)), ~blocked)
+         .order_by(D.id).limit(limit))
+    if skip:
+        q = q.where(D.id.notin_(skip))
+    with engine.begin() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(q)]
+        if rows:
+            conn.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_([r["id"] for r in rows]))
+                         .values(next_attempt_at=now + lease))
+    return rows
+
+
+def record_attempt(engine: Engine, delivery_id: int, now: float, *, ok: bool, code: int | None,
+                   error: str | None, next_at: float | None) -> None:
+    """After one attempt: delivered; or pending again at ``next_at``; or dead when ``next_at`` is None."""
+    values: dict[str, Any] = {"attempts": WebhookDelivery.attempts + 1, "last_attempt_at": now,
+                              "response_code": code, "last_error": (error or None) and error[:2000]}
+    if ok:
+        values.update(status="delivered", delivered_at=now, last_error=None)
+    elif next_at is None:
+        values.update(status="dead")
+    else:
+        values.update(next_attempt_at=next_at)
+    with engine.begin() as conn:
+        conn.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id,
+                                                   WebhookDelivery.status == "pending").values(**values))
+
+
+def next_attempt(attempts: int, created_at: float, now: float, *, base: float, cap: float,
+                 retry_for: float) -> float | None:
+    """When to try again after ``attempts`` failed attempts (exponential), or None: give up (dead)."""
+    at = now + min(cap, base * 2 ** max(attempts - 1, 0))
+    if now - created_at >= retry_for:
+        return None
+    return min(at, created_at + retry_for)
+
+
+def list_deliveries(engine: Engine, *, subscription: str | None = None, status: str | None = None,
+                    event_type: str | None = None, address: str | None = None, after_id: int = 0,
+                    limit: int = 100) -> list[dict[str, Any]]:
+    q = select(WebhookDelivery.__table__).where(D.id > after_id).order_by(D.id).limit(limit)
+    for col, v in ((D.subscription, subscription), (D.status, status), (D.event_type, event_type),
+                   (D.address, address)):
+        if v is not None:
+            q = q.where(col == v)
+    with engine.connect() as conn:
+        return [delivery_dict(r._mapping) for r in conn.execute(q)]
+
+
+def delivery_dict(m: Any) -> dict[str, Any]:
+    return {"id": m["id"], "subscription": m["subscription"], "event_type": m["event_type"],
+            "event_id": json.loads(m["payload"])["id"], "address": m["address"], "status": m["status"],
+            "attempts": m["attempts"], "created_at": iso(m["created_at"]),
+            "next_attempt_at": iso(m["next_attempt_at"]) if m["status"] == "pending" else None,
+            "last_attempt_at": iso(m["last_attempt_at"]) or None, "delivered_at": iso(m["delivered_at"]) or None,
+            "response_code": m["response_code"], "last_error": m["last_error"]}
+
+
+def redeliver(engine: Engine, *, from_id: int, subscription: str | None = None, status: str | None = None,
+              to_id: int | None = None, now: float) -> int:
+    """Queue deliveries with id >= ``from_id`` again (all, or only ``status``); returns how many.
+
+    The retry period starts again from now.
+    """
+    cond = [D.id >= from_id, D.status != "pending"]
+    if to_id is not None:
+        cond.append(D.id <= to_id)
+    if subscription is not None:
+        cond.append(D.subscription == subscription)
+    if status is not None:
+        cond.append(D.status == status)
+    with engine.begin() as conn:
+        res = conn.execute(update(WebhookDelivery).where(and_(*cond)).values(
+            status="pending", attempts=0, created_at=now, next_attempt_at=now, last_error=None))
+    return int(res.rowcount)
+
+
+def summary(engine: Engine) -> list[dict[str, Any]]:
+    """Per subscription and status: how many deliveries, and the oldest pending one's age."""
+    q = (select(D.subscription, D.status, func.count(), func.min(D.created_at))
+         .group_by(D.subscription, D.status).order_by(D.subscription, D.status))
+    with engine.connect() as conn:
+        return [{"subscription": s, "status": st, "count": n, "oldest": iso(t)} for s, st, n, t in conn.execute(q)]
+
+
+def cursors(engine: Engine) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [{"subscription": r.subscription, "events_id": r.events_id, "changes_id": r.changes_id,
+                 "updated_at": iso(r.updated_at)} for r in conn.execute(select(WebhookCursor.__table__))]
