@@ -211,8 +211,11 @@ def cmd_limits_show(args: argparse.Namespace, cfg: Config) -> int:
     except KeyError as e:
         print(f"sidecar: {e.args[0]}", file=sys.stderr)
         return 2
-    tats = dict(counters_for(_engine(cfg), args.key))
     now = time.time()
+    if cfg.ratelimit.backend == "redis":
+        tats, now = _redis_tats(cfg, args.key, len(rule.windows))
+    else:
+        tats = dict(counters_for(_engine(cfg), args.key))
     out = []
     for i, w in enumerate(rule.windows):
         used, remaining = ratelimit.usage(w, tats.get(f"{args.key}#{i}"), now)
@@ -226,6 +229,17 @@ def cmd_limits_show(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def _redis_tats(cfg: Config, key: str, n: int) -> tuple[dict[str, float], float]:
+    import redis
+
+    from sidecar.policy.redis_limits import redis_key
+
+    r = redis.Redis.from_url(cfg.ratelimit.redis_url, socket_timeout=5)
+    secs, micros = r.time()
+    values = r.mget([redis_key(key, i) for i in range(n)])
+    return {f"{key}#{i}": float(v) for i, v in enumerate(values) if v is not None}, secs + micros / 1e6
+
+
 def cmd_limits_reset(args: argparse.Namespace, cfg: Config) -> int:
     from sidecar.store.counters import reset_key
 
@@ -234,6 +248,15 @@ def cmd_limits_reset(args: argparse.Namespace, cfg: Config) -> int:
     except KeyError as e:
         print(f"sidecar: {e.args[0]}", file=sys.stderr)
         return 2
+    if cfg.ratelimit.backend == "redis":
+        import redis
+
+        from sidecar.policy.redis_limits import redis_key
+
+        r = redis.Redis.from_url(cfg.ratelimit.redis_url, socket_timeout=5)
+        n = r.delete(*[redis_key(args.key, i) for i in range(len(_limit_rule(cfg, args.key).windows))])
+        print(f"reset {args.key} in Redis ({n} keys cleared)")
+        return 0
     n = reset_key(_engine(cfg), args.key, time.time())
     print(f"reset {args.key} ({n} counter rows cleared; running servers apply it within a second)")
     return 0

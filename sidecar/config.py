@@ -179,6 +179,13 @@ class RateLimitRule:
 class RateLimitConfig:
     rules: tuple[RateLimitRule, ...] = _f(())
     persist_interval: float = _f(1.0, parse=parse_duration, doc="How often counters are written to the database.")
+    backend: str = _f("memory", choices=("memory", "redis"),
+                      doc="memory: per-relay counters (saved to the database); redis: shared by every relay.")
+    redis_url: str = _f("redis://127.0.0.1:6379/0", doc="Redis URL for backend = \"redis\".")
+    redis_timeout: float = _f(0.05, parse=parse_duration,
+                              doc="Longest wait for Redis before the fallback decides that request.")
+    redis_fallback: str = _f("local", choices=("local", "allow", "defer"),
+                             doc="When Redis is unavailable: local in-memory limits, allow everything, or defer.")
 
 
 @dataclass(frozen=True)

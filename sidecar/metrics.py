@@ -18,6 +18,9 @@ SUPPRESSED = Counter("sidecar_suppressed_recipients", "Recipients refused becaus
 RATELIMIT_REJECTIONS = Counter("sidecar_ratelimit_rejections", "Requests refused by a rate limit, by rule",
                                ["rule"])
 RATELIMIT_KEYS = Gauge("sidecar_ratelimit_keys", "Active rate-limit keys in memory")
+RATELIMIT_REDIS_UP = Gauge("sidecar_ratelimit_redis_up", "1 while the Redis rate-limit backend is connected")
+RATELIMIT_FALLBACK = Counter("sidecar_ratelimit_fallback", "Rate-limit decisions made by the fallback instead of "
+                             "Redis, by cause (down, timeout, error)", ["cause"])
 CHANGE_FEED_LAG = Gauge("sidecar_change_feed_last_id", "Last change-feed id applied to the in-memory index")
 DB_ERRORS = Counter("sidecar_db_errors", "Database operations that failed, by operation", ["operation"])
 

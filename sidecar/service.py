@@ -184,7 +184,14 @@ def makeService(cfg: Config, reactor: Any) -> service.MultiService:
     sync.load()
     sync.setServiceParent(top)
 
-    decide = GuardedDecider(PolicyEngine(cfg, index, limiter, sync.refusals), cfg.server.safe_action,
+    rl = cfg.ratelimit
+    shared: Any = limiter
+    if rl.backend == "redis" and limiter:
+        from sidecar.policy.redis_limits import RedisRateLimiter
+
+        shared = RedisRateLimiter(limiter, rl.redis_url, rl.redis_timeout, rl.redis_fallback, reactor)
+        reactor.addSystemEventTrigger("before", "shutdown", shared.close)
+    decide = GuardedDecider(PolicyEngine(cfg, index, shared, sync.refusals), cfg.server.safe_action,
                             reactor.seconds)
     s = cfg.server
     factory = PolicyFactory(decide, max_line_length=s.max_line_length, max_attributes=s.max_attributes,

@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping
 from time import perf_counter
 from typing import Any
 
+from twisted.internet.defer import Deferred
+
 from sidecar import metrics
 from sidecar.config import Config
 from sidecar.policy.limits import RateLimiter
@@ -54,15 +56,22 @@ class PolicyEngine:
         if self.limiter:
             hit = self.limiter.check(attrs, state, now)
             if hit is not None:
-                rule, key, reply = hit
-                child = self._rejections.get(rule)
-                if child is None:
-                    child = self._rejections[rule] = metrics.RATELIMIT_REJECTIONS.labels(rule)
-                child.inc()  # type: ignore[attr-defined]
-                if self.on_ratelimit is not None:
-                    self.on_ratelimit(rule, key, now)
-                return reply
+                if isinstance(hit, Deferred):   # a shared (Redis) backend answers later
+                    return hit.addCallback(self._limited, now)
+                return self._limited(hit, now)
         return DUNNO
+
+    def _limited(self, hit: tuple[str, str, str] | None, now: float) -> str:
+        if hit is None:
+            return DUNNO
+        rule, key, reply = hit
+        child = self._rejections.get(rule)
+        if child is None:
+            child = self._rejections[rule] = metrics.RATELIMIT_REJECTIONS.labels(rule)
+        child.inc()  # type: ignore[attr-defined]
+        if self.on_ratelimit is not None:
+            self.on_ratelimit(rule, key, now)
+        return reply
 
 
 class GuardedDecider:
@@ -75,15 +84,27 @@ class GuardedDecider:
         self._counters: dict[tuple[str, str], Any] = {}
         self._observe = metrics.POLICY_LATENCY.observe
 
-    def __call__(self, attrs: Mapping[str, str]) -> str:
+    def __call__(self, attrs: Mapping[str, str]) -> str | Deferred:
         t0 = perf_counter()
         try:
             action = self.engine.decide(attrs, self.clock())
         except Exception:
-            metrics.POLICY_ERRORS.inc()
-            log.exception("error deciding policy request (answering %s): %r", self.safe_action,
-                          {k: attrs.get(k) for k in ("protocol_state", "sender", "recipient", "instance")})
-            action = self.safe_action
+            action = self._failed(None, attrs)
+        if isinstance(action, Deferred):
+            return action.addErrback(self._failed, attrs).addCallback(self._done, t0, attrs)
+        return self._done(action, t0, attrs)
+
+    def _failed(self, err: Any, attrs: Mapping[str, str]) -> str:
+        metrics.POLICY_ERRORS.inc()
+        what = {k: attrs.get(k) for k in ("protocol_state", "sender", "recipient", "instance")}
+        if err is None:
+            log.exception("error deciding policy request (answering %s): %r", self.safe_action, what)
+        else:
+            log.error("error deciding policy request (answering %s): %r\n%s", self.safe_action, what,
+                      err.getTraceback())
+        return self.safe_action
+
+    def _done(self, action: str, t0: float, attrs: Mapping[str, str]) -> str:
         self._observe(perf_counter() - t0)
         label = (attrs.get("protocol_state", ""), action.split(" ", 1)[0])
         c = self._counters.get(label)

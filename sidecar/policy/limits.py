@@ -139,14 +139,20 @@ class RateLimiter:
                 return rule.name, key, reply
         return None
 
-    def _commit_message(self, attrs: Mapping[str, str], now: float) -> None:
+    def first_commit(self, attrs: Mapping[str, str]) -> bool:
+        """True the first time an END-OF-MESSAGE for this ``instance`` is seen."""
         instance = attrs.get("instance", "")
         if instance:
             if instance in self._committed:
-                return
+                return False
             self._committed[instance] = None
             if len(self._committed) > self._committed_max:
                 self._committed.popitem(last=False)
+        return True
+
+    def _commit_message(self, attrs: Mapping[str, str], now: float) -> None:
+        if not self.first_commit(attrs):
+            return
         for rule in self.rules:
             if not rule.messages:
                 continue

@@ -30,6 +30,7 @@ class PolicyProtocol(Protocol):
     def __init__(self, factory: PolicyFactory) -> None:
         self.f = factory
         self.buf = b""
+        self.waiting = False
         self.last_seen = time.monotonic()
         self.peer = "?"
 
@@ -44,6 +45,7 @@ class PolicyProtocol(Protocol):
         self.peer = f"{getattr(peer, 'host', '')}:{getattr(peer, 'port', '')}".strip(":") or "unix"
 
     def connectionLost(self, reason: Any = None) -> None:
+        self.connected = False
         if self in self.f.connections:
             self.f.connections.discard(self)
             metrics.POLICY_CONNECTIONS.dec()
@@ -54,7 +56,16 @@ class PolicyProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.last_seen = time.monotonic()
-        buf = self.buf + data if self.buf else data
+        self.buf = self.buf + data if self.buf else data
+        if self.waiting:
+            if len(self.buf) > 4 * self.f.max_request_size:
+                self.buf = b""
+                self._drop("request-too-large", "too much data sent while a request was being decided")
+            return
+        self._process()
+
+    def _process(self) -> None:
+        buf = self.buf
         f = self.f
         while True:
             end = buf.find(b"\n\n")
@@ -84,10 +95,23 @@ class PolicyProtocol(Protocol):
             except BadRequest as e:
                 self._drop(e.problem, str(e))
                 return
+            if not isinstance(action, str):   # a Deferred: answer when it fires, then go on
+                self.buf = buf
+                self.waiting = True
+                action.addCallback(self._answer_later)
+                return
             self.transport.write(b"action=" + action.encode("utf-8", "replace") + b"\n\n")  # type: ignore[union-attr]
             if not buf:
                 self.buf = b""
                 return
+
+    def _answer_later(self, action: str) -> None:
+        self.waiting = False
+        if not self.connected:
+            return
+        self.transport.write(b"action=" + action.encode("utf-8", "replace") + b"\n\n")  # type: ignore[union-attr]
+        if self.buf:
+            self._process()
 
     def _drop(self, problem: str, detail: str) -> None:
         metrics.POLICY_BAD_INPUT.labels(problem).inc()

@@ -26,7 +26,9 @@ def run_cli(*args: str, db: str, config: Path | None = None, check: bool = True)
 
 
 class Sidecar:
-    def __init__(self, tmp: Path, db: str, config_text: str = "") -> None:
+    def __init__(self, tmp: Path, db: str, config_text: str = "", host: str = "127.0.0.1") -> None:
+        self.host = host
+        tmp.mkdir(parents=True, exist_ok=True)
         self.tmp = tmp
         self.db = db
         self.config = tmp / "sidecar.toml"
@@ -41,15 +43,15 @@ class Sidecar:
         logf = open(self.log, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [str(BIN), "serve", "--config", str(self.config), "--db", self.db,
-             "--policy", f"tcp:{self.policy_port}:interface=127.0.0.1",
-             "--http", f"tcp:{self.http_port}:interface=127.0.0.1"],
+             "--policy", f"tcp:{self.policy_port}:interface={self.host}",
+             "--http", f"tcp:{self.http_port}:interface={self.host}"],
             cwd=self.tmp, stdout=logf, stderr=subprocess.STDOUT)
         logf.close()
         while time.monotonic() - t0 < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"sidecar serve exited {self.proc.returncode}:\n{self.log.read_text()}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/healthz", timeout=1) as r:
+                with urllib.request.urlopen(f"http://{self.host}:{self.http_port}/healthz", timeout=1) as r:
                     if r.status == 200:
                         return time.monotonic() - t0
             except OSError:
@@ -67,16 +69,16 @@ class Sidecar:
         self.proc = None
 
     def connect(self) -> PolicyClient:
-        return PolicyClient(self.policy_port)
+        return PolicyClient(self.policy_port, self.host)
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(f"http://{self.host}:{self.http_port}/metrics", timeout=5) as r:
             return r.read().decode()
 
 
 class PolicyClient:
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.sock = socket.create_connection((host, port), timeout=10)
         self.buf = b""
 
     def ask(self, attrs: dict[str, str]) -> str:

@@ -95,3 +95,29 @@ def test_connection_limit_and_idle_sweep():
     assert t2.disconnecting and not t1.disconnecting
     p1.last_seen -= 1000
     assert f.sweep_idle(600) == 1 and t1.disconnecting
+
+
+def test_deferred_decisions_answer_in_order_one_at_a_time():
+    from twisted.internet.defer import Deferred
+
+    pending = []
+
+    def decide(attrs):
+        d = Deferred()
+        pending.append((attrs["n"], d))
+        return d
+
+    f = PolicyFactory(decide)
+    p = f.buildProtocol(None)
+    t = StringTransport()
+    p.makeConnection(t)
+    req = b"request=smtpd_access_policy\nn=%d\n\n"
+    p.dataReceived(req % 1 + req % 2)          # a client that pipelines two requests
+    assert [n for n, _ in pending] == ["1"]     # the second waits for the first answer
+    pending[0][1].callback("DUNNO")
+    assert t.value() == b"action=DUNNO\n\n" and [n for n, _ in pending] == ["1", "2"]
+    p.dataReceived(req % 3)
+    pending[1][1].callback("REJECT no")
+    assert t.value() == b"action=DUNNO\n\naction=REJECT no\n\n"
+    pending[2][1].callback("DUNNO")
+    assert t.value().count(b"action=") == 3

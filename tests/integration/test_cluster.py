@@ -1,0 +1,136 @@
+"""Several relays on one PostgreSQL and one Redis: shared suppressions and rate limits."""
+
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.sidecar_proc import BIN, Sidecar, run_cli
+from tests.unit.policy_data import rcpt
+
+DSN = Path(__file__).resolve().parents[1] / "data" / "bounces" / "postfix" / "dsn-failed-550-5.1.1.eml"
+
+
+def cluster_config(redis_url: str) -> str:
+    return f"""
+[database]
+sync_interval = "250ms"
+
+[ratelimit]
+backend = "redis"
+redis_url = "{redis_url}"
+
+[[ratelimit.rules]]
+name = "per-app"
+key = ["sasl_username"]
+count = "recipients"
+limits = [{{ rate = 50, per = "1h", burst = 10 }}]
+"""
+
+
+@pytest.fixture
+def nodes(tmp_path, pg_url, redis_server):
+    run_cli("db", "upgrade", db=pg_url)
+    started = []
+    for i, host in enumerate(("127.0.0.2", "127.0.0.3")):
+        sc = Sidecar(tmp_path / f"node{i}", pg_url, cluster_config(redis_server.url), host=host)
+        sc.start()
+        started.append(sc)
+    yield started
+    for sc in started:
+        sc.stop()
+
+
+def test_suppression_through_one_node_is_enforced_by_the_other_within_2s(nodes):
+    a, b = nodes
+    ca, cb = a.connect(), b.connect()
+    assert cb.ask(rcpt(recipient="dead@example.test")) == "DUNNO"
+    run_cli("suppressions", "add", "dead@example.test", "--reason", "hard bounce", db=a.db)
+    t0 = time.monotonic()
+    while cb.ask(rcpt(recipient="dead@example.test")) == "DUNNO":
+        assert time.monotonic() - t0 < 2.0, "not enforced by the other node within 2 s"
+        time.sleep(0.05)
+    assert ca.ask(rcpt(recipient="dead@example.test")).startswith("550 5.1.1")
+
+
+def test_combined_flood_admits_at_most_limit_plus_burst(nodes):
+    admitted = []
+
+    def flood(node):
+        c = node.connect()
+        ok = sum(c.ask(rcpt(sasl_username="flooder", recipient=f"r{i}@example.test")) == "DUNNO" for i in range(100))
+        admitted.append(ok)
+        c.close()
+
+    threads = [threading.Thread(target=flood, args=(n,)) for n in nodes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(admitted) == 2
+    assert sum(admitted) == 60, admitted        # rate 50 + burst 10, across both nodes
+    assert all(n > 0 for n in admitted)
+
+
+def test_redis_down_falls_back_to_local_limits_at_once(nodes, redis_server):
+    a, _ = nodes
+    c = a.connect()
+    assert c.ask(rcpt(sasl_username="app")) == "DUNNO"
+    redis_server.stop()
+    try:
+        t0 = time.monotonic()
+        replies = [c.ask(rcpt(sasl_username="other", recipient=f"x{i}@example.test")) for i in range(70)]
+        elapsed = time.monotonic() - t0
+        assert replies.count("DUNNO") == 60        # the local fallback applies the same rule
+        assert elapsed < 2.0, f"requests waited on Redis: {elapsed:.2f}s for 70"
+        m = a.metrics()
+        assert "sidecar_ratelimit_redis_up 0.0" in m
+        assert 'sidecar_ratelimit_fallback_total{cause="down"}' in m
+    finally:
+        redis_server.start()
+
+
+def test_postgresql_restart_policy_answers_from_memory_ingest_exits_75(nodes, postgres_server):
+    a, b = nodes
+    run_cli("suppressions", "add", "known@example.test", db=a.db)
+    time.sleep(1.0)
+    ca = a.connect()
+    postgres_server.stop()
+    try:
+        for _ in range(20):
+            assert ca.ask(rcpt(recipient="known@example.test")).startswith("550")
+            assert ca.ask(rcpt(recipient="fine@example.test")) == "DUNNO"
+        r = subprocess.run([str(BIN), "ingest", "--db", a.db, "--no-handoff", "--sender", "MAILER-DAEMON",
+                            "--recipient", "bounces@bounce.lab.test", "--queue-id", "ABC123"],
+                           input=DSN.read_bytes(), capture_output=True, timeout=60)
+        assert r.returncode == 75, r.stderr
+    finally:
+        postgres_server.start()
+    # caught up afterwards: a suppression added now reaches both nodes
+    t0 = time.monotonic()
+    while True:
+        try:
+            run_cli("suppressions", "add", "later@example.test", db=a.db)
+            break
+        except subprocess.CalledProcessError:
+            assert time.monotonic() - t0 < 20
+            time.sleep(0.5)
+    cb = b.connect()
+    t0 = time.monotonic()
+    while cb.ask(rcpt(recipient="later@example.test")) == "DUNNO":
+        assert time.monotonic() - t0 < 10, "node did not catch up after PostgreSQL came back"
+        time.sleep(0.1)
+
+
+def test_limits_show_and_reset_on_redis(nodes):
+    a, _ = nodes
+    c = a.connect()
+    for i in range(3):
+        assert c.ask(rcpt(sasl_username="shown", recipient=f"s{i}@example.test")) == "DUNNO"
+    out = run_cli("limits", "show", "per-app:shown", db=a.db, config=a.config).stdout
+    assert "used 3, remaining 57" in out
+    run_cli("limits", "reset", "per-app:shown", db=a.db, config=a.config)
+    out = run_cli("limits", "show", "per-app:shown", db=a.db, config=a.config).stdout
+    assert "used 0, remaining 60" in out
