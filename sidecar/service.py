@@ -20,7 +20,7 @@ from sidecar.policy.engine import GuardedDecider, PolicyEngine
 from sidecar.policy.limits import RateLimiter
 from sidecar.policy.protocol import PolicyFactory
 from sidecar.policy.refusals import RefusalLog, write_refusals
-from sidecar.store import counters
+from sidecar.store import counters, retention
 from sidecar.store.db import make_engine, upgrade
 from sidecar.suppression.changefeed import ChangeCursor
 from sidecar.suppression.index import SuppressionIndex
@@ -63,6 +63,7 @@ class StateSync(service.MultiService):
                      ).setServiceParent(self)
         TimerService(5.0, self._guard, "refusals", self.save_refusals).setServiceParent(self)
         TimerService(30.0, self.housekeeping).setServiceParent(self)
+        TimerService(3600.0, self._guard, "retention", self.prune_old).setServiceParent(self)
 
     def load(self) -> None:
         """Blocking initial load, before any listener starts."""
@@ -145,6 +146,16 @@ class StateSync(service.MultiService):
 
         d.addErrback(put_back)
         return d
+
+    def prune_old(self) -> Deferred:
+        d = self._in_pool(retention.prune, self.store.engine, time.time(), self.cfg.ingest.retention_days)
+
+        def done(counts: tuple[int, int]) -> None:
+            if any(counts):
+                log.info("retention: pruned %d events and %d raw messages older than %d days", *counts,
+                         self.cfg.ingest.retention_days)
+
+        return d.addCallback(done)
 
     def housekeeping(self) -> None:
         now = time.time()

@@ -94,3 +94,29 @@ def test_counters_roundtrip_and_reset(store):
     assert counters.reset_key(engine, "r:a", now) == 2
     assert counters.load_counters(engine, now) == []
     assert store.changes_since(0)[-1].kind == "limit-reset"
+
+
+def test_retention_keeps_what_explains_a_suppression(store):
+    from sqlalchemy import func, select
+
+    from sidecar.store import retention
+    from sidecar.store.models import Event, RawMessage
+
+    engine = store.engine
+    now = time.time()
+    old = now - 100 * 86400
+    with engine.begin() as conn:
+        ids = []
+        for i in range(3):
+            mid = conn.execute(RawMessage.__table__.insert().values(
+                sha256=f"{i:064d}", received_at=old, size=1, content=b"x", state="parsed")).inserted_primary_key[0]
+            ids.append(conn.execute(Event.__table__.insert().values(
+                created_at=old, kind="bounce", address=f"a{i}@x.test", tenant="",
+                message_id=mid)).inserted_primary_key[0])
+        conn.execute(Event.__table__.insert().values(created_at=now, kind="bounce", address="new@x.test", tenant=""))
+        store.add("a0@x.test", reason="hard bounce", cause_event_ids=[ids[0]], conn=conn)
+    assert retention.prune(engine, now, 90) == (2, 2)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Event)).scalar_one() == 2
+        assert conn.execute(select(func.count()).select_from(RawMessage)).scalar_one() == 1
+    assert retention.prune(engine, now, 0) == (0, 0)
