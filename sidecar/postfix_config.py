@@ -27,7 +27,7 @@ DEFAULTS: dict[str, str] = {
     "POLICY_TIMEOUT": "10s",
     "POLICY_MAX_IDLE": "300s",
     "POLICY_MAX_TTL": "1000s",
-    "DEFAULT_ACTION": FAIL_CLOSED,
+    "DEFAULT_ACTION": FAIL_OPEN,  # as postfix.default_action in sidecar.config
     "PIPE_USER": "sidecar",
     "PIPE_MAXPROC": "8",
     "PIPE_SIZE_LIMIT": "10240000",

@@ -49,7 +49,7 @@ def test_render_main_cf_has_the_wiring() -> None:
     for line in (
         "smtpd_data_restrictions = check_policy_service inet:127.0.0.1:10031",
         "smtpd_end_of_data_restrictions = check_policy_service inet:127.0.0.1:10031",
-        f"smtpd_policy_service_default_action = {FAIL_CLOSED}",
+        f"smtpd_policy_service_default_action = {FAIL_OPEN}",
         "smtpd_policy_service_timeout = 10s",
         "relay_domains = bounce.example.com",
         "transport_maps = inline:{ bounce.example.com=sidecar-bounce: }",
@@ -210,3 +210,23 @@ def test_values_from_real_config(tmp_path: Path) -> None:
     assert "smtpd_policy_service_default_action = 451 4.3.5 try later" in rendered["main.cf"]
     assert "smtpd_policy_service_timeout = 3s" in rendered["main.cf"]
     assert f"ingest --config={path.resolve()} --sender=${{sender}}" in rendered["master.cf"]
+
+
+DOC_VALUES = {
+    "BOUNCE_DOMAIN": "bounce.example.com",
+    "POLICY_SERVICE": "inet:127.0.0.1:10031",
+    "PIPE_USER": "sidecar",
+    "SIDECAR_BIN": "/opt/postfix-sidecar/bin/sidecar",
+    "INGEST_OPTIONS": "--config=/etc/postfix-sidecar/sidecar.toml",
+}
+
+
+def test_docs_show_the_rendered_templates() -> None:
+    """docs/postfix.md pastes the templates rendered with DOC_VALUES; keep it in sync."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "postfix.md").read_text()
+    rendered = render(DOC_VALUES)
+    for name in ("main.cf", "master.cf"):
+        marker = f"<!-- generated: {name}"
+        assert marker in doc, marker
+        block = doc.split(marker, 1)[1].split("```\n", 1)[1].split("\n```", 1)[0]
+        assert block == rendered[name].rstrip("\n"), f"docs/postfix.md: the {name} block is stale"
