@@ -11,73 +11,13 @@ import re
 from dataclasses import dataclass
 
 from sidecar.bounce.model import Category
-from sidecar.bounce.patterns import match_reason
+from sidecar.bounce.reasons import LOCAL, decide
 
 _STATUS_IN_TEXT = re.compile(r"(?<![\d.])[#(]?([45])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
-_REPLY_CODE = re.compile(r"(?<![\d.])([45])\d\d(?=[\s-]|$)")
-
-# Status codes precise enough to decide the reason by themselves (class digit dropped).
-_EXACT_STATUS: dict[str, str] = {
-    "1.6": "hasmoved",
-    "1.10": "userunknown",
-    "1.2": "hostunknown",
-    "2.2": "mailboxfull",
-    "2.3": "exceedlimit",
-    "3.4": "mesgtoobig",
-    "1.7": "rejected",
-    "1.8": "rejected",
-    "7.25": "requireptr",
-    "7.26": "authfailure",
-    "7.23": "authfailure",
-    "7.509": "authfailure",
-    "7.510": "authfailure",
-    "7.27": "notaccept",
-    "7.13": "suspend",
-    "7.9": "policyviolation",
-    "3.1": "systemfull",
-    "4.6": "networkerror",
-    "6.1": "contenterror",
-    "1.351": "userunknown",
-}
-# Status codes that only suggest a reason; diagnostic text may refine them.
-_STATUS_HINT: dict[str, str] = {
-    "1.1": "userunknown",
-    "1.0": "userunknown",
-    "1.2": "hostunknown",
-    "1.3": "syntaxerror",
-    "1.4": "userunknown",
-    "2.0": "filtered",
-    "2.1": "suspend",
-    "2.4": "systemerror",
-    "3.0": "systemerror",
-    "3.2": "systemerror",
-    "3.3": "systemerror",
-    "3.5": "systemerror",
-    "4.0": "networkerror",
-    "4.1": "expired",
-    "4.2": "networkerror",
-    "4.3": "systemerror",
-    "4.4": "hostunknown",
-    "4.5": "networkerror",
-    "4.7": "expired",
-    "5.0": "syntaxerror",
-    "5.1": "syntaxerror",
-    "5.2": "syntaxerror",
-    "5.3": "syntaxerror",
-    "5.4": "syntaxerror",
-    "5.5": "syntaxerror",
-    "6.0": "contenterror",
-    "6.2": "contenterror",
-    "6.3": "contenterror",
-    "6.5": "contenterror",
-    "6.9": "contenterror",
-    "7.0": "securityerror",
-    "7.1": "blocked",
-    "7.2": "securityerror",
-    "7.7": "securityerror",
-    "7.6": "securityerror",
-    "7.8": "securityerror",
-}
+_REPLY_CODE = re.compile(r"(?<![\d.])([45])\d\d(?=[\s:,-]|$)")
+_ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:]+@[^\s<>()\[\]\"',;]+")
+# A reply that echoes the recipient (``550 <rcpt>: ...``) was given at RCPT TO.
+_RCPT_ECHO = re.compile(r"(?<![\d.])[45]\d\d(?:[ :-]+[45]\.\d{1,3}\.\d{1,3})?[ :-]+<[^<>\s@]+@[^<>\s]+>:")
 
 CATEGORY_OF: dict[str, Category] = {
     "userunknown": Category.INVALID_RECIPIENT,
@@ -142,7 +82,14 @@ def classify(
     action: str | None = None,
     command: str | None = None,
     diagnostic_type: str | None = None,
+    explicit: str | None = None,
 ) -> Verdict:
+    """Reason, category and hard/soft for one recipient.
+
+    ``explicit`` is a reason a family-specific rule already decided (see
+    :mod:`sidecar.bounce.families`); vague ones (``userunknown``, ``expired`` ...) are still
+    checked against the status and the wording.
+    """
     text = " ".join((diagnostic or "").lower().split())
     status = _better_status(status, text)
     klass = status[0] if status else reply_class(text)
@@ -150,32 +97,16 @@ def classify(
         status = f"{klass}.0.0"
     if status and status.startswith("2."):
         return Verdict("delivered", Category.UNKNOWN, None, status)
-    detail = status.split(".", 1)[1] if status else ""
-    reason = _EXACT_STATUS.get(detail)
-    if reason is None:
-        reason = match_reason(text) if text else None
-        if reason is None and diagnostic_type and diagnostic_type.startswith("X-UNIX"):
-            reason = "mailererror"
-        hint = _STATUS_HINT.get(detail)
-        if reason == "userunknown" and command == "DATA" and hint != "userunknown":
-            reason = "filtered"
-        elif reason == "userunknown" and command == "MAIL":
-            reason = "rejected"
-        elif (
-            reason in (None, "securityerror", "systemerror", "expired")
-            and hint
-            in (
-                "userunknown",
-                "hostunknown",
-                "mailboxfull",
-            )
-            or reason is None
-        ):
-            reason = hint
-    if action == "delayed" and reason in (None, "networkerror", "systemerror", "syntaxerror", "securityerror"):
-        reason = "expired"
-    if reason is None:
-        if klass == "4" or action == "delayed":
+    if command is None and text:
+        if _RCPT_ECHO.search(text):
+            command = "RCPT"
+        elif klass is None or not _REPLY_CODE.search(text):
+            command = LOCAL
+    # addresses are not wording: "userunknown@example.org" must not read as "user unknown"
+    wording = _ADDRESS.sub("<>", text) if "@" in text else text
+    reason = decide(status, wording, command, diagnostic_type, action, explicit)
+    if not reason:
+        if action == "delayed":
             reason = "expired"
         else:
             reason = "onhold" if text else "undefined"

@@ -15,7 +15,7 @@ from sidecar.bounce import arf, detect, dsn, mime, notifications, textbounce
 from sidecar.bounce.classify import Verdict, category_of, classify
 from sidecar.bounce.model import Category, FailedRecipient, Kind, ParsedMessage
 
-PARSER_VERSION = "1.0.0"
+PARSER_VERSION = "1.1.0"
 
 _NOT_FAILED = frozenset({"delivered", "relayed", "expanded", "deliverable"})
 _DATA_ERRORS = (ValueError, LookupError, UnicodeError, IndexError, email.errors.MessageError, RecursionError)

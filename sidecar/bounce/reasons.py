@@ -1,0 +1,247 @@
+"""Deciding the reason for one failed recipient, in sisimai's order of precedence.
+
+The decision follows the shape of sisimai's reason finder (BSD-2, see docs/bounces.md): the
+enhanced status code names a provisional reason; a first ordered pass of *probes* checks
+each reason against the status, the SMTP command that failed and the diagnostic wording;
+when nothing is decided a second ordered pass matches wording only, then falls back to the
+status class, the diagnostic type and the action.
+
+Two probes depend on the SMTP command, and they matter most for hard/soft:
+
+* ``userunknown`` is only believed from wording when the reply came at ``RCPT`` (or the
+  status itself is x.1.1-like); a "user unknown" after ``DATA`` or from a content filter
+  with no command known is ``filtered`` (the address was accepted at ``RCPT``).
+* ``rejected`` (the *sender* was refused) is believed from wording at ``MAIL FROM``/``DATA``
+  or when the status says nothing more precise.
+"""
+
+from __future__ import annotations
+
+from sidecar.bounce.patterns import PATTERNS
+
+# Enhanced status code -> the reason it names (RFC 3463/5248 semantics, sisimai's reading).
+STATUS_NAME: dict[str, str] = {
+    "4.1.6": "hasmoved",
+    "4.1.7": "rejected",
+    "4.1.8": "rejected",
+    "4.1.9": "systemerror",
+    "4.2.1": "blocked",
+    "4.2.2": "mailboxfull",
+    "4.2.3": "exceedlimit",
+    "4.2.4": "filtered",
+    "4.3.1": "systemfull",
+    "4.3.2": "notaccept",
+    "4.3.3": "systemerror",
+    "4.3.5": "systemerror",
+    "4.4.1": "expired",
+    "4.4.2": "networkerror",
+    "4.4.3": "systemerror",
+    "4.4.4": "networkerror",
+    "4.4.5": "systemfull",
+    "4.4.6": "networkerror",
+    "4.4.7": "expired",
+    "4.4.8": "networkerror",
+    "4.5.3": "systemerror",
+    "4.5.5": "systemerror",
+    "4.6.0": "contenterror",
+    "4.6.2": "contenterror",
+    "4.6.5": "contenterror",
+    "4.7.1": "blocked",
+    "4.7.2": "blocked",
+    "4.7.5": "securityerror",
+    "4.7.6": "securityerror",
+    "4.7.7": "securityerror",
+    "4.7.12": "securityerror",
+    "4.7.15": "securityerror",
+    "4.7.16": "mesgtoobig",
+    "4.7.24": "authfailure",
+    "4.7.25": "requireptr",
+    "4.7.26": "authfailure",
+    "5.1.0": "userunknown",
+    "5.1.1": "userunknown",
+    "5.1.2": "hostunknown",
+    "5.1.3": "userunknown",
+    "5.1.4": "filtered",
+    "5.1.6": "hasmoved",
+    "5.1.7": "rejected",
+    "5.1.8": "rejected",
+    "5.1.9": "systemerror",
+    "5.1.10": "notaccept",
+    "5.2.0": "filtered",
+    "5.2.1": "filtered",
+    "5.2.2": "mailboxfull",
+    "5.2.3": "exceedlimit",
+    "5.2.4": "filtered",
+    "5.3.0": "systemerror",
+    "5.3.1": "systemfull",
+    "5.3.2": "notaccept",
+    "5.3.3": "systemerror",
+    "5.3.4": "mesgtoobig",
+    "5.3.5": "systemerror",
+    "5.4.0": "networkerror",
+    "5.4.3": "systemerror",
+    "5.4.4": "hostunknown",
+    "5.5.2": "syntaxerror",
+    "5.5.3": "toomanyconn",
+    "5.5.4": "systemerror",
+    "5.5.5": "systemerror",
+    "5.5.6": "syntaxerror",
+    "5.7.13": "suspend",
+    "5.7.16": "mesgtoobig",
+    "5.7.17": "hasmoved",
+    "5.7.18": "hasmoved",
+    "5.7.20": "authfailure",
+    "5.7.21": "authfailure",
+    "5.7.22": "authfailure",
+    "5.7.23": "authfailure",
+    "5.7.24": "authfailure",
+    "5.7.25": "requireptr",
+    "5.7.26": "authfailure",
+    "5.7.27": "notaccept",
+    "5.7.28": "spamdetected",
+    "5.7.29": "authfailure",
+    "5.7.30": "failedstarttls",
+}
+for _d in ("0", "1", "2", "3", "5", "6", "7", "8", "9"):
+    STATUS_NAME.setdefault(f"5.6.{_d}", "contenterror")
+for _d in range(12):
+    STATUS_NAME.setdefault(f"5.7.{_d}", "securityerror")
+for _d in (14, 15, 19):
+    STATUS_NAME[f"5.7.{_d}"] = "securityerror"
+# Microsoft's 5.7.5xx authentication family
+STATUS_NAME["5.1.351"] = "userunknown"
+STATUS_NAME["5.7.509"] = STATUS_NAME["5.7.510"] = "authfailure"
+
+# Provisional reasons that the wording may still overrule.
+RETRY = frozenset(
+    {"", "undefined", "onhold", "systemerror", "securityerror", "expired", "networkerror", "hostunknown", "userunknown"}
+)
+
+# First pass: probes (status + command + wording), most specific first.
+FIRST: tuple[str, ...] = (
+    "mailboxfull",
+    "mesgtoobig",
+    "exceedlimit",
+    "suspend",
+    "hasmoved",
+    "norelaying",
+    "authfailure",
+    "userunknown",
+    "filtered",
+    "requireptr",
+    "notcompliantrfc",
+    "badreputation",
+    "contenterror",
+    "rejected",
+    "hostunknown",
+    "spamdetected",
+    "speeding",
+    "toomanyconn",
+    "blocked",
+)
+# Second pass: wording only, when the status left the reason open.
+SECOND: tuple[str, ...] = (
+    "mailboxfull",
+    "authfailure",
+    "badreputation",
+    "speeding",
+    "spamdetected",
+    "virusdetected",
+    "policyviolation",
+    "norelaying",
+    "systemerror",
+    "networkerror",
+    "suspend",
+    "contenterror",
+    "systemfull",
+    "notaccept",
+    "expired",
+    "failedstarttls",
+    "securityerror",
+    "mailererror",
+)
+_NOT_USER = ("norelaying", "blocked", "mailboxfull", "hasmoved", "rejected", "notaccept")
+# Pseudo command: the reporting MTA's own verdict (no remote SMTP reply quoted), e.g. a
+# directory lookup by Exchange, Domino or IMail; it is as good as a refusal at RCPT.
+LOCAL = "*"
+_BEFORE_DATA = frozenset({"HELO", "EHLO", "MAIL", "RCPT", "STARTTLS", "AUTH", "CONNECT"})
+
+
+def _matches(reason: str, text: str) -> bool:
+    pattern = PATTERNS.get(reason)
+    return bool(text) and pattern is not None and pattern.search(text) is not None
+
+
+def _probe(reason: str, name: str, text: str, command: str | None, explicit: str | None) -> bool:
+    if explicit == reason:
+        return True
+    if reason == "userunknown":
+        if name == "suspend" or command == "MAIL":
+            return False
+        if name == "userunknown":
+            return not any(_matches(r, text) for r in _NOT_USER)
+        return command in ("RCPT", LOCAL) and _matches("userunknown", text)
+    if reason == "filtered":
+        if name == "suspend":
+            return False
+        if name == "filtered":
+            return _matches("userunknown", text) or _matches("filtered", text)
+        if command in _BEFORE_DATA:
+            return False
+        return _matches("filtered", text) or _matches("userunknown", text)
+    if reason == "rejected":
+        if name == "rejected":
+            return True
+        if command == "MAIL" and name == "userunknown":
+            return True  # an addressing status at MAIL FROM is about the sender
+        if command == "MAIL" or (command == "DATA" and name != "userunknown"):
+            return _matches("rejected", text)
+        if name in ("", "undefined", "onhold", "securityerror", "systemerror"):
+            return _matches("rejected", text)
+        return False
+    if reason == "mesgtoobig" and name == "exceedlimit":
+        return False  # x.2.3: a per-mailbox limit, more precise than the wording
+    if reason == "hostunknown":
+        # a DNS failure that says "try again" is a network error, not a missing domain
+        return (name == "hostunknown" or _matches("hostunknown", text)) and not _matches("networkerror", text)
+    return name == reason or _matches(reason, text)
+
+
+def decide(
+    status: str | None,
+    text: str,
+    command: str | None = None,
+    diagnostic_type: str | None = None,
+    action: str | None = None,
+    explicit: str | None = None,
+) -> str:
+    """The reason name for one recipient; ``text`` is lower-cased, whitespace-collapsed."""
+    if explicit and explicit not in RETRY:
+        return explicit
+    name = STATUS_NAME.get(status or "", "")
+    mailer = bool(diagnostic_type) and diagnostic_type.startswith("X-UNIX")  # a local mailer program
+    if not mailer:
+        for reason in FIRST:
+            if _probe(reason, name, text, command, explicit):
+                return reason
+    if name in RETRY or mailer:
+        for reason in SECOND:
+            if _matches(reason, text):
+                return reason
+        if name:
+            return name
+        head = (status or "")[:3]
+        if head in ("5.6", "4.6"):
+            return "contenterror"
+        if head in ("5.7", "4.7"):
+            return "securityerror"
+        if diagnostic_type and diagnostic_type.startswith("X-UNIX"):
+            return "mailererror"
+        if _matches("syntaxerror", text):
+            return "syntaxerror"
+        if action in ("delayed", "expired"):
+            return "expired"
+        if command in ("EHLO", "HELO"):
+            return "blocked"
+        return ""
+    return name
