@@ -13,6 +13,7 @@ from dataclasses import dataclass
 _FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _ADDR_TYPE = re.compile(r"^\s*(?:rfc822|x-[a-z0-9.-]+|utf-8|unknown)\s*;\s*", re.IGNORECASE)
+_ROUTE = re.compile(r"[;<\s]@[^:\s]+:")
 _RECIPIENT_FIELDS = ("final-recipient", "original-recipient", "x-actual-recipient")
 
 
@@ -85,9 +86,13 @@ def address_value(value: str | None) -> str | None:
 
 
 def _usable(address: str) -> bool:
-    """A deliverable-looking address (not a mailbox path or an unqualified host)."""
+    """A deliverable-looking address (not a mailbox path or a pipe command)."""
     local, at, domain = address.rpartition("@")
-    return bool(at and local and "." in domain and not local.startswith(("/", "|")))
+    return bool(at and local and domain and not local.startswith(("/", "|")))
+
+
+def usable(address: str | None) -> bool:
+    return bool(address) and _usable(address or "")
 
 
 def status_code(value: str | None) -> str | None:
@@ -119,7 +124,8 @@ def parse_fields(text: str) -> DsnReport | None:
                 envelope_from = address_value(block[key])
         final = address_value(block.get("final-recipient") or block.get("x-actual-recipient"))
         original = address_value(block.get("original-recipient"))
-        if original and _usable(original) and (final is None or not _usable(final)):
+        routed = _ROUTE.search(block.get("final-recipient") or "") is not None  # @relay:user@host
+        if original and _usable(original) and (final is None or not _usable(final) or routed):
             final = original
         if final is None and original is None:
             continue

@@ -66,7 +66,7 @@ def _parse(msg: Message, raw: bytes) -> ParsedMessage:
     if report_fields is None and "recipient:" in text.lower():
         report_fields = dsn.parse_fields(text)
     if report_fields is not None:
-        return _from_dsn(report_fields, text, result)
+        return _from_dsn(report_fields, text, result, _failed_header(msg))
 
     nonstandard = arf.parse_nonstandard_complaint(msg, original)
     if nonstandard is not None:
@@ -108,14 +108,23 @@ def _parse(msg: Message, raw: bytes) -> ParsedMessage:
     return result(kind, found)
 
 
-def _from_dsn(report: dsn.DsnReport, text: str, result) -> ParsedMessage:
+def _failed_header(msg: Message) -> list[str]:
+    """Exim's ``X-Failed-Recipients`` (and the like): the addresses as the sender wrote them."""
+    value = mime.header(msg, "X-Failed-Recipients") or mime.header(msg, "X-Failed-Recipient")
+    return [a for a in (dsn.address_value(p) for p in value.split(",")) if a and dsn.usable(a)]
+
+
+def _from_dsn(report: dsn.DsnReport, text: str, result, failed_header: list[str] | None = None) -> ParsedMessage:
     report_text = textbounce.report_section(text) if text else ""
     lower = report_text.lower()
     global_command = textbounce.smtp_command(report_text) if report_text else None
     failed: list[FailedRecipient] = []
     delivered = 0
+    paths = [r for r in report.recipients if not dsn.usable(r.final_recipient or r.original_recipient)]
     for r in report.recipients:
         address = r.final_recipient or r.original_recipient
+        if not dsn.usable(address) and failed_header and len(failed_header) == len(paths):
+            address = failed_header[paths.index(r)]  # a mailbox path or pipe: the address it was for
         if not address:
             continue
         if r.action in _NOT_FAILED or (r.status or "").startswith("2."):
@@ -204,8 +213,8 @@ def _from_text(msg: Message, text: str, original: Message | None) -> list[Failed
     own = (dsn.address_value(mime.header(msg, "From")) or "").rpartition("@")[2]
     own = ".".join(own.split(".")[-2:])
     found = textbounce.find_recipients(text, _exclusions(msg, original), own) if text else []
-    if not found and original is not None:
-        addr = arf.original_recipient(original)
+    if not found:
+        addr = arf.original_recipient(original) if original is not None else textbounce.quoted_original_recipient(text)
         if addr:
             found = [textbounce.TextRecipient(addr, textbounce.report_section(text)[:2000], None)]
     out = []

@@ -129,6 +129,20 @@ def _paragraph(lines: list[str], idx: int) -> str:
     return " ".join(x.strip() for x in lines[start : end + 1])
 
 
+_DISPLAY_BEFORE = re.compile(r"[ \t]+<[^<>\s@]+@[^<>\s]+>")
+_QUOTED_TO = re.compile(r"^[ \t>]*To:[ \t]*(.+)$", re.IGNORECASE | re.MULTILINE)
+
+
+def quoted_original_recipient(text: str) -> str | None:
+    """The single ``To:`` of an original message quoted inline after the report."""
+    cut = len(report_section(text))
+    m = _QUOTED_TO.search(text, cut)
+    if not m or "," in m.group(1):
+        return None
+    found = _ADDRESS.search(m.group(1))
+    return found.group(1).lower() if found else None
+
+
 _ALONE = re.compile(r"^\s*<?[^\s<>@]+@[^\s<>]+>?:?\s*$")
 
 
@@ -137,6 +151,7 @@ def find_recipients(text: str, exclude: set[str], own_domain: str = "") -> list[
     lines = report.splitlines()
     command = smtp_command(report)
     found: dict[str, TextRecipient] = {}
+    display: set[str] = set()
     for idx, line in enumerate(lines):
         for m in _ADDRESS.finditer(line):
             addr = m.group(1).strip(".'").lower()
@@ -145,6 +160,7 @@ def find_recipients(text: str, exclude: set[str], own_domain: str = "") -> list[
                 addr in exclude
                 and not _ALONE.match(line)
                 or addr in found
+                or addr in display
                 or local.startswith(("/", "|"))
                 or line[m.end() : m.end() + 1] == ":"
                 and "@" in line[: m.start()]
@@ -157,6 +173,9 @@ def find_recipients(text: str, exclude: set[str], own_domain: str = "") -> list[
             ):
                 continue
             if _NOT_RECIPIENT_BEFORE.search(line[: m.start()].rstrip("<( ")):
+                continue
+            if _DISPLAY_BEFORE.match(line, m.end()) and line[m.start() - 1 : m.start()] != "<":
+                display.add(addr)  # "user@a <user@b>": the first is only a display text
                 continue
             if (
                 "://" in line[max(0, m.start() - 60) : m.start()]
