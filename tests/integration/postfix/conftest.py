@@ -48,7 +48,7 @@ def lab_sidecar_config(root: Path, db_url: str, server: SidecarServer, extra: Ma
     """The lab's sidecar.toml as a dict: loopback listeners, the lab DB, the pipe user."""
     settings: dict[str, Any] = {
         "server": {
-            "policy": [f"tcp:{server.policy_port}:interface=127.0.0.1"],
+            "policy": server.policy_endpoints(),
             "http": f"tcp:{server.http_port}:interface=127.0.0.1",
         },
         "database": {"url": db_url, "sync_interval": "0.2s"},
@@ -219,6 +219,7 @@ def make_lab(request: pytest.FixtureRequest, postfix_installed: None) -> Generat
         extra_main: Mapping[str, str] | None = None,
         rcpt_replies: Mapping[str, str] | None = None,
         data_replies: Mapping[str, str] | None = None,
+        policy_unix: bool = False,
     ) -> Lab:
         """A started lab. ``config`` is merged into the lab's sidecar.toml (per section)."""
         root = Path(tempfile.mkdtemp(prefix="sidecar-pfx-", dir="/tmp"))
@@ -241,6 +242,8 @@ def make_lab(request: pytest.FixtureRequest, postfix_installed: None) -> Generat
         if policy == "sidecar" or ingest == "sidecar":
             request.getfixturevalue("sidecar_reachable")
             server = SidecarServer(root, db_url=db_url)
+            if policy_unix:  # Postfix then talks to the unix socket, the tests to TCP
+                server.policy_unix = run_dir / "policy.sock"
             settings = lab_sidecar_config(root, db_url, server, config or {})
             config_path = root / "sidecar.toml"
             config_path.write_text(to_toml(settings))

@@ -52,6 +52,7 @@ class SidecarServer:
         self.db_url = db_url
         self.config = config
         self.policy_port = free_port()
+        self.policy_unix: Path | None = None  # an extra unix-socket policy listener
         self.http_port = free_port()
         self.log_file = root / "sidecar-serve.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -60,10 +61,19 @@ class SidecarServer:
     def http(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
+    def policy_endpoints(self) -> list[str]:
+        """Twisted endpoints; the first is the one Postfix is wired to."""
+        endpoints = [f"tcp:{self.policy_port}:interface=127.0.0.1"]
+        if self.policy_unix is not None:
+            endpoints.insert(0, f"unix:{self.policy_unix}:mode=666")
+        return endpoints
+
     def argv(self) -> list[str]:
         argv = [str(SIDECAR_BIN), "serve"]
         if self.config is not None:
             argv += ["--config", str(self.config)]
+        for endpoint in self.policy_endpoints()[:-1]:
+            argv += ["--policy", endpoint]
         return argv + [
             "--policy",
             f"tcp:{self.policy_port}:interface=127.0.0.1",

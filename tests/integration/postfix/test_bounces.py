@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -20,14 +21,19 @@ def address_of(row: dict[str, object]) -> str:
     return str(row.get("address") or row.get("recipient") or "").lower()
 
 
-def test_1_good_address_reaches_remote_mx(make_lab: MakeLab) -> None:
-    lab = make_lab()
+@pytest.mark.parametrize("policy_unix", [False, True], ids=["policy-inet", "policy-unix"])
+def test_1_good_address_reaches_remote_mx(make_lab: MakeLab, policy_unix: bool) -> None:
+    lab = make_lab(policy_unix=policy_unix)
+    expected = f"unix:{lab.root}/run/policy.sock" if policy_unix else f"inet:127.0.0.1:{lab.policy_port}"
+    assert f"check_policy_service {expected}," in lab.postfix.config_dir.joinpath("main.cf").read_text()
     result = lab.postfix.send(APP_SENDER, ["good@example.test"])
     assert result.accepted, result
     [got] = lab.sink.wait_for_message("good@example.test")
     assert got.mail_from == APP_SENDER
     lab.postfix.wait_queue_empty()
     assert lab.suppression_for("good@example.test") is None
+    # fail-closed in the lab: acceptance means smtpd reached the policy server, and cleanly
+    assert not re.findall(r"warning: .*(?:policy|problem talking)", lab.postfix.log_text())
 
 
 @pytest.mark.parametrize("handoff", [True, False], ids=["handoff-socket", "direct-db-as-pipe-user"])
