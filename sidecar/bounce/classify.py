@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from sidecar.bounce.model import Category
+from sidecar.bounce.families import remote_reason
 from sidecar.bounce.reasons import LOCAL, decide
 
 _STATUS_IN_TEXT = re.compile(r"(?<![\d.])[#(]?([45])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
@@ -83,6 +84,7 @@ def classify(
     command: str | None = None,
     diagnostic_type: str | None = None,
     explicit: str | None = None,
+    remote_mta: str | None = None,
 ) -> Verdict:
     """Reason, category and hard/soft for one recipient.
 
@@ -104,6 +106,8 @@ def classify(
             command = LOCAL
     # addresses are not wording: "userunknown@example.org" must not read as "user unknown"
     wording = _ADDRESS.sub("<>", text) if "@" in text else text
+    if explicit is None:
+        explicit = remote_reason(text, remote_mta)
     reason = decide(status, wording, command, diagnostic_type, action, explicit)
     if not reason:
         if action == "delayed":

@@ -135,7 +135,9 @@ def _from_dsn(report: dsn.DsnReport, text: str, result, failed_header: list[str]
         if not diagnostic and not context and len(report.recipients) == 1:
             context = " ".join(report_text.split())[:2000]
         command = (textbounce.smtp_command(context) if context else None) or global_command
-        verdict = classify(r.status, diagnostic or context, r.action, command, r.diagnostic_type)
+        verdict = classify(
+            r.status, diagnostic or context, r.action, command, r.diagnostic_type, remote_mta=r.remote_mta
+        )
         failed.append(
             FailedRecipient(
                 address=address,
