@@ -1,13 +1,16 @@
-"""The HTTP listener: /metrics (Prometheus) and /healthz."""
+"""The HTTP listener: /metrics (Prometheus) and /healthz without auth; the management API with it."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client.twisted import MetricsResource
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
+
+API_ROOTS = (b"openapi.json", b"suppressions", b"events", b"messages", b"limits", b"stats", b"webhooks")
 
 
 class Health(Resource):
@@ -24,8 +27,18 @@ class Health(Resource):
         return json.dumps(st).encode() + b"\n"
 
 
-def make_site(status: Callable[[], dict[str, object]]) -> Site:
+def make_site(status: Callable[[], dict[str, object]], api: Any = None) -> Site:
+    """``api``: a :class:`sidecar.http.api.Api`; without it only /metrics and /healthz are served."""
     root = Resource()
-    root.putChild(b"metrics", MetricsResource())
-    root.putChild(b"healthz", Health(status))
-    return Site(root)
+    root.putChild(b"metrics", MetricsResource())  # type: ignore[arg-type]
+    root.putChild(b"healthz", Health(status))  # type: ignore[arg-type]
+    if api is None:
+        return Site(root)
+    from sidecar.http.api import ApiResource, request_factory
+
+    leaf = ApiResource(api)
+    for name in API_ROOTS:
+        root.putChild(name, leaf)  # type: ignore[arg-type]
+    site = Site(root, requestFactory=request_factory(api.cfg.api.max_body))
+    site.displayTracebacks = False
+    return site

@@ -1,0 +1,327 @@
+"""The management API's operations (routes at the bottom; described in /openapi.json and docs/api.md)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Iterator
+from typing import IO, Any
+
+from twisted.internet.defer import inlineCallbacks
+
+from sidecar.config import WEBHOOK_EVENTS, parse_duration
+from sidecar.http import queries as q
+from sidecar.http.api import STREAMING, ApiError, Call, Reply, Route
+from sidecar.suppression.address import AddressError
+from sidecar.suppression.store import CSV_FIELDS, parse_when
+from sidecar.webhooks import outbox
+
+# -- parameters -----------------------------------------------------------------------------------
+
+
+def p_str(c: Call, name: str, max_len: int = 320) -> str | None:
+    v = c.params.get(name)
+    if v is not None and len(v) > max_len:
+        raise ApiError(400, f"longer than {max_len} characters", name)
+    return v
+
+
+def p_int(c: Call, name: str, default: int, lo: int = 0, hi: int = 2**62) -> int:
+    v = c.params.get(name)
+    if v is None or v == "":
+        return default
+    if not v.isdigit() or not lo <= int(v) <= hi:
+        raise ApiError(400, f"expected an integer from {lo} to {hi}", name)
+    return int(v)
+
+
+def when(value: Any, name: str, past: bool = True) -> float | None:
+    """ISO 8601, POSIX seconds, or a duration ("24h": that long ago, or from now when not ``past``)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, str):
+        raise ApiError(400, "expected an ISO 8601 time, POSIX seconds or a duration like \"24h\"", name)
+    try:
+        return time.time() + (-1 if past else 1) * parse_duration(value)
+    except ValueError:
+        pass
+    try:
+        return parse_when(value)
+    except ValueError as e:
+        raise ApiError(400, str(e), name) from None
+
+
+def p_choice(c: Call, name: str, choices: tuple[str, ...], default: str | None = None) -> str | None:
+    v = c.params.get(name, default)
+    if v is not None and v not in choices:
+        raise ApiError(400, f"expected one of {', '.join(choices)}", name)
+    return v
+
+
+def address(c: Call, value: Any, name: str = "address") -> str:
+    if not isinstance(value, str):
+        raise ApiError(400, "expected an address string", name)
+    try:
+        return c.api.store.canonical(value)
+    except AddressError as e:
+        raise ApiError(400, str(e), name) from None
+
+
+def body_str(data: dict[str, Any], name: str, default: str | None, max_len: int) -> str | None:
+    v = data.get(name, default)
+    if v is not None and (not isinstance(v, str) or len(v) > max_len):
+        raise ApiError(400, f"expected a string of at most {max_len} characters", name)
+    return v
+
+
+def suppression_filter(c: Call) -> q.SuppressionFilter:
+    active = p_choice(c, "active", ("true", "false", "all"), "true")
+    prefix = p_str(c, "prefix")
+    if prefix and not c.api.cfg.suppression.local_part_case_sensitive:
+        prefix = prefix.lower()
+    return q.SuppressionFilter(reason=p_str(c, "reason", 64), category=p_str(c, "category", 32),
+                               tenant=p_str(c, "tenant", 255), since=when(c.params.get("since"), "since"),
+                               until=when(c.params.get("until"), "until"), prefix=prefix or None,
+                               active=None if active == "all" else active == "true")
+
+
+def cursor(c: Call) -> int:
+    return p_int(c, "cursor", 0)
+
+
+def page(items: list[Any], nxt: int | None) -> dict[str, Any]:
+    return {"items": items, "next_cursor": str(nxt) if nxt is not None else None}
+
+
+# -- suppressions ---------------------------------------------------------------------------------
+
+
+@inlineCallbacks
+def list_suppressions(c: Call) -> Any:
+    rows, nxt = yield c.api.run(q.page_suppressions, c.api.engine, suppression_filter(c), cursor(c),
+                                p_int(c, "limit", 100, 1, q.MAX_PAGE))
+    return page([q.suppression_dict(r) for r in rows], nxt)
+
+
+@inlineCallbacks
+def get_suppression(c: Call) -> Any:
+    addr = address(c, c.vars["address"])
+    found = yield c.api.run(q.why, c.api.engine, addr)
+    if found is None:
+        raise ApiError(404, f"{addr} has never been suppressed", "address")
+    return found
+
+
+@inlineCallbacks
+def add_suppression(c: Call) -> Any:
+    data = c.json()
+    unknown = set(data) - {"address", "tenant", "reason", "category", "note", "expires_at"}
+    if unknown:
+        raise ApiError(400, "unknown field", sorted(unknown)[0])
+    addr = address(c, data.get("address"))
+    tenant = body_str(data, "tenant", "", 255) or ""
+    reason = body_str(data, "reason", "manual", 64) or "manual"
+    expires = when(data.get("expires_at"), "expires_at", past=False)
+    yield c.api.run(c.api.store.add, addr, tenant=tenant, reason=reason,
+                    category=body_str(data, "category", None, 32), note=body_str(data, "note", None, 4000),
+                    source="api", expires_at=expires)
+    rows = yield c.api.run(c.api.store.get, addr)
+    row = next(r for r in rows if r.tenant == tenant)
+    return Reply(201, q.suppression_dict(row))
+
+
+@inlineCallbacks
+def remove_suppression(c: Call) -> Any:
+    addr = address(c, c.vars["address"])
+    tenant = p_str(c, "tenant", 255) or ""
+    removed = yield c.api.run(c.api.store.remove, addr, tenant=tenant)
+    if not removed:
+        raise ApiError(404, f"{addr} is not suppressed" + (f" for tenant {tenant!r}" if tenant else ""), "address")
+    return {"address": addr, "tenant": tenant, "removed": True}
+
+
+def _jsonl_rows(fh: IO[str]) -> Iterator[dict[str, str]]:
+    for lineno, line in enumerate(fh, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            raise ValueError(f"line {lineno}: not valid JSON: {e}") from None
+        if not isinstance(obj, dict) or set(obj) - set(CSV_FIELDS):
+            raise ValueError(f"line {lineno}: expected an object with keys among {', '.join(CSV_FIELDS)}")
+        yield {k: "" if v is None else str(v) for k, v in obj.items()}
+
+
+@inlineCallbacks
+def import_suppressions(c: Call) -> Any:
+    ctype = (c.request.getHeader(b"content-type") or b"").decode("latin-1").split(";")[0].strip()
+    fmt = p_choice(c, "format", ("csv", "jsonl"), "jsonl" if ctype in ("application/x-ndjson",
+                                                                         "application/jsonl") else "csv")
+    kw: dict[str, Any] = {
+        "default_reason": p_str(c, "reason", 64) or "imported", "default_tenant": p_str(c, "tenant", 255) or "",
+        "default_expires": when(c.params.get("expires_at"), "expires_at", past=False), "source": "api"}
+
+    def work() -> int:
+        content: Any = c.request.content
+        text = io.TextIOWrapper(content, encoding="utf-8", newline="")
+        if fmt == "csv":
+            return int(c.api.store.import_csv(text, **kw))
+        return int(c.api.store.import_rows(_jsonl_rows(text), **kw))
+
+    try:
+        n = yield c.api.run(work)
+    except (ValueError, UnicodeDecodeError, csv.Error) as e:
+        raise ApiError(400, str(e), "body") from None
+    return {"imported": n}
+
+
+def export_suppressions(c: Call) -> Any:
+    from sidecar.http.export import ExportProducer
+
+    fmt = p_choice(c, "format", ("csv", "jsonl"), "csv") or "csv"
+    flt = suppression_filter(c)
+    c.request.setHeader(b"content-type", b"text/csv; charset=utf-8" if fmt == "csv" else b"application/x-ndjson")
+    c.request.setHeader(b"content-disposition", f'attachment; filename="suppressions.{fmt}"'.encode())
+    ExportProducer(c.api, c.request, flt, fmt).start()
+    return STREAMING
+
+
+# -- events, messages, stats ----------------------------------------------------------------------
+
+
+@inlineCallbacks
+def list_events(c: Call) -> Any:
+    kind = p_choice(c, "kind", q.EVENT_KINDS)
+    addr = address(c, c.params["address"]) if c.params.get("address") else None
+    flt = q.EventFilter(kind=kind, address=addr, tenant=p_str(c, "tenant", 255),
+                        category=p_str(c, "category", 32), since=when(c.params.get("since"), "since"),
+                        until=when(c.params.get("until"), "until"))
+    rows, nxt = yield c.api.run(q.page_events, c.api.engine, flt, cursor(c), p_int(c, "limit", 100, 1, q.MAX_PAGE))
+    return page(rows, nxt)
+
+
+@inlineCallbacks
+def get_message(c: Call) -> Any:
+    mid = c.vars["id"]
+    if not mid.isdigit():
+        raise ApiError(400, "expected a message id (integer)", "id")
+    raw = yield c.api.run(q.raw_message, c.api.engine, int(mid))
+    if raw is None:
+        raise ApiError(404, f"no stored message {mid}", "id")
+    return Reply(200, raw, b"message/rfc822")
+
+
+@inlineCallbacks
+def get_stats(c: Call) -> Any:
+    now = time.time()
+    since = when(c.params.get("since", "24h"), "since") or now - 86400
+    until = when(c.params.get("until"), "until") or now
+    if until <= since:
+        raise ApiError(400, "must be later than since", "until")
+    return (yield c.api.run(q.stats, c.api.engine, since, until))
+
+
+# -- rate limits ----------------------------------------------------------------------------------
+
+
+def _live_tats(c: Call, key: str) -> dict[str, float | None] | None:
+    lim = c.api.limiter
+    if lim is None:
+        return None
+    return {f"{key}#{i}": t for i, t in enumerate(lim.state.get(key) or ())}
+
+
+@inlineCallbacks
+def get_limit(c: Call) -> Any:
+    key = c.vars["key"]
+    windows = yield c.api.run(q.limit_usage, c.api.cfg, key, _live_tats(c, key), c.api.engine)
+    return {"key": key, "windows": windows}
+
+
+@inlineCallbacks
+def reset_limit(c: Call) -> Any:
+    from sidecar.store.counters import reset_key
+
+    key = c.vars["key"]
+    q.limit_usage(c.api.cfg, key, {}, c.api.engine)   # validates the key
+    n = yield c.api.run(reset_key, c.api.engine, key, time.time())
+    if c.api.limiter is not None:
+        c.api.limiter.reset(key)
+    return {"key": key, "reset": True, "rows": n}
+
+
+# -- webhooks -------------------------------------------------------------------------------------
+
+
+@inlineCallbacks
+def get_webhooks(c: Call) -> Any:
+    subs = [{"name": s.name, "url": s.url, "events": sorted(s.events)}
+            for s in outbox.subscriptions(c.api.cfg.webhooks.subscriptions)]
+    summary = yield c.api.run(outbox.summary, c.api.engine)
+    cursors = yield c.api.run(outbox.cursors, c.api.engine)
+    return {"subscriptions": subs, "deliveries": summary, "cursors": cursors}
+
+
+@inlineCallbacks
+def list_deliveries(c: Call) -> Any:
+    limit = p_int(c, "limit", 100, 1, q.MAX_PAGE)
+    rows = yield c.api.run(outbox.list_deliveries, c.api.engine, subscription=p_str(c, "subscription", 255),
+                           status=p_choice(c, "status", outbox.STATUSES),
+                           event_type=p_choice(c, "event_type", WEBHOOK_EVENTS),
+                           address=p_str(c, "address", 512), after_id=cursor(c), limit=limit + 1)
+    nxt = rows[limit - 1]["id"] if len(rows) > limit else None
+    return page(rows[:limit], nxt)
+
+
+@inlineCallbacks
+def redeliver(c: Call) -> Any:
+    data = c.json()
+    unknown = set(data) - {"from_id", "to_id", "subscription", "status"}
+    if unknown:
+        raise ApiError(400, "unknown field", sorted(unknown)[0])
+    ids = {}
+    for k in ("from_id", "to_id"):
+        v = data.get(k)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            raise ApiError(400, "expected a non-negative integer (a delivery id)", k)
+        ids[k] = v
+    if ids["from_id"] is None:
+        raise ApiError(400, "required: the first delivery id to send again", "from_id")
+    status = data.get("status")
+    if status not in (None, "delivered", "dead"):
+        raise ApiError(400, "expected delivered or dead (or leave out for both)", "status")
+    sub = body_str(data, "subscription", None, 255)
+    n = yield c.api.run(outbox.redeliver, c.api.engine, from_id=ids["from_id"], to_id=ids["to_id"],
+                        subscription=sub, status=status, now=time.time())
+    return {"queued": n}
+
+
+def openapi(c: Call) -> Any:
+    from sidecar.http.openapi import spec
+
+    return spec(c.api.routes)
+
+
+R, W = "read", "write"
+ROUTES: list[Route] = [
+    Route(b"GET", ("openapi.json",), R, openapi, "This description"),
+    Route(b"GET", ("suppressions",), R, list_suppressions, "List suppressions"),
+    Route(b"POST", ("suppressions",), W, add_suppression, "Add (or update) a suppression"),
+    Route(b"GET", ("suppressions", "export"), R, export_suppressions, "Export suppressions (streamed)"),
+    Route(b"POST", ("suppressions", "import"), W, import_suppressions, "Import suppressions (CSV or JSON lines)"),
+    Route(b"GET", ("suppressions", "{address}"), R, get_suppression, "One address: its suppressions and why"),
+    Route(b"DELETE", ("suppressions", "{address}"), W, remove_suppression, "Remove a suppression (reactivate)"),
+    Route(b"GET", ("events",), R, list_events, "List events"),
+    Route(b"GET", ("messages", "{id}"), R, get_message, "The raw stored message"),
+    Route(b"GET", ("limits", "{key}"), R, get_limit, "Rate-limit use and remaining quota of a key"),
+    Route(b"DELETE", ("limits", "{key}"), W, reset_limit, "Reset a rate-limit key"),
+    Route(b"GET", ("stats",), R, get_stats, "Counts by category and tenant over a time window"),
+    Route(b"GET", ("webhooks",), R, get_webhooks, "Subscriptions, delivery counts and cursors"),
+    Route(b"GET", ("webhooks", "deliveries"), R, list_deliveries, "List webhook deliveries"),
+    Route(b"POST", ("webhooks", "redeliver"), W, redeliver, "Send deliveries again from a delivery id"),
+]

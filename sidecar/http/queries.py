@@ -1,0 +1,205 @@
+"""The management API's reads, synchronous (run in the service's thread pool; the CLI calls them directly).
+
+Every filter is a bound parameter of a SQLAlchemy expression: no SQL is built from strings.
+Lists are keyset-paginated by id (``after`` = the last id of the previous page), so a page
+costs the same at the millionth row as at the first.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, Select, func, select
+
+from sidecar.store.models import Change, Event, RawMessage, Suppression, SuppressionCause
+from sidecar.suppression.store import SuppressionRow, iso
+
+S = Suppression.__table__.c
+E = Event.__table__.c
+EVENT_KINDS = ("bounce", "delay", "complaint", "auto-reply", "delivered", "ratelimit")
+MAX_PAGE = 1000
+
+
+class InvalidParameter(ValueError):
+    """A bad query parameter or body field; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _prefix_range(prefix: str) -> str:
+    """The smallest string greater than every string starting with ``prefix`` (for an index range)."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+@dataclass(frozen=True)
+class SuppressionFilter:
+    reason: str | None = None
+    category: str | None = None
+    tenant: str | None = None
+    since: float | None = None
+    until: float | None = None
+    prefix: str | None = None
+    active: bool | None = True   # None: both
+
+    def apply(self, q: Select[Any]) -> Select[Any]:
+        if self.active is not None:
+            q = q.where(S.active.is_(self.active))
+        for col, v in ((S.reason, self.reason), (S.category, self.category), (S.tenant, self.tenant)):
+            if v is not None:
+                q = q.where(col == v)
+        if self.since is not None:
+            q = q.where(S.created_at >= self.since)
+        if self.until is not None:
+            q = q.where(S.created_at < self.until)
+        if self.prefix:
+            q = q.where(S.address >= self.prefix, S.address < _prefix_range(self.prefix),
+                        S.address.startswith(self.prefix, autoescape=True))
+        return q
+
+
+def page_suppressions(engine: Engine, f: SuppressionFilter, after: int = 0,
+                      limit: int = 100) -> tuple[list[SuppressionRow], int | None]:
+    """(rows, next cursor or None) ordered by id."""
+    q = f.apply(select(*Suppression.__table__.c)).where(S.id > after).order_by(S.id).limit(limit + 1)
+    with engine.connect() as conn:
+        rows = [SuppressionRow(*r) for r in conn.execute(q)]
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1].id
+    return rows, None
+
+
+def export_chunk(engine: Engine, f: SuppressionFilter, after: int, limit: int) -> list[Any]:
+    """Raw tuples (id, address, tenant, reason, category, created_at, expires_at, source, note, active)."""
+    q = f.apply(select(S.id, S.address, S.tenant, S.reason, S.category, S.created_at, S.expires_at, S.source,
+                       S.note, S.active)).where(S.id > after).order_by(S.id).limit(limit)
+    with engine.connect() as conn:
+        return list(conn.execute(q).all())
+
+
+def suppression_dict(r: SuppressionRow) -> dict[str, Any]:
+    return {"id": r.id, **r.as_dict()}
+
+
+def event_dict(m: Any) -> dict[str, Any]:
+    out = {k: m[k] for k in ("id", "kind", "address", "tenant", "category", "reason", "hard", "status", "action",
+                             "remote_mta", "diagnostic", "decision", "message_id")}
+    out["created_at"] = iso(m["created_at"])
+    return out
+
+
+def message_meta(m: Any) -> dict[str, Any]:
+    return {"id": m["id"], "received_at": iso(m["received_at"]), "queue_id": m["queue_id"],
+            "envelope_sender": m["envelope_sender"], "envelope_recipient": m["envelope_recipient"],
+            "size": m["size"], "state": m["state"], "kind": m["kind"], "raw": f"/messages/{m['id']}"}
+
+
+def why(engine: Engine, address: str, history: int = 50) -> dict[str, Any] | None:
+    """Every suppression row for ``address`` with the events (and messages) that caused it, and history."""
+    sup = Suppression.__table__
+    with engine.connect() as conn:
+        rows = [SuppressionRow(*r) for r in conn.execute(select(*sup.c).where(S.address == address)
+                                                         .order_by(S.tenant))]
+        if not rows:
+            return None
+        out = []
+        for r in rows:
+            cause_q = (select(Event.__table__).join(SuppressionCause.__table__, SuppressionCause.event_id == E.id)
+                       .where(SuppressionCause.suppression_id == r.id).order_by(E.id))
+            causes = [event_dict(e._mapping) for e in conn.execute(cause_q)]
+            mids = sorted({c["message_id"] for c in causes if c["message_id"] is not None})
+            msgs = {}
+            if mids:
+                mq = select(*[c for c in RawMessage.__table__.c if c.name != "content"]).where(
+                    RawMessage.id.in_(mids))
+                msgs = {m.id: message_meta(m._mapping) for m in conn.execute(mq)}
+            for c in causes:
+                c["message"] = msgs.get(c["message_id"])
+            out.append({**suppression_dict(r), "causes": causes})
+        ch = Change.__table__.c
+        hist = conn.execute(select(ch.id, ch.tenant, ch.active, ch.reason, ch.changed_at)
+                            .where(ch.kind == "suppression", ch.address == address)
+                            .order_by(ch.id.desc()).limit(history)).all()
+    return {"address": address, "suppressions": out,
+            "history": [{"change_id": h.id, "tenant": h.tenant, "action": "added" if h.active else "removed",
+                         "reason": h.reason, "at": iso(h.changed_at)} for h in reversed(hist)]}
+
+
+def raw_message(engine: Engine, message_id: int) -> bytes | None:
+    with engine.connect() as conn:
+        content = conn.execute(select(RawMessage.content).where(RawMessage.id == message_id)).scalar()
+    return None if content is None else zlib.decompress(content)
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    kind: str | None = None
+    address: str | None = None
+    tenant: str | None = None
+    category: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+    def apply(self, q: Select[Any]) -> Select[Any]:
+        for col, v in ((E.kind, self.kind), (E.address, self.address), (E.tenant, self.tenant),
+                       (E.category, self.category)):
+            if v is not None:
+                q = q.where(col == v)
+        if self.since is not None:
+            q = q.where(E.created_at >= self.since)
+        if self.until is not None:
+            q = q.where(E.created_at < self.until)
+        return q
+
+
+def page_events(engine: Engine, f: EventFilter, after: int = 0, limit: int = 100,
+                ) -> tuple[list[dict[str, Any]], int | None]:
+    q = f.apply(select(Event.__table__)).where(E.id > after).order_by(E.id).limit(limit + 1)
+    with engine.connect() as conn:
+        rows = [event_dict(r._mapping) for r in conn.execute(q)]
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1]["id"]
+    return rows, None
+
+
+def stats(engine: Engine, since: float, until: float) -> dict[str, Any]:
+    """Counts over [since, until): events by kind, category and tenant; suppressions added by category and tenant."""
+    eq = (select(E.kind, E.category, E.tenant, func.count()).where(E.created_at >= since, E.created_at < until)
+          .group_by(E.kind, E.category, E.tenant).order_by(E.kind, E.category, E.tenant))
+    sq = (select(S.category, S.tenant, func.count()).where(S.created_at >= since, S.created_at < until)
+          .group_by(S.category, S.tenant).order_by(S.category, S.tenant))
+    with engine.connect() as conn:
+        ev = [{"kind": k, "category": c, "tenant": t, "count": n} for k, c, t, n in conn.execute(eq)]
+        su = [{"category": c, "tenant": t, "count": n} for c, t, n in conn.execute(sq)]
+        active = conn.execute(select(func.count()).select_from(Suppression).where(S.active.is_(True))).scalar_one()
+    return {"since": iso(since), "until": iso(until), "events": ev, "suppressions_added": su,
+            "active_suppressions": active}
+
+
+def limit_usage(cfg: Any, key: str, tats: Mapping[str, float | None] | None, engine: Engine,
+                now: float | None = None) -> list[dict[str, Any]]:
+    """Use and remaining quota per window of ``key`` (RULE:VALUE); ``tats`` from a live limiter, else the DB."""
+    from sidecar import ratelimit
+    from sidecar.policy.limits import compile_rule, human_duration
+    from sidecar.store.counters import counters_for
+
+    name = key.partition(":")[0]
+    rule = next((compile_rule(r) for r in cfg.ratelimit.rules if r.name == name), None)
+    if rule is None or ":" not in key:
+        known = ", ".join(r.name for r in cfg.ratelimit.rules) or "none configured"
+        raise InvalidParameter("key", f"{key!r}: expected RULE:VALUE with a configured rule ({known})")
+    now = time.time() if now is None else now
+    if tats is None:
+        tats = dict(counters_for(engine, key))
+    out = []
+    for i, w in enumerate(rule.windows):
+        used, remaining = ratelimit.usage(w, tats.get(f"{key}#{i}"), now)
+        out.append({"key": key, "rule": name, "window": f"{w.rate}/{human_duration(w.per)}", "rate": w.rate,
+                    "per": w.per, "burst": w.burst, "capacity": w.capacity, "used": used, "remaining": remaining})
+    return out
