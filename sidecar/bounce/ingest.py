@@ -114,14 +114,41 @@ def handoff(path: str, env: Envelope, data: bytes, timeout: float = REPLY_TIMEOU
     return line or None
 
 
+# Defaults of IngestConfig.socket / max_message_size, repeated here so the fast path need not
+# import sidecar.config (building its dataclasses costs ~30 ms per process); a test keeps them equal.
+DEFAULT_SOCKET = "var/ingest.sock"
+DEFAULT_MAX_SIZE = 10 * 1024 * 1024
+
+
 def _config(args: Any) -> Any:
     from sidecar.config import load_config
 
     return load_config(args.config, {"database.url": args.db})
 
 
-def record_locally(cfg: Any, env: Envelope, data: bytes) -> str:
-    """The fallback: parse and record in this process; returns a one-line summary."""
+def fast_settings(config_path: str | None) -> tuple[str, int] | None:
+    """(ingest.socket, ingest.max_message_size) read straight from the TOML file, or None when
+    anything is unusual (then the full, validating loader runs and reports the problem)."""
+    socket_path, limit = DEFAULT_SOCKET, DEFAULT_MAX_SIZE
+    if config_path:
+        import tomllib
+
+        try:
+            with open(config_path, "rb") as fh:
+                section = tomllib.load(fh).get("ingest", {})
+        except (OSError, ValueError):
+            return None
+        if not isinstance(section, dict):
+            return None
+        socket_path = section.get("socket", socket_path)
+        limit = section.get("max_message_size", limit)
+    if not isinstance(socket_path, str) or isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+        return None
+    return socket_path, limit
+
+
+def record_locally(cfg: Any, env: Envelope, data: bytes) -> int:
+    """The fallback: parse and record in this process."""
     from sidecar.bounce.record import open_recorder
 
     recorder = open_recorder(cfg)
@@ -129,26 +156,23 @@ def record_locally(cfg: Any, env: Envelope, data: bytes) -> str:
         out = recorder.record(data, env)
     finally:
         recorder.engine.dispose()
-    return out.summary()
+    return EX_OK if out.outcome else EX_TEMPFAIL
 
 
 def run(args: Any, stdin: IO[bytes] | None = None) -> int:
     """The whole ``sidecar ingest`` command; raises on failure (the caller maps that to 75)."""
-    cfg = _config(args)
-    data, total, truncated = read_message(stdin or sys.stdin.buffer, cfg.ingest.max_message_size)
-    env = Envelope(
-        sender=args.sender or "",
-        recipient=args.recipient or "",
-        queue_id=args.queue_id or "",
-        extension=args.extension or "",
-        size=total,
-        truncated=truncated,
-    )
-    if not args.no_handoff and cfg.ingest.socket:
-        reply = handoff(cfg.ingest.socket, env, data)
+    fast = None if args.no_handoff else fast_settings(args.config)
+    cfg = _config(args) if fast is None else None
+    socket_path, limit = fast if fast is not None else (cfg.ingest.socket, cfg.ingest.max_message_size)
+    data, total, truncated = read_message(stdin or sys.stdin.buffer, limit)
+    env = Envelope(sender=args.sender or "", recipient=args.recipient or "", queue_id=args.queue_id or "",
+                   extension=args.extension or "", size=total, truncated=truncated)
+    if not args.no_handoff and socket_path:
+        reply = handoff(socket_path, env, data)
         if reply is not None:
             if reply.startswith("OK"):
                 return EX_OK
             raise TempFail(f"service: {reply}")
-    record_locally(cfg, env, data)
-    return EX_OK
+    # In-process: load (and so validate) the whole configuration; database.url is needed now.
+    cfg = cfg if cfg is not None else _config(args)
+    return record_locally(cfg, env, data)

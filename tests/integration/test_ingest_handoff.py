@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -121,7 +122,13 @@ def fake_service(sock: Path, reply: bytes | None) -> threading.Thread:
 
     def serve() -> None:
         conn, _ = srv.accept()
-        conn.recv(65536)
+        buf = b""
+        while b"\n" not in buf:
+            buf += conn.recv(65536)
+        head, _, body = buf.partition(b"\n")
+        left = json.loads(head)["length"] - len(body)
+        while left > 0:
+            left -= len(conn.recv(65536))
         if reply is not None:
             conn.sendall(reply)
         conn.close()
