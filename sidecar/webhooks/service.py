@@ -107,7 +107,7 @@ class WebhookService(service.MultiService):
         sent = 0
         for _ in range(max_rounds):
             rows = yield self._in_pool(outbox.claim_due, self.engine, list(self.subs), self.clock(),
-                                       limit=self.concurrency, lease=self.wcfg.timeout + 30,
+                                       limit=self.concurrency, lease=self.wcfg.timeout + 5,
                                        exclude=set(self.in_flight))
             if not rows:
                 break
