@@ -53,10 +53,9 @@ def remote_reason(text: str, remote_mta: str | None = None) -> str | None:
         m = _ORANGE_LABEL.search(text)
         if m and m.group(1) in _ORANGE_CODES:
             return _ORANGE_CODES[m.group(1)]
-    if "resolver.adr" in text or "smtp address lookup" in text:
-        if _MICROSOFT_USER.search(text):
-            return "userunknown"
-    if "yahoo" in text or (remote_mta and "yahoo" in remote_mta.lower()):
-        if _YAHOO_USER.search(text):
-            return "userunknown"
+    if ("resolver.adr" in text or "smtp address lookup" in text) and _MICROSOFT_USER.search(text):
+        return "userunknown"
+    yahoo = "yahoo" in text or (remote_mta is not None and "yahoo" in remote_mta.lower())
+    if yahoo and _YAHOO_USER.search(text):
+        return "userunknown"
     return None

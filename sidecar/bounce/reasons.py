@@ -160,7 +160,8 @@ SECOND: tuple[str, ...] = (
     "securityerror",
     "mailererror",
 )
-_NOT_USER = ("norelaying", "blocked", "mailboxfull", "hasmoved", "rejected", "notaccept")
+# Wording that overrules an x.1.1-like status: the text names another cause.
+_NOT_USER = ("norelaying", "blocked", "mailboxfull", "hasmoved", "rejected", "notaccept", "speeding", "filtered")
 # Pseudo command: the reporting MTA's own verdict (no remote SMTP reply quoted), e.g. a
 # directory lookup by Exchange, Domino or IMail; it is as good as a refusal at RCPT.
 LOCAL = "*"
@@ -172,39 +173,55 @@ def _matches(reason: str, text: str) -> bool:
     return bool(text) and pattern is not None and pattern.search(text) is not None
 
 
-def _probe(reason: str, name: str, text: str, command: str | None, explicit: str | None) -> bool:
+class _Text:
+    """Lower-cased diagnostic with each reason's pattern searched at most once."""
+
+    __slots__ = ("text", "seen")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.seen: dict[str, bool] = {}
+
+    def says(self, reason: str) -> bool:
+        hit = self.seen.get(reason)
+        if hit is None:
+            hit = self.seen[reason] = _matches(reason, self.text)
+        return hit
+
+
+def _probe(reason: str, name: str, t: _Text, command: str | None, explicit: str | None) -> bool:
     if explicit == reason:
         return True
     if reason == "userunknown":
         if name == "suspend" or command == "MAIL":
             return False
         if name == "userunknown":
-            return not any(_matches(r, text) for r in _NOT_USER)
-        return command in ("RCPT", LOCAL) and _matches("userunknown", text)
+            return not any(t.says(r) for r in _NOT_USER)
+        return command in ("RCPT", LOCAL) and t.says("userunknown")
     if reason == "filtered":
         if name == "suspend":
             return False
         if name == "filtered":
-            return _matches("userunknown", text) or _matches("filtered", text)
+            return t.says("userunknown") or t.says("filtered")
         if command in _BEFORE_DATA:
             return False
-        return _matches("filtered", text) or _matches("userunknown", text)
+        return t.says("filtered") or t.says("userunknown")
     if reason == "rejected":
         if name == "rejected":
             return True
         if command == "MAIL" and name == "userunknown":
             return True  # an addressing status at MAIL FROM is about the sender
         if command == "MAIL" or (command == "DATA" and name != "userunknown"):
-            return _matches("rejected", text)
+            return t.says("rejected")
         if name in ("", "undefined", "onhold", "securityerror", "systemerror"):
-            return _matches("rejected", text)
+            return t.says("rejected")
         return False
     if reason == "mesgtoobig" and name == "exceedlimit":
         return False  # x.2.3: a per-mailbox limit, more precise than the wording
     if reason == "hostunknown":
         # a DNS failure that says "try again" is a network error, not a missing domain
-        return (name == "hostunknown" or _matches("hostunknown", text)) and not _matches("networkerror", text)
-    return name == reason or _matches(reason, text)
+        return (name == "hostunknown" or t.says("hostunknown")) and not t.says("networkerror")
+    return name == reason or t.says(reason)
 
 
 def decide(
@@ -219,14 +236,19 @@ def decide(
     if explicit and explicit not in RETRY:
         return explicit
     name = STATUS_NAME.get(status or "", "")
+    t = _Text(text)
     mailer = bool(diagnostic_type) and diagnostic_type.startswith("X-UNIX")  # a local mailer program
     if not mailer:
         for reason in FIRST:
-            if _probe(reason, name, text, command, explicit):
+            if _probe(reason, name, t, command, explicit):
+                return reason
+    if name == "userunknown":
+        for reason in _NOT_USER:
+            if t.says(reason):
                 return reason
     if name in RETRY or mailer:
         for reason in SECOND:
-            if _matches(reason, text):
+            if t.says(reason):
                 return reason
         if name:
             return name
@@ -237,7 +259,7 @@ def decide(
             return "securityerror"
         if diagnostic_type and diagnostic_type.startswith("X-UNIX"):
             return "mailererror"
-        if _matches("syntaxerror", text):
+        if t.says("syntaxerror"):
             return "syntaxerror"
         if action in ("delayed", "expired"):
             return "expired"

@@ -44,10 +44,11 @@ _COMMAND = re.compile(
     r"(?:the\s+)?(?:end of\s+)?(rcpt to|rcpt|mail from|data|ehlo|helo|message body)",
     re.IGNORECASE,
 )
-_COMMAND_WORDING = (
-    (re.compile(r"\[rcpt_to\]|does not like recipient", re.IGNORECASE), "RCPT"),
-    (re.compile(r"did(?:n't| not) like the sender|sender was rejected|\[mail_from\]", re.IGNORECASE), "MAIL"),
-    (re.compile(r"failed on data command|failed after i sent the message|\[data\]", re.IGNORECASE), "DATA"),
+# Wording that names the failing command without a transcript (qmail, Yahoo ...), one search.
+_COMMAND_WORDING = re.compile(
+    r"(?P<RCPT>\[rcpt_to\]|does not like recipient)"
+    r"|(?P<MAIL>did(?:n't| not) like the sender|sender was rejected|\[mail_from\])"
+    r"|(?P<DATA>failed on data command|failed after i sent the message|\[data\])"
 )
 _COMMAND_LINE = re.compile(
     r"^\s*-*\s*smtp command\s*-*\s*\n\s*(rcpt|data|mail|ehlo|helo)", re.IGNORECASE | re.MULTILINE
@@ -91,10 +92,8 @@ def smtp_command(text: str) -> str | None:
     m = _COMMAND.search(text) or _COMMAND_LINE.search(text)
     sent = _transcript_command(text) if not m and ">>>" in text else None
     if not m and not sent:
-        for pattern, command in _COMMAND_WORDING:
-            if pattern.search(text):
-                return command
-        return None
+        w = _COMMAND_WORDING.search(text.lower()) if len(text) < 20000 else None
+        return w.lastgroup if w else None
     word = m.group(1).lower() if m else (sent or "").lower()
     if word.startswith("rcpt"):
         return "RCPT"

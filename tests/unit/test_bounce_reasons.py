@@ -1,0 +1,38 @@
+"""The reason decision: status names, the failing SMTP command, provider codes."""
+
+from __future__ import annotations
+
+import pytest
+
+from sidecar.bounce.classify import classify
+
+
+@pytest.mark.parametrize(
+    ("status", "text", "command", "reason", "hard"),
+    [
+        # "user unknown" believed at RCPT, or from an x.1.1 status
+        (None, "550 unknown user", "RCPT", "userunknown", True),
+        ("5.1.1", "550 5.1.1 <a@b.example>: Recipient address rejected: User unknown", None, "userunknown", True),
+        # ... but after DATA, or from a relay/filter with no command known: filtered (soft)
+        (None, "550 unknown user", "DATA", "filtered", False),
+        (None, "550 kijitora@example.com... No such user", None, "filtered", False),
+        # the reporting MTA's own verdict (no SMTP reply quoted) is as good as RCPT
+        (None, "The recipient name is not recognized", None, "userunknown", True),
+        # an addressing status at MAIL FROM is about the sender
+        ("5.1.0", "553 5.1.0 sender does not exist", "MAIL", "rejected", False),
+        # wording overrules an x.1.1 status when it names another cause
+        ("5.1.1", "550 5.1.1 has sent to too many recipients this hour", "RCPT", "speeding", False),
+        # x.2.3 is a per-mailbox limit even when the text says "message size"
+        ("5.2.3", "552 5.2.3 Message size exceeds fixed maximum message size", "MAIL", "exceedlimit", False),
+        # a reason name in an address is not wording
+        (None, "550 userunknown@example.org: recipient address rejected: mailbox full", "RCPT", "mailboxfull", False),
+        # provider codes (Orange) and provider wording (Microsoft)
+        ("5.5.0", "550 5.5.0 Adresse destinataire invalide. Invalid recipient. LPN007_416", None, "userunknown", True),
+        ("5.1.10", "550 5.1.10 RESOLVER.ADR.RecipientNotFound; not found", None, "userunknown", True),
+        # temporary failures are never hard
+        ("4.0.0", "DNS Error: example.org doesn't receive email according to its MX", None, "notaccept", False),
+    ],
+)
+def test_reason(status: str | None, text: str, command: str | None, reason: str, hard: bool) -> None:
+    v = classify(status, text, "failed", command, "SMTP")
+    assert (v.reason, v.hard) == (reason, hard)
