@@ -405,7 +405,9 @@ class PostfixLab:
             try:
                 code, msg = smtp.data(raw)
             except smtplib.SMTPDataError as exc:  # refused at DATA (before the content)
-                return SendResult(False, "data", exc.smtp_code, exc.smtp_error.decode(), rcpt)
+                error = exc.smtp_error
+                text = error.decode() if isinstance(error, bytes) else str(error)
+                return SendResult(False, "data", exc.smtp_code, text, rcpt)
             if code != 250:  # refused at END-OF-MESSAGE
                 return SendResult(False, "eom", code, msg.decode(), rcpt)
             return SendResult(True, "done", code, msg.decode(), rcpt)

@@ -7,7 +7,7 @@ import re
 import time
 
 import pytest
-from conftest import MakeLab
+from lab_env import MakeLab
 from lab_postfix import BOUNCE_DOMAIN, wait_until
 from lab_sidecar import flag, timestamp
 

@@ -8,7 +8,7 @@ import time
 from email.utils import formatdate
 
 import pytest
-from conftest import VERP_KEY, MakeLab
+from lab_env import VERP_KEY, MakeLab
 from lab_postfix import BOUNCE_DOMAIN, wait_until
 from lab_sidecar import flag
 

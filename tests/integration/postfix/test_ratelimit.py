@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import MakeLab
+from lab_env import MakeLab
 from lab_postfix import BOUNCE_DOMAIN
 
 pytestmark = pytest.mark.postfix
