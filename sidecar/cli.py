@@ -132,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--apply", action="store_true", help="apply the changes (default: only show them)")
     p.add_argument("--state", choices=("all", "unparsed", "parsed"), default="all")
     p.add_argument("--json", action="store_true")
+    from sidecar import opscli
+    opscli.register(sub)
     return ap
 
 
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         return EX_CONFIG
     from sidecar import commands as admin
 
-    handler = admin.dispatch(args, ap)
+    handler = getattr(args, "ops_handler", None) or admin.dispatch(args, ap)
     return int(handler(args, cfg))
 
 

@@ -1,0 +1,74 @@
+"""``sidecar webhooks status|deliveries|redeliver``: through the API (``--api``) or on the database."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from sidecar.config import Config
+from sidecar.http.operations import _client, _engine, _paged, handled, table
+
+DELIVERY_COLS = ["id", "subscription", "event_type", "address", "status", "attempts", "last_attempt_at",
+                 "last_error"]
+
+
+@handled
+def cmd_wh_status(args: argparse.Namespace, cfg: Config) -> int:
+    from sidecar.webhooks import outbox
+
+    if args.api:
+        data = _client(args).request("GET", "/webhooks")
+    else:
+        engine = _engine(cfg)
+        data = {"subscriptions": [{"name": s.name, "url": s.url, "events": sorted(s.events)}
+                                  for s in outbox.subscriptions(cfg.webhooks.subscriptions)],
+                "deliveries": outbox.summary(engine), "cursors": outbox.cursors(engine)}
+    if args.json:
+        print(json.dumps(data))
+        return 0
+    table([{**s, "events": ",".join(s["events"])} for s in data["subscriptions"]], ["name", "url", "events"])
+    print()
+    table(data["deliveries"], ["subscription", "status", "count", "oldest"])
+    print()
+    table(data["cursors"], ["subscription", "events_id", "changes_id", "updated_at"])
+    return 0
+
+
+@handled
+def cmd_wh_deliveries(args: argparse.Namespace, cfg: Config) -> int:
+    from sidecar.webhooks import outbox
+
+    params = {"subscription": args.subscription, "status": args.status, "event_type": args.event_type,
+              "address": args.address}
+    engine: Any = None if args.api else _engine(cfg)
+
+    def direct(after: int, n: int) -> tuple[list[dict[str, Any]], int | None]:
+        rows = outbox.list_deliveries(engine, subscription=args.subscription, status=args.status,
+                                      event_type=args.event_type, address=args.address, after_id=after, limit=n)
+        return rows, rows[-1]["id"] if len(rows) == n else None
+
+    items = _paged(args, "/webhooks/deliveries", params, direct)
+    if args.json:
+        for it in items:
+            print(json.dumps(it))
+    else:
+        table(list(items), DELIVERY_COLS)
+    return 0
+
+
+@handled
+def cmd_wh_redeliver(args: argparse.Namespace, cfg: Config) -> int:
+    from sidecar.webhooks import outbox
+
+    if args.api:
+        body = {"from_id": args.from_id, "to_id": args.to_id, "subscription": args.subscription,
+                "status": args.status}
+        out = _client(args).request("POST", "/webhooks/redeliver", body={k: v for k, v in body.items()
+                                                                           if v is not None})
+    else:
+        out = {"queued": outbox.redeliver(_engine(cfg), from_id=args.from_id, to_id=args.to_id,
+                                          subscription=args.subscription, status=args.status, now=time.time())}
+    print(json.dumps(out) if args.json else f"queued {out['queued']} deliveries again")
+    return 0
