@@ -6,7 +6,7 @@ BIN = $(VENV)/bin
 CONFIG ?=
 RUN_ARGS ?=
 
-.PHONY: venv deps run test test-unit test-integration lint bench clean
+.PHONY: venv deps run test test-unit test-integration test-postfix lint bench clean
 
 $(BIN)/activate:
 	@if ! $(PYTHON) -c 'import venv, ensurepip' 2>/dev/null; then \
@@ -31,6 +31,9 @@ test-unit: venv
 
 test-integration: venv
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+test-postfix: venv
+	$(BIN)/python -m pytest -m postfix tests/integration/postfix $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check sidecar tests bench

@@ -74,9 +74,13 @@ def cmd_check_config(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_postfix_config(args: argparse.Namespace, cfg: Config) -> int:
-    from sidecar.postfix_config import render, values_from_config
+    from sidecar.postfix_config import TemplateError, render, values_from_config
 
-    out = render(values_from_config(cfg))
+    try:
+        out = render(values_from_config(cfg))
+    except TemplateError as e:
+        print(f"sidecar: postfix-config: {e}", file=sys.stderr)
+        return 78
     for name, text in out.items():
         print(f"# ---- {name} ----")
         print(text.rstrip("\n"))

@@ -136,7 +136,8 @@ class ServerConfig:
 @dataclass(frozen=True)
 class DatabaseConfig:
     url: str = _f(f"sqlite:///{DEFAULT_DATA_DIR}/sidecar.db", parse=_db_url,
-                  doc="SQLAlchemy URL. Relative SQLite paths are relative to the working directory.")
+                  doc="SQLAlchemy URL. A relative SQLite path is relative to the config file's directory "
+                      "(the working directory without a file).")
     sync_interval: float = _f(0.5, parse=parse_duration,
                               doc="How often the server reads the change feed (suppressions added elsewhere).")
 
@@ -192,7 +193,8 @@ class RateLimitConfig:
 class IngestConfig:
     max_message_size: int = _f(10 * 1024 * 1024, parse=parse_size, doc="Largest message read from stdin.")
     socket: str = _f(f"{DEFAULT_DATA_DIR}/ingest.sock",
-                     doc="Unix socket where the running service accepts messages from `sidecar ingest`; empty disables.")
+                     doc="Unix socket where the running service accepts messages from `sidecar ingest`; empty "
+                         "disables. Relative to the config file's directory.")
     verp_key: str = _f("", doc="HMAC key for VERP tokens (bounces+TOKEN@domain); empty disables VERP.")
     soft_threshold: int = _f(3, parse=_positive_int, doc="Soft bounces within soft_window that suppress an address.")
     soft_window: float = _f(7 * 86400.0, parse=parse_duration, doc="Window for counting soft bounces.")
@@ -399,10 +401,36 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
         if value is None:
             continue
         section, key = dotted.split(".", 1)
+        if dotted == "database.url" and isinstance(value, str):
+            value = absolute_sqlite_url(value, Path.cwd())   # a command-line path is relative to here
         raw.setdefault(section, {})[key] = value
     cfg = _build(Config, raw, "")
     _check(cfg)
-    return dataclasses.replace(cfg, config_path=str(Path(path).resolve()) if path else None)
+    base = Path(path).resolve().parent if path else Path.cwd()
+    cfg = dataclasses.replace(
+        cfg, config_path=str(Path(path).resolve()) if path else None,
+        database=dataclasses.replace(cfg.database, url=absolute_sqlite_url(cfg.database.url, base)),
+        ingest=dataclasses.replace(cfg.ingest, socket=resolve_path(cfg.ingest.socket, base)))
+    return cfg
+
+
+def resolve_path(value: str, base: Path) -> str:
+    """Relative paths are relative to the config file's directory (or the working directory
+    without a file), made absolute at load time: pipe(8) runs the ingester in Postfix's queue
+    directory, where a relative path would point somewhere else."""
+    if not value or os.path.isabs(value):
+        return value
+    return str(base / value)
+
+
+def absolute_sqlite_url(url: str, base: Path) -> str:
+    prefix = next((p for p in ("sqlite:///", "sqlite+pysqlite:///") if url.startswith(p)), None)
+    if prefix is None:
+        return url
+    rest = url[len(prefix):]
+    if not rest or rest.startswith("/") or rest.startswith(":memory:"):
+        return url
+    return prefix + resolve_path(rest, base)
 
 
 def iter_documented_keys(cls: type = Config, prefix: str = "") -> typing.Iterator[tuple[str, Any, str]]:

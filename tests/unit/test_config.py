@@ -76,3 +76,15 @@ def test_every_key_is_documented():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     for key, _default, text in iter_documented_keys():
         assert f"`{key}`" in doc, f"{key} missing from docs/configuration.md"
+
+
+def test_relative_paths_are_made_absolute(tmp_path, monkeypatch):
+    p = write(tmp_path, '[database]\nurl = "sqlite:///data/s.db"\n[ingest]\nsocket = "run/ingest.sock"\n')
+    cfg = load_config(p)
+    assert cfg.database.url == f"sqlite:///{tmp_path}/data/s.db"
+    assert cfg.ingest.socket == f"{tmp_path}/run/ingest.sock"
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, {"database.url": "sqlite:////abs/x.db"})
+    assert cfg.database.url == "sqlite:////abs/x.db"
+    assert cfg.ingest.socket == f"{tmp_path}/var/ingest.sock"
+    assert load_config(None, {"database.url": "postgresql://u@h/db"}).database.url == "postgresql://u@h/db"
