@@ -18,8 +18,10 @@ import json
 import os
 import socket
 import sys
-from dataclasses import asdict, dataclass
-from typing import IO, Any
+
+TYPE_CHECKING = False  # typing and dataclasses cost ~10 ms at start-up, paid once per bounce
+if TYPE_CHECKING:
+    from typing import IO, Any
 
 EX_OK, EX_TEMPFAIL = 0, 75
 PROTOCOL_VERSION = 1
@@ -31,19 +33,28 @@ class TempFail(Exception):
     """A failure after which Postfix must keep the message and retry (exit 75)."""
 
 
-@dataclass(frozen=True, slots=True)
 class Envelope:
-    """What pipe(8) told us about the delivery, plus how much of the message we kept."""
+    """What pipe(8) told us about the delivery, plus how much of the message we kept.
 
-    sender: str = ""
-    recipient: str = ""
-    queue_id: str = ""
-    extension: str = ""
-    size: int = 0  # size of the whole message as delivered (may exceed what was kept)
-    truncated: bool = False
+    ``size`` is the size of the whole message as delivered (it may exceed what was kept).
+    """
+
+    __slots__ = ("sender", "recipient", "queue_id", "extension", "size", "truncated")
+    FIELDS = __slots__
+
+    def __init__(self, sender: str = "", recipient: str = "", queue_id: str = "", extension: str = "",
+                 size: int = 0, truncated: bool = False) -> None:
+        self.sender, self.recipient, self.queue_id, self.extension = sender, recipient, queue_id, extension
+        self.size, self.truncated = size, truncated
+
+    def __repr__(self) -> str:
+        return "Envelope(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.FIELDS) + ")"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Envelope) and all(getattr(self, k) == getattr(other, k) for k in self.FIELDS)
 
     def to_header(self, kept: int) -> bytes:
-        d: dict[str, Any] = asdict(self)
+        d: dict[str, Any] = {k: getattr(self, k) for k in self.FIELDS}
         d["v"] = PROTOCOL_VERSION
         d["length"] = kept
         return json.dumps(d, separators=(",", ":")).encode() + b"\n"
@@ -126,18 +137,56 @@ def _config(args: Any) -> Any:
     return load_config(args.config, {"database.url": args.db})
 
 
+def _scan_ingest(text: str) -> dict[str, Any] | None:
+    """socket / max_message_size of ``[ingest]`` in a plainly written file, without tomllib
+    (which drags in typing: ~10 ms). None when unsure: the caller then uses tomllib."""
+    import re
+
+    if '"""' in text or "'''" in text:
+        return None
+    section: str | None = None
+    found: dict[str, Any] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            m = re.match(r"^\[\[?\s*([A-Za-z0-9_.-]+)\s*\]\]?\s*(#.*)?$", line)
+            if m is None:
+                return None
+            section = m.group(1)
+            continue
+        key = line.split("=", 1)[0].strip().strip("\"'")
+        if section is None and key.split(".")[0] == "ingest":
+            return None  # dotted key or inline table at the top level
+        if section != "ingest" or key not in ("socket", "max_message_size"):
+            continue
+        m = re.match(r"""^\S+\s*=\s*(?:"([^"\\]*)"|'([^']*)'|(\d[\d_]*))\s*(#.*)?$""", line)
+        if m is None:
+            return None
+        found[key] = int(m.group(3).replace("_", "")) if m.group(3) else (m.group(1) or m.group(2) or "")
+    return found
+
+
 def fast_settings(config_path: str | None) -> tuple[str, int] | None:
     """(ingest.socket, ingest.max_message_size) read straight from the TOML file, or None when
     anything is unusual (then the full, validating loader runs and reports the problem)."""
-    socket_path, limit = DEFAULT_SOCKET, DEFAULT_MAX_SIZE
+    socket_path: Any = DEFAULT_SOCKET
+    limit: Any = DEFAULT_MAX_SIZE
     if config_path:
-        import tomllib
-
         try:
             with open(config_path, "rb") as fh:
-                section = tomllib.load(fh).get("ingest", {})
+                text = fh.read().decode("utf-8")
         except (OSError, ValueError):
             return None
+        section = _scan_ingest(text)
+        if section is None:
+            import tomllib
+
+            try:
+                section = tomllib.loads(text).get("ingest", {})
+            except ValueError:
+                return None
         if not isinstance(section, dict):
             return None
         socket_path = section.get("socket", socket_path)

@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Bounce ingestion through the pipe command, one process per message, as Postfix runs it.
+
+Spawns ``.venv/bin/sidecar ingest ...`` per message with the message on stdin (the
+environment pipe(8) gives: PATH, LANG=C, cwd elsewhere), ``--concurrency`` at a time, over
+the bounce samples in tests/data/bounces (each made unique, so none is a duplicate).
+Two runs: with a HandoffService listening (the normal case) and without it (in-process
+fallback). Prints messages/s for each; the target is >= 40/s sustained.
+
+    .venv/bin/python bench/bench_ingest.py [--messages 300] [--concurrency 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SIDECAR = ROOT / ".venv" / "bin" / "sidecar"
+DATA = ROOT / "tests" / "data" / "bounces"
+
+SERVICE = r'''
+import sys
+from twisted.internet import reactor
+from twisted.python.threadpool import ThreadPool
+from sidecar.config import load_config
+from sidecar.store.db import make_engine, upgrade
+from sidecar.bounce.handoff import HandoffService
+cfg = load_config(sys.argv[1])
+engine = make_engine(cfg.database.url)
+upgrade(engine)
+pool = ThreadPool(1, cfg.server.db_threads, "db")
+pool.start()
+svc = HandoffService(cfg, engine, reactor, pool)
+reactor.callWhenRunning(lambda: (svc.startService(), print("ready", flush=True)))
+reactor.addSystemEventTrigger("before", "shutdown", lambda: (svc.stopService(), pool.stop()))
+reactor.run()
+'''
+
+
+def samples(n: int) -> list[bytes]:
+    files = sorted(DATA.glob("postfix/*.eml")) + sorted(DATA.glob("corpus/*.eml"))
+    if not files:
+        sys.exit(f"no samples under {DATA}")
+    raws = [f.read_bytes() for f in files]
+    return [f"X-Bench-Id: {i}\n".encode() + raws[i % len(raws)] for i in range(n)]
+
+
+# The pipe command. "cli" is .venv/bin/sidecar as it is; "fast" is what it becomes with the
+# proposed cli.main hook (argv[0] == "ingest" -> commands.ingest_main, no full argparse tree).
+ENTRY = {
+    "cli": [str(SIDECAR), "ingest"],
+    "fast": [str(ROOT / ".venv/bin/python"), "-c",
+             "import sys; from sidecar.bounce.commands import ingest_main; sys.exit(ingest_main(sys.argv[1:]))"],
+}
+
+
+def regular_install(work: Path) -> None:
+    """A venv laid out like a regular (non-editable) install: plain sys.path entries for the
+    project and its dependencies, no editable-install finder (which costs ~10 ms per start)."""
+    venv = work / "venv"
+    base = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((ROOT / ".venv/lib").glob("python3*/site-packages"))
+    (next((venv / "lib").glob("python3*/site-packages")) / "project.pth").write_text(f"{ROOT}\n{site}\n")
+    ENTRY["fast"][0] = str(venv / "bin/python")
+
+
+def run_pipe(cfg: Path, msgs: list[bytes], concurrency: int, cwd: str,
+             entry: str = "cli") -> tuple[float, dict[int, int]]:
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C"}
+    cmd = [*ENTRY[entry], "--config", str(cfg), "--sender", "MAILER-DAEMON",
+           "--recipient", "bounces@bounce.example", "--queue-id", "BENCH"]
+
+    def one(raw: bytes) -> int:
+        return subprocess.run(cmd, input=raw, capture_output=True, env=env, cwd=cwd).returncode
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as ex:
+        codes = list(ex.map(one, msgs))
+    elapsed = time.perf_counter() - t0
+    counts: dict[int, int] = {}
+    for c in codes:
+        counts[c] = counts.get(c, 0) + 1
+    return elapsed, counts
+
+
+def bench(mode: str, n: int, concurrency: int, work: Path, entry: str) -> float:
+    d = work / f"{mode}-{entry}"
+    d.mkdir()
+    db, sock = d / "sidecar.db", d / "ingest.sock"
+    cfg = d / "sidecar.toml"
+    cfg.write_text(f'[database]\nurl = "sqlite:///{db}"\n[ingest]\nsocket = "{sock}"\n')
+    proc = None
+    if mode == "handoff":
+        script = d / "service.py"
+        script.write_text(SERVICE)
+        proc = subprocess.Popen([sys.executable, str(script), str(cfg)], stdout=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    else:
+        subprocess.run([str(SIDECAR), "db", "upgrade", "--config", str(cfg)], check=True, capture_output=True)
+    try:
+        run_pipe(cfg, samples(10), concurrency, str(work), entry)  # warm the page cache
+        elapsed, codes = run_pipe(cfg, samples(n + 10)[10:], concurrency, str(work), entry)
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(10)
+    with sqlite3.connect(db) as c:
+        stored = c.execute("select count(*) from raw_messages").fetchone()[0]
+    rate = n / elapsed
+    print(f"{mode:<9} entry={entry:<4} {n} messages, concurrency {concurrency}: {elapsed:6.2f} s  "
+          f"{rate:6.1f} messages/s  exit codes {codes}  stored {stored}")
+    return rate
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", type=int, default=300)
+    ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--mode", choices=("both", "handoff", "fallback"), default="both")
+    ap.add_argument("--entry", choices=("cli", "fast", "both"), default="both",
+                    help="pipe command: .venv/bin/sidecar as is, or the proposed fast entry (default both)")
+    ap.add_argument("--regular-install", action="store_true",
+                    help="run the fast entry from a venv laid out like a non-editable install")
+    args = ap.parse_args()
+    print(f"# {platform.node()} {platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+          f"{time.strftime('%Y-%m-%d')}")
+    work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    os.chmod(work, 0o755)
+    try:
+        if args.regular_install:
+            regular_install(work)
+        modes = ("handoff", "fallback") if args.mode == "both" else (args.mode,)
+        entries = ("cli", "fast") if args.entry == "both" else (args.entry,)
+        rates = {(m, e): bench(m, args.messages if m == "handoff" else max(args.messages // 5, 20),
+                               args.concurrency, work, e)
+                 for m in modes for e in entries}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for (m, e), rate in rates.items():
+        if m == "handoff":
+            print(f"target >= 40 messages/s through the pipe (service running, entry {e}): "
+                  f"{'met' if rate >= 40 else 'NOT met'} ({rate:.1f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
