@@ -71,8 +71,11 @@ def ses_events(text: str) -> list[JsonEvent] | None:
                     )
                 )
     elif ntype == "delivery":
-        for a in (data.get("delivery") or {}).get("recipients") or []:
-            events.append(JsonEvent("delivery", str(a).lower(), "2.0.0", "delivered", None))
+        delivery = data.get("delivery") or {}
+        response = delivery.get("smtpResponse")
+        response = str(response) if response else None
+        for a in delivery.get("recipients") or []:
+            events.append(JsonEvent("delivery", str(a).lower(), response or "2.0.0", "delivered", response))
     else:
         return None
     return events

@@ -119,7 +119,7 @@ def _from_dsn(report: dsn.DsnReport, text: str, result, failed_header: list[str]
     lower = report_text.lower()
     global_command = textbounce.smtp_command(report_text) if report_text else None
     failed: list[FailedRecipient] = []
-    delivered = 0
+    delivered: list[FailedRecipient] = []
     paths = [r for r in report.recipients if not dsn.usable(r.final_recipient or r.original_recipient)]
     for r in report.recipients:
         address = r.final_recipient or r.original_recipient
@@ -128,7 +128,7 @@ def _from_dsn(report: dsn.DsnReport, text: str, result, failed_header: list[str]
         if not address:
             continue
         if r.action in _NOT_FAILED or (r.status or "").startswith("2."):
-            delivered += 1
+            delivered.append(_delivered(address, r.status, r.remote_mta, r.diagnostic, r.original_recipient))
             continue
         diagnostic = r.diagnostic
         context = _context(report_text, lower, address)
@@ -152,12 +152,24 @@ def _from_dsn(report: dsn.DsnReport, text: str, result, failed_header: list[str]
             )
         )
     if not failed:
+        # a success DSN reports its delivered recipients (reason "delivered", never suppressed)
         kind = Kind.DELIVERED if delivered else Kind.NOT_BOUNCE
+        failed = delivered
     elif all(f.action == "delayed" for f in failed):
         kind = Kind.DELAY
     else:
         kind = Kind.BOUNCE
     return result(kind, failed, report.reporting_mta, report.envelope_from)
+
+
+def _delivered(
+    address: str, status: str | None, remote_mta: str | None = None, diagnostic: str | None = None,
+    original: str | None = None,
+) -> FailedRecipient:
+    """A recipient of a success DSN: reported, not failed."""
+    return FailedRecipient(
+        address, Category.UNKNOWN, "delivered", None, status, "delivered", remote_mta, diagnostic, original
+    )
 
 
 def _context(text: str, lower: str, address: str) -> str:
@@ -172,6 +184,7 @@ def _context(text: str, lower: str, address: str) -> str:
 
 def _from_json(events: list[notifications.JsonEvent], result) -> ParsedMessage:
     out: list[FailedRecipient] = []
+    delivered: list[FailedRecipient] = []
     kind = Kind.NOT_BOUNCE
     for e in events:
         if e.kind == "complaint":
@@ -193,9 +206,11 @@ def _from_json(events: list[notifications.JsonEvent], result) -> ParsedMessage:
             kind = Kind.BOUNCE
             v = classify(dsn.status_code(e.status), e.diagnostic, e.action)
             out.append(FailedRecipient(e.address, v.category, v.reason, v.hard, v.status, e.action, None, e.diagnostic))
-        elif kind is Kind.NOT_BOUNCE:
-            kind = Kind.DELIVERED
-    return result(kind, out)
+        else:
+            delivered.append(_delivered(e.address, dsn.status_code(e.status) or e.status, None, e.diagnostic))
+            if kind is Kind.NOT_BOUNCE:
+                kind = Kind.DELIVERED
+    return result(kind, delivered if kind is Kind.DELIVERED else out)
 
 
 def _exclusions(msg: Message, original: Message | None) -> set[str]:

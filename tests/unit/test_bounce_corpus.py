@@ -123,3 +123,19 @@ def test_delayed_dsn_is_a_delay_event() -> None:
     parsed = parse_message((CORPUS / "lhost-outlook-06.eml").read_bytes())
     assert parsed.kind is Kind.DELAY
     assert [r.hard for r in parsed.recipients] == [False]
+
+
+@pytest.mark.parametrize(
+    ("name", "address", "status"),
+    [
+        ("rfc3464-28.eml", "kijitora@neko.example.jp", "2.1.5"),
+        ("lhost-amazonses-13.eml", "complaint@simulator.amazonses.com", "2.6.0"),
+    ],
+)
+def test_success_dsn_reports_delivered_recipients(name: str, address: str, status: str) -> None:
+    parsed = parse_message((CORPUS / name).read_bytes())
+    assert parsed.kind is Kind.DELIVERED
+    got = {r.address: r for r in parsed.recipients}
+    r = got[address]
+    assert (r.reason, r.hard, r.category) == ("delivered", None, Category.UNKNOWN)
+    assert (r.action, r.status) == ("delivered", status)
