@@ -108,12 +108,14 @@ class HandoffProtocol(protocol.Protocol, TimeoutMixin):
 
     def _reply(self, line: str) -> None:
         self.busy = True
-        if self.transport is not None and self.connected:
-            self.transport.write(line.encode("utf-8", "replace") + b"\n")
-            self.transport.loseConnection()
+        tr: Any = self.transport
+        if tr is not None and self.connected:
+            tr.write(line.encode("utf-8", "replace") + b"\n")
+            tr.loseConnection()
 
     def timeoutConnection(self) -> None:  # noqa: N802
-        self.transport.abortConnection()
+        tr: Any = self.transport
+        tr.abortConnection()
 
 
 class HandoffFactory(protocol.Factory):
@@ -155,7 +157,7 @@ class HandoffService(Service):
     disables the listener.
     """
 
-    name = "ingest-handoff"
+    name = "ingest-handoff"  # type: ignore[assignment]
 
     def __init__(self, cfg: Any, engine: Any, reactor: Any, threadpool: Any, parse: Any = None) -> None:
         self.cfg = cfg

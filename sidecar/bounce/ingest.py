@@ -211,7 +211,7 @@ def record_locally(cfg: Any, env: Envelope, data: bytes) -> int:
 def run(args: Any, stdin: IO[bytes] | None = None) -> int:
     """The whole ``sidecar ingest`` command; raises on failure (the caller maps that to 75)."""
     fast = None if args.no_handoff else fast_settings(args.config)
-    cfg = _config(args) if fast is None else None
+    cfg: Any = _config(args) if fast is None else None
     socket_path, limit = fast if fast is not None else (cfg.ingest.socket, cfg.ingest.max_message_size)
     data, total, truncated = read_message(stdin or sys.stdin.buffer, limit)
     env = Envelope(sender=args.sender or "", recipient=args.recipient or "", queue_id=args.queue_id or "",

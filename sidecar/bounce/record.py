@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
@@ -278,7 +278,7 @@ class Recorder:
                 metrics.INGEST_RECIPIENTS.labels(f.category or "unknown", str(f.hard).lower()).inc()
             decision, sup = self.decide(conn, f, when, ignore=d.state == "bad-verp")
             eid = conn.execute(
-                Event.__table__.insert()
+                insert(Event)
                 .values(
                     created_at=when,
                     kind=f.kind,
@@ -304,7 +304,7 @@ class Recorder:
                     out.suppressions += 1
                 else:
                     decision = f"{decision} ({done})"
-                    conn.execute(update(Event.__table__).where(Event.id == eid).values(decision=decision))
+                    conn.execute(update(Event).where(Event.id == eid).values(decision=decision))
                     out.decisions[-1] = (f.address, decision)
 
     # -- policy --------------------------------------------------------------------------------

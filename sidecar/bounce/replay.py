@@ -104,12 +104,13 @@ def replay_one(recorder: Recorder, row: Any, apply: bool) -> MessageChange:
     except Exception as e:  # noqa: BLE001 - report and go on with the next message
         return MessageChange(row.id, row.queue_id, (row.state, row.state), error=f"{type(e).__name__}: {e}")
     ch = MessageChange(row.id, row.queue_id, (row.state, d.state))
-    e = Event.__table__.c
+    ec = Event.__table__.c
     with recorder.engine.connect() as conn:
         trans = conn.begin()
         try:
-            old = conn.execute(select(e.id, e.address, e.tenant, e.kind, e.category, e.reason, e.hard, e.status)
-                               .where(e.message_id == row.id, e.decision != SUPERSEDED).order_by(e.id)).all()
+            old = conn.execute(select(ec.id, ec.address, ec.tenant, ec.kind, ec.category, ec.reason, ec.hard,
+                                      ec.status)
+                               .where(ec.message_id == row.id, ec.decision != SUPERSEDED).order_by(ec.id)).all()
             pending = {ev.id: _event_finding(ev) for ev in old}
             added: list[Finding] = []
             for f in d.findings:
@@ -119,7 +120,7 @@ def replay_one(recorder: Recorder, row: Any, apply: bool) -> MessageChange:
                 else:
                     del pending[match]
             if pending:
-                conn.execute(update(Event.__table__).where(e.id.in_(list(pending))).values(decision=SUPERSEDED))
+                conn.execute(update(Event).where(ec.id.in_(list(pending))).values(decision=SUPERSEDED))
             out = Outcome(d.state, row.id)
             recorder.apply(conn, d, row.id, row.received_at, out, findings=added)
             decisions = dict(out.decisions)
@@ -135,7 +136,7 @@ def replay_one(recorder: Recorder, row: Any, apply: bool) -> MessageChange:
             ch.removed = [_brief(g) for g in gone]
             ch.suppressions = [a for a, dec in out.decisions if dec.startswith("suppress-") and "(" not in dec]
             if row.state != d.state or added or pending:
-                conn.execute(update(RawMessage.__table__).where(RawMessage.id == row.id).values(
+                conn.execute(update(RawMessage).where(RawMessage.id == row.id).values(
                     state=d.state, kind=d.kind, parser_version=d.parser_version, error=d.error))
             if apply:
                 trans.commit()

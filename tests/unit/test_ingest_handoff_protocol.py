@@ -1,0 +1,78 @@
+"""The hand-off framing, fed in 1-, 16- and 4096-byte chunks (no sockets, no threads)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.testing import StringTransport
+
+from sidecar.bounce import handoff
+from sidecar.bounce.ingest import Envelope
+from sidecar.bounce.record import Outcome
+
+
+class FakeRecorder:
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[tuple[bytes, Envelope]] = []
+        self.fail = fail
+
+    def record(self, data: bytes, env: Envelope) -> Outcome:
+        if self.fail:
+            raise RuntimeError("database is locked")
+        self.calls.append((data, env))
+        return Outcome("parsed", 7, recipients=1, suppressions=1)
+
+
+@pytest.fixture(autouse=True)
+def inline_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(handoff, "deferToThreadPool",
+                        lambda reactor, pool, fn, *a: defer.maybeDeferred(fn, *a))
+
+
+def connect(recorder: Any, max_size: int = 1 << 20) -> tuple[handoff.HandoffProtocol, StringTransport]:
+    proto = handoff.HandoffFactory(recorder, None, None, max_size).buildProtocol(None)
+    tr = StringTransport()
+    proto.makeConnection(tr)
+    return proto, tr
+
+
+def feed(proto: handoff.HandoffProtocol, data: bytes, size: int) -> None:
+    for i in range(0, len(data), size):
+        proto.dataReceived(data[i:i + size])
+
+
+@pytest.mark.parametrize("chunk", [1, 16, 4096])
+def test_request_in_chunks(chunk: int) -> None:
+    body = b"Subject: bounce\n\n" + b"y" * 5000
+    env = Envelope("MAILER-DAEMON", "bounces@b.example", "Q9", "tok", len(body))
+    rec = FakeRecorder()
+    proto, tr = connect(rec)
+    feed(proto, env.to_header(len(body)) + body, chunk)
+    assert rec.calls == [(body, env)]
+    assert tr.value().startswith(b"OK parsed id=7") and tr.value().endswith(b"\n")
+    assert tr.disconnecting
+
+
+def test_failure_replies_tempfail() -> None:
+    proto, tr = connect(FakeRecorder(fail=True))
+    feed(proto, Envelope().to_header(3) + b"abc", 4096)
+    assert tr.value() == b"TEMPFAIL RuntimeError: database is locked\n"
+
+
+@pytest.mark.parametrize("junk", [b"not json\n", b'{"length": -1}\n', b"[1]\n", b"x" * 20000])
+def test_malformed_header(junk: bytes) -> None:
+    rec = FakeRecorder()
+    proto, tr = connect(rec)
+    feed(proto, junk, 4096)
+    assert tr.value().startswith(b"TEMPFAIL") and not rec.calls
+
+
+def test_oversized_body_is_truncated_to_the_service_limit() -> None:
+    rec = FakeRecorder()
+    proto, tr = connect(rec, max_size=100)
+    feed(proto, Envelope(size=300).to_header(300) + b"z" * 300, 64)
+    (data, env), = rec.calls
+    assert data == b"z" * 100 and env.truncated and env.size == 300
+    assert tr.value().startswith(b"OK")

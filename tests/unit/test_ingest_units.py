@@ -1,0 +1,125 @@
+"""Pure parts of the ingester: size limit, hand-off framing, fast config read, derivation, CLI parity."""
+
+from __future__ import annotations
+
+import io
+import json
+import tomllib
+
+import pytest
+
+from sidecar.bounce import ingest
+from sidecar.bounce.ingest import Envelope, fast_settings, read_message
+from sidecar.bounce.model import Category, FailedRecipient, Kind, ParsedMessage
+from sidecar.bounce.record import derive, looks_like_report
+from sidecar.bounce.verp import make_verp_token
+
+
+def fr(address: str, category: Category = Category.INVALID_RECIPIENT, hard: bool | None = True,
+       action: str | None = "failed", status: str | None = "5.1.1") -> FailedRecipient:
+    return FailedRecipient(address, category, "userunknown", hard, status, action, None, None)
+
+
+def test_read_message_keeps_the_first_part_and_counts_everything() -> None:
+    data = b"x" * 200_000
+    kept, total, truncated = read_message(io.BytesIO(data), 100_000)
+    assert (len(kept), total, truncated) == (100_000, 200_000, True)
+    assert read_message(io.BytesIO(b"abc"), 3) == (b"abc", 3, False)
+
+
+def test_envelope_header_round_trip() -> None:
+    env = Envelope("MAILER-DAEMON", "bounces+tok@b.example", "Q1", "tok", 1234, True)
+    line = env.to_header(1000)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    d = json.loads(line)
+    assert d["length"] == 1000 and d["v"] == 1
+    assert Envelope.from_header(d) == env
+
+
+def test_fast_defaults_match_the_config_defaults() -> None:
+    from sidecar.config import IngestConfig
+
+    assert IngestConfig().socket == ingest.DEFAULT_SOCKET
+    assert IngestConfig().max_message_size == ingest.DEFAULT_MAX_SIZE
+    assert fast_settings(None) == (IngestConfig().socket, IngestConfig().max_message_size)
+
+
+@pytest.mark.parametrize("text", [
+    '[server]\nhttp = "tcp:1"\n[[ratelimit.rules]]\nname = "a"\n[ingest]\nsocket = "/run/s.sock"  # x\n'
+    "max_message_size = 1_048_576\nverp_key = 'k'\n",
+    "[ingest]\nsocket = '/run/literal.sock'\n",
+    '[database]\nurl = "sqlite:///x"\n',
+    'ingest.socket = "/run/dotted.sock"\n',
+    'ingest = { socket = "/run/inline.sock" }\n',
+    '[ingest]\nsocket = "/run/esc\\u0061ped.sock"\n',
+    '[ingest]\nsocket = """/run/multi.sock"""\n',
+])
+def test_fast_settings_agree_with_tomllib(tmp_path, text: str) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    section = tomllib.loads(text).get("ingest", {})
+    expected = (section.get("socket", ingest.DEFAULT_SOCKET), section.get("max_message_size", ingest.DEFAULT_MAX_SIZE))
+    assert fast_settings(str(p)) == expected
+
+
+def test_fast_settings_defer_to_the_full_loader_when_unsure(tmp_path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text('[ingest]\nmax_message_size = "10MB"\n')
+    assert fast_settings(str(p)) is None
+    p.write_text("[ingest\n")
+    assert fast_settings(str(p)) is None
+    assert fast_settings(str(tmp_path / "missing.toml")) is None
+
+
+def test_ingest_parser_matches_the_cli_subparser() -> None:
+    from sidecar.bounce.commands import ingest_parser
+    from sidecar.cli import build_parser
+
+    sub = next(a for a in build_parser()._subparsers._group_actions).choices["ingest"]  # type: ignore[union-attr]
+    cli = {(tuple(a.option_strings), a.dest, a.default) for a in sub._actions if a.dest != "help"}
+    ours = {(tuple(a.option_strings), a.dest, a.default) for a in ingest_parser()._actions}
+    assert ours == cli
+
+
+def test_bad_arguments_defer_instead_of_exit_2(capsys) -> None:
+    from sidecar.bounce.commands import ingest_main
+
+    assert ingest_main(["--no-such-option"]) == 75
+    assert capsys.readouterr().err.startswith("sidecar ingest: temporary failure")
+
+
+def canon(a: str) -> str:
+    return a.lower()
+
+
+def test_derive_uses_the_verp_recipient_and_tenant() -> None:
+    tok = make_verp_token(b"k", "Real@Example.com", tenant="acme")
+    parsed = ParsedMessage(Kind.BOUNCE, [fr("rewritten@forwarder.example")], original_envelope_from="b@app.example")
+    d = derive(parsed, Envelope(extension=tok), "k", canon)
+    assert d.state == "parsed"
+    assert [(f.address, f.tenant, f.kind) for f in d.findings] == [("real@example.com", "acme", "bounce")]
+
+
+def test_derive_bad_verp_and_tenant_from_original_sender() -> None:
+    parsed = ParsedMessage(Kind.COMPLAINT, [fr("a@x.example", Category.COMPLAINT, None, None, None)],
+                           original_envelope_from="<news@Tenant.Example>")
+    d = derive(parsed, Envelope(extension="garbage"), "k", canon)
+    assert d.state == "bad-verp" and "VERP" in (d.error or "")
+    assert d.findings[0].tenant == "tenant.example" and d.findings[0].kind == "complaint"
+    assert derive(parsed, Envelope(extension="garbage"), "", canon).state == "parsed"  # VERP off
+
+
+def test_derive_kinds() -> None:
+    parsed = ParsedMessage(Kind.BOUNCE, [fr("a@x.example", Category.MAILBOX_FULL, False, "delayed", "4.2.2"),
+                                         fr("b@x.example", Category.AUTO_REPLY, None, None, None),
+                                         fr("not an address")])
+    d = derive(parsed, Envelope(), "", lambda a: __import__("sidecar.suppression.address").suppression.address
+               .canonical(a).lower())
+    assert [(f.address, f.kind) for f in d.findings] == [("a@x.example", "delay"), ("b@x.example", "auto-reply")]
+
+
+def test_report_without_recipients_is_unparsed_not_set_aside() -> None:
+    raw = b"Content-Type: multipart/report; report-type=delivery-status\n\n"
+    assert looks_like_report(raw)
+    assert derive(ParsedMessage(Kind.NOT_BOUNCE, []), Envelope(), "", canon, raw).state == "unparsed"
+    assert derive(ParsedMessage(Kind.NOT_BOUNCE, []), Envelope(), "", canon, b"Subject: hi\n\n").state == "not-bounce"
