@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sidecar.bounce.model import Category
 from sidecar.bounce.families import remote_reason
-from sidecar.bounce.reasons import LOCAL, decide
+from sidecar.bounce.reasons import decide
 
 _STATUS_IN_TEXT = re.compile(r"(?<![\d.])[#(]?([45])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
 _REPLY_CODE = re.compile(r"(?<![\d.])([45])\d\d(?=[\s:,-]|$)")
@@ -85,29 +85,32 @@ def classify(
     diagnostic_type: str | None = None,
     explicit: str | None = None,
     remote_mta: str | None = None,
+    session: bool = True,
+    reporting_mta: str | None = None,
+    status_comment: str | None = None,
 ) -> Verdict:
     """Reason, category and hard/soft for one recipient.
 
     ``explicit`` is a reason a family-specific rule already decided (see
-    :mod:`sidecar.bounce.families`); vague ones (``userunknown``, ``expired`` ...) are still
-    checked against the status and the wording.
+    :mod:`sidecar.bounce.families`, :mod:`sidecar.bounce.lhost`); vague ones (``userunknown``,
+    ``expired`` ...) are still checked against the status and the wording. ``session`` False:
+    the reporting gateway quotes no SMTP session, so an echoed recipient is no sign of ``RCPT``.
     """
     text = " ".join((diagnostic or "").lower().split())
+    if status_comment:  # "Status: 5.2.1 (mailbox disabled, ...)": the reporting MTA's own words
+        text = f"{text} ({' '.join(status_comment.lower().split())})" if text else status_comment.lower()
     status = _better_status(status, text)
     klass = status[0] if status else reply_class(text)
     if status is None and klass in ("4", "5"):
         status = f"{klass}.0.0"
     if status and status.startswith("2."):
         return Verdict("delivered", Category.UNKNOWN, None, status)
-    if command is None and text:
-        if _RCPT_ECHO.search(text):
-            command = "RCPT"
-        elif klass is None or not _REPLY_CODE.search(text):
-            command = LOCAL
+    if command is None and session and text and _RCPT_ECHO.search(text):
+        command = "RCPT"
     # addresses are not wording: "userunknown@example.org" must not read as "user unknown"
     wording = _ADDRESS.sub("<>", text) if "@" in text else text
     if explicit is None:
-        explicit = remote_reason(text, remote_mta)
+        explicit = remote_reason(text, remote_mta, reporting_mta)
     reason = decide(status, wording, command, diagnostic_type, action, explicit)
     if not reason:
         if action == "delayed":

@@ -27,6 +27,7 @@ class DsnRecipient:
     diagnostic_type: str | None
     diagnostic: str | None
     last_attempt: str | None = None
+    status_comment: str | None = None  # "5.2.1 (mailbox disabled, not accepting messages)"
 
 
 @dataclass(slots=True)
@@ -112,6 +113,15 @@ def _typed_text(value: str | None) -> tuple[str | None, str | None]:
     return None, " ".join(value.split()) or None
 
 
+def _comment(value: str | None) -> str | None:
+    """The parenthesised text after a Status code, if any."""
+    if not value or "(" not in value:
+        return None
+    start = value.find("(")
+    end = value.rfind(")")
+    return value[start + 1 : end if end > start else None].strip() or None
+
+
 def parse_fields(text: str) -> DsnReport | None:
     """Parse RFC 3464 fields out of ``text``; None if there is no recipient block."""
     reporting_mta = envelope_from = None
@@ -141,6 +151,7 @@ def parse_fields(text: str) -> DsnReport | None:
                 diagnostic_type=dtype,
                 diagnostic=diagnostic,
                 last_attempt=block.get("last-attempt-date"),
+                status_comment=_comment(block.get("status")),
             )
         )
     if not recipients:

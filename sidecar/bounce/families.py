@@ -45,10 +45,21 @@ _MICROSOFT_USER = re.compile(r"resolver\.adr\.recip(?:ient)?notfound|recipient n
 _YAHOO_USER = re.compile(r"this user doesn't have a \S+ account")
 
 
-def remote_reason(text: str, remote_mta: str | None = None) -> str | None:
+_AOL = (
+    ("hostunknown", "host or domain name not found"),
+    ("notaccept", "type=mx: malformed or unexpected name server reply"),
+)
+
+
+def remote_reason(text: str, remote_mta: str | None = None, reporting_mta: str | None = None) -> str | None:
     """The reason a recognised provider's own code or wording names, else None."""
     if not text:
         return None
+    hosts = f"{remote_mta or ''} {reporting_mta or ''}".lower()
+    if "aol.com" in hosts:
+        for reason, needle in _AOL:
+            if needle in text:
+                return reason
     if "ofr" in text or "lpn" in text or "ouk" in text:
         m = _ORANGE_LABEL.search(text)
         if m and m.group(1) in _ORANGE_CODES:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import email.errors
 from email.message import Message
 
-from sidecar.bounce import arf, detect, dsn, mime, notifications, textbounce
+from sidecar.bounce import arf, detect, dsn, lhost, mime, notifications, textbounce
 from sidecar.bounce.classify import Verdict, category_of, classify
 from sidecar.bounce.model import Category, FailedRecipient, Kind, ParsedMessage
 
@@ -66,7 +66,7 @@ def _parse(msg: Message, raw: bytes) -> ParsedMessage:
     if report_fields is None and "recipient:" in text.lower():
         report_fields = dsn.parse_fields(text)
     if report_fields is not None:
-        return _from_dsn(report_fields, text, result, _failed_header(msg))
+        return _from_dsn(report_fields, text, result, msg)
 
     nonstandard = arf.parse_nonstandard_complaint(msg, original)
     if nonstandard is not None:
@@ -114,10 +114,15 @@ def _failed_header(msg: Message) -> list[str]:
     return [a for a in (dsn.address_value(p) for p in value.split(",")) if a and dsn.usable(a)]
 
 
-def _from_dsn(report: dsn.DsnReport, text: str, result, failed_header: list[str] | None = None) -> ParsedMessage:
+def _from_dsn(report: dsn.DsnReport, text: str, result, msg: Message) -> ParsedMessage:
+    failed_header = _failed_header(msg)
+    family = lhost.detect(msg)
     report_text = textbounce.report_section(text) if text else ""
     lower = report_text.lower()
     global_command = textbounce.smtp_command(report_text) if report_text else None
+
+    def whole_lower() -> str:
+        return " ".join(text[:4000].lower().split())
     failed: list[FailedRecipient] = []
     delivered: list[FailedRecipient] = []
     paths = [r for r in report.recipients if not dsn.usable(r.final_recipient or r.original_recipient)]
@@ -135,8 +140,21 @@ def _from_dsn(report: dsn.DsnReport, text: str, result, failed_header: list[str]
         if not diagnostic and not context and len(report.recipients) == 1:
             context = " ".join(report_text.split())[:2000]
         command = (textbounce.smtp_command(context) if context else None) or global_command
+        said = diagnostic or context
+        explicit = lhost.family_reason(family, " ".join(said.lower().split()), msg) if family and said else None
+        if family and explicit is None and not diagnostic and len(report.recipients) == 1:
+            explicit = lhost.family_reason(family, whole_lower(), msg)  # the family's sentence anywhere
         verdict = classify(
-            r.status, diagnostic or context, r.action, command, r.diagnostic_type, remote_mta=r.remote_mta
+            r.status,
+            said,
+            r.action,
+            command,
+            r.diagnostic_type,
+            explicit,
+            r.remote_mta,
+            family not in lhost.NO_SESSION,
+            report.reporting_mta,
+            r.status_comment,
         )
         failed.append(
             FailedRecipient(
@@ -236,10 +254,14 @@ def _from_text(msg: Message, text: str, original: Message | None) -> list[Failed
             found = [textbounce.TextRecipient(addr, textbounce.report_section(text)[:2000], None)]
     out = []
     whole = " ".join(textbounce.report_section(text).split())[:4000] if text else ""
+    family = lhost.detect(msg)
+    session = family not in lhost.NO_SESSION
     for t in found:
-        verdict = classify(None, t.diagnostic, None, t.command)
+        explicit = lhost.family_reason(family, " ".join(t.diagnostic.lower().split()), msg) if family else None
+        verdict = classify(None, t.diagnostic, None, t.command, explicit=explicit, session=session)
         if verdict.reason in ("onhold", "undefined") and whole:
-            verdict = classify(None, whole, None, t.command)
+            explicit = lhost.family_reason(family, whole.lower(), msg) if family else None
+            verdict = classify(None, whole, None, t.command, explicit=explicit, session=session)
         if verdict.reason == "delivered":
             continue
         verdict = _provider_reason(t.address, verdict)

@@ -162,9 +162,6 @@ SECOND: tuple[str, ...] = (
 )
 # Wording that overrules an x.1.1-like status: the text names another cause.
 _NOT_USER = ("norelaying", "blocked", "mailboxfull", "hasmoved", "rejected", "notaccept", "speeding", "filtered")
-# Pseudo command: the reporting MTA's own verdict (no remote SMTP reply quoted), e.g. a
-# directory lookup by Exchange, Domino or IMail; it is as good as a refusal at RCPT.
-LOCAL = "*"
 _BEFORE_DATA = frozenset({"HELO", "EHLO", "MAIL", "RCPT", "STARTTLS", "AUTH", "CONNECT"})
 
 
@@ -197,7 +194,7 @@ def _probe(reason: str, name: str, t: _Text, command: str | None, explicit: str 
             return False
         if name == "userunknown":
             return not any(t.says(r) for r in _NOT_USER)
-        return command in ("RCPT", LOCAL) and t.says("userunknown")
+        return command == "RCPT" and t.says("userunknown")
     if reason == "filtered":
         if name == "suspend":
             return False

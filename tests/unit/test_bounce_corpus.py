@@ -109,6 +109,20 @@ EXACT = [
     ("lhost-receivingses-05.eml", "exceedlimit@neko.example.jp", "mesgtoobig", False),
     ("rfc3464-10.eml", "kijitora@example.jp", "hasmoved", True),
     ("lhost-x2-02.eml", "mikeneko@example.com", "suspend", False),
+    # reporting-MTA families: their own sentences and codes (lhost.py), else no RCPT assumed
+    ("lhost-exchange2003-02.eml", "kijitora@example.co.jp", "userunknown", True),
+    ("lhost-exchange2003-04.eml", "kijitora@example.com", "filtered", False),
+    ("lhost-imailserver-01.eml", "kijitora@example.com", "userunknown", True),
+    ("lhost-domino-01.eml", "kijitora@example.jp", "userunknown", True),
+    ("lhost-trendmicro-03.eml", "kijitora@example.jp", "userunknown", True),
+    ("rhost-gsuite-02.eml", "kijitora@example.it", "userunknown", True),
+    ("rhost-messagelabs-03.eml", "kijitora@example.com", "userunknown", True),
+    ("lhost-x1-01.eml", "kijitora@example.co.jp", "filtered", False),
+    ("lhost-activehunter-02.eml", "kijitora@example.ed.jp", "filtered", False),
+    ("lhost-ezweb-01.eml", "this-message-rejected-by-the-domain-filter@ezweb.ne.jp", "filtered", False),
+    # remote-host table (AOL) and the Status field's own comment
+    ("rhost-aol-06.eml", "neko@libsisimai.org", "notaccept", True),
+    ("lhost-powermta-03.eml", "kijitora@libsisimai.org", "suspend", False),
 ]
 
 

@@ -16,8 +16,8 @@ from sidecar.bounce.classify import classify
         # ... but after DATA, or from a relay/filter with no command known: filtered (soft)
         (None, "550 unknown user", "DATA", "filtered", False),
         (None, "550 kijitora@example.com... No such user", None, "filtered", False),
-        # the reporting MTA's own verdict (no SMTP reply quoted) is as good as RCPT
-        (None, "The recipient name is not recognized", None, "userunknown", True),
+        # no command and no family sentence: a gateway's "unknown" may be a later refusal
+        (None, "The recipient name is not recognized", None, "filtered", False),
         # an addressing status at MAIL FROM is about the sender
         ("5.1.0", "553 5.1.0 sender does not exist", "MAIL", "rejected", False),
         # wording overrules an x.1.1 status when it names another cause
