@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from sidecar.bounce.model import Category
 from sidecar.bounce.families import remote_reason
 from sidecar.bounce.reasons import decide
+from sidecar.bounce.status import find as find_status
+from sidecar.bounce.status import prefer as prefer_status
 
-_STATUS_IN_TEXT = re.compile(r"(?<![\d.])[#(]?([45])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
-_REPLY_CODE = re.compile(r"(?<![\d.])([45])\d\d(?=[\s:,-]|$)")
+_REPLY_CODE = re.compile(r"(?<![\d.])[45]\d\d(?=[\s:,-]|$)")
 _ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:]+@[^\s<>()\[\]\"',;]+")
 # A reply that echoes the recipient (``550 <rcpt>: ...``) was given at RCPT TO.
 _RCPT_ECHO = re.compile(r"(?<![\d.])[45]\d\d(?:[ :-]+[45]\.\d{1,3}\.\d{1,3})?[ :-]+<[^<>\s@]+@[^<>\s]+>:")
@@ -56,25 +57,10 @@ def category_of(reason: str) -> Category:
     return CATEGORY_OF.get(reason, Category.BLOCK)
 
 
-def status_in_text(text: str) -> str | None:
-    """The first enhanced status code in free text (``550 5.1.1 ...`` -> ``5.1.1``)."""
-    m = _STATUS_IN_TEXT.search(text)
-    return f"{m.group(1)}.{m.group(2)}.{m.group(3)}" if m else None
-
-
-def reply_class(text: str) -> str | None:
+def reply_code(text: str) -> str | None:
+    """The first SMTP reply code (4xx/5xx) in lower-cased diagnostic text."""
     m = _REPLY_CODE.search(text)
-    return m.group(1) if m else None
-
-
-def _better_status(status: str | None, text: str) -> str | None:
-    """Prefer the diagnostic's own status over a vaguer (x.0.0) or missing DSN Status."""
-    found = status_in_text(text) if text else None
-    if status is None:
-        return found
-    if found and status.endswith(".0.0") and found[0] == status[0] and not found.endswith(".0.0"):
-        return found
-    return status
+    return m.group(0) if m else None
 
 
 def classify(
@@ -99,8 +85,10 @@ def classify(
     text = " ".join((diagnostic or "").lower().split())
     if status_comment:  # "Status: 5.2.1 (mailbox disabled, ...)": the reporting MTA's own words
         text = f"{text} ({' '.join(status_comment.lower().split())})" if text else status_comment.lower()
-    status = _better_status(status, text)
-    klass = status[0] if status else reply_class(text)
+    reply = reply_code(text) if text else None
+    found = find_status(text, reply[0] if reply else None) if text else None
+    status = prefer_status(status, found, reply)
+    klass = status[0] if status else (reply[0] if reply else None)
     if status is None and klass in ("4", "5"):
         status = f"{klass}.0.0"
     if status and status.startswith("2."):
@@ -112,6 +100,8 @@ def classify(
     if explicit is None:
         explicit = remote_reason(text, remote_mta, reporting_mta)
     reason = decide(status, wording, command, diagnostic_type, action, explicit)
+    if not reason and explicit:
+        reason = explicit  # a family's vague reason, not contradicted by anything more precise
     if not reason:
         if action == "delayed":
             reason = "expired"

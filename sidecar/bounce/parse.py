@@ -17,6 +17,8 @@ from sidecar.bounce.model import Category, FailedRecipient, Kind, ParsedMessage
 
 PARSER_VERSION = "1.1.0"
 
+# a returned message with no code at all: a permanent failure of unknown detail
+_RETURNED = "5.0.0"
 _NOT_FAILED = frozenset({"delivered", "relayed", "expanded", "deliverable"})
 _DATA_ERRORS = (ValueError, LookupError, UnicodeError, IndexError, email.errors.MessageError, RecursionError)
 
@@ -162,7 +164,7 @@ def _from_dsn(report: dsn.DsnReport, text: str, result, msg: Message) -> ParsedM
                 category=verdict.category,
                 reason=verdict.reason,
                 hard=verdict.hard,
-                status=verdict.status,
+                status=verdict.status or (_RETURNED if (r.action or "failed") == "failed" else None),
                 action=r.action or "failed",
                 remote_mta=r.remote_mta,
                 diagnostic=diagnostic or context or None,
@@ -256,8 +258,11 @@ def _from_text(msg: Message, text: str, original: Message | None) -> list[Failed
     whole = " ".join(textbounce.report_section(text).split())[:4000] if text else ""
     family = lhost.detect(msg)
     session = family not in lhost.NO_SESSION
+    family_text = " ".join(text[:4000].lower().split()) if family and len(found) == 1 else ""
     for t in found:
         explicit = lhost.family_reason(family, " ".join(t.diagnostic.lower().split()), msg) if family else None
+        if explicit is None and family_text:
+            explicit = lhost.family_reason(family, family_text, msg)  # the family's sentence anywhere
         verdict = classify(None, t.diagnostic, None, t.command, explicit=explicit, session=session)
         if verdict.reason in ("onhold", "undefined") and whole:
             explicit = lhost.family_reason(family, whole.lower(), msg) if family else None
@@ -274,7 +279,7 @@ def _from_text(msg: Message, text: str, original: Message | None) -> list[Failed
                 verdict.category,
                 verdict.reason,
                 verdict.hard,
-                verdict.status,
+                verdict.status or _RETURNED,
                 action,
                 None,
                 t.diagnostic or None,

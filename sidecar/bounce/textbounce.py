@@ -22,7 +22,8 @@ _ORIGINAL_MARKER = re.compile(
     r"|below this line|original message|unsent message|returned message|message headers follow|undelivered message"
     r"|(?:original|returned) (?:mail|e-?mail|message)(?: headers)?(?: follows)?|--- ?original"
     r"|headers of (?:the )?original"
-    r"|your message (?:reads|was|follows)|the message you sent|message text follows|copy of the message"
+    r"|your message (?:reads|was(?: as follows|:)|follows)|the message you sent|message text follows"
+    r"|copy of the message"
     r"|(?:original )?message header(?:s)? (?:follows?|below)|included is a copy"
     r")",
     re.IGNORECASE | re.MULTILINE,
@@ -46,9 +47,10 @@ _COMMAND = re.compile(
 )
 # Wording that names the failing command without a transcript (qmail, Yahoo ...), one search.
 _COMMAND_WORDING = re.compile(
-    r"(?P<RCPT>\[rcpt_to\]|does not like recipient)"
-    r"|(?P<MAIL>did(?:n't| not) like the sender|sender was rejected|\[mail_from\])"
-    r"|(?P<DATA>failed on data command|failed after i sent the message|\[data\])"
+    r"(?P<RCPT>\[rcpt_to\]|does not like recipient|^smtp:rcpt\b)"
+    r"|(?P<MAIL>did(?:n't| not) like the sender|sender was rejected|\[mail_from\]|^smtp:mail\b)"
+    r"|(?P<DATA>failed on data command|failed after i sent the message|\[data\]|^smtp:data\b)",
+    re.MULTILINE,
 )
 _COMMAND_LINE = re.compile(
     r"^\s*-*\s*smtp command\s*-*\s*\n\s*(rcpt|data|mail|ehlo|helo)", re.IGNORECASE | re.MULTILINE
