@@ -102,9 +102,9 @@ def page(items: list[Any], nxt: int | None) -> dict[str, Any]:
 
 @inlineCallbacks
 def list_suppressions(c: Call) -> Any:
-    rows, nxt = yield c.api.run(q.page_suppressions, c.api.engine, suppression_filter(c), cursor(c),
-                                p_int(c, "limit", 100, 1, q.MAX_PAGE))
-    return page([q.suppression_dict(r) for r in rows], nxt)
+    rows, nxt = yield c.api.run(q.page_suppressions, c.api.engine, suppression_filter(c),
+                                q.decode_cursor(c.params.get("cursor")), p_int(c, "limit", 100, 1, q.MAX_PAGE))
+    return {"items": [q.suppression_dict(r) for r in rows], "next_cursor": q.encode_cursor(nxt)}
 
 
 @inlineCallbacks

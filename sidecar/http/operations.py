@@ -102,12 +102,14 @@ def handled(fn: Callable[[argparse.Namespace, Config], int]) -> Callable[[argpar
 
 
 def _paged(args: argparse.Namespace, path: str, params: dict[str, Any],
-           direct: Callable[[int, int], tuple[list[dict[str, Any]], int | None]]) -> Iterator[dict[str, Any]]:
+           direct: Callable[[Any, int], tuple[list[dict[str, Any]], Any]]) -> Iterator[dict[str, Any]]:
     """Items of a list, through the API or from ``direct(after, limit)`` pages."""
-    after = int(args.cursor) if getattr(args, "cursor", None) else 0
+    from sidecar.http.queries import decode_cursor
+
     if args.api:
-        yield from _client(args).pages(path, {**params, "cursor": after or None}, args.limit)
+        yield from _client(args).pages(path, {**params, "cursor": getattr(args, "cursor", None)}, args.limit)
         return
+    after = decode_cursor(getattr(args, "cursor", None))
     n = 0
     while args.limit is None or n < args.limit:
         want = 1000 if args.limit is None else min(1000, args.limit - n)
@@ -168,7 +170,7 @@ def cmd_sup_list(args: argparse.Namespace, cfg: Config) -> int:
                                   prefix=args.prefix, active=None if args.all else True)
     engine: Any = None if args.api else _engine(cfg)
 
-    def direct(after: int, n: int) -> tuple[list[dict[str, Any]], int | None]:
+    def direct(after: Any, n: int) -> tuple[list[dict[str, Any]], Any]:
         rows, nxt = queries.page_suppressions(engine, f, after, n)
         return [queries.suppression_dict(r) for r in rows], nxt
 

@@ -7,13 +7,15 @@ costs the same at the millionth row as at the first.
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, Select, func, select
+from sqlalchemy import Engine, Select, func, select, tuple_
 
 from sidecar.store.models import Change, Event, RawMessage, Suppression, SuppressionCause
 from sidecar.suppression.store import SuppressionRow, iso
@@ -64,14 +66,46 @@ class SuppressionFilter:
         return q
 
 
-def page_suppressions(engine: Engine, f: SuppressionFilter, after: int = 0,
-                      limit: int = 100) -> tuple[list[SuppressionRow], int | None]:
-    """(rows, next cursor or None) ordered by id."""
-    q = f.apply(select(*Suppression.__table__.c)).where(S.id > after).order_by(S.id).limit(limit + 1)
+def encode_cursor(key: Any) -> str | None:
+    """Opaque page cursors: "123" (after id 123) or "a.<base64>" (after an (address, tenant) pair)."""
+    if key is None:
+        return None
+    if isinstance(key, int):
+        return str(key)
+    return "a." + base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode().rstrip("=")
+
+
+def decode_cursor(value: str | None) -> Any:
+    if not value:
+        return 0
+    if value.isdigit():
+        return int(value)
+    try:
+        if value.startswith("a."):
+            a, t = json.loads(base64.urlsafe_b64decode(value[2:] + "=" * (-len(value[2:]) % 4)))
+            if isinstance(a, str) and isinstance(t, str):
+                return (a, t)
+    except (ValueError, TypeError):
+        pass
+    raise InvalidParameter("cursor", "not a cursor returned by this API (next_cursor)")
+
+
+def page_suppressions(engine: Engine, f: SuppressionFilter, after: Any = 0,
+                      limit: int = 100) -> tuple[list[SuppressionRow], Any]:
+    """(rows, next cursor key or None): ordered by id, or by (address, tenant) with a prefix filter
+    (so the address index serves both the range and the order)."""
+    q = f.apply(select(*Suppression.__table__.c))
+    if f.prefix:
+        if isinstance(after, tuple):
+            q = q.where(tuple_(S.address, S.tenant) > tuple_(*after))
+        q = q.order_by(S.address, S.tenant)
+    else:
+        q = q.where(S.id > (after if isinstance(after, int) else 0)).order_by(S.id)
     with engine.connect() as conn:
-        rows = [SuppressionRow(*r) for r in conn.execute(q)]
+        rows = [SuppressionRow(*r) for r in conn.execute(q.limit(limit + 1))]
     if len(rows) > limit:
-        return rows[:limit], rows[limit - 1].id
+        last = rows[limit - 1]
+        return rows[:limit], (last.address, last.tenant) if f.prefix else last.id
     return rows, None
 
 
