@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from email.message import Message
 
-from sidecar.bounce.mime import header
+from sidecar.bounce.mime import has_header, header
 
 # family -> ((reason, (lower-cased substrings ...)), ...), first match wins.
 _TABLES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
@@ -94,13 +94,6 @@ _PATTERNS: dict[str, tuple[tuple[str, re.Pattern[str]], ...]] = {
 NO_SESSION = frozenset({"activehunter", "x1", "x2"})
 
 
-def _has(msg: Message, name: str) -> bool:
-    try:
-        return msg.get(name) is not None
-    except Exception:  # noqa: BLE001 - defective headers must not stop parsing
-        return False
-
-
 def detect(msg: Message) -> str | None:
     """The reporting MTA family named by the bounce's own headers, or None."""
     sender = header(msg, "From")
@@ -116,7 +109,7 @@ def detect(msg: Message) -> str | None:
     if subject.rstrip() == "Undeliverable Mail" or mailer.startswith("<SMTP32 v"):
         return "imailserver"
     if (
-        _has(msg, "X-MS-Embedded-Report")
+        has_header(msg, "X-MS-Embedded-Report")
         or mailer.startswith(("Internet Mail Service (", "Microsoft Exchange Server Internet Mail Connector"))
         or header(msg, "X-MimeOLE").startswith("Produced By Microsoft Exchange")
     ):
@@ -129,11 +122,11 @@ def detect(msg: Message) -> str | None:
         return "interscanmss"
     if lsender == "post_master@vtext.com" or "vzwpix.com" in lsender:
         return "verizon"
-    if _has(msg, "X-ZohoMail"):
+    if has_header(msg, "X-ZohoMail"):
         return "zoho"
-    if _has(msg, "X-AHMAILID"):
+    if has_header(msg, "X-AHMAILID"):
         return "activehunter"
-    if _has(msg, "X-Msg-Ref") and "mailer-daemon@messagelabs.com" in lsender:
+    if has_header(msg, "X-Msg-Ref") and "mailer-daemon@messagelabs.com" in lsender:
         return "messagelabs"
     if (
         sum(
@@ -141,7 +134,7 @@ def detect(msg: Message) -> str | None:
                 "postmaster@ezweb.ne.jp" in lsender or "postmaster@au.com" in lsender,
                 subject == "Mail System Error - Returned Mail",
                 header(msg, "Message-ID").endswith((".ezweb.ne.jp>", ".au.com>")),
-                _has(msg, "X-SPASIGN"),
+                has_header(msg, "X-SPASIGN"),
             )
         )
         >= 2

@@ -38,18 +38,80 @@ def _parse_part(text: str) -> Message:
     else:
         cut = text.find("\n\n")
         head, body = (text, "") if cut < 0 else (text[: cut + 1], text[cut + 2 :])
-    msg = _STR_PARSER.parsestr(head, headersonly=True)
+    msg = _parse_head(head)
     msg.set_payload(body)
     return msg
+
+
+_HEADER_LINE = re.compile(r"From |[\041-\071\073-\176]*:|[\t ]")
+
+
+def _parse_head(head: str) -> Message:
+    """The header block as a compat32 :class:`Message`, as the stdlib feedparser builds it.
+
+    A direct split of the lines (the feedparser's line-by-line state machine is the single
+    largest cost of parsing a bounce); anything unusual (a bare CR) goes to the stdlib.
+    """
+    if "\r" in head:
+        return _STR_PARSER.parsestr(head, headersonly=True)
+    lines = head.split("\n")
+    collected: list[str] = []
+    for line in lines:
+        if not line or not _HEADER_LINE.match(line):
+            break  # end of the header block (what follows is body text: ignored here)
+        collected.append(line)
+    msg = Message(policy=compat32)
+    headers: list[tuple[str, str]] = []
+    name = value = None
+    last = len(collected) - 1
+    for lineno, line in enumerate(collected):
+        if line[0] in " \t":
+            if name is not None:
+                value += "\n" + line
+            continue
+        if name is not None:
+            headers.append((name, value.rstrip("\r\n")))
+            name = value = None
+        if line.startswith("From "):
+            if lineno == 0:
+                msg.set_unixfrom(line)
+                continue
+            if lineno == last:
+                break
+            continue
+        i = line.find(":")
+        if i <= 0:
+            continue
+        name, value = line[:i], line[i + 1 :].lstrip(" \t")
+    if name is not None:
+        headers.append((name, value.rstrip("\r\n")))
+    msg._headers = headers  # noqa: SLF001 - what Message.set_raw appends to
+    return msg
+
+
+def _first_headers(msg: Message) -> dict[str, tuple[str, str]]:
+    """The first value of each header by lower-cased name, built once per message."""
+    first = msg.__dict__.get("_first_headers")
+    if first is None:
+        first = {}
+        for k, v in msg._headers:  # noqa: SLF001 - Message.get() scans the same list per call
+            first.setdefault(k.lower(), (k, v))
+        msg.__dict__["_first_headers"] = first
+    return first
+
+
+def has_header(msg: Message, name: str) -> bool:
+    return name.lower() in _first_headers(msg)
 
 
 def header(msg: Message, name: str) -> str:
     """A header as one unfolded str ('' if missing or undecodable)."""
     try:
-        value = msg.get(name)
+        found = _first_headers(msg).get(name.lower())
+        if found is None:
+            return ""
+        value = msg.policy.header_fetch_parse(*found)
     except Exception:  # noqa: BLE001 - defective headers must not stop parsing
-        return ""
-    if value is None:
         return ""
     if not isinstance(value, str):
         value = str(value)

@@ -74,3 +74,29 @@ def test_truncated_dsn_still_reads_what_is_there() -> None:
 
 def test_parser_version_is_set() -> None:
     assert PARSER_VERSION
+
+
+def test_fast_header_split_matches_the_stdlib_parser() -> None:
+    """mime._parse_head builds the same compat32 headers as email.parser (every corpus part)."""
+    from sidecar.bounce import mime
+
+    heads: list[str] = []
+    original = mime._parse_head
+
+    def record(head: str):
+        heads.append(head)
+        return original(head)
+
+    corpus = DATA / "corpus"
+    mime._parse_head = record
+    try:
+        for path in sorted(corpus.glob("*.eml")):
+            mime.collect_parts(mime.parse_bytes(path.read_bytes()))
+    finally:
+        mime._parse_head = original
+    extra = ["From x\nSubject: a\n b\n:bad\nTo: c\n", " lead\nA: 1\nnot a header\nB: 2\n", "A:1\nFrom y\n"]
+    assert len(heads) > 1000
+    for head in heads + extra:
+        fast = original(head)
+        slow = mime._STR_PARSER.parsestr(head, headersonly=True)
+        assert (fast.items(), fast.get_unixfrom()) == (slow.items(), slow.get_unixfrom()), head[:200]
