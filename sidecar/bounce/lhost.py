@@ -55,9 +55,7 @@ _TABLES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
         ("filtered", ("000c0595",)),
     ),
     "interscanmss": (("userunknown", ("unable to deliver",)),),
-    "verizon": (
-        ("userunknown", ("no valid recipients for this mm", "requested action not taken: no such user here")),
-    ),
+    "verizon": (("userunknown", ("no valid recipients for this mm", "requested action not taken: no such user here")),),
     "google": (
         ("userunknown", ("because the address couldn't be found",)),
         ("notaccept", ("null mx",)),
@@ -89,6 +87,35 @@ _PATTERNS: dict[str, tuple[tuple[str, re.Pattern[str]], ...]] = {
     "messagelabs": (("userunknown", re.compile(r"\b542 .+ rejected")),),
 }
 
+# fml (mailing-list manager): refusals sent by the list's -admin address, one line per address
+_FML_ID = re.compile(r"<\d+\.FML.*@.+>$")
+_FML_ADDRESS = re.compile(r"<([^\s<>@]+@[^\s<>]+)>\.\s*$", re.MULTILINE)
+_FML_REASONS = (
+    (
+        "rejected",
+        re.compile(
+            r"not member article from|reject mail from .+@|reject since .+ header may cause mail loop"
+            r"|reject spammers:|you are not a member of this mailing list"
+        ),
+    ),
+    ("systemerror", re.compile(r"duplicated message-id|fml .+ has detected a loop condition|loop back warning:")),
+    ("securityerror", re.compile(r"security alert:")),
+)
+
+
+def list_refusals(text: str) -> list[tuple[str, str, str | None]]:
+    """An fml refusal: (list address, its line, reason) for each ``<address>.`` line."""
+    report = text.split("Original mail as follows:", 1)[0]
+    out = []
+    for m in _FML_ADDRESS.finditer(report):
+        line_start = report.rfind("\n", 0, m.start()) + 1
+        diagnostic = " ".join(report[line_start : m.end()].split())
+        lower = " ".join(report.lower().split())
+        reason = next((r for r, p in _FML_REASONS if p.search(lower)), None)
+        out.append((m.group(1).lower(), diagnostic, reason))
+    return out
+
+
 # Gateways that quote no SMTP session: a reply that echoes the recipient there does not
 # show that it was refused at RCPT (sisimai sets no command for them).
 NO_SESSION = frozenset({"activehunter", "x1", "x2"})
@@ -97,6 +124,8 @@ NO_SESSION = frozenset({"activehunter", "x1", "x2"})
 def detect(msg: Message) -> str | None:
     """The reporting MTA family named by the bounce's own headers, or None."""
     sender = header(msg, "From")
+    if has_header(msg, "X-MLServer") and "-admin@" in sender and _FML_ID.match(header(msg, "Message-ID")):
+        return "fml"
     subject = header(msg, "Subject")
     lsender = sender.lower()
     if "mailer-daemon@googlemail.com" in lsender:

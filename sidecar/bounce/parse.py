@@ -68,7 +68,7 @@ def _parse(msg: Message, raw: bytes) -> ParsedMessage:
     if report_fields is None and "recipient:" in text.lower():
         report_fields = dsn.parse_fields(text)
     if report_fields is not None:
-        return _from_dsn(report_fields, text, result, msg)
+        return _from_dsn(report_fields, text, result, msg, lhost.detect(msg))
 
     nonstandard = arf.parse_nonstandard_complaint(msg, original)
     if nonstandard is not None:
@@ -78,6 +78,11 @@ def _parse(msg: Message, raw: bytes) -> ParsedMessage:
     if events is not None:
         return _from_json(events, result)
 
+    family = lhost.detect(msg)
+    if family == "fml":
+        refused = _list_refusals(text)
+        if refused:
+            return result(Kind.BOUNCE, refused)
     bounce_like = detect.looks_like_bounce(msg, text)
     if not bounce_like:
         if detect.is_auto_reply(msg):
@@ -101,7 +106,7 @@ def _parse(msg: Message, raw: bytes) -> ParsedMessage:
             return result(Kind.AUTO_REPLY, replies)
         return result(Kind.NOT_BOUNCE, [])
 
-    found = _from_text(msg, text, original)
+    found = _from_text(msg, text, original, family)
     if not found:
         found = _from_flufl(raw)
     if not found:
@@ -116,15 +121,15 @@ def _failed_header(msg: Message) -> list[str]:
     return [a for a in (dsn.address_value(p) for p in value.split(",")) if a and dsn.usable(a)]
 
 
-def _from_dsn(report: dsn.DsnReport, text: str, result, msg: Message) -> ParsedMessage:
+def _from_dsn(report: dsn.DsnReport, text: str, result, msg: Message, family: str | None) -> ParsedMessage:
     failed_header = _failed_header(msg)
-    family = lhost.detect(msg)
     report_text = textbounce.report_section(text) if text else ""
     lower = report_text.lower()
     global_command = textbounce.smtp_command(report_text) if report_text else None
 
     def whole_lower() -> str:
         return " ".join(text[:4000].lower().split())
+
     failed: list[FailedRecipient] = []
     delivered: list[FailedRecipient] = []
     paths = [r for r in report.recipients if not dsn.usable(r.final_recipient or r.original_recipient)]
@@ -183,7 +188,10 @@ def _from_dsn(report: dsn.DsnReport, text: str, result, msg: Message) -> ParsedM
 
 
 def _delivered(
-    address: str, status: str | None, remote_mta: str | None = None, diagnostic: str | None = None,
+    address: str,
+    status: str | None,
+    remote_mta: str | None = None,
+    diagnostic: str | None = None,
     original: str | None = None,
 ) -> FailedRecipient:
     """A recipient of a success DSN: reported, not failed."""
@@ -246,7 +254,17 @@ def _exclusions(msg: Message, original: Message | None) -> set[str]:
     return out
 
 
-def _from_text(msg: Message, text: str, original: Message | None) -> list[FailedRecipient]:
+def _list_refusals(text: str) -> list[FailedRecipient]:
+    out = []
+    for address, diagnostic, reason in lhost.list_refusals(text):
+        v = classify(None, diagnostic, None, None, explicit=reason)
+        out.append(
+            FailedRecipient(address, v.category, v.reason, v.hard, v.status or _RETURNED, "failed", None, diagnostic)
+        )
+    return out
+
+
+def _from_text(msg: Message, text: str, original: Message | None, family: str | None) -> list[FailedRecipient]:
     own = (dsn.address_value(mime.header(msg, "From")) or "").rpartition("@")[2]
     own = ".".join(own.split(".")[-2:])
     found = textbounce.find_recipients(text, _exclusions(msg, original), own) if text else []
@@ -256,7 +274,6 @@ def _from_text(msg: Message, text: str, original: Message | None) -> list[Failed
             found = [textbounce.TextRecipient(addr, textbounce.report_section(text)[:2000], None)]
     out = []
     whole = " ".join(textbounce.report_section(text).split())[:4000] if text else ""
-    family = lhost.detect(msg)
     session = family not in lhost.NO_SESSION
     family_text = " ".join(text[:4000].lower().split()) if family and len(found) == 1 else ""
     for t in found:

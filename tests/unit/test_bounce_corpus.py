@@ -123,6 +123,13 @@ EXACT = [
     # remote-host table (AOL) and the Status field's own comment
     ("rhost-aol-06.eml", "neko@libsisimai.org", "notaccept", True),
     ("lhost-powermta-03.eml", "kijitora@libsisimai.org", "suspend", False),
+    # a mailing-list manager's refusal (fml): the list refused the sender
+    ("lhost-fml-02.eml", "neko-nyaan@example.org", "rejected", False),
+    # the quoted reply's status beats the reporting MTA's generic one (5.1.0 -> 5.7.1)
+    ("lhost-amazonses-01.eml", "shironeko@example.co.jp", "securityerror", False),
+    ("lhost-x3-01.eml", "kijitora@example.com", "userunknown", True),
+    ("lhost-zoho-05.eml", "kijitora@7jo.example.jp", "expired", False),
+    ("lhost-ezweb-05.eml", "this-local-part-does-not-exist-on-the-server@ezweb.ne.jp", "expired", False),
 ]
 
 
