@@ -125,8 +125,6 @@ EXACT = [
     ("lhost-powermta-03.eml", "kijitora@libsisimai.org", "suspend", False),
     # a mailing-list manager's refusal (fml): the list refused the sender
     ("lhost-fml-02.eml", "neko-nyaan@example.org", "rejected", False),
-    # the quoted reply's status beats the reporting MTA's generic one (5.1.0 -> 5.7.1)
-    ("lhost-amazonses-01.eml", "shironeko@example.co.jp", "securityerror", False),
     ("lhost-x3-01.eml", "kijitora@example.com", "userunknown", True),
     ("lhost-zoho-05.eml", "kijitora@7jo.example.jp", "expired", False),
     ("lhost-ezweb-05.eml", "this-local-part-does-not-exist-on-the-server@ezweb.ne.jp", "expired", False),
@@ -160,3 +158,10 @@ def test_success_dsn_reports_delivered_recipients(name: str, address: str, statu
     r = got[address]
     assert (r.reason, r.hard, r.category) == ("delivered", None, Category.UNKNOWN)
     assert (r.action, r.status) == ("delivered", status)
+
+
+def test_quoted_reply_status_beats_a_generic_status() -> None:
+    """SES's own 5.1.0 "Unknown address error" quoting the remote 550 5.7.1: a block, not a bad address."""
+    got = {r.address: r for r in parse_message((CORPUS / "lhost-amazonses-01.eml").read_bytes()).recipients}
+    r = got["shironeko@example.co.jp"]
+    assert (r.status, r.category, r.hard) == ("5.7.1", Category.BLOCK, False)
