@@ -36,3 +36,26 @@ from sidecar.bounce.classify import classify
 def test_reason(status: str | None, text: str, command: str | None, reason: str, hard: bool) -> None:
     v = classify(status, text, "failed", command, "SMTP")
     assert (v.reason, v.hard) == (reason, hard)
+
+
+@pytest.mark.parametrize(
+    ("status", "text", "remote_mta", "reason"),
+    [
+        # GoDaddy IBnnn codes (smtp.secureserver.net)
+        ("5.0.0", "550 192.0.2.1 has sent to too many recipients. IB607", "smtp.secureserver.net", "speeding"),
+        ("5.0.0", "554 RBL Reject.", "mx.secureserver.net", "blocked"),
+        # Spectrum AUP# numbers name a range of causes
+        ("5.1.0", "550 5.1.0 <a@b.example> sender rejected. AUP#In-1310", None, "toomanyconn"),
+        ("5.0.0", "554 AUP#O-1100 reverse DNS", None, "requireptr"),
+        # Facebook response codes
+        ("5.0.0", "550 5.0.0 RCP-P2 http://postmaster.facebook.com/response_codes", "mx.facebook.com", "filtered"),
+        ("5.0.0", "550 RCP-P1 https://postmaster.facebook.com/", "mx.facebook.com", "userunknown"),
+        # MessageLabs, only when the remote host is theirs
+        ("5.0.0", "553 sorry, your envelope sender is in my badmailfrom list", "cluster1.eu.messagelabs.com", "rejected"),
+        # AOL's name-server reply for a domain without a usable MX
+        ("5.4.4", "Name service error for name=x.example type=MX: Malformed or unexpected name server reply",
+         "omr-a015e.mx.aol.com", "notaccept"),
+    ],
+)  # fmt: skip
+def test_provider_code_tables(status: str, text: str, remote_mta: str | None, reason: str) -> None:
+    assert classify(status, text, "failed", None, "SMTP", remote_mta=remote_mta).reason == reason
