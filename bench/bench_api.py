@@ -103,12 +103,13 @@ def listing(server: ApiServer, calls: int) -> dict[str, dict[str, float]]:
         "reason+tenant": "reason=complaint&tenant=t7",
         "category+since": f"category=mailbox-full&since={since}",
         "prefix": "prefix=user05",
-        "tenant+reason+category": "tenant=t13&reason=hard%20bounce&category=dns",
-        "no filter, deep cursor": "cursor=900000",
+        "tenant+reason+category": "tenant=t14&reason=hard%20bounce&category=dns",
+        "no match (t13+hard+dns)": "tenant=t13&reason=hard%20bounce&category=dns",
+        "no filter, deep cursor": "active=true",
     }
     out = {}
     for name, qs in cases.items():
-        times, cursor = [], ""
+        times, cursor = [], "900000" if name.startswith("no filter") else ""
         for _ in range(calls):
             t0 = time.perf_counter()
             conn.request("GET", f"/suppressions?{qs}&limit=100" + (f"&cursor={cursor}" if cursor else ""), headers=h)

@@ -175,5 +175,6 @@ class WebhookCursor(Base):
 Index("ix_suppressions_reason_id", Suppression.reason, Suppression.id)
 Index("ix_suppressions_category_id", Suppression.category, Suppression.id)
 Index("ix_suppressions_tenant_id", Suppression.tenant, Suppression.id)
+Index("ix_suppressions_tenant_reason_id", Suppression.tenant, Suppression.reason, Suppression.id)
 Index("ix_events_kind_id", Event.kind, Event.id)
 Index("ix_events_tenant_id", Event.tenant, Event.id)

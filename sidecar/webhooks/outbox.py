@@ -131,13 +131,13 @@ class Outbox:
                 items.sort(key=lambda i: (i[0], i[1] != "e", i[2]))   # bounce before the suppression it caused
                 if items:
                     ins = _insert(conn, WebhookDelivery.__table__).on_conflict_do_nothing(
-                        index_elements=["subscription", "source", "source_id"])
+                        index_elements=["subscription", "source", "source_id"]).returning(D.id)
                     res = conn.execute(ins, [
                         {"subscription": sub.name, "event_type": etype, "source": src, "source_id": sid,
                          "address": addr[:512], "payload": json.dumps(payload, separators=(",", ":")),
                          "status": "pending", "attempts": 0, "created_at": now, "next_attempt_at": now}
                         for _, src, sid, etype, addr, payload in items])
-                    made += max(res.rowcount, 0)
+                    made += len(res.all())   # rowcount is unreliable for executemany
                 conn.execute(update(WebhookCursor).where(WebhookCursor.subscription == sub.name).values(
                     events_id=self.cursors[(sub.name, "e")].low, changes_id=self.cursors[(sub.name, "c")].low,
                     updated_at=now))

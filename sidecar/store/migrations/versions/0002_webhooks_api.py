@@ -18,6 +18,7 @@ INDEXES = [
     ("suppressions", "ix_suppressions_reason_id", ["reason", "id"]),
     ("suppressions", "ix_suppressions_category_id", ["category", "id"]),
     ("suppressions", "ix_suppressions_tenant_id", ["tenant", "id"]),
+    ("suppressions", "ix_suppressions_tenant_reason_id", ["tenant", "reason", "id"]),
     ("events", "ix_events_kind_id", ["kind", "id"]),
     ("events", "ix_events_tenant_id", ["tenant", "id"]),
 ]
