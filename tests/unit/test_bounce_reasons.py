@@ -51,7 +51,7 @@ def test_reason(status: str | None, text: str, command: str | None, reason: str,
         ("5.0.0", "550 5.0.0 RCP-P2 http://postmaster.facebook.com/response_codes", "mx.facebook.com", "filtered"),
         ("5.0.0", "550 RCP-P1 https://postmaster.facebook.com/", "mx.facebook.com", "userunknown"),
         # MessageLabs, only when the remote host is theirs
-        ("5.0.0", "553 sorry, your envelope sender is in my badmailfrom list", "cluster1.eu.messagelabs.com", "rejected"),
+        ("5.0.0", "553 your envelope sender is in my badmailfrom list", "c1.messagelabs.com", "rejected"),
         # AOL's name-server reply for a domain without a usable MX
         ("5.4.4", "Name service error for name=x.example type=MX: Malformed or unexpected name server reply",
          "omr-a015e.mx.aol.com", "notaccept"),
