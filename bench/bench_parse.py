@@ -1,46 +1,70 @@
 """Benchmark: in-process bounce parse + categorise throughput (prints figures, not a test).
 
     .venv/bin/python bench/bench_parse.py [FOLDER] [--rounds N]
+    .venv/bin/python bench/bench_parse.py --against /path/to/other/checkout [--pairs 3]
 
 Loads every .eml in FOLDER (default tests/data/bounces/corpus) into memory, then runs
 ``parse_message`` over all of them ``--rounds`` times and prints messages/s for the best and
-the median round.
+the median round. On a busy host, compare two parser versions with ``--against``: each pair
+runs this checkout's parser and the other checkout's (e.g. ``git worktree`` or ``git archive``
+of an older commit) one after the other in fresh processes, so both see the same load.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from sidecar.bounce.parse import PARSER_VERSION, parse_message  # noqa: E402
+
+def _run(folder: str, rounds: int) -> None:
+    from sidecar.bounce.parse import PARSER_VERSION, parse_message
+
+    messages = [p.read_bytes() for p in sorted(Path(folder).glob("*.eml"))]
+    if not messages:
+        sys.exit(f"no .eml files in {folder}")
+    for raw in messages:  # warm-up: lazy imports, regex compilation
+        parse_message(raw)
+    rates = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for raw in messages:
+            parse_message(raw)
+        rates.append(len(messages) / (time.perf_counter() - t0))
+    size = sum(len(m) for m in messages) / 1024
+    print(f"parser {PARSER_VERSION}: {len(messages)} messages ({size:.0f} KiB) x {rounds} rounds")
+    print(f"  best   {max(rates):8.0f} messages/s")
+    print(f"  median {statistics.median(rates):8.0f} messages/s")
+
+
+def _compare(folder: str, rounds: int, other: Path, pairs: int) -> None:
+    for i in range(pairs):
+        for label, root in (("this", ROOT), ("against", other)):
+            cmd = [sys.executable, __file__, folder, "--rounds", str(rounds), "--root", str(root)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()
+            version = out[0].split(":")[0] if out else "?"
+            best = next((line.split()[1] for line in out if line.strip().startswith("best")), "?")
+            print(f"pair {i + 1} {label:8} {version:16} best {best:>6} messages/s")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", nargs="?", default=str(ROOT / "tests/data/bounces/corpus"))
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--against", help="another checkout to measure alternately with this one")
+    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--root", help=argparse.SUPPRESS)  # which checkout's parser to import
     args = ap.parse_args()
-    messages = [p.read_bytes() for p in sorted(Path(args.folder).glob("*.eml"))]
-    if not messages:
-        sys.exit(f"no .eml files in {args.folder}")
-    for raw in messages:  # warm-up: lazy imports, regex compilation
-        parse_message(raw)
-    rates = []
-    for _ in range(args.rounds):
-        t0 = time.perf_counter()
-        for raw in messages:
-            parse_message(raw)
-        rates.append(len(messages) / (time.perf_counter() - t0))
-    size = sum(len(m) for m in messages) / 1024
-    print(f"parser {PARSER_VERSION}: {len(messages)} messages ({size:.0f} KiB) x {args.rounds} rounds")
-    print(f"  best   {max(rates):8.0f} messages/s")
-    print(f"  median {statistics.median(rates):8.0f} messages/s")
+    if args.against:
+        _compare(args.folder, args.rounds, Path(args.against).resolve(), args.pairs)
+        return
+    sys.path.insert(0, str(Path(args.root).resolve() if args.root else ROOT))
+    _run(args.folder, args.rounds)
 
 
 if __name__ == "__main__":

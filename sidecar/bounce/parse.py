@@ -15,7 +15,7 @@ from sidecar.bounce import arf, detect, dsn, lhost, mime, notifications, textbou
 from sidecar.bounce.classify import Verdict, category_of, classify
 from sidecar.bounce.model import Category, FailedRecipient, Kind, ParsedMessage
 
-PARSER_VERSION = "1.1.0"
+PARSER_VERSION = "1.2.0"
 
 # a returned message with no code at all: a permanent failure of unknown detail
 _RETURNED = "5.0.0"

@@ -16,11 +16,11 @@ LABELS = [json.loads(line) for line in (CORPUS / "labels.jsonl").read_text().spl
 NOT_FAILURE = {"delivered", "feedback", "vacation"}
 
 # Floors just under today's measured figures (see docs/bounces.md): a regression fails the test.
-# Recall/precision meet the targets (>= 99% / >= 99.5%); category and hard/soft do not yet (97%).
+# All four meet the targets: recall >= 99%, precision >= 99.5%, category and hard/soft >= 97%.
 MIN_RECALL = 0.99
 MIN_PRECISION = 0.995
-MIN_COARSE = 0.91
-MIN_HARD = 0.95
+MIN_COARSE = 0.97
+MIN_HARD = 0.97
 
 
 def _coarse(reason: str) -> Category:
