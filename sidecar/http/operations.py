@@ -324,7 +324,10 @@ def cmd_limits_show(args: argparse.Namespace, cfg: Config) -> int:
         windows = _client(args).request("GET", "/limits/" + quote(args.key, safe=""))["windows"]
     else:
         windows = queries.limit_usage(cfg, args.key, None, _engine(cfg))
-    emit(args, windows, ["key", "window", "burst", "used", "remaining"])
+    if args.json:   # one JSON list, as before the API existed
+        print(json.dumps(windows))
+    for w in [] if args.json else windows:
+        print(f"{w['key']}  {w['window']} (+{w['burst']} burst): used {w['used']}, remaining {w['remaining']}")
     return 0
 
 
