@@ -118,7 +118,7 @@ def list_refusals(text: str) -> list[tuple[str, str, str | None]]:
 
 # Gateways that quote no SMTP session: a reply that echoes the recipient there does not
 # show that it was refused at RCPT (sisimai sets no command for them).
-NO_SESSION = frozenset({"activehunter", "x1", "x2"})
+NO_SESSION = frozenset({"activehunter", "x1"})
 
 
 def detect(msg: Message) -> str | None:
@@ -171,8 +171,6 @@ def detect(msg: Message) -> str | None:
         return "ezweb"
     if subject.startswith("Returned Mail: ") and sender.startswith('"Mail Deliver System" '):
         return "x1"
-    if "mailer-daemon@" in lsender and subject.startswith(("Delivery failure", "failure delivery", "failed delivery")):
-        return "x2"
     return None
 
 
