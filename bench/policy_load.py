@@ -436,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="policy: 550 for suppressed recipients, DUNNO otherwise")
     p.add_argument("--warmup", action="store_true",
                    help="first send one untimed request per sender (activates every key)")
+    p.add_argument("--warmup-only", action="store_true", help="the warm-up pass, then exit")
     p.add_argument("--timeout", type=float, default=10.0, help="per-reply timeout, seconds")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
@@ -449,35 +450,44 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("bounded runs only: --duration <= 3600, --requests <= 1e8")
     args.addr = check_loopback(args.host)
     out: dict = {}
-    if args.warmup:
+    bad = 0
+    if args.warmup or args.warmup_only:
         src = RequestSource(_workload(args), random.Random(args.seed))
         t0 = time.monotonic()
         wres = run_load(args.addr, args.port, args.connections, None,
-                        fixed=src.warmup(args.senders), timeout=args.timeout)
+                        fixed=src.warmup(args.senders), timeout=args.timeout,
+                        expect=EXPECT_NONE if args.expect == EXPECT_NONE else EXPECT_DUNNO)
         out["warmup"] = {"requests": wres.requests, "errors": wres.errors,
+                         "mismatches": wres.mismatches, "samples": wres.samples,
                          "seconds": round(time.monotonic() - t0, 2)}
+        bad += wres.errors + wres.mismatches
         del src
-    if args.procs > 1:
-        out.update(run_procs(args))
-    else:
-        src = RequestSource(_workload(args), random.Random(args.seed))
-        res = run_load(args.addr, args.port, args.connections, src, requests=args.requests,
-                       duration=args.duration, expect=args.expect, timeout=args.timeout)
-        out.update(summarize([res]))
+    if not args.warmup_only:
+        if args.procs > 1:
+            out.update(run_procs(args))
+        else:
+            src = RequestSource(_workload(args), random.Random(args.seed))
+            res = run_load(args.addr, args.port, args.connections, src, requests=args.requests,
+                           duration=args.duration, expect=args.expect, timeout=args.timeout)
+            out.update(summarize([res]))
+        bad += out["errors"] + out["mismatches"]
     if args.json:
         print(json.dumps(out))
-    else:
-        if "warmup" in out:
-            wu = out["warmup"]
-            print(f"warm-up: {wu['requests']} requests in {wu['seconds']} s, "
-                  f"{wu['errors']} errors")
+        return 1 if bad else 0
+    if "warmup" in out:
+        wu = out["warmup"]
+        print(f"warm-up: {wu['requests']} requests in {wu['seconds']} s, "
+              f"{wu['errors']} errors, {wu['mismatches']} mismatches")
+        for s in wu["samples"]:
+            print("  " + s)
+    if "requests" in out:
         print(f"requests {out['requests']} in {out['elapsed_s']} s: {out['rps']:.0f} req/s")
         print(f"latency ms: p50 {out['p50_ms']:.3f}  p99 {out['p99_ms']:.3f}  "
               f"p99.9 {out['p999_ms']:.3f}  max {out['max_ms']:.3f}")
         print(f"errors {out['errors']}  mismatches {out['mismatches']}")
         for s in out["samples"]:
             print("  " + s)
-    return 1 if out["errors"] or out["mismatches"] else 0
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":
