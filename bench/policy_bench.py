@@ -234,7 +234,7 @@ def suppression_csv(cache: Path, n: int) -> Path:
     return path
 
 
-def seeded_db(cache: Path, workdir: Path, n: int) -> tuple[Path, float | None]:
+def seeded_db(args: argparse.Namespace, cache: Path, workdir: Path, n: int) -> tuple[Path, float | None]:
     """A SQLite DB with n suppressions in workdir; import time, or None when cached."""
     cached = cache / f"bench-{n}-{source_digest()}.db"
     db = workdir / "bench.db"
@@ -244,7 +244,7 @@ def seeded_db(cache: Path, workdir: Path, n: int) -> tuple[Path, float | None]:
         tmp = cache / f"import-{os.getpid()}.db"
         tmp.unlink(missing_ok=True)
         t0 = time.monotonic()
-        res = subprocess.run([SIDECAR, "suppressions", "import", str(csv_path),
+        res = subprocess.run([args.sidecar, "suppressions", "import", str(csv_path),
                               "--db", f"sqlite:///{tmp}"], check=False, capture_output=True,
                              text=True,
                              timeout=1800, cwd=ROOT)
@@ -300,11 +300,11 @@ def metrics(http_port: int, names: tuple[str, ...]) -> dict[str, float]:
 
 def start_sidecar(args: argparse.Namespace, workdir: Path, cache: Path) -> tuple[Server, dict]:
     print(f"  seeding {args.suppressions:,} suppressions ...", flush=True)
-    db, import_s = seeded_db(cache, workdir, args.suppressions)
+    db, import_s = seeded_db(args, cache, workdir, args.suppressions)
     cfg = workdir / "bench.toml"
     cfg.write_text(Path(args.config).read_text() if args.config else CONFIG_TOML)
     port, http_port = free_port(), free_port()
-    argv = [SIDECAR, "serve", "--config", str(cfg),
+    argv = [args.sidecar, "serve", "--config", str(cfg),
             "--policy", f"tcp:{port}:interface=127.0.0.1",
             "--http", f"tcp:{http_port}:interface=127.0.0.1",
             "--db", f"sqlite:///{db}"]
@@ -443,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keys", type=int, default=100_000, help="active rate-limit keys (senders)")
     p.add_argument("--suppressed-fraction", type=float, default=0.1)
     p.add_argument("--servers", default="linereceiver,framed,sidecar")
+    p.add_argument("--sidecar", default=SIDECAR, help="the sidecar executable")
     p.add_argument("--config", metavar="TOML", help="sidecar config instead of the built-in one")
     p.add_argument("--startup-timeout", type=float, default=180.0)
     p.add_argument("--cache-dir", default="/tmp/sidecar-bench-cache",
