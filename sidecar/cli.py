@@ -149,6 +149,11 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ingest"]:   # the pipe(8) command, once per bounce: skip building the whole CLI
+        from sidecar.bounce.commands import ingest_main
+
+        return ingest_main(argv[1:])
     ap = build_parser()
     args = ap.parse_args(argv)
     if not args.command:

@@ -244,6 +244,15 @@ def _redis_tats(cfg: Config, key: str, n: int) -> tuple[dict[str, float], float]
     return {f"{key}#{i}": float(v) for i, v in enumerate(values) if v is not None}, secs + micros / 1e6
 
 
+def _redis_reset(cfg: Config, key: str, n: int) -> int:
+    import redis
+
+    from sidecar.policy.redis_limits import redis_key
+
+    r = redis.Redis.from_url(cfg.ratelimit.redis_url, socket_timeout=5)
+    return int(r.delete(*[redis_key(key, i) for i in range(n)]))
+
+
 def cmd_limits_reset(args: argparse.Namespace, cfg: Config) -> int:
     from sidecar.store.counters import reset_key
 
@@ -253,12 +262,7 @@ def cmd_limits_reset(args: argparse.Namespace, cfg: Config) -> int:
         print(f"sidecar: {e.args[0]}", file=sys.stderr)
         return 2
     if cfg.ratelimit.backend == "redis":
-        import redis
-
-        from sidecar.policy.redis_limits import redis_key
-
-        r = redis.Redis.from_url(cfg.ratelimit.redis_url, socket_timeout=5)
-        n = r.delete(*[redis_key(args.key, i) for i in range(len(_limit_rule(cfg, args.key).windows))])
+        n = _redis_reset(cfg, args.key, len(_limit_rule(cfg, args.key).windows))
         print(f"reset {args.key} in Redis ({n} keys cleared)")
         return 0
     n = reset_key(_engine(cfg), args.key, time.time())

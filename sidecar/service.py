@@ -218,7 +218,11 @@ def makeService(cfg: Config, reactor: Any) -> service.MultiService:
                 "suppressions": len(index), "connections": len(factory.connections),
                 "last_change": sync.cursor.high}
 
-    http = StreamServerEndpointService(endpoints.serverFromString(reactor, s.http), make_site(status))
+    from sidecar.http.api import Api
+    from sidecar.webhooks.service import WebhookService
+
+    api = Api(cfg, engine, reactor, pool, limiter=limiter)
+    http = StreamServerEndpointService(endpoints.serverFromString(reactor, s.http), make_site(status, api=api))
     http._raiseSynchronously = True
     http.setServiceParent(top)
 
@@ -229,6 +233,7 @@ def makeService(cfg: Config, reactor: Any) -> service.MultiService:
             log.warning("ingest hand-off not available")
         else:
             HandoffService(cfg, engine, reactor, pool).setServiceParent(top)
+    WebhookService(cfg, engine, reactor, pool).setServiceParent(top)
     top.sync = sync  # type: ignore[attr-defined]
     top.policy_factory = factory  # type: ignore[attr-defined]
     return top

@@ -193,6 +193,9 @@ def fast_settings(config_path: str | None) -> tuple[str, int] | None:
         limit = section.get("max_message_size", limit)
     if not isinstance(socket_path, str) or isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
         return None
+    if socket_path and not os.path.isabs(socket_path):   # as config.resolve_path: the file's directory
+        base = os.path.dirname(os.path.abspath(config_path)) if config_path else os.getcwd()
+        socket_path = os.path.join(base, socket_path)
     return socket_path, limit
 
 

@@ -236,10 +236,21 @@ def _live_tats(c: Call, key: str) -> dict[str, float | None] | None:
     return {f"{key}#{i}": t for i, t in enumerate(lim.state.get(key) or ())}
 
 
+def _redis_usage(cfg: Any, key: str) -> list[dict[str, Any]]:
+    from sidecar.commands import _redis_tats
+
+    n = len(q.limit_usage(cfg, key, {}, None))
+    tats, now = _redis_tats(cfg, key, n)
+    return q.limit_usage(cfg, key, tats, None, now)
+
+
 @inlineCallbacks
 def get_limit(c: Call) -> Any:
     key = c.vars["key"]
-    windows = yield c.api.run(q.limit_usage, c.api.cfg, key, _live_tats(c, key), c.api.engine)
+    if c.api.cfg.ratelimit.backend == "redis":   # the cluster-wide counters (blocking client, in the pool)
+        windows = yield c.api.run(_redis_usage, c.api.cfg, key)
+    else:
+        windows = yield c.api.run(q.limit_usage, c.api.cfg, key, _live_tats(c, key), c.api.engine)
     return {"key": key, "windows": windows}
 
 
@@ -248,11 +259,16 @@ def reset_limit(c: Call) -> Any:
     from sidecar.store.counters import reset_key
 
     key = c.vars["key"]
-    q.limit_usage(c.api.cfg, key, {}, c.api.engine)   # validates the key
+    windows = len(q.limit_usage(c.api.cfg, key, {}, c.api.engine))   # validates the key
     n = yield c.api.run(reset_key, c.api.engine, key, time.time())
     if c.api.limiter is not None:
         c.api.limiter.reset(key)
-    return {"key": key, "reset": True, "rows": n}
+    out = {"key": key, "reset": True, "rows": n}
+    if c.api.cfg.ratelimit.backend == "redis":
+        from sidecar.commands import _redis_reset
+
+        out["redis_keys"] = yield c.api.run(_redis_reset, c.api.cfg, key, windows)
+    return out
 
 
 # -- webhooks -------------------------------------------------------------------------------------

@@ -322,6 +322,12 @@ def cmd_limits_show(args: argparse.Namespace, cfg: Config) -> int:
 
     if args.api:
         windows = _client(args).request("GET", "/limits/" + quote(args.key, safe=""))["windows"]
+    elif cfg.ratelimit.backend == "redis":   # cluster-wide counters live in Redis, not the database
+        from sidecar.commands import _redis_tats
+
+        n = len(queries.limit_usage(cfg, args.key, {}, None))   # validates the key
+        tats, now = _redis_tats(cfg, args.key, n)
+        windows = queries.limit_usage(cfg, args.key, tats, None, now)
     else:
         windows = queries.limit_usage(cfg, args.key, None, _engine(cfg))
     if args.json:   # one JSON list, as before the API existed
@@ -340,8 +346,12 @@ def cmd_limits_reset(args: argparse.Namespace, cfg: Config) -> int:
         out = _client(args).request("DELETE", "/limits/" + quote(args.key, safe=""))
     else:
         engine = _engine(cfg)
-        queries.limit_usage(cfg, args.key, {}, engine)
+        n = len(queries.limit_usage(cfg, args.key, {}, engine))
         out = {"key": args.key, "reset": True, "rows": reset_key(engine, args.key, time.time())}
+        if cfg.ratelimit.backend == "redis":
+            from sidecar.commands import _redis_reset
+
+            out["redis_keys"] = _redis_reset(cfg, args.key, n)
     print(json.dumps(out) if args.json else
           f"reset {args.key} ({out['rows']} counter rows cleared; running servers apply it within a second)")
     return 0

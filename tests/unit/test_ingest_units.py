@@ -41,7 +41,19 @@ def test_fast_defaults_match_the_config_defaults() -> None:
 
     assert IngestConfig().socket == ingest.DEFAULT_SOCKET
     assert IngestConfig().max_message_size == ingest.DEFAULT_MAX_SIZE
-    assert fast_settings(None) == (IngestConfig().socket, IngestConfig().max_message_size)
+    from sidecar.config import load_config
+
+    full = load_config(None).ingest   # relative paths resolved as the full loader does
+    assert fast_settings(None) == (full.socket, full.max_message_size)
+
+
+def test_fast_settings_resolve_relative_socket_against_the_config_dir(tmp_path) -> None:
+    from sidecar.config import load_config
+
+    p = tmp_path / "c.toml"
+    p.write_text('[ingest]\nsocket = "run/ingest.sock"\n')
+    assert fast_settings(str(p)) == (str(tmp_path / "run/ingest.sock"), ingest.DEFAULT_MAX_SIZE)
+    assert fast_settings(str(p))[0] == load_config(str(p)).ingest.socket
 
 
 @pytest.mark.parametrize("text", [
@@ -58,7 +70,9 @@ def test_fast_settings_agree_with_tomllib(tmp_path, text: str) -> None:
     p = tmp_path / "c.toml"
     p.write_text(text)
     section = tomllib.loads(text).get("ingest", {})
-    expected = (section.get("socket", ingest.DEFAULT_SOCKET), section.get("max_message_size", ingest.DEFAULT_MAX_SIZE))
+    sock = section.get("socket", ingest.DEFAULT_SOCKET)
+    sock = sock if sock.startswith("/") else str(tmp_path / sock)
+    expected = (sock, section.get("max_message_size", ingest.DEFAULT_MAX_SIZE))
     assert fast_settings(str(p)) == expected
 
 

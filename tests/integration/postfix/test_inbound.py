@@ -26,7 +26,8 @@ def address_of(row: dict[str, object]) -> str:
 
 
 def async_bounce(verp: str, failed: str) -> bytes:
-    """A plain-text (not RFC 3464) bounce, the way Exim sends them after accepting mail."""
+    """A plain-text (not RFC 3464) bounce, the way an Exim smarthost sends them after accepting
+    mail and then failing to forward it: the next hop refused the recipient at RCPT."""
     return (
         f"From: Mail Delivery System <Mailer-Daemon@mx.remote.test>\r\n"
         f"To: {verp}\r\n"
@@ -41,7 +42,9 @@ def async_bounce(verp: str, failed: str) -> bytes:
         f"recipients. This is a permanent error. The following address(es) failed:\r\n"
         f"\r\n"
         f"  {failed}\r\n"
-        f"    No such user here\r\n"
+        f"    host mx2.remote.test [198.51.100.26]\r\n"
+        f"    SMTP error from remote mail server after RCPT TO:<{failed}>:\r\n"
+        f"    550 5.1.1 <{failed}>: Recipient address rejected: User unknown\r\n"
         f"\r\n"
         f"------ This is a copy of the message, including all the headers. ------\r\n"
         f"\r\n"
