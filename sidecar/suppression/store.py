@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import (BigInteger, Boolean, Column, Connection, Engine, Float, MetaData, Table, Text, func, insert,
+                        literal, select, update)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sidecar.store.models import Change, Suppression, SuppressionCause
@@ -75,6 +76,49 @@ def _insert(conn: Connection, table: Any) -> Any:
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
+# -- bulk import -------------------------------------------------------------------------------
+# (address, tenant, reason, category, source, note, created_at, expires_at, final): final is False for
+# a row that a later row of the same chunk supersedes; it still goes to the change feed, in file order.
+ImportRow = tuple[str, str, str, str | None, str, str | None, float, float | None, bool]
+IMPORT_COLUMNS = ("address", "tenant", "reason", "category", "source", "note", "created_at", "expires_at")
+UPSERT_COLUMNS = ("reason", "category", "source", "note", "active", "created_at", "updated_at", "expires_at")
+PG_IMPORT_CHUNK = 50_000
+
+
+def _write_chunk(conn: Connection, rows: list[ImportRow], now: float) -> None:
+    """One chunk by executemany (SQLite, or any database without COPY)."""
+    ins = _insert(conn, Suppression.__table__)
+    ins = ins.on_conflict_do_update(index_elements=["address", "tenant"],
+                                    set_={k: ins.excluded[k] for k in UPSERT_COLUMNS})
+    conn.execute(ins, [dict(zip(IMPORT_COLUMNS, r[:-1], strict=True), active=True, updated_at=now)
+                       for r in rows if r[-1]])
+    conn.execute(insert(Change), [
+        {"kind": "suppression", "address": r[0], "tenant": r[1], "active": True, "reason": r[2],
+         "created_at": r[6], "expires_at": r[7], "changed_at": now} for r in rows])
+
+
+def _write_chunk_pg(conn: Connection, rows: list[ImportRow], now: float) -> None:
+    """One chunk on PostgreSQL: COPY into a temporary table, then upsert and feed from it."""
+    cols = [Column(c, Float if c.endswith("_at") else Text) for c in IMPORT_COLUMNS]
+    tmp = Table("sidecar_import", MetaData(), *cols, Column("final", Boolean), Column("seq", BigInteger),
+                prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
+    tmp.create(conn)
+    raw: Any = conn.connection.driver_connection   # psycopg.Connection, in this transaction
+    names = ", ".join(c.name for c in tmp.c)
+    with raw.cursor() as cur, cur.copy(f"COPY sidecar_import ({names}) FROM STDIN") as copy:
+        for seq, r in enumerate(rows):
+            copy.write_row((*r, seq))
+    ins = postgresql.insert(Suppression).from_select(
+        [*IMPORT_COLUMNS, "active", "updated_at"],
+        select(*cols, literal(True), literal(now, Float)).where(tmp.c.final))
+    conn.execute(ins.on_conflict_do_update(index_elements=["address", "tenant"],
+                                           set_={k: ins.excluded[k] for k in UPSERT_COLUMNS}))
+    conn.execute(insert(Change).from_select(   # ids in file order: a later row of an address wins
+        ["kind", "address", "tenant", "active", "reason", "created_at", "expires_at", "changed_at"],
+        select(literal("suppression"), tmp.c.address, tmp.c.tenant, literal(True), tmp.c.reason,
+               tmp.c.created_at, tmp.c.expires_at, literal(now, Float)).order_by(tmp.c.seq)))
+
+
 class SuppressionStore:
     def __init__(self, engine: Engine, case_sensitive_local: bool = False) -> None:
         self.engine = engine
@@ -131,34 +175,26 @@ class SuppressionStore:
 
     def import_rows(self, rows: Iterable[dict[str, str]], *, default_reason: str = "imported",
                     default_tenant: str = "", default_expires: float | None = None, source: str = "import",
-                    batch: int = 5000,
+                    batch: int | None = None,
                     progress: Callable[[int], None] | None = None, now: float | None = None) -> int:
-        """Upsert many suppressions (from CSV dicts). Raises ValueError naming the bad line."""
+        """Upsert many suppressions (from CSV dicts). Raises ValueError naming the bad line.
+
+        Written in chunks of ``batch`` rows (default 5,000 on SQLite, PG_IMPORT_CHUNK on
+        PostgreSQL), one transaction each, which also appends one change-feed row per input
+        row, in file order; a later row for the same (address, tenant) wins.
+        On PostgreSQL a chunk is COPYed into a temporary table and upserted from it by two
+        statements. Chunks stay small because running servers read the change feed while
+        the import goes on: a transaction holding many sequence ids open for long would
+        leave a hole that ChangeCursor eventually gives up (after 10 s or 100,000 ids).
+        Returns the number of input rows.
+        """
         now = time.time() if now is None else now
+        pg = self.engine.dialect.name == "postgresql"
+        size = batch or (PG_IMPORT_CHUNK if pg else 5000)
+        write = _write_chunk_pg if pg else _write_chunk
         done = 0
-        buf: list[dict[str, Any]] = []
-
-        def flush() -> None:
-            nonlocal done
-            if not buf:
-                return
-            with self.engine.begin() as conn:
-                ins = _insert(conn, Suppression.__table__)
-                ins = ins.on_conflict_do_update(
-                    index_elements=["address", "tenant"],
-                    set_={k: ins.excluded[k] for k in ("reason", "category", "source", "note", "active",
-                                                        "created_at", "updated_at", "expires_at")})
-                conn.execute(ins, buf)
-                conn.execute(Change.__table__.insert(), [
-                    {"kind": "suppression", "address": r["address"], "tenant": r["tenant"], "active": True,
-                     "reason": r["reason"], "created_at": r["created_at"], "expires_at": r["expires_at"],
-                     "changed_at": now} for r in buf])
-            done += len(buf)
-            buf.clear()
-            if progress:
-                progress(done)
-
-        seen: set[tuple[str, str]] = set()
+        chunk: list[ImportRow] = []
+        where: dict[tuple[str, str], int] = {}   # (address, tenant) -> its last row in chunk
         for lineno, r in enumerate(rows, start=2):
             try:
                 addr = self.canonical(r.get("address") or "")
@@ -167,18 +203,25 @@ class SuppressionStore:
             except (AddressError, ValueError) as e:
                 raise ValueError(f"line {lineno}: {e}") from None
             tenant = (r.get("tenant") or default_tenant).strip()
-            if (addr, tenant) in seen:   # one statement may not touch a row twice (PostgreSQL)
-                flush()
-                seen.clear()
-            seen.add((addr, tenant))
-            buf.append(dict(address=addr, tenant=tenant, reason=(r.get("reason") or default_reason).strip(),
-                            category=(r.get("category") or None), source=(r.get("source") or source),
-                            note=(r.get("note") or None), active=True, created_at=created, updated_at=now,
-                            expires_at=expires))
-            if len(buf) >= batch:
-                flush()
-                seen.clear()
-        flush()
+            prev = where.get((addr, tenant))
+            if prev is not None:   # the later row wins
+                chunk[prev] = (*chunk[prev][:-1], False)
+            where[(addr, tenant)] = len(chunk)
+            chunk.append((addr, tenant, (r.get("reason") or default_reason).strip(), r.get("category") or None,
+                          r.get("source") or source, r.get("note") or None, created, expires, True))
+            if len(chunk) >= size:
+                with self.engine.begin() as conn:
+                    write(conn, chunk, now)
+                done += len(chunk)
+                chunk, where = [], {}
+                if progress:
+                    progress(done)
+        if chunk:
+            with self.engine.begin() as conn:
+                write(conn, chunk, now)
+            done += len(chunk)
+            if progress:
+                progress(done)
         return done
 
     def import_csv(self, fh: IO[str], **kw: Any) -> int:
