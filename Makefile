@@ -6,7 +6,7 @@ BIN = $(VENV)/bin
 CONFIG ?=
 RUN_ARGS ?=
 
-.PHONY: venv deps run test test-unit test-integration test-postfix lint bench clean
+.PHONY: venv deps system-deps run test test-unit test-integration test-postfix lint bench clean
 
 $(BIN)/activate:
 	@if ! $(PYTHON) -c 'import venv, ensurepip' 2>/dev/null; then \
@@ -23,16 +23,19 @@ venv: $(VENV)/.installed
 run: venv
 	$(BIN)/sidecar serve $(if $(CONFIG),--config $(CONFIG)) $(RUN_ARGS)
 
-test: venv
+system-deps:
+	@bash .ci/system-deps
+
+test: system-deps venv
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 test-unit: venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: venv
+test-integration: system-deps venv
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
-test-postfix: venv
+test-postfix: system-deps venv
 	$(BIN)/python -m pytest -m postfix tests/integration/postfix $(PYTEST_ARGS)
 
 lint: venv

@@ -3,8 +3,8 @@
     .venv/bin/python bench/bench_api.py [--rows 1000000] [--calls 200] [--keep DIR]
 
 Seeds N suppressions (SuppressionStore.import_rows, the path `sidecar suppressions import`
-takes), starts the API (tests/integration/test_api_harness.py: the same Api and make_site the
-service wires) on loopback with a real SQLite file, then measures:
+takes), starts `sidecar serve` (tests/integration/test_api_harness.py) with its HTTP listener
+on loopback and a real SQLite file, then measures:
 
 * export: GET /suppressions/export (CSV) streamed to /dev/null: wall time, rows, MB, and the
   server's peak RSS sampled from /proc/PID/status every 20 ms during the export;

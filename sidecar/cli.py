@@ -19,8 +19,9 @@ Typical use:
   sidecar check-config --config FILE                         validate a configuration file
   sidecar postfix-config --config FILE                       print the main.cf / master.cf lines to paste
   sidecar ingest ...                                          the pipe(8) bounce command (see docs/postfix.md)
-  sidecar suppressions list|add|remove|import|export         manage the suppression list
+  sidecar suppressions list|add|remove|import|export|why     manage the suppression list
   sidecar limits show|reset KEY                              inspect or clear a rate-limit key
+  sidecar events list / stats / webhooks deliveries          what happened, counts, webhook deliveries
 
 With no --config the defaults serve: policy on tcp:10031 and HTTP on tcp:9731, both on
 127.0.0.1, and a SQLite database in ./var/. Every command that touches the database takes

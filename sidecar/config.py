@@ -270,6 +270,9 @@ class WebhooksConfig:
     retry_for: float = _f(86400.0, parse=parse_duration, doc="Keep retrying a delivery this long, then dead-letter.")
     timeout: float = _f(10.0, parse=parse_duration, doc="HTTP timeout of one delivery attempt.")
     poll_interval: float = _f(1.0, parse=parse_duration, doc="How often new events are looked for.")
+    backoff: float = _f(10.0, parse=parse_duration,
+                        doc="Wait before the first retry of a failed delivery; doubles with each further failure.")
+    backoff_max: float = _f(3600.0, parse=parse_duration, doc="Longest wait between two retries of one delivery.")
 
 
 @dataclass(frozen=True)

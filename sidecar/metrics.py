@@ -31,3 +31,10 @@ INGEST_RECIPIENTS = Counter("sidecar_ingest_recipients", "Failed recipients reco
 INGEST_SUPPRESSIONS = Counter("sidecar_ingest_suppressions", "Suppressions created by the ingester, by reason",
                               ["reason"])
 INGEST_LATENCY = Histogram("sidecar_ingest_seconds", "Time to parse and record one message")
+
+API_REQUESTS = Counter("sidecar_api_requests", "Management API requests answered, by route and HTTP status",
+                       ["route", "status"])
+WEBHOOK_DELIVERIES = Counter("sidecar_webhook_deliveries", "Webhook delivery attempts, by subscription and outcome "
+                             "(delivered, failed: retried later, dead: retries exhausted)",
+                             ["subscription", "outcome"])
+WEBHOOK_ERRORS = Counter("sidecar_webhook_dispatch_errors", "Dispatcher rounds that failed (retried next round)")

@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.resource import Resource
 
+from sidecar.metrics import API_REQUESTS
 from sidecar.http.auth import TokenAuth
 from sidecar.http.queries import InvalidParameter
 from sidecar.suppression.store import SuppressionStore
@@ -166,6 +167,8 @@ class ApiResource(Resource):
         self.api = api
 
     def render(self, request: Request) -> Any:
+        request.notifyFinish().addBoth(
+            lambda _: API_REQUESTS.labels(getattr(request, "sidecar_route", "unmatched"), str(request.code)).inc())
         try:
             call = self._prepare(request)
         except ApiError as e:
@@ -186,6 +189,7 @@ class ApiResource(Resource):
         route, vs, known = self.api.match(request.method, parts)
         if route is None:
             raise ApiError(405 if known else 404, "method not allowed" if known else "no such resource")
+        request.sidecar_route = f"{route.method.decode()} /" + "/".join(route.parts)  # type: ignore[attr-defined]
         ident = self.api.auth.identify(request.getHeader(b"authorization"))
         if ident is None:
             raise ApiError(401, "missing or invalid bearer token" if self.api.auth else

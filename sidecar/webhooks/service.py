@@ -24,6 +24,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
+from sidecar.metrics import WEBHOOK_DELIVERIES, WEBHOOK_ERRORS
 from sidecar.config import Config
 from sidecar.webhooks import outbox
 from sidecar.webhooks.signing import HEADER, sign
@@ -56,15 +57,17 @@ async def _noop() -> None:
 class WebhookService(service.MultiService):
     """Add to the top MultiService: ``WebhookService(cfg, engine, reactor, pool)``."""
 
-    def __init__(self, cfg: Config, engine: Any, reactor: Any, pool: Any, *, backoff_base: float = 10.0,
-                 backoff_cap: float = 3600.0, concurrency: int = 20, clock: Callable[[], float] = time.time,
+    def __init__(self, cfg: Config, engine: Any, reactor: Any, pool: Any, *, backoff_base: float | None = None,
+                 backoff_cap: float | None = None, concurrency: int = 20, clock: Callable[[], float] = time.time,
                  agent: Any = None) -> None:
         super().__init__()
         self.cfg, self.engine, self.reactor, self.pool = cfg, engine, reactor, pool
         self.wcfg = cfg.webhooks
         self.subs = {s.name: s for s in outbox.subscriptions(self.wcfg.subscriptions)}
         self.outbox = outbox.Outbox(engine, list(self.subs.values()))
-        self.backoff_base, self.backoff_cap, self.concurrency = backoff_base, backoff_cap, concurrency
+        self.backoff_base = self.wcfg.backoff if backoff_base is None else backoff_base
+        self.backoff_cap = self.wcfg.backoff_max if backoff_cap is None else backoff_cap
+        self.concurrency = concurrency
         self.clock = clock
         self.in_flight: set[int] = set()
         self.busy = False
@@ -93,6 +96,7 @@ class WebhookService(service.MultiService):
 
         def failed(err: Any) -> None:
             self.errors += 1
+            WEBHOOK_ERRORS.inc()
             log.warning("webhook dispatch failed (will retry): %s", err.getErrorMessage())
 
         d.addErrback(failed)
@@ -151,6 +155,7 @@ class WebhookService(service.MultiService):
         next_at = None if ok else outbox.next_attempt(row["attempts"] + 1, row["created_at"], now,
                                                       base=self.backoff_base, cap=self.backoff_cap,
                                                       retry_for=self.wcfg.retry_for)
+        WEBHOOK_DELIVERIES.labels(row["subscription"], "delivered" if ok else "failed" if next_at else "dead").inc()
         if not ok:
             log.info("webhook delivery %s to %s failed (attempt %d): %s%s", row["id"], row["subscription"],
                      row["attempts"] + 1, error, "; dead" if next_at is None else "")

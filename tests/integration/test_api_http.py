@@ -60,6 +60,10 @@ def test_tokens_and_scopes(server):
     assert st == 200 and "/suppressions/{address}" in spec["paths"]
     assert call(server.url, "PUT", "/suppressions", WRITE)[0] == 405
     assert call(server.url, "GET", "/nothing", READ)[0] == 404
+    metrics = call(server.url, "GET", "/metrics")[1].decode()
+    assert 'sidecar_api_requests_total{route="GET /suppressions",status="401"} 2.0' in metrics
+    assert 'sidecar_api_requests_total{route="POST /suppressions",status="403"} 1.0' in metrics
+    assert 'sidecar_api_requests_total{route="unmatched",status="405"} 1.0' in metrics
 
 
 def test_add_get_why_remove(server, engine):

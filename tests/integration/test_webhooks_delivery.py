@@ -86,6 +86,8 @@ scope = "write"
 poll_interval = "100ms"
 timeout = "1s"
 retry_for = "1h"
+backoff = "200ms"
+backoff_max = "1600ms"
 
 [[webhooks.subscriptions]]
 name = "test"
@@ -98,7 +100,7 @@ secret = "{SECRET}"
 def harness(tmp_path, receiver):
     db = f"sqlite:///{tmp_path}/sidecar.db"
     upgrade(make_engine(db))
-    s = ApiServer(tmp_path, config(receiver.url), db=db, env={"SIDECAR_WEBHOOK_BACKOFF": "0.2"}).start()
+    s = ApiServer(tmp_path, config(receiver.url), db=db).start()
     time.sleep(0.5)   # the subscription's cursor starts at the end of the feeds
     yield s
     s.stop()
@@ -184,8 +186,7 @@ def test_restart_in_the_middle_loses_nothing(harness, receiver):
 def test_dead_letter_then_redeliver(tmp_path, receiver):
     db = f"sqlite:///{tmp_path}/sidecar.db"
     upgrade(make_engine(db))
-    s = ApiServer(tmp_path, config(receiver.url).replace('retry_for = "1h"', 'retry_for = "1s"'), db=db,
-                  env={"SIDECAR_WEBHOOK_BACKOFF": "0.2"}).start()
+    s = ApiServer(tmp_path, config(receiver.url).replace('retry_for = "1h"', 'retry_for = "1s"'), db=db).start()
     try:
         time.sleep(0.5)
         receiver.failing = True
@@ -199,9 +200,14 @@ def test_dead_letter_then_redeliver(tmp_path, receiver):
             time.sleep(0.1)
         dead = page["items"][0]
         assert dead["event_id"] == eid and dead["attempts"] >= 2 and dead["last_error"] == "HTTP 503"
+        metrics = call(s.url, "GET", "/metrics")[1].decode()
+        assert 'sidecar_webhook_deliveries_total{outcome="dead",subscription="test"} 1.0' in metrics
+        assert 'sidecar_webhook_deliveries_total{outcome="failed",subscription="test"}' in metrics
         receiver.failing = False
         st, out = call(s.url, "POST", "/webhooks/redeliver", TOKEN, {"from_id": dead["id"], "status": "dead"})
         assert out == {"queued": 1}
         receiver.wait_acked({eid})
+        metrics = call(s.url, "GET", "/metrics")[1].decode()
+        assert 'sidecar_webhook_deliveries_total{outcome="delivered",subscription="test"} 1.0' in metrics
     finally:
         s.stop()
