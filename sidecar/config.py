@@ -120,7 +120,8 @@ def _exemption(value: object) -> str:
 @dataclass(frozen=True)
 class ServerConfig:
     policy: tuple[str, ...] = _f(("tcp:10031:interface=127.0.0.1",), parse=_endpoint,
-                                 doc="Policy listeners (Twisted endpoint strings); Postfix's check_policy_service connects here.")
+                                 doc="Policy listeners (Twisted endpoint strings); "
+                                     "Postfix's check_policy_service connects here.")
     http: str = _f("tcp:9731:interface=127.0.0.1", parse=_endpoint, doc="HTTP listener for /metrics and /healthz.")
     safe_action: str = _f("DUNNO", parse=_action,
                           doc="Action returned when deciding fails unexpectedly (DUNNO = fail open).")
@@ -168,10 +169,12 @@ class RateLimitRule:
     key: tuple[str, ...] = _f(choices=RATE_KEYS, doc="Request attributes that together form the key.")
     limits: tuple[LimitConfig, ...] = _f(doc="One or more windows, all must admit the request.")
     count: str = _f("messages", choices=("messages", "recipients"),
-                    doc="messages: once per message (checked at DATA, committed at END-OF-MESSAGE); recipients: per RCPT.")
+                    doc="messages: once per message (checked at DATA, committed at END-OF-MESSAGE); "
+                        "recipients: per RCPT.")
     ipv4_prefix: int = _f(32, parse=_non_negative_int, doc="Prefix length for client_address keys (IPv4).")
     ipv6_prefix: int = _f(64, parse=_non_negative_int, doc="Prefix length for client_address keys (IPv6).")
-    exempt: tuple[str, ...] = _f((), parse=_exemption, doc="Key values (or CIDR networks for client_address) that are never limited.")
+    exempt: tuple[str, ...] = _f((), parse=_exemption,
+                                 doc="Key values (or CIDR networks for client_address) that are never limited.")
     reply: str = _f("DEFER_IF_PERMIT 4.7.1 rate limit {rule} exceeded ({rate} per {per}), try again later",
                     parse=_action, doc="Reply when exceeded; {rule}, {rate}, {per}, {key} are filled in.")
 
@@ -199,7 +202,8 @@ class IngestConfig:
     soft_threshold: int = _f(3, parse=_positive_int, doc="Soft bounces within soft_window that suppress an address.")
     soft_window: float = _f(7 * 86400.0, parse=parse_duration, doc="Window for counting soft bounces.")
     soft_suppression: float = _f(7 * 86400.0, parse=parse_duration, doc="How long a soft-bounce suppression lasts.")
-    hard_suppression: float = _f(0.0, parse=parse_duration, doc="How long a hard-bounce suppression lasts; 0 = permanent.")
+    hard_suppression: float = _f(0.0, parse=parse_duration,
+                                 doc="How long a hard-bounce suppression lasts; 0 = permanent.")
     complaint_scope: str = _f("tenant", choices=("tenant", "global"), doc="Scope of complaint suppressions.")
     retention_days: int = _f(90, parse=_non_negative_int, doc="Days raw messages are kept; 0 = forever.")
 
@@ -325,7 +329,7 @@ def _value(hint: Any, f: dataclasses.Field, raw: object, where: str) -> Any:
 
 
 def _scalar(hint: Any, f: dataclasses.Field, raw: object, where: str) -> Any:
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, raw, where)
     parse = f.metadata.get("parse")
     choices = f.metadata.get("choices")
@@ -444,7 +448,7 @@ def iter_documented_keys(cls: type = Config, prefix: str = "") -> typing.Iterato
         hint = typing.get_type_hints(cls)[f.name]
         path = f"{prefix}.{f.name}" if prefix else f.name
         inner = typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else hint
-        if dataclasses.is_dataclass(inner):
+        if isinstance(inner, type) and dataclasses.is_dataclass(inner):
             yield from iter_documented_keys(inner, path + ("[]" if inner is not hint else ""))
         else:
             default = f.default if f.default is not dataclasses.MISSING else None

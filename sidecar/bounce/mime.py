@@ -62,7 +62,8 @@ def _parse_head(head: str) -> Message:
         collected.append(line)
     msg = Message(policy=compat32)
     headers: list[tuple[str, str]] = []
-    name = value = None
+    name: str | None = None
+    value = ""
     last = len(collected) - 1
     for lineno, line in enumerate(collected):
         if line[0] in " \t":
@@ -71,7 +72,7 @@ def _parse_head(head: str) -> Message:
             continue
         if name is not None:
             headers.append((name, value.rstrip("\r\n")))
-            name = value = None
+            name, value = None, ""
         if line.startswith("From "):
             if lineno == 0:
                 msg.set_unixfrom(line)
@@ -85,7 +86,7 @@ def _parse_head(head: str) -> Message:
         name, value = line[:i], line[i + 1 :].lstrip(" \t")
     if name is not None:
         headers.append((name, value.rstrip("\r\n")))
-    msg._headers = headers  # noqa: SLF001 - what Message.set_raw appends to
+    msg._headers = headers  # type: ignore[attr-defined]  # noqa: SLF001 - what Message.set_raw appends to
     return msg
 
 
@@ -94,7 +95,7 @@ def _first_headers(msg: Message) -> dict[str, tuple[str, str]]:
     first = msg.__dict__.get("_first_headers")
     if first is None:
         first = {}
-        for k, v in msg._headers:  # noqa: SLF001 - Message.get() scans the same list per call
+        for k, v in msg._headers:  # type: ignore[attr-defined]  # noqa: SLF001 - Message.get() scans the same list per call
             first.setdefault(k.lower(), (k, v))
         msg.__dict__["_first_headers"] = first
     return first

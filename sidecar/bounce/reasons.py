@@ -104,10 +104,10 @@ STATUS_NAME: dict[str, str] = {
 }
 for _d in ("0", "1", "2", "3", "5", "6", "7", "8", "9"):
     STATUS_NAME.setdefault(f"5.6.{_d}", "contenterror")
-for _d in range(12):
-    STATUS_NAME.setdefault(f"5.7.{_d}", "securityerror")
-for _d in (14, 15, 19):
-    STATUS_NAME[f"5.7.{_d}"] = "securityerror"
+for _n in range(12):
+    STATUS_NAME.setdefault(f"5.7.{_n}", "securityerror")
+for _n in (14, 15, 19):
+    STATUS_NAME[f"5.7.{_n}"] = "securityerror"
 # Microsoft's 5.7.5xx authentication family
 STATUS_NAME["5.1.351"] = "userunknown"
 STATUS_NAME["5.7.509"] = STATUS_NAME["5.7.510"] = "authfailure"
@@ -234,7 +234,7 @@ def decide(
         return explicit
     name = STATUS_NAME.get(status or "", "")
     t = _Text(text)
-    mailer = bool(diagnostic_type) and diagnostic_type.startswith("X-UNIX")  # a local mailer program
+    mailer = bool(diagnostic_type and diagnostic_type.startswith("X-UNIX"))  # a local mailer program
     if not mailer:
         for reason in FIRST:
             if _probe(reason, name, t, command, explicit):

@@ -72,7 +72,7 @@ def find(text: str, reply_class: str | None = None) -> str | None:
         codes.append(vague)
     if not codes:
         return None
-    chosen = codes[0]
+    chosen: str | None = codes[0]
     for code in codes[1:]:
         chosen = prefer(chosen, code)
     return chosen

@@ -93,7 +93,7 @@ class ExportProducer:
         self.request.unregisterProducer()
         # Headers are gone already: cut the connection so the client sees a truncated body.
         if self.request.channel is not None and self.request.channel.transport is not None:
-            self.request.channel.transport.abortConnection()
+            self.request.channel.transport.abortConnection()  # type: ignore[attr-defined]
         self.done.callback(None)
 
     def _finish(self) -> None:

@@ -216,7 +216,7 @@ def stats(engine: Engine, since: float, until: float) -> dict[str, Any]:
             "active_suppressions": active}
 
 
-def limit_usage(cfg: Any, key: str, tats: Mapping[str, float | None] | None, engine: Engine,
+def limit_usage(cfg: Any, key: str, tats: Mapping[str, float | None] | None, engine: Engine | None,
                 now: float | None = None) -> list[dict[str, Any]]:
     """Use and remaining quota per window of ``key`` (RULE:VALUE); ``tats`` from a live limiter, else the DB."""
     from sidecar import ratelimit
@@ -230,6 +230,8 @@ def limit_usage(cfg: Any, key: str, tats: Mapping[str, float | None] | None, eng
         raise InvalidParameter("key", f"{key!r}: expected RULE:VALUE with a configured rule ({known})")
     now = time.time() if now is None else now
     if tats is None:
+        if engine is None:
+            raise ValueError("limit_usage: neither live counters nor a database given")
         tats = dict(counters_for(engine, key))
     out = []
     for i, w in enumerate(rule.windows):

@@ -46,6 +46,9 @@ class _Body:
     def pauseProducing(self) -> None:
         pass
 
+    def resumeProducing(self) -> None:
+        pass
+
     def stopProducing(self) -> None:
         pass
 

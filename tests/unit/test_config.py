@@ -46,7 +46,8 @@ exempt = ["alice"]
     ('[[ratelimit.rules]]\nname = "a"\nkey = ["helo"]\nlimits = [{rate = 1, per = "1m"}]\n',
      "ratelimit.rules[0].key[0]: expected one of"),
     ('[[ratelimit.rules]]\nname = "a"\nkey = ["sender"]\n', "ratelimit.rules[0].limits: required key is missing"),
-    ('[[ratelimit.rules]]\nname = "a"\nkey = ["sender"]\nlimits = []\n', "ratelimit.rules[0].limits: expected at least"),
+    ('[[ratelimit.rules]]\nname = "a"\nkey = ["sender"]\nlimits = []\n',
+     "ratelimit.rules[0].limits: expected at least"),
     ('[[ratelimit.rules]]\nname = "a"\nkey = ["client_address"]\nlimits = [{rate = 1, per = "1m"}]\n'
      'exempt = ["10.0.0.0/33"]\n', "ratelimit.rules[0].exempt[0]: '10.0.0.0/33' is not a valid CIDR"),
     ('[ingest]\nmax_message_size = "lots"\n', "ingest.max_message_size: expected a size"),
@@ -74,7 +75,7 @@ def test_every_key_is_documented():
     from pathlib import Path
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
-    for key, _default, text in iter_documented_keys():
+    for key, _default, _text in iter_documented_keys():
         assert f"`{key}`" in doc, f"{key} missing from docs/configuration.md"
 
 
