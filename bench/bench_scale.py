@@ -1,0 +1,402 @@
+"""Scale-out benchmark: PostgreSQL import and start-up, Redis rate limits beside in-memory ones.
+
+Starts a private PostgreSQL and a private Redis on loopback (tests/services.py: own data
+directory, own port), then measures, in this order:
+
+1. import: `sidecar suppressions import FILE.csv --db postgresql+psycopg://...` of N rows
+   into an empty database, timed from spawn to exit (target: 1,000,000 rows in <= 60 s);
+   then checks that every row is in `suppressions` and in the change feed;
+2. start-up: `sidecar serve --db postgresql+psycopg://...` alone on the machine, from
+   spawn to the first answer on the policy port (the index is loaded before the port
+   opens), and until /healthz is 200 and the last suppressed address is refused; RSS when
+   ready and its peak (VmHWM); --startup-runs times (target: <= 15 s with 1,000,000);
+3. throughput: two servers on the same database, rate limits in memory and in Redis,
+   each warmed (one request per sender, so every rate-limit key is live), then driven in
+   alternating rounds by bench/policy_load.py (50 connections, 10% suppressed recipients,
+   every reply checked); best round and median per backend, p99, and the Redis/memory ratio.
+
+PostgreSQL runs durable by default (fsync, synchronous_commit and full_page_writes on, as
+in production); --fast-pg keeps the test settings (all three off). A round in which
+processes other than ours (server, generator, PostgreSQL, Redis) used more than
+--max-other-cpu of a core is run again.
+
+    .venv/bin/python bench/bench_scale.py                          # full: 1,000,000 rows
+    .venv/bin/python bench/bench_scale.py --rows 100000 --keys 10000 --duration 5 --rounds 2 --startup-runs 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+from policy_bench import (  # noqa: E402 - sibling bench modules
+    Server,
+    cpu_ticks,
+    free_port,
+    metrics,
+    suppression_csv,
+    wait_quiet,
+    wait_ready,
+)
+from tests.services import PostgresServer, RedisServer  # noqa: E402
+
+VENV_BIN = ROOT / ".venv" / "bin"
+PY = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
+SIDECAR = str(VENV_BIN / "sidecar")
+IMPORT_TARGET_S, STARTUP_TARGET_S = 60.0, 15.0
+
+# One key per sender, each live for the whole run (864 s of GCRA time per request) and never
+# refused (huge burst): every request costs one full rate-limit decision, nothing more.
+CONFIG = """\
+[ratelimit]
+backend = "{backend}"
+redis_url = "{redis_url}"
+[[ratelimit.rules]]
+name = "per-sender"
+key = ["sender"]
+count = "recipients"
+limits = [{{ rate = 100, per = "1d", burst = 100000000 }}]
+
+[ingest]
+socket = ""
+"""
+GAUGES = ("sidecar_suppressions", "sidecar_ratelimit_keys", "sidecar_ratelimit_redis_up",
+          "sidecar_ratelimit_fallback_total", "sidecar_policy_errors_total")
+
+
+class DurablePostgres(PostgresServer):
+    """tests/services.py's server with PostgreSQL's own (durable) defaults for fsync and commits."""
+
+    def start(self) -> DurablePostgres:
+        if self.user:
+            shutil.chown(self.dir, self.user)
+        self._run(str(self.bindir / "initdb"), "-A", "trust", "-U", "postgres", "-D", str(self.dir / "data"))
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.dir / "data"), "-w", "-l", str(self.dir / "log"),
+                  "-o", f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.dir} "
+                        "-c max_connections=200", "start")
+        return self
+
+
+def pg_start(fast: bool) -> PostgresServer:
+    """fast: the test settings (fsync, synchronous_commit and full_page_writes off)."""
+    return PostgresServer().start() if fast else DurablePostgres().start()
+
+
+def pg_settings(pg: PostgresServer) -> dict[str, str]:
+    import psycopg
+
+    with psycopg.connect(f"host=127.0.0.1 port={pg.port} user=postgres dbname=postgres") as conn:
+        rows = conn.execute("SELECT name, setting FROM pg_settings WHERE name IN "
+                            "('fsync', 'synchronous_commit', 'full_page_writes', 'shared_buffers', "
+                            "'server_version')").fetchall()
+    return dict(rows)
+
+
+def pg_pids(pg: PostgresServer) -> list[int]:
+    """The postmaster and its children (backends, writers), for CPU accounting and clean-up."""
+    try:
+        top = int((pg.dir / "data" / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return []
+    pids = [top]
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError), open(f"/proc/{d}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == top:
+                    pids.append(int(d))
+    return pids
+
+
+def pg_remove(pg: PostgresServer) -> None:
+    """pg_ctl stop; SIGKILL the postmaster by PID if it is still ours and alive; remove its files."""
+    pids = pg_pids(pg)
+    pg.stop("immediate")
+    for pid in pids[:1]:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as f:
+            if str(pg.dir).encode() in f.read():
+                os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(pg.dir, ignore_errors=True)
+
+
+def db_counts(pg: PostgresServer, db: str) -> tuple[int, int]:
+    import psycopg
+
+    with psycopg.connect(f"host=127.0.0.1 port={pg.port} user=postgres dbname={db}") as conn:
+        sup = conn.execute("SELECT count(*) FROM suppressions WHERE active").fetchone()[0]
+        feed = conn.execute("SELECT count(DISTINCT address) FROM changes WHERE kind = 'suppression'"
+                            ).fetchone()[0]
+    return sup, feed
+
+
+def run_import(args: argparse.Namespace, csv_path: Path, url: str) -> dict:
+    t0 = time.monotonic()
+    res = subprocess.run([args.sidecar, "suppressions", "import", str(csv_path), "--db", url, "--json",
+                          "--no-progress"], capture_output=True, text=True, timeout=args.import_timeout,
+                         cwd=ROOT, check=False)
+    wall = time.monotonic() - t0
+    if res.returncode != 0:
+        raise RuntimeError(f"import failed ({res.returncode}):\n{res.stdout[-2000:]}{res.stderr[-3000:]}")
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    return {"wall_s": round(wall, 2), "command_s": out["seconds"], "imported": out["imported"]}
+
+
+def rss(srv: Server) -> dict[str, float]:
+    return {k: round(v / 1024, 1) for k, v in srv.rss_kb().items()}
+
+
+def start_server(args: argparse.Namespace, name: str, backend: str, url: str, redis_url: str,
+                 workdir: Path) -> tuple[Server, dict]:
+    cfg = workdir / f"{name}.toml"
+    cfg.write_text(CONFIG.format(backend=backend, redis_url=redis_url))
+    port, http_port = free_port(), free_port()
+    argv = [args.sidecar, "serve", "--config", str(cfg), "--db", url,
+            "--policy", f"tcp:{port}:interface=127.0.0.1", "--http", f"tcp:{http_port}:interface=127.0.0.1"]
+    srv = Server(name, argv, port, workdir)
+    srv.start(timeout=args.startup_timeout)
+    ready = wait_ready(srv, http_port, args.rows, args.startup_timeout)
+    mem = rss(srv)
+    info = {"answer_s": round(srv.startup_s or 0.0, 2), **ready, "rss_mb": mem.get("VmRSS"),
+            "peak_mb": mem.get("VmHWM"), "http_port": http_port,
+            "metrics": metrics(http_port, GAUGES)}
+    return srv, info
+
+
+def load(args: argparse.Namespace, port: int, ours: list[int], *, warmup: bool = False) -> dict:
+    """One policy_load.py run; CPU of the server, generator, PostgreSQL, Redis and the rest."""
+    argv = [PY, str(HERE / "policy_load.py"), "--port", str(port), "--json", "--expect", "policy",
+            "--connections", str(args.connections), "--senders", str(args.keys),
+            "--suppressed", str(args.rows), "--duration", str(args.duration)]
+    if warmup:
+        argv.append("--warmup-only")
+    hz = os.sysconf("SC_CLK_TCK")
+
+    def ticks() -> dict[int, int]:
+        out = {}
+        for pid in ours:
+            with contextlib.suppress(OSError, IndexError):
+                out[pid] = cpu_ticks(pid)
+        return out
+
+    all0, ours0, t0 = cpu_ticks(), ticks(), time.monotonic()
+    ch0 = os.times()
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=args.duration + 600 + args.keys / 500,
+                         cwd=ROOT, check=False)
+    wall = time.monotonic() - t0
+    ch1 = os.times()
+    ours1, all1 = ticks(), cpu_ticks()
+    lines = res.stdout.strip().splitlines()
+    if not lines:
+        raise RuntimeError(f"policy_load.py failed ({res.returncode}):\n{res.stderr[-3000:]}")
+    out = json.loads(lines[-1])
+    used = {pid: ours1[pid] - ours0[pid] for pid in ours1 if pid in ours0}
+    gen = (ch1.children_user - ch0.children_user) + (ch1.children_system - ch0.children_system)
+    other = (all1 - all0 - sum(used.values())) / hz - gen
+    out.update(wall_s=round(wall, 2), server_cpu=round(used.get(ours[0], 0) / hz / wall, 2),
+               generator_cpu=round(gen / wall, 2), other_cpu=round(max(0.0, other) / wall, 2),
+               loadavg=os.getloadavg()[0])
+    return out
+
+
+def summary(rounds: list[dict]) -> dict:
+    best = max(rounds, key=lambda r: r["rps"])
+    return {"rps": best["rps"], "p50_ms": best["p50_ms"], "p99_ms": best["p99_ms"],
+            "p999_ms": best["p999_ms"], "server_cpu": best["server_cpu"],
+            "rps_median": round(statistics.median(r["rps"] for r in rounds), 1),
+            "p99_median_ms": round(statistics.median(r["p99_ms"] for r in rounds), 3),
+            "errors": sum(r["errors"] for r in rounds), "mismatches": sum(r["mismatches"] for r in rounds),
+            "samples": [s for r in rounds for s in r["samples"]][:5]}
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", type=int, default=1_000_000, help="suppressions to import and load")
+    p.add_argument("--startup-runs", type=int, default=3, help="times the server is started alone")
+    p.add_argument("--keys", type=int, default=100_000, help="active rate-limit keys (senders)")
+    p.add_argument("--connections", type=int, default=50)
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per round per backend")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (memory, redis, ...)")
+    p.add_argument("--max-other-cpu", type=float, default=0.15,
+                   help="redo a round when other processes used more CPU than this (cores)")
+    p.add_argument("--retries", type=int, default=3, help="redos of a disturbed round")
+    p.add_argument("--quiet-wait", type=float, default=60.0, help="wait up to this long for an idle machine")
+    p.add_argument("--fast-pg", action="store_true", help="PostgreSQL without fsync (the test settings)")
+    p.add_argument("--skip", default="", help="comma-separated parts to skip: startup,throughput")
+    p.add_argument("--sidecar", default=SIDECAR, help="the sidecar executable")
+    p.add_argument("--source", metavar="DIR",
+                   help="run the sidecar package from this tree (e.g. `git archive HEAD` unpacked) instead of "
+                        "the installed one, via PYTHONPATH")
+    p.add_argument("--cache-dir", default="/tmp/sidecar-bench-cache", help="keeps the generated CSV")
+    p.add_argument("--startup-timeout", type=float, default=300.0)
+    p.add_argument("--import-timeout", type=float, default=1800.0)
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = p.parse_args(argv)
+    if not (0 < args.rows <= 5_000_000 and 0 < args.duration <= 600 and 0 < args.rounds <= 20
+            and 0 <= args.startup_runs <= 10 and 0 < args.connections <= 1000 and 0 < args.keys <= 1_000_000):
+        raise SystemExit("bounded runs only: --rows <= 5e6, --duration <= 600, --rounds <= 20, "
+                         "--startup-runs <= 10, --connections <= 1000, --keys <= 1e6")
+    skip = set(filter(None, args.skip.split(",")))
+    if args.source:
+        if not (Path(args.source) / "sidecar" / "__init__.py").exists():
+            raise SystemExit(f"--source {args.source}: no sidecar package there")
+        os.environ["PYTHONPATH"] = str(Path(args.source).resolve())
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # clean up on SIGTERM too
+
+    cache = Path(args.cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="sidecar-bench-scale-"))
+    result: dict = {"rows": args.rows, "loadavg_start": os.getloadavg()}
+    servers: list[Server] = []
+    pg = redis = None
+    try:
+        print(f"{args.rows:,} suppressions; PostgreSQL {'fast (no fsync)' if args.fast_pg else 'durable'};"
+              f" load avg {os.getloadavg()[0]:.2f}", flush=True)
+        csv_path = suppression_csv(cache, args.rows)
+        pg = pg_start(args.fast_pg)
+        redis = RedisServer().start()
+        result["postgresql"] = pg_settings(pg)
+        url = pg.create_database("scale")
+        wait_quiet(0.1, args.quiet_wait)
+        print(f"import ({pg.url('scale')}) ...", flush=True)
+        imp = run_import(args, csv_path, url)
+        imp["suppressions"], imp["feed_addresses"] = db_counts(pg, "scale")
+        imp["complete"] = imp["suppressions"] == imp["feed_addresses"] == args.rows
+        result["import"] = imp
+        print(f"  {imp['imported']:,} rows in {imp['wall_s']} s from spawn to exit ({imp['command_s']} s by the"
+              f" command's own clock); {imp['suppressions']:,} active suppressions, {imp['feed_addresses']:,}"
+              f" addresses in the change feed", flush=True)
+
+        if "startup" not in skip:
+            runs = []
+            for i in range(args.startup_runs):
+                wait_quiet(0.1, args.quiet_wait)
+                la = os.getloadavg()[0]
+                srv, info = start_server(args, f"startup{i}", "memory", url, redis.url, workdir)
+                srv.stop()
+                info["loadavg"] = la
+                runs.append(info)
+                print(f"  start-up {i + 1}: first answer {info['answer_s']} s, /healthz {info['healthz_s']} s,"
+                      f" suppressed refused {info['suppressed_550_s']} s, RSS {info['rss_mb']} MB"
+                      f" (peak {info['peak_mb']} MB), {info['metrics'].get('sidecar_suppressions', 0):,.0f}"
+                      f" in the index, load avg {la:.2f}", flush=True)
+            result["startup"] = runs
+
+        if "throughput" not in skip:
+            backends = {}
+            for backend in ("memory", "redis"):
+                wait_quiet(0.1, args.quiet_wait)
+                srv, info = start_server(args, backend, backend, url, redis.url, workdir)
+                servers.append(srv)
+                assert srv.proc is not None
+                ours = [srv.proc.pid, *(s.proc.pid for s in servers[:-1] if s.proc), *pg_pids(pg),
+                        *([redis.pid] if redis.pid else [])]
+                warm = load(args, srv.port, ours, warmup=True)
+                info["warmup"] = warm.get("warmup")
+                info["metrics_warm"] = metrics(info["http_port"], GAUGES)
+                print(f"  {backend}: ready in {info['answer_s']} s, warmed {args.keys:,} keys,"
+                      f" {info['metrics_warm']}", flush=True)
+                backends[backend] = (srv, info, ours, [])
+            for i in range(args.rounds):
+                for backend, (srv, _info, _, rounds) in backends.items():
+                    assert srv.proc is not None   # CPU of the server under test first, then the rest of ours
+                    ours = [srv.proc.pid, *(s.proc.pid for s in servers if s is not srv and s.proc),
+                            *pg_pids(pg), *([redis.pid] if redis.pid else [])]
+                    for attempt in range(args.retries + 1):
+                        wait_quiet(0.1, args.quiet_wait)
+                        r = load(args, srv.port, ours)
+                        if r["other_cpu"] <= args.max_other_cpu or attempt == args.retries:
+                            break
+                        print(f"  round {i + 1} {backend}: disturbed (other CPU {r['other_cpu']:.0%}), again",
+                              flush=True)
+                    r["attempts"] = attempt + 1
+                    rounds.append(r)
+                    print(f"  round {i + 1} {backend}: {r['rps']:,.0f} req/s, p99 {r['p99_ms']:.2f} ms,"
+                          f" {r['errors']} errors, {r['mismatches']} mismatches; CPU server {r['server_cpu']:.0%},"
+                          f" generator {r['generator_cpu']:.0%}, other {r['other_cpu']:.0%};"
+                          f" load avg {r['loadavg']:.2f}", flush=True)
+            tp = {}
+            fb = "sidecar_ratelimit_fallback_total"
+            for backend, (srv, info, _ours, rounds) in backends.items():
+                end = metrics(info["http_port"], GAUGES)
+                tp[backend] = {**summary(rounds), "rounds": rounds, "ready_s": info["answer_s"],
+                               "rss_mb": rss(srv).get("VmRSS"), "metrics_end": end,
+                               "fallbacks": end.get(fb, 0) - info["metrics_warm"].get(fb, 0)}
+            result["throughput"] = tp
+    finally:
+        for srv in servers:
+            srv.stop()
+        if redis is not None:
+            redis.remove()
+        if pg is not None:
+            pg_remove(pg)
+        for f in workdir.iterdir():
+            f.unlink()
+        workdir.rmdir()
+
+    report(result, args)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "results": result}, indent=1))
+    tp = result.get("throughput", {})
+    bad = not result["import"]["complete"] or any(t["errors"] or t["mismatches"] for t in tp.values())
+    return 1 if bad else 0
+
+
+def report(result: dict, args: argparse.Namespace) -> None:
+    imp = result["import"]
+    full = args.rows >= 1_000_000
+    print(f"\nPostgreSQL {result['postgresql']}")
+    print(f"import: {imp['imported']:,} rows in {imp['wall_s']} s (spawn to exit)"
+          + (f": target <= {IMPORT_TARGET_S:.0f} s {verdict(imp['wall_s'] <= IMPORT_TARGET_S)}" if full else "")
+          + ("" if imp["complete"] else "; INCOMPLETE: rows missing from the table or the change feed"))
+    if result.get("startup"):
+        runs = result["startup"]
+        ready = [max(r["answer_s"], r["healthz_s"] or 0, r["suppressed_550_s"] or 0) for r in runs]
+        print(f"start-up: first answer {', '.join(str(r['answer_s']) for r in runs)} s; ready (healthz and the"
+              f" last suppressed address refused) {', '.join(f'{x:.2f}' for x in ready)} s;"
+              f" RSS {', '.join(str(r['rss_mb']) for r in runs)} MB, peak"
+              f" {', '.join(str(r['peak_mb']) for r in runs)} MB"
+              + (f": target <= {STARTUP_TARGET_S:.0f} s {verdict(max(ready) <= STARTUP_TARGET_S)}"
+                 f" (median {statistics.median(ready):.2f} s)" if full else ""))
+    tp = result.get("throughput")
+    if tp:
+        print(f"\n{args.connections} connections, {args.keys:,} rate-limit keys, {args.rounds} alternating"
+              f" rounds x {args.duration:g} s per backend (best round; median in brackets)")
+        print("| rate limits | req/s | p50 ms | p99 ms | p99.9 ms | req/s median | p99 median ms |"
+              " errors / mismatches | fallback decisions (timed) | RSS MB |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for name, t in tp.items():
+            fb = t["fallbacks"]
+            print(f"| {name} | {t['rps']:,.0f} | {t['p50_ms']:.2f} | {t['p99_ms']:.2f} | {t['p999_ms']:.2f} |"
+                  f" {t['rps_median']:,.0f} | {t['p99_median_ms']:.2f} | {t['errors']} / {t['mismatches']} |"
+                  f" {fb:,.0f} | {t['rss_mb']} |")
+        if "memory" in tp and "redis" in tp:
+            m, r = tp["memory"], tp["redis"]
+            print(f"redis / memory: {r['rps'] / m['rps']:.2f}x req/s"
+                  f" (medians {r['rps_median'] / m['rps_median']:.2f}x), p99 {r['p99_ms']:.2f} vs {m['p99_ms']:.2f} ms")
+        for name, t in tp.items():
+            for s in t["samples"][:3]:
+                print(f"  {name}: {s}")
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
