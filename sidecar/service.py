@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from twisted.application import service
@@ -28,6 +30,7 @@ from sidecar.suppression.store import SuppressionStore
 
 log = logging.getLogger("sidecar.service")
 CHANGE_BATCH = 50000
+PRUNE_SLICE = 5000   # rate-limit keys looked at per reactor turn by housekeeping
 
 
 class ThreadPoolService(service.Service):
@@ -58,6 +61,8 @@ class StateSync(service.MultiService):
         self.ready = False
         self.db_ok = True
         self._busy: set[str] = set()
+        self._pruning: Iterator[int] | None = None
+        self._prune_call: Any = None
         TimerService(cfg.database.sync_interval, self._guard, "changes", self.poll_changes).setServiceParent(self)
         TimerService(cfg.ratelimit.persist_interval, self._guard, "counters", self.save_counters
                      ).setServiceParent(self)
@@ -69,13 +74,11 @@ class StateSync(service.MultiService):
         """Blocking initial load, before any listener starts."""
         t0 = time.monotonic()
         now = time.time()
-        last_change, rows = self.store.load_active(now)
+        last_change = self.store.last_change_id()
         # Re-read the last changes: a transaction in flight during the load may commit a smaller id.
         self.cursor = ChangeCursor(max(0, last_change - 1000))
-        put = self.index.put
-        for address, tenant, reason, created, expires in rows:
-            put(address, tenant, reason, created, expires)
-        del rows
+        # Streamed in batches straight into the index: the rows never sit in memory all at once.
+        self.index.put_many(itertools.chain.from_iterable(self.store.iter_active(now)))
         n = self.limiter.load(counters.load_counters(self.store.engine, now), now) if self.limiter else 0
         metrics.SUPPRESSIONS.set(len(self.index))
         metrics.CHANGE_FEED_LAG.set(last_change)
@@ -107,7 +110,7 @@ class StateSync(service.MultiService):
         after = self.cursor.low
         while True:
             rows = yield self._in_pool(self.store.changes_since, after)
-            for cid, kind, address, tenant, active, reason, created, expires in self.cursor.accept(rows, time.time()):
+            for _cid, kind, address, tenant, active, reason, created, expires in self.cursor.accept(rows, time.time()):
                 if kind == "suppression":
                     self.index.apply(address, tenant, active, reason, created, expires)
                 elif kind == "limit-reset":
@@ -120,15 +123,20 @@ class StateSync(service.MultiService):
             after = rows[-1][0]
 
     def save_counters(self) -> Deferred:
+        """Swap the dirty-key set out (O(1) on the reactor); the database thread reads their TATs and saves."""
         now = time.time()
-        items = self.limiter.take_dirty(now)
-        if not items:
+        keys = self.limiter.take_dirty_keys()
+        if not keys:
             return Deferred.fromCoroutine(_noop())
-        d = self._in_pool(counters.save_counters, self.store.engine, items, now)
+        limiter, engine = self.limiter, self.store.engine
+
+        def save() -> None:
+            counters.save_counters(engine, limiter.dirty_items(keys, now), now)
+
+        d = self._in_pool(save)
 
         def requeue(err: Any) -> Any:  # keep them dirty: nothing forgotten
-            for k in items:
-                self.limiter.dirty.add(k.rpartition("#")[0])
+            limiter.mark_dirty(keys)
             return err
 
         d.addErrback(requeue)
@@ -158,15 +166,28 @@ class StateSync(service.MultiService):
         return d.addCallback(done)
 
     def housekeeping(self) -> None:
+        """Drop expired suppressions (only those: a heap) and idle rate-limit keys (a slice per reactor turn)."""
         now = time.time()
         self.index.prune_expired(now)
         metrics.SUPPRESSIONS.set(len(self.index))
-        if self.limiter:
-            self.limiter.prune(now)
+        if self.limiter and self._pruning is None:
+            self._pruning = self.limiter.prune_steps(now, PRUNE_SLICE)
+            self._prune_step()
+
+    def _prune_step(self) -> None:
+        if self._pruning is None:
+            return
+        if next(self._pruning, None) is None:
+            self._pruning = None
             metrics.RATELIMIT_KEYS.set(len(self.limiter.state))
+            return
+        self._prune_call = self.reactor.callLater(0, self._prune_step)
 
     def stopService(self) -> Any:
         d = super().stopService()
+        if self._prune_call is not None and self._prune_call.active():
+            self._prune_call.cancel()
+        self._pruning = None
         if self.limiter and self.limiter.dirty:
             try:   # last save, synchronously: we are shutting down anyway
                 now = time.time()

@@ -47,8 +47,8 @@ class PolicyEngine:
         state = attrs.get("protocol_state", "")
         if state == "RCPT":
             recipient = attrs.get("recipient", "")
-            if recipient and (attrs.get("sender") or not self.skip_null_sender):
-                tenant = self.tenant(attrs)
+            if recipient and (not self.skip_null_sender or attrs.get("sender")):
+                tenant = self.tenant(attrs) if self.tenant_from != "none" else ""
                 entry = self.index.lookup(recipient, tenant, now)
                 if entry is not None:
                     self._suppressed.inc()
@@ -81,8 +81,7 @@ class GuardedDecider:
         self.engine = engine
         self.safe_action = safe_action
         self.clock = clock
-        self._counters: dict[tuple[str, str], Any] = {}
-        self._observe = metrics.POLICY_LATENCY.observe
+        self._count = metrics.POLICY_STATS.count
 
     def __call__(self, attrs: Mapping[str, str]) -> str | Deferred:
         t0 = perf_counter()
@@ -90,9 +89,13 @@ class GuardedDecider:
             action = self.engine.decide(attrs, self.clock())
         except Exception:
             action = self._failed(None, attrs)
+        if action.__class__ is str:
+            self._count(attrs.get("protocol_state", ""), action, perf_counter() - t0)
+            return action
+        state = attrs.get("protocol_state", "")
         if isinstance(action, Deferred):
-            return action.addErrback(self._failed, attrs).addCallback(self._done, t0, attrs)
-        return self._done(action, t0, attrs)
+            return action.addErrback(self._failed, attrs).addCallback(self._done, t0, state)
+        return self._done(action, t0, state)
 
     def _failed(self, err: Any, attrs: Mapping[str, str]) -> str:
         metrics.POLICY_ERRORS.inc()
@@ -104,11 +107,6 @@ class GuardedDecider:
                       err.getTraceback())
         return self.safe_action
 
-    def _done(self, action: str, t0: float, attrs: Mapping[str, str]) -> str:
-        self._observe(perf_counter() - t0)
-        label = (attrs.get("protocol_state", ""), action.split(" ", 1)[0])
-        c = self._counters.get(label)
-        if c is None:
-            c = self._counters[label] = metrics.POLICY_REQUESTS.labels(*label)
-        c.inc()
+    def _done(self, action: str, t0: float, state: str) -> str:
+        self._count(state, action, perf_counter() - t0)
         return action

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from sidecar import ratelimit
@@ -36,6 +36,9 @@ def _network(address: str, v4: int, v6: int) -> str:
     return str(ipaddress.ip_network(f"{ip}/{plen}", strict=False))
 
 
+_DERIVED_KEYS = ("sender_domain", "recipient_domain", "client_address")
+
+
 @dataclass(frozen=True)
 class CompiledRule:
     rule: RateLimitRule
@@ -48,8 +51,17 @@ class CompiledRule:
     def name(self) -> str:
         return self.rule.name
 
+    prefix: str = ""          # "RULE:"
+    plain: str | None = None  # the attribute, when the key is that one attribute as is (lower-cased)
+
     def key_value(self, attrs: Mapping[str, str]) -> str | None:
         """The rule's key for this request, or None when a key part is missing or exempt."""
+        plain = self.plain
+        if plain is not None:
+            v = attrs.get(plain, "").lower()
+            if not v or v in self.exempt_values:
+                return None
+            return self.prefix + v
         parts = []
         for k in self.rule.key:
             if k == "sender_domain":
@@ -87,12 +99,18 @@ def compile_rule(rule: RateLimitRule) -> CompiledRule:
             nets.append(ipaddress.ip_network(e, strict=False))
         else:
             values.add(e.lower())
+    plain = rule.key[0] if len(rule.key) == 1 and rule.key[0] not in _DERIVED_KEYS else None
     return CompiledRule(rule, tuple(ratelimit.Window(w.rate, w.per, w.burst) for w in rule.limits),
-                        frozenset(values), tuple(nets), rule.count == "messages")
+                        frozenset(values), tuple(nets), rule.count == "messages", f"{rule.name}:", plain)
 
 
 class RateLimiter:
-    """All rules, their in-memory state, and which keys changed since the last save."""
+    """All rules, their in-memory state, and which keys changed since the last save.
+
+    The hot path (``check``) inlines ``ratelimit.check``/``ratelimit.force`` with the same
+    arithmetic; ``state`` values are replaced, never changed in place, so the database
+    thread may read them (``dirty_items``) while the reactor goes on deciding.
+    """
 
     def __init__(self, rules: Iterable[RateLimitRule], committed_instances: int = 10000) -> None:
         self.rules = [compile_rule(r) for r in rules]
@@ -100,41 +118,53 @@ class RateLimiter:
         self.dirty: set[str] = set()
         self._committed: OrderedDict[str, None] = OrderedDict()
         self._committed_max = committed_instances
+        # (rule, ((interval, limit + 1e-9), ...) per window, consume) for the states that check
+        plan = [(r, tuple((w.interval, w.capacity * w.interval + 1e-9) for w in r.windows), not r.messages)
+                for r in self.rules]
+        self._plans = {"RCPT": plan, "DATA": [p for p in plan if p[0].messages]}
 
     def __bool__(self) -> bool:
         return bool(self.rules)
 
-    def _admit(self, rule: CompiledRule, key: str, now: float, consume: bool) -> str | None:
+    def _admit(self, rule: CompiledRule, key: str, now: float, consume: bool,
+               params: tuple[tuple[float, float], ...] | None = None) -> str | None:
+        if params is None:
+            params = tuple((w.interval, w.capacity * w.interval + 1e-9) for w in rule.windows)
         tats = self.state.get(key)
-        if tats is None:
-            tats = [None] * len(rule.windows)
-        verdicts = [ratelimit.check(w, tats[i], now, consume=False) for i, w in enumerate(rule.windows)]
-        for i, v in enumerate(verdicts):
-            if not v.allowed:
+        if len(params) == 1:
+            t, lim = params[0]
+            tat = tats[0] if tats is not None else None
+            new = (now if tat is None or tat < now else tat) + t
+            if new - now > lim:
+                return rule.reply(key, rule.windows[0])
+            if consume:
+                self.state[key] = [new]
+                self.dirty.add(key)
+            return None
+        news: list[float | None] = []
+        for i, (t, lim) in enumerate(params):
+            tat = tats[i] if tats is not None else None
+            new = (now if tat is None or tat < now else tat) + t
+            if new - now > lim:
                 return rule.reply(key, rule.windows[i])
+            news.append(new)
         if consume:
-            self.state[key] = [ratelimit.force(w, tats[i], now) for i, w in enumerate(rule.windows)]
+            self.state[key] = news
             self.dirty.add(key)
         return None
 
     def check(self, attrs: Mapping[str, str], state: str, now: float) -> tuple[str, str, str] | None:
         """(rule name, key, reply) when the request is over a limit; consumes units as the state requires."""
-        if state == "END-OF-MESSAGE":
-            self._commit_message(attrs, now)
+        plan = self._plans.get(state)
+        if plan is None:
+            if state == "END-OF-MESSAGE":
+                self._commit_message(attrs, now)
             return None
-        for rule in self.rules:
-            if rule.messages:
-                if state not in ("RCPT", "DATA"):
-                    continue
-                consume = False
-            else:
-                if state != "RCPT":
-                    continue
-                consume = True
+        for rule, params, consume in plan:
             key = rule.key_value(attrs)
             if key is None:
                 continue
-            reply = self._admit(rule, key, now, consume)
+            reply = self._admit(rule, key, now, consume, params)
             if reply is not None:
                 return rule.name, key, reply
         return None
@@ -170,12 +200,32 @@ class RateLimiter:
 
     def take_dirty(self, now: float) -> dict[str, float | None]:
         """{db key: TAT or None (= delete)} for keys changed since the last call."""
+        return self.dirty_items(self.take_dirty_keys(), now)
+
+    def take_dirty_keys(self) -> set[str]:
+        """The keys changed since the last call (O(1): the set is swapped for a new one)."""
+        keys, self.dirty = self.dirty, set()
+        return keys
+
+    def dirty_items(self, keys: Iterable[str], now: float) -> dict[str, float | None]:
+        """{db key: TAT or None (= delete)} for ``keys``; safe to run in the database thread."""
         out: dict[str, float | None] = {}
-        for key in self.dirty:
-            for i, tat in enumerate(self.state.get(key) or ()):
+        get = self.state.get
+        for key in keys:
+            tats = get(key)
+            if tats is None:
+                continue
+            if len(tats) == 1:
+                tat = tats[0]
+                out[key + "#0"] = tat if tat is not None and tat > now else None
+                continue
+            for i, tat in enumerate(tats):
                 out[f"{key}#{i}"] = tat if tat is not None and tat > now else None
-        self.dirty = set()
         return out
+
+    def mark_dirty(self, keys: Iterable[str]) -> None:
+        """Put keys back (their save failed): they are saved again next time."""
+        self.dirty.update(keys)
 
     def load(self, rows: Iterable[tuple[str, float]], now: float) -> int:
         n = 0
@@ -194,7 +244,20 @@ class RateLimiter:
         self.dirty.discard(key)
 
     def prune(self, now: float) -> int:
-        dead = [k for k, tats in self.state.items() if all(t is None or t <= now for t in tats)]
-        for k in dead:
-            del self.state[k]
-        return len(dead)
+        return sum(self.prune_steps(now))
+
+    def prune_steps(self, now: float, step: int = 5000) -> Iterator[int]:
+        """Drop keys whose every TAT has passed, ``step`` keys at a time: yields how many each slice dropped.
+
+        The caller runs one slice per reactor turn, so a large table never holds up requests.
+        """
+        keys = list(self.state)
+        state = self.state
+        for i in range(0, len(keys), step):
+            n = 0
+            for k in keys[i:i + step]:
+                tats = state.get(k)
+                if tats is not None and all(t is None or t <= now for t in tats):
+                    del state[k]
+                    n += 1
+            yield n

@@ -9,8 +9,10 @@ connection it came on, with one log line saying what was wrong.
 from __future__ import annotations
 
 import logging
+import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from operator import methodcaller
 from typing import Any
 
 from twisted.internet.protocol import Factory, Protocol
@@ -18,6 +20,61 @@ from twisted.internet.protocol import Factory, Protocol
 from sidecar import metrics
 
 log = logging.getLogger("sidecar.policy")
+
+
+# A line between two others with no '=' in it (the first and last lines are checked apart).
+_LINE_WITHOUT_EQUALS = re.compile(r"\n[^=\n]*+\n")
+_split_attribute = methodcaller("split", "=", 1)
+
+
+class Request(Mapping[str, str]):
+    """One request's attributes, read straight from its text when asked for.
+
+    The engine needs a handful of Postfix's ~30 attributes, so values are found (the last
+    ``\nname=`` line, as a dict built from the lines would keep) rather than every line
+    split into a dict; iterating or ``len`` builds that dict once.
+    """
+
+    __slots__ = ("text", "_all")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._all: dict[str, str] | None = None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        text = self.text
+        i = text.rfind("\n" + name + "=")
+        if i >= 0:
+            i += len(name) + 2
+        elif text.startswith(name + "="):
+            i = len(name) + 1
+        else:
+            return default
+        j = text.find("\n", i)
+        return text[i:] if j < 0 else text[i:j]
+
+    def __getitem__(self, name: str) -> str:
+        v = self.get(name)
+        if v is None:
+            raise KeyError(name)
+        return v  # type: ignore[no-any-return]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def _dict(self) -> dict[str, str]:
+        if self._all is None:
+            self._all = dict(map(_split_attribute, self.text.split("\n")))  # type: ignore[arg-type]
+        return self._all
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict())
+
+    def __len__(self) -> int:
+        return len(self._dict())
+
+    def __repr__(self) -> str:
+        return f"Request({self._dict()!r})"
 
 
 class BadRequest(ValueError):
@@ -100,7 +157,10 @@ class PolicyProtocol(Protocol):
                 self.waiting = True
                 action.addCallback(self._answer_later)
                 return
-            self.transport.write(b"action=" + action.encode("utf-8", "replace") + b"\n\n")  # type: ignore[union-attr]
+            reply = f.replies.get(action)
+            if reply is None:
+                reply = f.reply(action)
+            self.transport.write(reply)  # type: ignore[union-attr]
             if not buf:
                 self.buf = b""
                 return
@@ -124,7 +184,7 @@ class PolicyFactory(Factory):
 
     noisy = False
 
-    def __init__(self, decide: Callable[[Mapping[str, str]], str], *, max_line_length: int = 2048,
+    def __init__(self, decide: Callable[[Mapping[str, str]], Any], *, max_line_length: int = 2048,
                  max_attributes: int = 100, max_request_size: int = 65536, max_connections: int = 2000) -> None:
         self.decide = decide
         self.max_line_length = max_line_length
@@ -132,29 +192,38 @@ class PolicyFactory(Factory):
         self.max_request_size = max_request_size
         self.max_connections = max_connections
         self.connections: set[PolicyProtocol] = set()
+        self.replies: dict[str, bytes] = {}
+
+    def reply(self, action: str) -> bytes:
+        """The bytes answering ``action``; the first few distinct actions (DUNNO ...) are kept."""
+        out = b"action=" + action.encode("utf-8", "replace") + b"\n\n"
+        if len(self.replies) < 32:
+            self.replies[action] = out
+        return out
 
     def buildProtocol(self, addr: Any) -> PolicyProtocol:
         return PolicyProtocol(self)
 
-    def parse(self, block: bytes) -> dict[str, str]:
-        """Split one request block into attributes, or raise BadRequest naming the problem."""
+    def parse(self, block: bytes) -> Request:
+        """Check one request block and wrap it as a Request, or raise BadRequest naming the problem."""
         if b"\0" in block:
             raise BadRequest("binary", "NUL byte in request (binary data?)")
         text = block.decode("utf-8", "surrogateescape")
-        lines = text.split("\n")
-        if len(lines) > self.max_attributes:
+        if text.count("\n") >= self.max_attributes:
             raise BadRequest("too-many-attributes", f"more than {self.max_attributes} attributes")
-        try:
-            attrs = dict(line.split("=", 1) for line in lines)  # type: ignore[misc]
-        except ValueError:
-            bad = next(line for line in lines if "=" not in line)
-            raise BadRequest("no-equals", f"line without '=': {bad[:80]!r}") from None
-        if max(map(len, lines)) > self.max_line_length:
+        nl = text.find("\n")
+        if (text.find("=", 0, nl) < 0 if nl >= 0 else "=" not in text) or text.rfind("=") < text.rfind("\n") \
+                or _LINE_WITHOUT_EQUALS.search(text) is not None:
+            bad = next(line for line in text.split("\n") if "=" not in line)
+            raise BadRequest("no-equals", f"line without '=': {bad[:80]!r}")
+        if len(text) > self.max_line_length and max(map(len, text.split("\n"))) > self.max_line_length:
             raise BadRequest("line-too-long", f"line over {self.max_line_length} bytes")
-        if attrs.get("request") != "smtpd_access_policy":
+        req = Request(text)
+        kind = req.get("request")
+        if kind != "smtpd_access_policy":
             raise BadRequest("bad-request-type",
-                             f"request={attrs.get('request', '')[:40]!r}, expected request=smtpd_access_policy")
-        return attrs
+                             f"request={(kind or '')[:40]!r}, expected request=smtpd_access_policy")
+        return req
 
     def sweep_idle(self, idle_timeout: float) -> int:
         cutoff = time.monotonic() - idle_timeout

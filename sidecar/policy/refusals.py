@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, insert
 
 from sidecar.store.models import Event
 
@@ -39,4 +39,4 @@ class RefusalLog:
 
 def write_refusals(engine: Engine, rows: list[dict[str, Any]]) -> None:
     with engine.begin() as conn:
-        conn.execute(Event.__table__.insert(), rows)
+        conn.execute(insert(Event), rows)

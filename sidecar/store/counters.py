@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, insert, select
 
 from sidecar.store.models import Change, RateLimitCounter
 from sidecar.suppression.store import _insert
@@ -16,16 +16,29 @@ def load_counters(engine: Engine, now: float) -> list[tuple[str, float]]:
         return [(k, v) for k, v in conn.execute(select(t.c.key, t.c.tat).where(t.c.tat > now))]
 
 
+_SQLITE_UPSERT = ("INSERT INTO ratelimit_counters (key, tat, updated_at) VALUES (?, ?, ?) "
+                  "ON CONFLICT (key) DO UPDATE SET tat = excluded.tat, updated_at = excluded.updated_at")
+
+
 def save_counters(engine: Engine, items: Mapping[str, float | None], now: float) -> None:
     """Upsert TATs; None deletes the row (the key went idle)."""
-    ups = [{"key": k, "tat": v, "updated_at": now} for k, v in items.items() if v is not None]
     dels = [k for k, v in items.items() if v is None]
     with engine.begin() as conn:
-        if ups:
-            ins = _insert(conn, RateLimitCounter.__table__)
-            conn.execute(ins.on_conflict_do_update(index_elements=["key"],
-                                                   set_={"tat": ins.excluded.tat,
-                                                         "updated_at": ins.excluded.updated_at}), ups)
+        if len(dels) < len(items):
+            if conn.dialect.name == "sqlite":
+                # Thousands of rows a second: the driver's executemany costs a third of Core's.
+                cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                try:
+                    cur.executemany(_SQLITE_UPSERT,
+                                    ((k, v, now) for k, v in items.items() if v is not None))  # type: ignore[arg-type]
+                finally:
+                    cur.close()
+            else:
+                ups = [{"key": k, "tat": v, "updated_at": now} for k, v in items.items() if v is not None]
+                ins = _insert(conn, RateLimitCounter.__table__)
+                conn.execute(ins.on_conflict_do_update(index_elements=["key"],
+                                                       set_={"tat": ins.excluded.tat,
+                                                             "updated_at": ins.excluded.updated_at}), ups)
         for i in range(0, len(dels), 500):
             conn.execute(delete(RateLimitCounter).where(RateLimitCounter.key.in_(dels[i:i + 500])))
 
@@ -42,6 +55,6 @@ def reset_key(engine: Engine, key: str, now: float) -> int:
     with engine.begin() as conn:
         n = conn.execute(delete(RateLimitCounter).where(
             RateLimitCounter.key.startswith(key + "#", autoescape=True))).rowcount
-        conn.execute(Change.__table__.insert().values(kind="limit-reset", address=key, tenant="", active=False,
+        conn.execute(insert(Change).values(kind="limit-reset", address=key, tenant="", active=False,
                                                       changed_at=now))
     return n

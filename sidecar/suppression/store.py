@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -289,13 +289,26 @@ class SuppressionStore:
     # -- what the server reads ------------------------------------------------------------------
     def load_active(self, now: float) -> tuple[int, list[tuple[str, str, str, float, float | None]]]:
         """(last change id, active unexpired rows) for building the in-memory index."""
+        last = self.last_change_id()
+        return last, [r for part in self.iter_active(now) for r in part]  # type: ignore[misc]
+
+    def last_change_id(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.coalesce(func.max(Change.id), 0))).scalar_one()  # type: ignore[no-any-return]
+
+    def iter_active(self, now: float, batch: int = 20000) -> Iterator[Sequence[Any]]:
+        """Active unexpired (address, tenant, reason, created_at, expires_at) rows, ``batch`` at a time.
+
+        Streamed (a server-side cursor on PostgreSQL; SQLite's cursor steps as it is read), so
+        a million rows never sit in memory at once: read ``last_change_id`` first, then these.
+        """
         t = Suppression.__table__
         with self.engine.connect() as conn:
-            last = conn.execute(select(func.coalesce(func.max(Change.id), 0))).scalar_one()
-            rows = conn.execute(select(t.c.address, t.c.tenant, t.c.reason, t.c.created_at, t.c.expires_at)
-                                .where(t.c.active.is_(True))
-                                .where((t.c.expires_at.is_(None)) | (t.c.expires_at > now))).all()
-        return last, rows  # type: ignore[return-value]
+            res = conn.execution_options(stream_results=True, yield_per=batch).execute(
+                select(t.c.address, t.c.tenant, t.c.reason, t.c.created_at, t.c.expires_at)
+                .where(t.c.active.is_(True))
+                .where((t.c.expires_at.is_(None)) | (t.c.expires_at > now)))
+            yield from res.partitions()
 
     def changes_since(self, last_id: int, limit: int = 50000) -> list[Any]:
         """Change-feed rows with id > last_id, in id order (see ChangeCursor for out-of-order commits)."""

@@ -102,3 +102,28 @@ def test_rate_limit_message_count_checked_at_rcpt_and_data(tmp_path, state):
     assert e.decide(req, NOW) == ("DEFER_IF_PERMIT 4.7.1 rate limit per-user exceeded (2 per 1m), "
                                   "try again later")
     assert e.decide(req, NOW + 30) == "DUNNO"
+
+
+def test_guard_counts_requests_and_latency_for_metrics(tmp_path):
+    from prometheus_client import REGISTRY, generate_latest
+
+    def sample(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    e, index = engine(tmp_path)
+    index.put("hard1@example.test", "", "hard bounce", NOW, None)
+    g = GuardedDecider(e, "DUNNO", lambda: NOW)
+    before = (sample("sidecar_policy_requests_total", state="RCPT", action="DUNNO"),
+              sample("sidecar_policy_requests_total", state="RCPT", action="550"),
+              sample("sidecar_policy_decision_seconds_count"))
+    assert g(rcpt(recipient="ok@example.test")) == "DUNNO"
+    assert g(rcpt(recipient="hard1@example.test")).startswith("550 ")
+    assert sample("sidecar_policy_requests_total", state="RCPT", action="DUNNO") == before[0] + 1
+    assert sample("sidecar_policy_requests_total", state="RCPT", action="550") == before[1] + 1
+    assert sample("sidecar_policy_decision_seconds_count") == before[2] + 2
+    assert sample("sidecar_policy_decision_seconds_bucket", le="+Inf") == before[2] + 2
+    text = generate_latest().decode()
+    assert "# TYPE sidecar_policy_requests_total counter" in text
+    assert "# TYPE sidecar_policy_decision_seconds histogram" in text
+    assert 'sidecar_policy_decision_seconds_bucket{le="0.05"}' in text
+    assert 'sidecar_policy_requests_created{action="DUNNO",state="RCPT"}' in text

@@ -86,3 +86,45 @@ def test_refusals_aggregate_per_key_and_minute():
                                                                                ("b@shop.test", "1")]
     log.put_back(rows)
     assert len(log.take_completed(t + 60)) == 2
+
+
+def test_dirty_keys_swap_and_put_back_after_a_failed_save():
+    lim = RateLimiter([rule(limits=(LimitConfig(10, 60.0, 0), LimitConfig(100, 3600.0, 0)))])
+    lim.check(rcpt(sender="a@shop.test"), "RCPT", NOW)
+    keys = lim.take_dirty_keys()
+    assert keys == {"r:a@shop.test"} and lim.dirty == set()
+    lim.check(rcpt(sender="b@shop.test"), "RCPT", NOW)
+    items = lim.dirty_items(keys, NOW)
+    assert sorted(items) == ["r:a@shop.test#0", "r:a@shop.test#1"]
+    assert items["r:a@shop.test#0"] == NOW + 6.0 and items["r:a@shop.test#1"] == NOW + 36.0
+    assert lim.dirty_items(keys, NOW + 60)["r:a@shop.test#0"] is None    # lapsed: delete the row
+    lim.mark_dirty(keys)                     # the save failed: saved again next time
+    assert lim.dirty == {"r:a@shop.test", "r:b@shop.test"}
+
+
+def test_prune_in_slices():
+    lim = RateLimiter([rule()])
+    for i in range(25):
+        lim.check(rcpt(sender=f"s{i}@shop.test"), "RCPT", NOW + i)
+    steps = lim.prune_steps(NOW + 100, step=10)
+    assert next(steps) == 10 and len(lim.state) == 15
+    lim.check(rcpt(sender="s24@shop.test"), "RCPT", NOW + 80)   # touched between slices: kept
+    assert sum(steps) == 14 and list(lim.state) == ["r:s24@shop.test"]
+
+
+def test_inlined_gcra_matches_the_pure_algorithm():
+    from sidecar import ratelimit
+
+    windows = (LimitConfig(3, 10.0, 2), LimitConfig(7, 60.0, 0))
+    lim = RateLimiter([rule(limits=windows)])
+    ws = [ratelimit.Window(w.rate, w.per, w.burst) for w in windows]
+    tats: list = [None, None]
+    req = rcpt(sender="a@shop.test")
+    for step in range(40):
+        now = NOW + step * 1.7
+        verdicts = [ratelimit.check(w, tats[i], now, consume=False) for i, w in enumerate(ws)]
+        expect = all(v.allowed for v in verdicts)
+        assert (lim.check(req, "RCPT", now) is None) == expect
+        if expect:
+            tats = [ratelimit.force(w, tats[i], now) for i, w in enumerate(ws)]
+        assert lim.state.get("r:a@shop.test") == (tats if tats[0] is not None else None)

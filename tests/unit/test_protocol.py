@@ -121,3 +121,14 @@ def test_deferred_decisions_answer_in_order_one_at_a_time():
     assert t.value() == b"action=DUNNO\n\naction=REJECT no\n\n"
     pending[2][1].callback("DUNNO")
     assert t.value().count(b"action=") == 3
+
+
+def test_request_reads_attributes_like_a_dict_of_its_lines():
+    f = PolicyFactory(Recorder())
+    block = b"request=smtpd_access_policy\nsender=a@x.test\nrecipient=b=c@y.test\nsender=last@x.test\nempty="
+    req = f.parse(block)
+    expect = dict(line.split("=", 1) for line in block.decode().split("\n"))
+    assert dict(req) == expect and len(req) == len(expect)
+    for name in ("request", "sender", "recipient", "empty", "missing", "ender", "request=smtpd"):
+        assert req.get(name, "-") == expect.get(name, "-")
+    assert "empty" in req and "missing" not in req and req["recipient"] == "b=c@y.test"
