@@ -65,8 +65,10 @@ def make_lab(request: pytest.FixtureRequest, postfix_installed: None) -> Generat
         rcpt_replies: Mapping[str, str] | None = None,
         data_replies: Mapping[str, str] | None = None,
         policy_unix: bool = False,
+        db_url: str | None = None,
     ) -> Lab:
-        """A started lab. ``config`` is merged into the lab's sidecar.toml (per section)."""
+        """A started lab. ``config`` is merged into the lab's sidecar.toml (per section);
+        ``db_url`` replaces the lab's own SQLite file (e.g. a test's private PostgreSQL)."""
         root = Path(tempfile.mkdtemp(prefix="sidecar-pfx-", dir="/tmp"))
         os.chmod(root, 0o755)
         cleanups.append(lambda: shutil.rmtree(root, ignore_errors=True))
@@ -76,8 +78,8 @@ def make_lab(request: pytest.FixtureRequest, postfix_installed: None) -> Generat
         sink.start()
         cleanups.append(sink.stop)
 
-        db_dir = root / "db"
-        db_url = f"sqlite:///{prepare_db_dir(db_dir, PIPE_USER)}"
+        if db_url is None:
+            db_url = f"sqlite:///{prepare_db_dir(root / 'db', PIPE_USER)}"
         run_dir = root / "run"
         run_dir.mkdir(mode=0o755)
 

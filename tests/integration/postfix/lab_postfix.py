@@ -18,6 +18,7 @@ import signal
 import smtplib
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -414,6 +415,51 @@ class PostfixLab:
         finally:
             with contextlib.suppress(smtplib.SMTPException, OSError):
                 smtp.quit()
+
+    def inject(
+        self, sender: str, recipient: str, messages: Sequence[bytes], *, connections: int = 4, helo: str = "lab.test"
+    ) -> list[tuple[int, str]]:
+        """Many messages to one recipient over ``connections`` parallel SMTP sessions, many
+        transactions per session; returns the refusals as (code, text) (empty: all accepted)."""
+        refused: list[tuple[int, str]] = []
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+
+        def session(batch: Sequence[bytes]) -> None:
+            try:
+                smtp = smtplib.SMTP("127.0.0.1", self.smtpd_port, local_hostname=helo, timeout=120)
+            except OSError as exc:
+                errors.append(exc)
+                return
+            try:
+                for raw in batch:
+                    try:
+                        smtp.sendmail(sender, [recipient], raw)
+                    except smtplib.SMTPResponseException as exc:
+                        with lock:
+                            refused.append((exc.smtp_code, str(exc.smtp_error)))
+                        smtp.rset()
+                    except smtplib.SMTPRecipientsRefused as exc:
+                        with lock:
+                            refused.extend((c, m.decode()) for c, m in exc.recipients.values())
+                        smtp.rset()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                errors.append(exc)
+            finally:
+                with contextlib.suppress(smtplib.SMTPException, OSError):
+                    smtp.quit()
+
+        threads = [
+            threading.Thread(target=session, args=(messages[i::connections],), name=f"inject-{i}")
+            for i in range(min(connections, len(messages)))
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise AssertionError(f"SMTP injection failed: {errors[0]!r}") from errors[0]
+        return refused
 
     def queue_id_of(self, result: SendResult) -> str:
         m = re.search(r"queued as ([0-9A-Za-z]+)", result.message)

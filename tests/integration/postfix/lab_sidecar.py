@@ -121,6 +121,14 @@ class SidecarServer:
         if pid_alive(pid):
             raise AssertionError(f"sidecar serve PID {pid} is still running after TERM and KILL")
 
+    def kill(self) -> float:
+        """SIGKILL by PID, as a crash would; returns (monotonic) once the process is gone."""
+        assert self.proc is not None and self.proc.poll() is None, "sidecar serve is not running"
+        os.kill(self.proc.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        self.proc.wait(10)
+        return killed
+
     def log_tail(self, lines: int = 60) -> str:
         try:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
@@ -156,6 +164,22 @@ def db_rows(db_url: str, table: str) -> list[dict[str, Any]]:
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as conn:
         conn.row_factory = sqlite3.Row
         return [dict(row) for row in conn.execute(f"SELECT * FROM {table} ORDER BY id")]  # noqa: S608
+
+
+def db_scalar(db_url: str, sql: str) -> Any:
+    """One value from the lab's database (SQLite read-only, or any SQLAlchemy URL)."""
+    if db_url.startswith("sqlite:///"):
+        path = db_url.removeprefix("sqlite:///")
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as conn:
+            return conn.execute(sql).fetchone()[0]
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text(sql)).scalar()
+    finally:
+        engine.dispose()
 
 
 def timestamp(value: Any) -> float | None:
