@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""A burst of DSNs through a real Postfix and the sidecar-bounce pipe, end to end.
+
+Runs the integration test ``test_faults.py::test_d_burst_of_dsns_through_the_pipe`` (a
+private Postfix instance, ``sidecar serve``, pipe(8) running ``sidecar ingest`` as
+``nobody``) with ``SIDECAR_DSN_BURST=COUNT``: COUNT Postfix-style DSNs are injected over
+SMTP (4 sessions) to the bounce address, each goes through the pipe, and the clock stops
+when all are recorded and Postfix's queue is empty. Prints messages, seconds, messages/s,
+the machine and the date (the figures for docs/postfix.md "Fault tolerance").
+
+Needs what the integration tests need: root and an installed Postfix.
+
+    .venv/bin/python bench/bench_dsn_burst.py [--count 1000] [--rounds 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST = "tests/integration/postfix/test_faults.py::test_d_burst_of_dsns_through_the_pipe"
+FIGURE = re.compile(
+    r"d: (\d+) DSNs: injected over SMTP in ([\d.]+) s, all recorded after ([\d.]+) s, "
+    r"queue empty after ([\d.]+) s = ([\d.]+) messages/s \(deferred on the way: (\d+)\)"
+)
+
+
+def machine() -> str:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu or 'unknown CPU'}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+def one_round(count: int) -> dict[str, float]:
+    env = dict(os.environ, SIDECAR_DSN_BURST=str(count))
+    cmd = [sys.executable, "-m", "pytest", "-m", "postfix", TEST, "-s", "-q", "-p", "no:cacheprovider"]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    m = FIGURE.search(result.stdout)
+    if result.returncode != 0 or m is None:
+        sys.exit(f"the burst test failed (exit {result.returncode}):\n{result.stdout[-4000:]}{result.stderr[-2000:]}")
+    n, inject, recorded, empty, rate, deferred = m.groups()
+    return {
+        "messages": int(n),
+        "inject": float(inject),
+        "recorded": float(recorded),
+        "seconds": float(empty),
+        "rate": float(rate),
+        "deferred": int(deferred),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--count", type=int, default=1000, help="DSNs in the burst (default 1000)")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the whole test this many times")
+    args = ap.parse_args()
+    print(f"machine: {machine()}")
+    print(f"date:    {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    print(f"command: SIDECAR_DSN_BURST={args.count} .venv/bin/python -m pytest -m postfix {TEST} -s")
+    for r in range(args.rounds):
+        t0 = time.monotonic()
+        f = one_round(args.count)
+        print(
+            f"round {r + 1}: {f['messages']} DSNs, injected in {f['inject']:.2f} s, recorded after "
+            f"{f['recorded']:.2f} s, queue empty after {f['seconds']:.2f} s = {f['rate']:.1f} messages/s "
+            f"(deferred on the way: {f['deferred']}; whole test incl. lab start/stop {time.monotonic() - t0:.1f} s)",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
