@@ -1,8 +1,10 @@
 """Several relays on one PostgreSQL and one Redis: shared suppressions and rate limits."""
 
+import json
 import subprocess
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from tests.integration.sidecar_proc import BIN, Sidecar, run_cli
 from tests.unit.policy_data import rcpt
 
+TOKEN = "cluster-token"
 DSN = Path(__file__).resolve().parents[1] / "data" / "bounces" / "postfix" / "dsn-failed-550-5.1.1.eml"
 
 
@@ -17,6 +20,10 @@ def cluster_config(redis_url: str) -> str:
     return f"""
 [database]
 sync_interval = "250ms"
+
+[[api.tokens]]
+token = "{TOKEN}"
+scope = "write"
 
 [ratelimit]
 backend = "redis"
@@ -55,6 +62,35 @@ def test_suppression_through_one_node_is_enforced_by_the_other_within_2s(nodes):
             time.sleep(0.05)
     assert ca.ask(rcpt(recipient="dead@example.test")).startswith("550 5.1.1")
     assert cb.ask(rcpt(recipient="dead@example.test")).startswith("550 5.1.1")
+
+
+def _wait_refused(client, address: str, t0: float, what: str) -> float:
+    while client.ask(rcpt(recipient=address)) == "DUNNO":
+        assert time.monotonic() - t0 < 2.0, f"{what}: not enforced by the other node within 2 s"
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
+def test_suppressions_through_one_nodes_api_and_ingester_reach_the_other_within_2s(nodes):
+    a, b = nodes
+    cb = b.connect()
+    body = json.dumps({"address": "api@example.test", "reason": "manual"}).encode()
+    req = urllib.request.Request(f"http://{a.host}:{a.http_port}/suppressions", data=body, method="POST",
+                                 headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    t0 = time.monotonic()
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 201
+    _wait_refused(cb, "api@example.test", t0, "added through the API")
+
+    # a DSN handed to node a's running service over its ingest socket
+    assert (a.tmp / "var" / "ingest.sock").exists()
+    t0 = time.monotonic()
+    r = subprocess.run([str(BIN), "ingest", "--config", str(a.config), "--sender", "MAILER-DAEMON",
+                        "--recipient", "bounces@bounce.lab.test", "--queue-id", "CLU5T3R"],
+                       input=DSN.read_bytes(), capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    _wait_refused(cb, "hard1@example.test", t0, "recorded by node a's ingester")
+    assert "ingested queue_id=CLU5T3R" in a.log.read_text(), "not handed to node a's service"
 
 
 def test_combined_flood_admits_at_most_limit_plus_burst(nodes):
