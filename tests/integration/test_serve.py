@@ -1,5 +1,6 @@
 """`sidecar serve` over real sockets with a real SQLite file."""
 
+from pathlib import Path
 import signal
 import socket
 import time
@@ -34,7 +35,14 @@ def test_answers_every_real_postfix_request(sidecar):
     for r in fixtures():
         assert c.ask(dict(r["attrs"])) == "DUNNO"
     c.close()
-    assert 'sidecar_policy_requests_total{action="DUNNO",state="RCPT"}' in sidecar.metrics()
+    text = sidecar.metrics()
+    assert 'sidecar_policy_requests_total{action="DUNNO",state="RCPT"}' in text
+    # every metric family the running service exports is in docs/metrics.md
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    served = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE sidecar_")}
+    served = {n for n in served if not n.endswith("_created")}
+    assert len(served) >= 15
+    assert not sorted(n for n in served if f"`{n}" not in doc), "add to docs/metrics.md"
 
 
 def test_suppression_from_another_process_applies_within_a_second(sidecar):
