@@ -1,9 +1,9 @@
 """`sidecar serve` over real sockets with a real SQLite file."""
 
-from pathlib import Path
 import signal
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
