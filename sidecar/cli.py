@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipient", default="", help="envelope recipient (${recipient})")
     p.add_argument("--queue-id", default="", help="Postfix queue id (${queue_id})")
     p.add_argument("--extension", default="", help="address extension, the VERP token (${extension})")
+    p.add_argument("--socket", metavar="PATH",
+                   help="the running service's hand-off socket (default: ingest.socket from the config)")
     p.add_argument("--no-handoff", action="store_true", help="do not hand the message to the running service")
 
     p = sub.add_parser("parse", help="parse bounces and print the failed recipients (no database)")
@@ -151,7 +153,8 @@ def _load(args: argparse.Namespace) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["ingest"]:   # the pipe(8) command, once per bounce: skip building the whole CLI
+    if argv[:1] == ["ingest"] and not {"-h", "--help"} & set(argv):
+        # the pipe(8) command, once per bounce: skip building the whole CLI
         from sidecar.bounce.commands import ingest_main
 
         return ingest_main(argv[1:])

@@ -60,6 +60,7 @@ def ingest_parser() -> Any:
     p.add_argument("--recipient", default="")
     p.add_argument("--queue-id", default="")
     p.add_argument("--extension", default="")
+    p.add_argument("--socket")
     p.add_argument("--no-handoff", action="store_true")
     return p
 

@@ -219,6 +219,7 @@ def run(args: Any, stdin: IO[bytes] | None = None) -> int:
     data, total, truncated = read_message(stdin or sys.stdin.buffer, limit)
     env = Envelope(sender=args.sender or "", recipient=args.recipient or "", queue_id=args.queue_id or "",
                    extension=args.extension or "", size=total, truncated=truncated)
+    socket_path = getattr(args, "socket", None) or socket_path
     if not args.no_handoff and socket_path:
         reply = handoff(socket_path, env, data)
         if reply is not None:
