@@ -450,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="keeps the generated CSV and seeded DB between runs")
     p.add_argument("--py-spy", metavar="BIN", help="profile the sidecar's timed rounds with py-spy")
     p.add_argument("--py-spy-out", default="/tmp/sidecar-bench-profile.txt")
+    p.add_argument("--py-spy-gil", action="store_true", help="only samples holding the GIL (py-spy --gil)")
     p.add_argument("--keep-logs", metavar="FILE", help="copy the sidecar's output here")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = p.parse_args(argv)
@@ -488,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
             budget = int(args.rounds * len(servers) * (args.duration + 30) + 60)
             profiler = subprocess.Popen(
                 [args.py_spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
-                 "--duration", str(budget), "--output", args.py_spy_out, "--nonblocking"],
+                 "--duration", str(budget), "--output", args.py_spy_out, "--nonblocking",
+                 *(["--gil"] if args.py_spy_gil else [])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         rounds: dict[str, list[dict]] = {n: [] for n in servers}
         for i in range(args.rounds):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
@@ -29,9 +30,10 @@ class PolicyStats:
         self._created: dict[tuple[str, str], float] = {}
         self._latency_created = time.time()
 
-    def count(self, state: str, action: str, seconds: float) -> None:
+    def count(self, state: str, action: str, seconds: float, _bisect: Any = bisect_left,
+              _buckets: tuple[float, ...] = BUCKETS) -> None:
         """One answered request (``action``'s first word is the label)."""
-        self.latency_counts[bisect_left(self.BUCKETS, seconds)] += 1
+        self.latency_counts[_bisect(_buckets, seconds)] += 1
         self.latency_sum += seconds
         label = (state, action.partition(" ")[0])
         try:

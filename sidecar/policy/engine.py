@@ -31,7 +31,7 @@ class PolicyEngine:
         self._suppressed = metrics.SUPPRESSED
         self._rejections: dict[str, object] = {}
 
-    def tenant(self, attrs: Mapping[str, str]) -> str:
+    def tenant(self, attrs: Mapping[str, str], sender: str | None = None) -> str:
         how = self.tenant_from
         if how == "none":
             return ""
@@ -40,15 +40,18 @@ class PolicyEngine:
             return user
         if how == "sasl_username":
             return ""
-        return attrs.get("sender", "").rpartition("@")[2].lower()
+        if sender is None:
+            sender = attrs.get("sender", "")
+        return sender.rpartition("@")[2].lower()
 
     def decide(self, attrs: Mapping[str, str], now: float) -> str:
         """The action for one request (``attrs`` are the request's attributes)."""
         state = attrs.get("protocol_state", "")
         if state == "RCPT":
             recipient = attrs.get("recipient", "")
-            if recipient and (not self.skip_null_sender or attrs.get("sender")):
-                tenant = self.tenant(attrs) if self.tenant_from != "none" else ""
+            sender = attrs.get("sender", "")
+            if recipient and (sender or not self.skip_null_sender):
+                tenant = self.tenant(attrs, sender)
                 entry = self.index.lookup(recipient, tenant, now)
                 if entry is not None:
                     self._suppressed.inc()

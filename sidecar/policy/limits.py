@@ -114,7 +114,8 @@ class RateLimiter:
 
     def __init__(self, rules: Iterable[RateLimitRule], committed_instances: int = 10000) -> None:
         self.rules = [compile_rule(r) for r in rules]
-        self.state: dict[str, list[float | None]] = {}
+        # key -> TAT per window; tuples of floats, which the cyclic GC stops tracking
+        self.state: dict[str, tuple[float | None, ...]] = {}
         self.dirty: set[str] = set()
         self._committed: OrderedDict[str, None] = OrderedDict()
         self._committed_max = committed_instances
@@ -138,7 +139,7 @@ class RateLimiter:
             if new - now > lim:
                 return rule.reply(key, rule.windows[0])
             if consume:
-                self.state[key] = [new]
+                self.state[key] = (new,)
                 self.dirty.add(key)
             return None
         news: list[float | None] = []
@@ -149,7 +150,7 @@ class RateLimiter:
                 return rule.reply(key, rule.windows[i])
             news.append(new)
         if consume:
-            self.state[key] = news
+            self.state[key] = tuple(news)
             self.dirty.add(key)
         return None
 
@@ -189,8 +190,8 @@ class RateLimiter:
             key = rule.key_value(attrs)
             if key is None:
                 continue
-            tats = self.state.get(key) or [None] * len(rule.windows)
-            self.state[key] = [ratelimit.force(w, tats[i], now) for i, w in enumerate(rule.windows)]
+            tats = self.state.get(key) or (None,) * len(rule.windows)
+            self.state[key] = tuple(ratelimit.force(w, tats[i], now) for i, w in enumerate(rule.windows))
             self.dirty.add(key)
 
     # -- persistence and inspection ----------------------------------------------------------
@@ -234,8 +235,9 @@ class RateLimiter:
             rule = self.rule_for(key)
             if rule is None or not idx.isdigit() or int(idx) >= len(rule.windows) or tat <= now:
                 continue
-            tats = self.state.setdefault(key, [None] * len(rule.windows))
+            tats = list(self.state.get(key) or (None,) * len(rule.windows))
             tats[int(idx)] = tat
+            self.state[key] = tuple(tats)
             n += 1
         return n
 
@@ -257,7 +259,12 @@ class RateLimiter:
             n = 0
             for k in keys[i:i + step]:
                 tats = state.get(k)
-                if tats is not None and all(t is None or t <= now for t in tats):
+                if tats is None:
+                    continue
+                for t in tats:
+                    if t is not None and t > now:
+                        break
+                else:
                     del state[k]
                     n += 1
             yield n

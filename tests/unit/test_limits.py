@@ -127,4 +127,4 @@ def test_inlined_gcra_matches_the_pure_algorithm():
         assert (lim.check(req, "RCPT", now) is None) == expect
         if expect:
             tats = [ratelimit.force(w, tats[i], now) for i, w in enumerate(ws)]
-        assert lim.state.get("r:a@shop.test") == (tats if tats[0] is not None else None)
+        assert lim.state.get("r:a@shop.test") == (tuple(tats) if tats[0] is not None else None)

@@ -132,3 +132,28 @@ def test_request_reads_attributes_like_a_dict_of_its_lines():
     for name in ("request", "sender", "recipient", "empty", "missing", "ender", "request=smtpd"):
         assert req.get(name, "-") == expect.get(name, "-")
     assert "empty" in req and "missing" not in req and req["recipient"] == "b=c@y.test"
+
+
+@pytest.mark.parametrize("block, bad", [
+    (b"no equals\nrequest=smtpd_access_policy", "no equals"),
+    (b"request=smtpd_access_policy\nmiddle\nx=1", "middle"),
+    (b"request=smtpd_access_policy\nx=a=b\nlast", "last"),
+    (b"request=smtpd_access_policy\n\xc3\xa9t\xc3\xa9\nx=1", "\u00e9t\u00e9"),
+    (b"alone", "alone"),
+])
+def test_parse_names_the_first_line_without_equals(block, bad):
+    from sidecar.policy.protocol import BadRequest
+
+    with pytest.raises(BadRequest, match="line without '='") as e:
+        PolicyFactory(Recorder()).parse(block)
+    assert repr(bad) in str(e.value)
+
+
+def test_parse_request_type_is_the_last_request_line():
+    from sidecar.policy.protocol import BadRequest
+
+    f = PolicyFactory(Recorder())
+    assert f.parse(b"request=smtpd_access_policy\nsender=a@x.test")["sender"] == "a@x.test"
+    assert f.parse(b"sender=a@x.test\nrequest=smtpd_access_policy").get("request") == "smtpd_access_policy"
+    with pytest.raises(BadRequest, match="expected request=smtpd_access_policy"):
+        f.parse(b"request=smtpd_access_policy\nrequest=other")
