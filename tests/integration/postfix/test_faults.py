@@ -40,6 +40,8 @@ BOUNCE_ADDRESS = f"bounces@{BOUNCE_DOMAIN}"
 DELIVERED_VIA_PIPE = r"relay=sidecar-bounce, .*status=sent \(delivered via sidecar-bounce service\)"
 DEFERRED_VIA_PIPE = r"relay=sidecar-bounce, .*dsn=4\.3\.0, status=deferred \(temporary failure"
 BOUNCED_VIA_PIPE = r"relay=sidecar-bounce, .*status=bounced"
+GARBAGE_SOURCE = "127.0.0.2"  # loopback; the hostile clients' address (see Garbage.connect)
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux >= 4.2
 DSN_TEMPLATE = Path(__file__).resolve().parents[2] / "data" / "bounces" / "postfix" / "dsn-failed-550-5.1.1.eml"
 
 
@@ -147,6 +149,8 @@ def test_b_database_down_dsns_wait_in_queue_then_recorded_once(
     assert events_by_address(lab, r"dbdown\d+@example\.test") == {a: 1 for a in hard}
     suppressed = {str(r.get("address", "")).lower() for r in lab.suppressions()}
     assert set(hard) <= suppressed, suppressed
+    # the running service picks the new suppressions up once its database is back
+    lab.wait_policy_rejects(hard[-1], APP_SENDER)
     # once more: a second flush finds nothing, nothing is recorded twice
     lab.postfix.flush()
     time.sleep(0.5)
@@ -384,11 +388,13 @@ def test_d_burst_of_dsns_through_the_pipe(make_lab: MakeLab) -> None:
     sent = len(re.findall(DELIVERED_VIA_PIPE, log))
     deferrals = len(re.findall(r"relay=sidecar-bounce, .*status=deferred", log))
     took = done - started
+    by_service = metric(lab, "sidecar_ingest_messages_total").get('{outcome="parsed"}', 0)
     figure(
         f"d: {n} DSNs: injected over SMTP in {injected - started:.2f} s, all recorded after "
         f"{stored - started:.2f} s, queue empty after {took:.2f} s = {n / took:.1f} messages/s "
         f"(deferred on the way: {deferrals})"
     )
+    figure(f"d: recorded by the service (hand-off): {by_service:.0f}, by `ingest` in-process: {n - by_service:.0f}")
     assert recorded() == n
     assert sent == n, f"{sent} of {n} delivered via the pipe"
     assert not re.search(r"status=bounced", log), "a DSN was bounced (lost)"
@@ -417,7 +423,21 @@ class Garbage:
         self.probes: list[tuple[float, str]] = []  # (seconds, action)
 
     def connect(self) -> socket.socket:
-        s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        # From another loopback address: thousands of short connections a second from
+        # 127.0.0.1 make the kernel reuse ephemeral ports still in TIME_WAIT (tcp_tw_reuse=2
+        # on loopback), and then about 3 in 1,000 of the well-behaved clients' fresh connections
+        # (the probe's, smtpd's) were closed before any byte reached the sidecar (it logged no
+        # drop for them): an artefact of the flood sharing the source address, not the server's doing.
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            # the port is chosen at connect (as without bind), not at bind, which is slow
+            s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            s.bind((GARBAGE_SOURCE, 0))
+            s.settimeout(5)
+            s.connect(("127.0.0.1", self.port))
+        except BaseException:
+            s.close()
+            raise
         return s
 
     def _one(self, kind: str, payload: Callable[[], bytes], read_reply: bool) -> None:
