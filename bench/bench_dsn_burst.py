@@ -73,11 +73,13 @@ def main() -> None:
     print(f"command: SIDECAR_DSN_BURST={args.count} .venv/bin/python -m pytest -m postfix {TEST} -s")
     for r in range(args.rounds):
         t0 = time.monotonic()
+        load_before = os.getloadavg()[0]
         f = one_round(args.count)
         print(
             f"round {r + 1}: {f['messages']} DSNs, injected in {f['inject']:.2f} s, recorded after "
             f"{f['recorded']:.2f} s, queue empty after {f['seconds']:.2f} s = {f['rate']:.1f} messages/s "
-            f"(deferred on the way: {f['deferred']}; whole test incl. lab start/stop {time.monotonic() - t0:.1f} s)",
+            f"(deferred on the way: {f['deferred']}; whole test incl. lab start/stop {time.monotonic() - t0:.1f} s; "
+            f"load average before/after {load_before:.1f}/{os.getloadavg()[0]:.1f})",
             flush=True,
         )
 
