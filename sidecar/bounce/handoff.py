@@ -41,6 +41,7 @@ class HandoffProtocol(protocol.Protocol, TimeoutMixin):
     def __init__(self, factory: HandoffFactory) -> None:
         self.factory = factory
         self.header: dict[str, Any] | None = None
+        self.env: Envelope | None = None
         self.buf = bytearray()
         self.length = 0
         self.received = 0
@@ -69,7 +70,10 @@ class HandoffProtocol(protocol.Protocol, TimeoutMixin):
             self.length = int(header["length"])
             if self.length < 0:
                 raise ValueError("negative length")
-        except (ValueError, KeyError, TypeError):
+            self.env = Envelope.from_header(header)
+        # OverflowError: "length": 1e400; RecursionError: [[[[...]]]]; both once escaped as
+        # an unhandled error (traceback, connection dropped unanswered, not counted)
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
             self._refuse("malformed request header")
             return
         self.header = header
@@ -90,8 +94,8 @@ class HandoffProtocol(protocol.Protocol, TimeoutMixin):
         self.busy = True
         self.setTimeout(None)
         self.buf = bytearray()
-        assert self.header is not None
-        env = Envelope.from_header(self.header)
+        assert self.env is not None
+        env = self.env
         if truncated:
             env = Envelope(env.sender, env.recipient, env.queue_id, env.extension, max(env.size, self.received), True)
         d = deferToThreadPool(self.factory.reactor, self.factory.threadpool, self.factory.recorder.record, data, env)

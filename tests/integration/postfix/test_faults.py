@@ -518,6 +518,26 @@ class Garbage:
             raise AssertionError(f"garbage thread failed: {self.errors[0]!r}") from self.errors[0]
 
 
+HANDOFF_JUNK = (
+    b"not json\n",
+    b'{"length": 1e400}\n',  # OverflowError
+    b"[" * 10000 + b"]" * 10000 + b"\n",  # RecursionError in json
+    b'{"length": 3, "size": "big"}\nabc',  # ValueError building the envelope
+    b'{"length": -1}\n',
+)
+
+
+def handoff_exchange(path: Path, data: bytes) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(path))
+        s.sendall(data)
+        out = b""
+        while chunk := s.recv(4096):
+            out += chunk
+        return out
+
+
 def test_e_garbage_on_policy_socket_while_postfix_is_answered(make_lab: MakeLab) -> None:
     lab = make_lab()
     assert lab.server is not None
@@ -556,6 +576,15 @@ def test_e_garbage_on_policy_socket_while_postfix_is_answered(make_lab: MakeLab)
     for n in range(5):
         lab.sink.wait_for_message(f"fine{n}@example.test")
     lab.postfix.wait_queue_empty()
+
+    # the ingest hand-off socket too: each malformed request gets TEMPFAIL (and no traceback),
+    # and a DSN through Postfix is still recorded by the service afterwards
+    for junk in HANDOFF_JUNK:
+        assert handoff_exchange(lab.root / "run" / "ingest.sock", junk) == b"TEMPFAIL malformed request header\n", junk
+    [dsn] = dsn_messages(1)
+    assert lab.postfix.inject("", BOUNCE_ADDRESS, [dsn], connections=1) == []
+    wait_until(lambda: count(lab, "SELECT COUNT(*) FROM raw_messages") == 1, 30, 0.1, "the DSN recorded")
+    assert metric(lab, "sidecar_ingest_messages_total").get('{outcome="parsed"}') == 1
     assert lab.server.proc is not None and lab.server.proc.poll() is None, "sidecar serve died"
     assert lab.policy_action("fine@example.test", APP_SENDER) == "DUNNO"
     warnings = re.findall(r"warning: .*(?:policy|problem talking)", lab.postfix.log_text())
