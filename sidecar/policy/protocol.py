@@ -88,6 +88,7 @@ class PolicyProtocol(Protocol):
         self.waiting = False
         self.last_seen = time.monotonic()
         self.peer = "?"
+        self._sock: Any = None
 
     def connectionMade(self) -> None:
         f = self.f
@@ -96,6 +97,9 @@ class PolicyProtocol(Protocol):
             return
         f.connections.add(self)
         metrics.POLICY_CONNECTIONS.inc()
+        t = self.transport
+        if getattr(t, "TLS", True) is False and hasattr(t, "_tempDataBuffer") and hasattr(t, "dataBuffer"):
+            self._sock = getattr(t, "socket", None)   # a plain TCP or UNIX connection: see _write
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         self.peer = f"{getattr(peer, 'host', '')}:{getattr(peer, 'port', '')}".strip(":") or "unix"
 
@@ -158,7 +162,7 @@ class PolicyProtocol(Protocol):
             reply = f.replies.get(action)
             if reply is None:
                 reply = f.reply(action)
-            self.transport.write(reply)  # type: ignore[union-attr]
+            self._write(reply)
             if not buf:
                 self.buf = b""
                 return
@@ -167,9 +171,29 @@ class PolicyProtocol(Protocol):
         self.waiting = False
         if not self.connected:
             return
-        self.transport.write(b"action=" + action.encode("utf-8", "replace") + b"\n\n")  # type: ignore[union-attr]
+        self._write(b"action=" + action.encode("utf-8", "replace") + b"\n\n")
         if self.buf:
             self._process()
+
+    def _write(self, reply: bytes) -> None:
+        """Send a reply: straight on the socket when nothing is queued before it, else through Twisted.
+
+        Twisted's write only queues: the reply waits for the next poll, costing a writer
+        registration, a poll and a removal per request. Postfix waits for each reply, so
+        one send now is both faster and sooner; whatever the socket does not take at once
+        (or any error) goes the ordinary way, after which Twisted's queue keeps the order.
+        """
+        t: Any = self.transport
+        sock = self._sock
+        if sock is not None and not t.dataBuffer and not t._tempDataBuffer and t.connected and not t.disconnecting:
+            try:
+                n = sock.send(reply)
+            except OSError:    # would block, interrupted, or the connection broke: Twisted sees to it
+                n = 0
+            if n == len(reply):
+                return
+            reply = reply[n:]
+        t.write(reply)
 
     def _drop(self, problem: str, detail: str) -> None:
         metrics.POLICY_BAD_INPUT.labels(problem).inc()

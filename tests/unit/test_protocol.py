@@ -157,3 +157,45 @@ def test_parse_request_type_is_the_last_request_line():
     assert f.parse(b"sender=a@x.test\nrequest=smtpd_access_policy").get("request") == "smtpd_access_policy"
     with pytest.raises(BadRequest, match="expected request=smtpd_access_policy"):
         f.parse(b"request=smtpd_access_policy\nrequest=other")
+
+
+class FakeSocket:
+    def __init__(self, take):
+        self.take, self.sent = take, []
+
+    def send(self, data):
+        n = self.take(data)
+        if isinstance(n, Exception):
+            raise n
+        self.sent.append(bytes(data[:n]))
+        return n
+
+
+class SocketTransport(StringTransport):
+    """Enough of Twisted's TCP connection for the direct-send path."""
+
+    TLS = False
+
+    def __init__(self, sock):
+        super().__init__()
+        self.socket, self.dataBuffer, self._tempDataBuffer = sock, b"", []
+        self.connected, self.disconnecting = True, False
+
+
+@pytest.mark.parametrize("take, sent, queued", [
+    (len, [b"action=DUNNO\n\n"] * 2, b""),                              # all sent at once
+    (lambda d: 4, [b"acti"], b"on=DUNNO\n\naction=DUNNO\n\n"),           # partial: rest queued, order kept
+    (lambda d: BlockingIOError(), [], b"action=DUNNO\n\n" * 2),         # would block: Twisted's queue
+])
+def test_replies_go_straight_to_the_socket_when_nothing_is_queued(take, sent, queued):
+    rec = Recorder()
+    f = PolicyFactory(rec)
+    p = f.buildProtocol(None)
+    sock = FakeSocket(take)
+    t = SocketTransport(sock)
+    p.makeConnection(t)
+    req = b"request=smtpd_access_policy\nprotocol_state=RCPT\n\n"
+    p.dataReceived(req)
+    t._tempDataBuffer = [t.value()] if t.value() else []   # what Twisted would still hold
+    p.dataReceived(req)
+    assert sock.sent == sent and t.value() == queued
