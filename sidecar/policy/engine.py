@@ -30,6 +30,7 @@ class PolicyEngine:
         self.tenant_from = s.tenant_from
         self._suppressed = metrics.SUPPRESSED
         self._rejections: dict[str, object] = {}
+        self._check_limits = limiter.check if limiter else None   # rules are fixed at start
 
     def tenant(self, attrs: Mapping[str, str], sender: str | None = None) -> str:
         how = self.tenant_from
@@ -56,8 +57,9 @@ class PolicyEngine:
                 if entry is not None:
                     self._suppressed.inc()
                     return self.reply.format(address=recipient, reason=entry.reason, date=entry.date, tenant=tenant)
-        if self.limiter:
-            hit = self.limiter.check(attrs, state, now)
+        check = self._check_limits
+        if check is not None:
+            hit = check(attrs, state, now)
             if hit is not None:
                 if isinstance(hit, Deferred):   # a shared (Redis) backend answers later
                     return hit.addCallback(self._limited, now)

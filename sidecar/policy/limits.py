@@ -161,10 +161,20 @@ class RateLimiter:
             if state == "END-OF-MESSAGE":
                 self._commit_message(attrs, now)
             return None
+        state_of = self.state
         for rule, params, consume in plan:
             key = rule.key_value(attrs)
             if key is None:
                 continue
+            if consume and len(params) == 1:    # _admit's one-window case, inlined: the usual rule
+                tats = state_of.get(key)
+                t, lim = params[0]
+                tat = tats[0] if tats is not None else None
+                new = (now if tat is None or tat < now else tat) + t
+                if new - now <= lim:
+                    state_of[key] = (new,)
+                    self.dirty.add(key)
+                    continue
             reply = self._admit(rule, key, now, consume, params)
             if reply is not None:
                 return rule.name, key, reply

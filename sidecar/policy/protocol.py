@@ -23,6 +23,7 @@ log = logging.getLogger("sidecar.policy")
 
 _ALL_BUT_EQUALS_AND_NEWLINE = bytes(b for b in range(256) if b not in b"=\n")
 _split_attribute = methodcaller("split", "=", 1)
+_NEEDLES: dict[str, str] = {}   # attribute name -> "\nname="
 
 
 class Request(Mapping[str, str]):
@@ -41,9 +42,14 @@ class Request(Mapping[str, str]):
 
     def get(self, name: str, default: Any = None) -> Any:
         text = self.text
-        i = text.rfind("\n" + name + "=")
+        needle = _NEEDLES.get(name)
+        if needle is None:
+            needle = "\n" + name + "="
+            if len(_NEEDLES) < 256:
+                _NEEDLES[name] = needle
+        i = text.rfind(needle)
         if i >= 0:
-            i += len(name) + 2
+            i += len(needle)
         elif text.startswith(name + "="):
             i = len(name) + 1
         else:
@@ -143,8 +149,10 @@ class PolicyProtocol(Protocol):
                     return
                 self.buf = buf
                 return
-            block = buf[:end]
-            buf = buf[end + 2:]
+            if end + 2 == len(buf):   # the usual case: exactly one request arrived
+                block, buf = buf[:end], b""
+            else:
+                block, buf = buf[:end], buf[end + 2:]
             if end > f.max_request_size:
                 self._drop("request-too-large", f"request over {f.max_request_size} bytes")
                 return
@@ -154,7 +162,7 @@ class PolicyProtocol(Protocol):
             except BadRequest as e:
                 self._drop(e.problem, str(e))
                 return
-            if not isinstance(action, str):   # a Deferred: answer when it fires, then go on
+            if action.__class__ is not str and not isinstance(action, str):   # a Deferred: answer when it fires
                 self.buf = buf
                 self.waiting = True
                 action.addCallback(self._answer_later)
@@ -162,7 +170,19 @@ class PolicyProtocol(Protocol):
             reply = f.replies.get(action)
             if reply is None:
                 reply = f.reply(action)
-            self._write(reply)
+            # _write, inlined: this runs once per request
+            t: Any = self.transport
+            sock = self._sock
+            if sock is not None and not t.dataBuffer and not t._tempDataBuffer and t.connected \
+                    and not t.disconnecting:
+                try:
+                    n = sock.send(reply)
+                except OSError:
+                    n = 0
+                if n != len(reply):
+                    t.write(reply[n:])
+            else:
+                t.write(reply)
             if not buf:
                 self.buf = b""
                 return
