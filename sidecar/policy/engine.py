@@ -47,7 +47,10 @@ class PolicyEngine:
 
     def decide(self, attrs: Mapping[str, str], now: float) -> str:
         """The action for one request (``attrs`` are the request's attributes)."""
-        state = attrs.get("protocol_state", "")
+        return self.decide_in_state(attrs, attrs.get("protocol_state", ""), now)
+
+    def decide_in_state(self, attrs: Mapping[str, str], state: str, now: float) -> str:
+        """``decide`` for a caller that has already read ``protocol_state``."""
         if state == "RCPT":
             recipient = attrs.get("recipient", "")
             sender = attrs.get("sender", "")
@@ -87,17 +90,21 @@ class GuardedDecider:
         self.safe_action = safe_action
         self.clock = clock
         self._count = metrics.POLICY_STATS.count
+        self._in_state = getattr(engine, "decide_in_state", None)
 
     def __call__(self, attrs: Mapping[str, str]) -> str | Deferred:
         t0 = perf_counter()
+        state = attrs.get("protocol_state", "")
         try:
-            action = self.engine.decide(attrs, self.clock())
+            if self._in_state is not None:
+                action = self._in_state(attrs, state, self.clock())
+            else:
+                action = self.engine.decide(attrs, self.clock())
         except Exception:
             action = self._failed(None, attrs)
         if action.__class__ is str:
-            self._count(attrs.get("protocol_state", ""), action, perf_counter() - t0)
+            self._count(state, action, perf_counter() - t0)
             return action
-        state = attrs.get("protocol_state", "")
         if isinstance(action, Deferred):
             return action.addErrback(self._failed, attrs).addCallback(self._done, t0, state)
         return self._done(action, t0, state)
