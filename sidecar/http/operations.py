@@ -60,11 +60,13 @@ def table(rows: Iterable[dict[str, Any]], cols: list[str]) -> None:
 
 
 def emit(args: argparse.Namespace, data: Any, cols: list[str] | None = None) -> None:
+    """--json: one JSON object per line (an iterator is streamed); else a table for people."""
+    items = data if isinstance(data, (list, Iterator)) else [data]
     if args.json:
-        for item in (data if isinstance(data, list) else [data]):
+        for item in items:
             print(json.dumps(item))
     elif cols is not None:
-        table(data if isinstance(data, list) else [data], cols)
+        table(list(items), cols)
     else:
         print(json.dumps(data, indent=2))
 
@@ -175,11 +177,7 @@ def cmd_sup_list(args: argparse.Namespace, cfg: Config) -> int:
         return [queries.suppression_dict(r) for r in rows], nxt
 
     items = _paged(args, "/suppressions", params, direct)
-    if args.json:
-        for it in items:
-            print(json.dumps(it))
-    else:
-        table(list(items), SUP_COLS + (["active"] if args.all else []))
+    emit(args, items, SUP_COLS + (["active"] if args.all else []))
     return 0
 
 
@@ -367,11 +365,7 @@ def cmd_events_list(args: argparse.Namespace, cfg: Config) -> int:
     f = queries.EventFilter(kind=args.kind, address=addr, tenant=args.tenant, category=args.category,
                             since=_when(args.since, "since"), until=_when(args.until, "until"))
     items = _paged(args, "/events", params, lambda after, n: queries.page_events(engine, f, after, n))
-    if args.json:
-        for it in items:
-            print(json.dumps(it))
-    else:
-        table(list(items), EVENT_COLS)
+    emit(args, items, EVENT_COLS)
     return 0
 
 

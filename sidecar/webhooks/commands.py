@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from sidecar.config import Config
-from sidecar.http.operations import _client, _engine, _paged, handled, table
+from sidecar.http.operations import _client, _engine, _paged, emit, handled, table
 
 DELIVERY_COLS = ["id", "subscription", "event_type", "address", "status", "attempts", "last_attempt_at",
                  "last_error"]
@@ -50,11 +50,7 @@ def cmd_wh_deliveries(args: argparse.Namespace, cfg: Config) -> int:
         return rows, rows[-1]["id"] if len(rows) == n else None
 
     items = _paged(args, "/webhooks/deliveries", params, direct)
-    if args.json:
-        for it in items:
-            print(json.dumps(it))
-    else:
-        table(list(items), DELIVERY_COLS)
+    emit(args, items, DELIVERY_COLS)
     return 0
 
 
