@@ -174,3 +174,54 @@ def test_large_import_reaches_a_reader_of_the_change_feed(store):
     feed = _feed(store)
     assert len(feed) == n and {r.address for r in feed} == {f"u{i}@d{i % 7}.test" for i in range(n)}
     assert store.count() == n
+
+
+def test_a_running_server_learns_every_row_of_an_import(pg_url, tmp_path):
+    """`sidecar suppressions import` (several COPY chunks) while a server on the same PostgreSQL
+    reads the change feed and another writer adds suppressions in between: all of them apply."""
+    import threading
+
+    from tests.integration.sidecar_proc import Sidecar, run_cli
+    from tests.unit.policy_data import rcpt
+
+    n = 120_000
+    csv_path = tmp_path / "in.csv"
+    csv_path.write_text("address,reason\n" + "".join(f"imp{i}@d{i % 11}.test,hard bounce\n" for i in range(n)))
+    sc = Sidecar(tmp_path / "serve", pg_url, '[ingest]\nsocket = ""\n')
+    sc.start()
+    engine = make_engine(pg_url)
+    other = SuppressionStore(engine)
+    stop = threading.Event()
+    added: list[str] = []
+
+    def writer() -> None:
+        while not stop.is_set():
+            added.append(f"side{len(added)}@x.test")
+            other.add(added[-1], reason="manual")
+            time.sleep(0.01)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        out = run_cli("suppressions", "import", str(csv_path), "--json", "--no-progress", db=pg_url)
+        assert '"imported": 120000' in out.stdout
+    finally:
+        stop.set()
+        t.join()
+    try:
+        want = n + len(added)
+        t0 = time.monotonic()
+        while True:
+            gauge = next(float(line.split()[-1]) for line in sc.metrics().splitlines()
+                         if line.startswith("sidecar_suppressions "))
+            if gauge == want or time.monotonic() - t0 > 15:
+                break
+            time.sleep(0.1)
+        assert gauge == want and len(added) > 5
+        c = sc.connect()
+        for a in ("imp0@d0.test", f"imp{n - 1}@d{(n - 1) % 11}.test", added[0], added[-1]):
+            assert c.ask(rcpt(recipient=a)).startswith("550"), a
+        c.close()
+    finally:
+        sc.stop()
+        engine.dispose()
