@@ -55,8 +55,13 @@ class PolicyEngine:
             recipient = attrs.get("recipient", "")
             sender = attrs.get("sender", "")
             if recipient and (sender or not self.skip_null_sender):
-                tenant = self.tenant(attrs, sender)
-                entry = self.index.lookup(recipient, tenant, now)
+                index = self.index
+                if index.tenant_scoped:
+                    tenant = self.tenant(attrs, sender)
+                    entry = index.lookup(recipient, tenant, now)
+                else:   # only global suppressions: the tenant is needed for the reply alone
+                    entry = index.lookup(recipient, "", now)
+                    tenant = self.tenant(attrs, sender) if entry is not None else ""
                 if entry is not None:
                     self._suppressed.inc()
                     return self.reply.format(address=recipient, reason=entry.reason, date=entry.date, tenant=tenant)

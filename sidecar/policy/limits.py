@@ -163,9 +163,17 @@ class RateLimiter:
             return None
         state_of = self.state
         for rule, params, consume in plan:
-            key = rule.key_value(attrs)
-            if key is None:
-                continue
+            plain = rule.plain
+            if plain is not None:   # key_value's one-attribute case, inlined
+                v = attrs.get(plain, "").lower()
+                if not v or v in rule.exempt_values:
+                    continue
+                key = rule.prefix + v
+            else:
+                maybe = rule.key_value(attrs)
+                if maybe is None:
+                    continue
+                key = maybe
             if consume and len(params) == 1:    # _admit's one-window case, inlined: the usual rule
                 tats = state_of.get(key)
                 t, lim = params[0]

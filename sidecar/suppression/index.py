@@ -26,6 +26,7 @@ class SuppressionIndex:
     def __init__(self, case_sensitive_local: bool = False, allowlist: tuple[str, ...] = ()) -> None:
         self.case_sensitive_local = case_sensitive_local
         self._by_tenant: dict[str, dict[str, Entry]] = {"": {}}
+        self.tenant_scoped = False   # True once any suppression for a tenant (not global) was added
         self._entries: dict[tuple[str, str, float | None], Entry] = {}
         self._days: dict[int, str] = {}
         self._reasons: dict[str, str] = {}
@@ -58,6 +59,7 @@ class SuppressionIndex:
         d = self._by_tenant.get(tenant)
         if d is None:
             d = self._by_tenant[tenant] = {}
+            self.tenant_scoped = True
         k = self.key(address)
         e = d[k] = self._entry(reason, created_at, expires_at)
         if e.expires_at is not None:
@@ -76,6 +78,7 @@ class SuppressionIndex:
             d = by_tenant.get(tenant)
             if d is None:
                 d = by_tenant[tenant] = {}
+                self.tenant_scoped = True
             # rows mostly repeat the previous one's reason and expiry within a day: skip the lookups
             if last is None or created >= day_end or created < day_end - 86400 or last[0] != reason \
                     or last[2] != expires:

@@ -127,3 +127,15 @@ def test_guard_counts_requests_and_latency_for_metrics(tmp_path):
     assert "# TYPE sidecar_policy_decision_seconds histogram" in text
     assert 'sidecar_policy_decision_seconds_bucket{le="0.05"}' in text
     assert 'sidecar_policy_requests_created{action="DUNNO",state="RCPT"}' in text
+
+
+def test_reply_names_the_tenant_when_only_global_suppressions_exist(tmp_path):
+    e, index = engine(tmp_path, '[suppression]\nreply = "REJECT {address} ({tenant})"\n')
+    index.put("hard1@example.test", "", "hard bounce", NOW, None)
+    assert not index.tenant_scoped
+    assert e.decide(rcpt(recipient="hard1@example.test", sasl_username="", sender="a@Shop.test"), NOW) == \
+        "REJECT hard1@example.test (shop.test)"
+    index.put("only@shop.test", "app", "complaint", NOW, None)
+    assert index.tenant_scoped
+    assert e.decide(rcpt(recipient="only@shop.test", sasl_username="app"), NOW).startswith("REJECT only@shop.test")
+    assert e.decide(rcpt(recipient="only@shop.test", sasl_username="other"), NOW) == "DUNNO"
