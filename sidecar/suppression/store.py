@@ -154,7 +154,7 @@ class SuppressionStore:
         if ids:
             conn.execute(_insert(conn, SuppressionCause.__table__).on_conflict_do_nothing(),
                          [{"suppression_id": sid, "event_id": e} for e in ids])
-        conn.execute(Change.__table__.insert().values(kind="suppression", address=addr, tenant=tenant, active=True,
+        conn.execute(insert(Change).values(kind="suppression", address=addr, tenant=tenant, active=True,
                                                       reason=reason, created_at=now, expires_at=expires_at,
                                                       changed_at=now))
         return sid
@@ -169,7 +169,7 @@ class SuppressionStore:
                                .values(active=False, updated_at=now))
             if not res.rowcount:
                 return False
-            conn.execute(Change.__table__.insert().values(kind="suppression", address=addr, tenant=tenant,
+            conn.execute(insert(Change).values(kind="suppression", address=addr, tenant=tenant,
                                                           active=False, changed_at=now))
             return True
 
