@@ -57,6 +57,8 @@ class StateSync(service.MultiService):
         super().__init__()
         self.cfg, self.store, self.reactor, self.pool = cfg, store, reactor, pool
         self.index, self.limiter = index, limiter
+        # Read at scrape time: the key count moves with every new key, not with the 30 s prune.
+        metrics.RATELIMIT_KEYS.set_function(lambda: len(limiter.state))
         self.refusals = RefusalLog()
         self.cursor = ChangeCursor()
         self.ready = False
@@ -183,7 +185,6 @@ class StateSync(service.MultiService):
             return
         if next(self._pruning, None) is None:
             self._pruning = None
-            metrics.RATELIMIT_KEYS.set(len(self.limiter.state))
             return
         self._prune_call = self.reactor.callLater(0, self._prune_step)
 

@@ -72,6 +72,10 @@ def test_expiring_suppression_stops_applying_without_restart(sidecar):
     assert c.ask(rcpt(recipient="soon@example.test")) == "DUNNO"
 
 
+def _gauge(text: str, name: str) -> float:
+    return float(next(line.split()[1] for line in text.splitlines() if line.startswith(name + " ")))
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_rate_limit_counters_survive_restart(sidecar, sig):
     sidecar.start()
@@ -85,7 +89,10 @@ def test_rate_limit_counters_survive_restart(sidecar, sig):
     sidecar.start()
     c = sidecar.connect()
     assert c.ask(req).startswith("DEFER_IF_PERMIT 4.7.1")
+    keys_before = _gauge(sidecar.metrics(), "sidecar_ratelimit_keys")
+    assert keys_before >= 1   # app1's key, restored
     assert c.ask(rcpt(sasl_username="app2")) == "DUNNO"
+    assert _gauge(sidecar.metrics(), "sidecar_ratelimit_keys") == keys_before + 1   # at once, not at the prune
     shown = run_cli("limits", "show", "per-app:app1", db=sidecar.db, config=sidecar.config).stdout
     assert "used 3, remaining 0" in shown
     run_cli("limits", "reset", "per-app:app1", db=sidecar.db, config=sidecar.config)
