@@ -15,7 +15,7 @@ from sidecar.bounce import arf, detect, dsn, lhost, mime, notifications, textbou
 from sidecar.bounce.classify import Verdict, category_of, classify
 from sidecar.bounce.model import Category, FailedRecipient, Kind, ParsedMessage
 
-PARSER_VERSION = "1.2.0"
+PARSER_VERSION = "1.2.1"
 
 # a returned message with no code at all: a permanent failure of unknown detail
 _RETURNED = "5.0.0"
@@ -280,10 +280,11 @@ def _from_text(msg: Message, text: str, original: Message | None, family: str | 
         explicit = lhost.family_reason(family, " ".join(t.diagnostic.lower().split()), msg) if family else None
         if explicit is None and family_text:
             explicit = lhost.family_reason(family, family_text, msg)  # the family's sentence anywhere
-        verdict = classify(None, t.diagnostic, None, t.command, explicit=explicit, session=session)
+        remote = textbounce.remote_host(t.diagnostic) or (textbounce.remote_host(whole) if len(found) == 1 else None)
+        verdict = classify(None, t.diagnostic, None, t.command, explicit=explicit, remote_mta=remote, session=session)
         if verdict.reason in ("onhold", "undefined") and whole:
             explicit = lhost.family_reason(family, whole.lower(), msg) if family else None
-            verdict = classify(None, whole, None, t.command, explicit=explicit, session=session)
+            verdict = classify(None, whole, None, t.command, explicit=explicit, remote_mta=remote, session=session)
         if verdict.reason == "delivered":
             continue
         verdict = _provider_reason(t.address, verdict)
@@ -298,7 +299,7 @@ def _from_text(msg: Message, text: str, original: Message | None, family: str | 
                 verdict.hard,
                 verdict.status or _RETURNED,
                 action,
-                None,
+                remote,
                 t.diagnostic or None,
             )
         )

@@ -221,3 +221,24 @@ def find_recipients(text: str, exclude: set[str], own_domain: str = "") -> list[
                 block = _paragraph(lines, idx)
             found[addr] = TextRecipient(addr, block, smtp_command(block) or command)
     return list(found.values())
+
+
+# The remote server a text bounce names: Exim and Postfix "host mx.example.com [192.0.2.1]",
+# Sendmail "while talking to mx.example.com.", qmail "192.0.2.1 does not like recipient" /
+# "Connected to 192.0.2.1 but ...".
+_HOST_NAME = r"(?:[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?\.)+[a-z]{2,63}"
+_IPV4 = r"\d{1,3}(?:\.\d{1,3}){3}"
+_REMOTE_HOST = re.compile(
+    rf"\bhost\s+(?P<exim>{_HOST_NAME}|{_IPV4})\.?\s*\[(?:{_IPV4}|[0-9a-f:.]+)\]"
+    rf"|\bwhile talking to\s+(?P<sendmail>{_HOST_NAME})\.?:"
+    rf"|(?:\bconnected to\s+|^\s*|>:\s+)(?P<qmail>{_IPV4})\s+(?:but\b|does not like\b|failed after\b)",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def remote_host(text: str) -> str | None:
+    """The remote MTA named in a text bounce's diagnostic, lower-cased; None when none is."""
+    m = _REMOTE_HOST.search(text)
+    if m is None:
+        return None
+    return next(v for v in m.groups() if v).lower()

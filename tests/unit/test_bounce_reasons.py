@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sidecar.bounce.classify import classify
+from sidecar.bounce.textbounce import remote_host
 
 
 @pytest.mark.parametrize(
@@ -59,3 +60,19 @@ def test_reason(status: str | None, text: str, command: str | None, reason: str,
 )  # fmt: skip
 def test_provider_code_tables(status: str, text: str, remote_mta: str | None, reason: str) -> None:
     assert classify(status, text, "failed", None, "SMTP", remote_mta=remote_mta).reason == reason
+
+
+@pytest.mark.parametrize(
+    ("text", "host"),
+    [
+        ("x@example.net host mx1.example.net [192.0.2.1] SMTP error from remote mail server", "mx1.example.net"),
+        ("host mx.example.com[192.0.2.2] said: 550 5.1.1 <x@example.com>: unknown", "mx.example.com"),
+        ("... while talking to MX.Example.ORG.:\n>>> RCPT To:<x@example.org>", "mx.example.org"),
+        ("<x@example.jp>: 192.0.2.135 does not like recipient. Remote host said: 550", "192.0.2.135"),
+        ("<x@example.org>: Connected to 192.0.2.225 but sender was rejected.", "192.0.2.225"),
+        ("Sorry, I couldn't find any host named example.com. (#5.1.2)", None),
+        ("550 5.1.1 user unknown", None),
+    ],
+)  # fmt: skip
+def test_remote_host_in_text_bounces(text: str, host: str | None) -> None:
+    assert remote_host(text) == host
