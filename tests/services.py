@@ -101,9 +101,14 @@ class RedisServer:
                         "--logfile", str(self.dir / "redis.log")], check=True, timeout=30)
         _wait_port(self.port, 10)
         t0 = time.monotonic()
-        while not pidfile.exists() and time.monotonic() - t0 < 5:
+        while True:   # the pidfile may exist before Redis has written its number into it
+            text = pidfile.read_text().strip() if pidfile.exists() else ""
+            if text.isdigit():
+                break
+            if time.monotonic() - t0 > 5:
+                raise RuntimeError(f"redis-server wrote no PID to {pidfile} within 5 s")
             time.sleep(0.02)
-        self.pid = int(pidfile.read_text())
+        self.pid = int(text)
         return self
 
     def stop(self) -> None:
