@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("postfix-config", help="print the Postfix main.cf and master.cf lines for this config")
     _common(p, db=False)
+    p.add_argument("--format", choices=("text", "json"), default="text",
+                   help='text (default): the lines to paste; json: {"main.cf": TEXT, "main.cf parameters": '
+                        '{NAME: VALUE}, "master.cf": TEXT} for deployment tools')
 
     p = sub.add_parser("db", help="database schema")
     dsub = p.add_subparsers(dest="db_command", metavar="ACTION")

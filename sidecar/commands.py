@@ -74,13 +74,19 @@ def cmd_check_config(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_postfix_config(args: argparse.Namespace, cfg: Config) -> int:
-    from sidecar.postfix_config import TemplateError, render, values_from_config
+    from sidecar.postfix_config import TemplateError, main_cf_parameters, render, values_from_config
 
     try:
         out = render(values_from_config(cfg))
+        parameters = main_cf_parameters(out["main.cf"])
     except TemplateError as e:
         print(f"sidecar: postfix-config: {e}", file=sys.stderr)
         return 78
+    if getattr(args, "format", "text") == "json":
+        # for deployment tools: postconf -e the parameters, put master.cf in a managed block
+        print(json.dumps({"main.cf": out["main.cf"], "main.cf parameters": parameters,
+                          "master.cf": out["master.cf"]}, indent=2))
+        return 0
     for name, text in out.items():
         print(f"# ---- {name} ----")
         print(text.rstrip("\n"))

@@ -234,6 +234,30 @@ def values_from_config(cfg: Any) -> dict[str, str]:
     return values
 
 
+def main_cf_parameters(text: str) -> dict[str, str]:
+    """``name = value`` settings of a rendered main.cf, in order, as ``postconf -n`` shows them.
+
+    Comments and blank lines are dropped; a continuation line (one that starts with
+    white space) is joined to its parameter with a single space.
+    """
+    params: dict[str, str] = {}
+    name = None
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line[0].isspace():
+            if name is None:
+                raise TemplateError(f"main.cf continuation line without a parameter: {line!r}")
+            params[name] = f"{params[name]} {line.strip()}".strip()
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise TemplateError(f"main.cf line is not name = value: {line!r}")
+        name = key.strip()
+        params[name] = value.strip()
+    return params
+
+
 def absolute_sqlite_url(url: str) -> str:
     """``sqlite:///var/x.db`` -> ``sqlite:////<cwd>/var/x.db``; other URLs unchanged."""
     prefix = "sqlite:///"
