@@ -76,6 +76,8 @@ RATELIMIT_KEYS = Gauge("sidecar_ratelimit_keys", "Active rate-limit keys in memo
 RATELIMIT_REDIS_UP = Gauge("sidecar_ratelimit_redis_up", "1 while the Redis rate-limit backend is connected")
 RATELIMIT_FALLBACK = Counter("sidecar_ratelimit_fallback", "Rate-limit decisions made by the fallback instead of "
                              "Redis, by cause (down, timeout, error)", ["cause"])
+RATELIMIT_REDIS_BATCH = Histogram("sidecar_ratelimit_redis_batch", "Decisions sent to Redis in one script call",
+                                  buckets=(1, 2, 5, 10, 20, 50, 100))
 CHANGE_FEED_LAG = Gauge("sidecar_change_feed_last_id", "Last change-feed id applied to the in-memory index")
 DB_ERRORS = Counter("sidecar_db_errors", "Database operations that failed, by operation", ["operation"])
 
