@@ -29,6 +29,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lab_policy import policy_query
@@ -147,7 +148,7 @@ class Deployment:
         argv = [str(self.prefix / "bin" / "sidecar"), *args, "--config", str(self.config_file)]
         return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
-    def role_vars(self, wheel: Path) -> dict[str, object]:
+    def role_vars(self, wheel: Path) -> dict[str, Any]:
         r = self.root
         return {
             "postfix_sidecar_user": ROLE_USER,
@@ -271,7 +272,8 @@ def _healthz(port: int) -> int | None:
 def test_role_deploys_the_sidecar_and_wires_postfix(deployment: Deployment) -> None:
     dep, postfix = deployment, deployment.postfix
     wheel = build_wheelhouse(dep.root / "wheels")
-    (dep.root / "vars.json").write_text(json.dumps(dep.role_vars(wheel)))
+    role_vars = dep.role_vars(wheel)
+    (dep.root / "vars.json").write_text(json.dumps(role_vars))
 
     changed, output = dep.converge()
     assert changed > 0, output
@@ -321,3 +323,17 @@ def test_role_deploys_the_sidecar_and_wires_postfix(deployment: Deployment) -> N
     changed, output = dep.converge()
     assert changed == 0, output
     assert dep.sidecar_pids() == [pid], "the second converge restarted the sidecar"
+
+    # a changed setting: sidecar.toml and main.cf change, the handlers restart and reload
+    role_vars["postfix_sidecar_config"]["postfix"]["policy_timeout"] = "7s"
+    (dep.root / "vars.json").write_text(json.dumps(role_vars))
+    mark = postfix.mark_log()
+    changed, output = dep.converge()
+    assert changed >= 4, output  # sidecar.toml, postconf -e, restart, reload
+    assert postfix.run("postconf", "-h", "smtpd_policy_service_timeout").stdout.strip() == "7s"
+    postfix.wait_for_log(r"reload -- version", since=mark)
+    [new_pid] = dep.sidecar_pids()
+    assert new_pid != pid, output
+    wait_until(lambda: _healthz(dep.http_port) == 200, 30, what="the restarted sidecar's /healthz")
+    wait_until(lambda: "recipient suppressed" in postfix.send(SENDER, ["bad@example.test"]).message, 10, 0.5,
+               "Postfix to refuse bad@example.test after the reload")
