@@ -1,13 +1,8 @@
-"""The Ansible role (ansible/roles/postfix_sidecar) converged for real with ansible-playbook.
-
-Target: this machine (connection local), a private Postfix instance from the lab harness
-(own config dir, loopback ports, relayhost = the loopback sink) and a private prefix under
-the test's directory. The role installs the package from a local wheel into its own
-virtualenv (pip --no-index: the dependencies are wheels repacked from this test's
-environment, so nothing but loopback is contacted), writes sidecar.toml, wires Postfix
-with `sidecar postfix-config` and starts `sidecar serve` with start-stop-daemon (no
-systemd here). Everything started is stopped by PID and removed, also on failure.
-"""
+"""The Ansible role (ansible/roles/postfix_sidecar) converged with ansible-playbook, connection
+local, against a private Postfix instance from the lab harness and a private prefix. The role
+installs a local wheel with pip --no-index (dependencies repacked from this environment: only
+loopback is contacted) and runs `sidecar serve` under start-stop-daemon (no systemd here).
+Everything started is stopped by PID and removed, also on failure (see docs/deploy.md)."""
 
 from __future__ import annotations
 
@@ -26,7 +21,7 @@ import tempfile
 import urllib.request
 import zipfile
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -130,18 +125,13 @@ class Deployment:
     sink: SmtpSink
     policy_port: int
     http_port: int
+    prefix: Path = field(init=False)
+    config_file: Path = field(init=False)
+    pidfile: Path = field(init=False)
 
-    @property
-    def prefix(self) -> Path:
-        return self.root / "opt"
-
-    @property
-    def config_file(self) -> Path:
-        return self.root / "etc" / "sidecar.toml"
-
-    @property
-    def pidfile(self) -> Path:
-        return self.root / "run" / "postfix-sidecar.pid"
+    def __post_init__(self) -> None:
+        self.prefix, self.config_file = self.root / "opt", self.root / "etc" / "sidecar.toml"
+        self.pidfile = self.root / "run" / "postfix-sidecar.pid"
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """The deployed `sidecar` with the deployed configuration."""
