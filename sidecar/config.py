@@ -74,6 +74,20 @@ def _action(value: object) -> str:
     return value
 
 
+_POSTFIX_ACTION_ALIASES = ("fail-open", "fail-closed", "open", "tempfail", "defer", "dunno")
+
+
+def _postfix_action(value: object) -> str:
+    """``postfix.default_action``: ``fail-open`` / ``fail-closed`` (see docs/postfix.md) or an action."""
+    if isinstance(value, str) and value.strip().lower() in _POSTFIX_ACTION_ALIASES:
+        return value.strip().lower()
+    try:
+        return _action(value)
+    except ValueError:
+        raise ValueError("expected fail-open, fail-closed or a Postfix access(5) action such as DUNNO or "
+                         "451 4.3.5 ...") from None
+
+
 def _endpoint(value: object) -> str:
     if not isinstance(value, str) or not re.match(r"^(tcp6?|unix|ssl|systemd):", value):
         raise ValueError('expected a Twisted endpoint like "tcp:10031:interface=127.0.0.1" or "unix:/run/sidecar.sock"')
@@ -213,8 +227,9 @@ class PostfixConfig:
     bounce_domain: str = _f("bounce.localhost", doc="Domain whose mail Postfix routes to the ingester.")
     pipe_user: str = _f("sidecar", doc="Unprivileged user pipe(8) runs `sidecar ingest` as.")
     sidecar_bin: str = _f("/opt/postfix-sidecar/bin/sidecar", doc="Path of the sidecar executable for master.cf.")
-    default_action: str = _f("DUNNO", parse=_action,
-                             doc="smtpd_policy_service_default_action: DUNNO = fail open; 451 4.3.5 ... = fail closed.")
+    default_action: str = _f("DUNNO", parse=_postfix_action,
+                             doc="smtpd_policy_service_default_action: DUNNO or fail-open = fail open; "
+                                 "fail-closed (451 4.3.5 ...) or your own 4xx action = fail closed.")
     policy_timeout: float = _f(10.0, parse=parse_duration, doc="smtpd_policy_service_timeout.")
 
 

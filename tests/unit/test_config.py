@@ -89,3 +89,14 @@ def test_relative_paths_are_made_absolute(tmp_path, monkeypatch):
     assert cfg.database.url == "sqlite:////abs/x.db"
     assert cfg.ingest.socket == f"{tmp_path}/var/ingest.sock"
     assert load_config(None, {"database.url": "postgresql://u@h/db"}).database.url == "postgresql://u@h/db"
+
+
+def test_postfix_default_action_accepts_the_documented_aliases(tmp_path) -> None:
+    def action(value: str) -> str:
+        return load_config(write(tmp_path, f'[postfix]\ndefault_action = "{value}"\n')).postfix.default_action
+
+    assert action("fail-closed") == "fail-closed"
+    assert action("Fail-Open") == "fail-open"
+    assert action("451 4.3.5 later") == "451 4.3.5 later"
+    with pytest.raises(ConfigError, match="postfix.default_action"):
+        action("maybe")
