@@ -74,18 +74,17 @@ def _action(value: object) -> str:
     return value
 
 
-_POSTFIX_ACTION_ALIASES = ("fail-open", "fail-closed", "open", "tempfail", "defer", "dunno")
-
-
 def _postfix_action(value: object) -> str:
-    """``postfix.default_action``: ``fail-open`` / ``fail-closed`` (see docs/postfix.md) or an action."""
-    if isinstance(value, str) and value.strip().lower() in _POSTFIX_ACTION_ALIASES:
-        return value.strip().lower()
+    """``postfix.default_action``: ``fail-open``, ``fail-closed`` or an action that ``postfix-config`` renders."""
+    from sidecar.postfix_config import TemplateError, postfix_default_action
+
+    if not isinstance(value, str) or "\n" in value:
+        raise ValueError("expected fail-open, fail-closed or a Postfix action such as DUNNO or 451 4.3.5 ...")
     try:
-        return _action(value)
-    except ValueError:
-        raise ValueError("expected fail-open, fail-closed or a Postfix access(5) action such as DUNNO or "
-                         "451 4.3.5 ...") from None
+        rendered = postfix_default_action(value)
+    except TemplateError:
+        raise ValueError("expected fail-open, fail-closed or a Postfix action such as DUNNO or 451 4.3.5 ...") from None
+    return value.strip().lower() if rendered != " ".join(value.split()) else value   # an alias: its usual spelling
 
 
 def _endpoint(value: object) -> str:

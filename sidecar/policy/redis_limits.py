@@ -104,7 +104,6 @@ class RedisRateLimiter:
         self._loaded = False   # Redis has GCRA_SCRIPT cached (EVALSHA will do)
         self._queue: list[tuple[list[tuple[CompiledRule, str, int]], Deferred]] = []
         self._flush_call: Any = None
-        self._batch_size = metrics.RATELIMIT_REDIS_BATCH
         self._fallbacks = {r: metrics.RATELIMIT_FALLBACK.labels(r) for r in ("down", "timeout", "error")}
 
     def __bool__(self) -> bool:
@@ -183,7 +182,7 @@ class RedisRateLimiter:
         pending = [(todo, d) for todo, d in queue if not d.called]   # not timed out meanwhile
         for i in range(0, len(pending), MAX_BATCH):
             batch = pending[i:i + MAX_BATCH]
-            self._batch_size.observe(len(batch))
+            metrics.RATELIMIT_REDIS_BATCH.observe(len(batch))
             keys: list[str] = []
             args: list[Any] = [len(batch)]
             for todo, _d in batch:
