@@ -11,7 +11,6 @@ at once (local in-memory limits by default) and a metric says so.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -71,7 +70,6 @@ for d = 1, tonumber(ARGV[1]) do
 end
 return out
 """
-GCRA_SHA1 = hashlib.sha1(GCRA_SCRIPT.encode()).hexdigest()
 CONNECT_TIMEOUT = 2.0
 MAX_BATCH = 100   # decisions per script call: keeps each call short for the other relays
 
@@ -101,7 +99,6 @@ class RedisRateLimiter:
         self._was_up: bool | None = None
         self._starting = True
         self._connect_deadline = reactor.seconds() + CONNECT_TIMEOUT
-        self._loaded = False   # Redis has GCRA_SCRIPT cached (EVALSHA will do)
         self._queue: list[tuple[list[tuple[CompiledRule, str, int]], Deferred]] = []
         self._flush_call: Any = None
         self._fallbacks = {r: metrics.RATELIMIT_FALLBACK.labels(r) for r in ("down", "timeout", "error")}
@@ -192,26 +189,9 @@ class RedisRateLimiter:
                     for n, w in enumerate(rule.windows):
                         args += [repr(w.interval), repr(w.capacity * w.interval)]
                         keys.append(redis_key(key, n))
-            self._call(keys, args).addCallbacks(self._answer, self._failed, callbackArgs=(batch,),
-                                                errbackArgs=(batch,))
-
-    def _call(self, keys: list[str], args: list[Any]) -> Deferred:
-        if self._loaded:
-            # The script's SHA-1 is known and Redis has it: EVALSHA alone, one round trip.
-            return self.redis.evalsha(GCRA_SHA1, keys, args).addErrback(self._noscript, keys, args)
-        return self.redis.eval(GCRA_SCRIPT, keys, args).addCallback(self._mark_loaded)
-
-    def _mark_loaded(self, res: Any) -> Any:
-        self._loaded = True
-        return res
-
-    def _noscript(self, err: Any, keys: list[str], args: list[Any]) -> Any:
-        """Redis restarted or flushed its script cache: send the script again."""
-        import txredisapi
-
-        err.trap(txredisapi.ScriptDoesNotExist)
-        self._loaded = False
-        return self.redis.eval(GCRA_SCRIPT, keys, args).addCallback(self._mark_loaded)
+            # txredisapi's eval sends EVALSHA once Redis has the script, the script again after NOSCRIPT
+            self.redis.eval(GCRA_SCRIPT, keys, args).addCallbacks(self._answer, self._failed, callbackArgs=(batch,),
+                                                                  errbackArgs=(batch,))
 
     @staticmethod
     def _answer(res: Any, batch: list[tuple[list[tuple[CompiledRule, str, int]], Deferred]]) -> None:
