@@ -1,0 +1,41 @@
+"""The relay's own record of the recipients it accepted mail for: what corroborates a bounce.
+
+Everything inside a bounce is written by whoever sent it, so a bounce may suppress an address
+only when our own data shows the address was our recipient: a valid VERP token naming it, or
+this record. The policy server adds every recipient it lets through at RCPT; the record is
+kept per day and tenant and shared through the store, so every relay and the ingester see it.
+
+This module holds the interface both sides use and an in-memory implementation for unit tests.
+Addresses are given in the suppression index's match form (``address.match_key``).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+DAY = 86400.0
+
+
+class RecipientLookup(Protocol):
+    """What the ingester asks: which tenants sent to ``address`` within the retention window."""
+
+    def tenants_for(self, address: str, now: float) -> frozenset[str]:
+        """The tenants whose record holds ``address``; empty when we never sent to it.
+
+        Errors reading the store propagate (the ingester then defers the message)."""
+        ...
+
+
+class InMemoryRecipients:
+    """Exact in-memory record (no false positives): the unit tests' fake."""
+
+    def __init__(self, retention: float = 30 * DAY) -> None:
+        self.retention = retention
+        self._seen: dict[str, dict[str, float]] = {}
+
+    def add(self, tenant: str, address: str, now: float) -> None:
+        self._seen.setdefault(address, {})[tenant] = now
+
+    def tenants_for(self, address: str, now: float) -> frozenset[str]:
+        since = now - self.retention
+        return frozenset(t for t, when in self._seen.get(address, {}).items() if when >= since)
