@@ -132,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("path", metavar="PATH")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--require-record", action="store_true",
+                   help="suppress only addresses a VERP token or the record of recipients confirms (as the pipe)")
 
     p = sub.add_parser("replay", help="re-run parsing and the suppression policy over stored messages")
     _common(p)

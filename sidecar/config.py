@@ -205,6 +205,27 @@ class RateLimitConfig:
                              doc="When Redis is unavailable: local in-memory limits, allow everything, or defer.")
 
 
+def _mailbox(value: object) -> str:
+    if not isinstance(value, str) or value.count("@") != 1 or value.startswith("@") or value.endswith("@") \
+            or any(c.isspace() for c in value):
+        raise ValueError('expected an address like "fbl-yahoo@bounce.example.com"')
+    return value.strip().lower()
+
+
+def _domain_name(value: object) -> str:
+    if not isinstance(value, str) or "@" in value or any(c.isspace() for c in value):
+        raise ValueError('expected a domain like "yahoo.com" (or "" for any)')
+    return value.strip().strip(".").lower()
+
+
+@dataclass(frozen=True)
+class FeedbackLoop:
+    recipient: str = _f(parse=_mailbox, doc="Envelope recipient on the bounce domain given only to this feedback-"
+                                            "loop provider, e.g. fbl-yahoo@bounce.example.com.")
+    sender_domain: str = _f("", parse=_domain_name,
+                            doc="If set, the envelope sender must be in this domain (or a subdomain) too.")
+
+
 @dataclass(frozen=True)
 class IngestConfig:
     max_message_size: int = _f(10 * 1024 * 1024, parse=parse_size, doc="Largest message read from stdin.")
@@ -217,7 +238,19 @@ class IngestConfig:
     soft_suppression: float = _f(7 * 86400.0, parse=parse_duration, doc="How long a soft-bounce suppression lasts.")
     hard_suppression: float = _f(0.0, parse=parse_duration,
                                  doc="How long a hard-bounce suppression lasts; 0 = permanent.")
-    complaint_scope: str = _f("tenant", choices=("tenant", "global"), doc="Scope of complaint suppressions.")
+    complaint_scope: str = _f("tenant", choices=("tenant", "global"),
+                              doc="Scope of complaint suppressions from a feedback_loops source; complaints from "
+                                  "anywhere else only ever suppress for a tenant.")
+    require_verp: bool = _f(False, doc="Only a message with a valid VERP token may suppress; others are recorded "
+                                       "with decision unverified.")
+    require_corroboration: bool = _f(True, doc="An address suppresses only when the VERP token or the relay's "
+                                               "record of recipients confirms it (else decision uncorroborated).")
+    feedback_loops: tuple[FeedbackLoop, ...] = _f((), doc="Feedback-loop sources: the only complaints that may "
+                                                          "suppress globally.")
+    max_failed_recipients: int = _f(100, parse=_positive_int,
+                                    doc="Recipients of one message recorded one by one; the rest are only counted.")
+    max_suppressions_per_message: int = _f(10, parse=_non_negative_int,
+                                           doc="Suppressions one message may cause; the rest are withheld.")
     retention_days: int = _f(90, parse=_non_negative_int, doc="Days raw messages are kept; 0 = forever.")
 
 

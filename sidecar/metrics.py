@@ -87,6 +87,10 @@ INGEST_RECIPIENTS = Counter("sidecar_ingest_recipients", "Failed recipients reco
                             ["category", "hard"])
 INGEST_SUPPRESSIONS = Counter("sidecar_ingest_suppressions", "Suppressions created by the ingester, by reason",
                               ["reason"])
+INGEST_WITHHELD = Counter("sidecar_ingest_withheld", "Suppressions a message asked for but was not trusted for, by "
+                          "decision (uncorroborated, unverified, no-tenant)", ["decision"])
+INGEST_CAPS = Counter("sidecar_ingest_caps_reached", "Messages that hit a per-message cap, by cap (recipients, "
+                      "suppressions)", ["cap"])
 INGEST_LATENCY = Histogram("sidecar_ingest_seconds", "Time to parse and record one message")
 
 API_REQUESTS = Counter("sidecar_api_requests", "Management API requests answered, by route and HTTP status",

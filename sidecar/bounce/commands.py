@@ -142,14 +142,14 @@ def cmd_parse(args: Any) -> int:
 
 
 # -- import / replay ----------------------------------------------------------------------------
-def _recorder(args: Any) -> Any:
+def _recorder(args: Any, corroborate: bool | None = None) -> Any:
     from sidecar.bounce.record import Recorder
     from sidecar.store.db import make_engine, upgrade
 
     cfg = _load_config(args)
     engine = make_engine(cfg.database.url)
     upgrade(engine)
-    return Recorder(cfg, engine)
+    return Recorder(cfg, engine, corroborate=corroborate)
 
 
 def cmd_import(args: Any) -> int:
@@ -157,7 +157,9 @@ def cmd_import(args: Any) -> int:
     from sidecar.config import ConfigError
 
     try:
-        recorder = _recorder(args)
+        # The operator's own bounces: their structure is enough, unless --require-record asks for
+        # the same corroboration as the pipe (VERP or the relay's record of recipients).
+        recorder = _recorder(args, corroborate=bool(getattr(args, "require_record", False)))
     except ConfigError as e:
         print(f"sidecar: configuration error: {e}", file=sys.stderr)
         return EX_CONFIG

@@ -8,8 +8,8 @@ Suppression policy (config keys under ``[ingest]``; see docs/ingest.md):
 
 * hard bounce (``hard`` true, never a 4.x.x status) -> global suppression "hard bounce",
   permanent unless ``hard_suppression`` > 0: a dead mailbox is dead for every tenant;
-* complaint (ARF) -> suppression "complaint" for the tenant (VERP tenant, else the original
-  sender's domain; ``complaint_scope = "global"`` or no tenant known -> global);
+* complaint (ARF) -> suppression "complaint" for the tenant(s) our own data knows (VERP
+  tenant, else the record of recipients); global only from a feedback-loop source;
 * soft failure (``hard`` false, Action failed, category invalid-recipient / mailbox-full /
   dns / network) -> counted; ``soft_threshold`` of them within ``soft_window`` -> global
   suppression "soft bounces" for ``soft_suppression``;
@@ -18,17 +18,20 @@ Suppression policy (config keys under ``[ingest]``; see docs/ingest.md):
 
 An existing active suppression that already lasts at least as long is never shortened or
 relabelled (a manual suppression stays manual): the new events are linked to it as causes.
+
+Whether a message may cause a suppression at all is :mod:`sidecar.bounce.trust`'s question
+(VERP, the record of recipients, feedback-loop sources); the per-message caps
+``max_failed_recipients`` and ``max_suppressions_per_message`` bound what one message can do
+and how long its transaction holds the write lock.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import time
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
@@ -36,160 +39,22 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from sidecar import metrics
+from sidecar import recipients as recipient_record
+from sidecar.bounce import trust
+from sidecar.bounce.findings import Derived, Finding, Outcome, derive, derive_raw, looks_like_report
 from sidecar.bounce.ingest import Envelope
+from sidecar.recipients import RecipientLookup
 from sidecar.store.models import Event, RawMessage, Suppression, SuppressionCause
-from sidecar.suppression.address import AddressError
 from sidecar.suppression.store import SuppressionStore
+
+__all__ = ["Derived", "Finding", "Outcome", "Recorder", "derive", "derive_raw", "looks_like_report", "open_recorder"]
 
 log = logging.getLogger("sidecar.bounce")
 
 SOFT_COUNTED = frozenset({"invalid-recipient", "mailbox-full", "dns", "network"})
 REASON_HARD, REASON_COMPLAINT, REASON_SOFT = "hard bounce", "complaint", "soft bounces"
 SUPERSEDED = "superseded"  # decision of an event replaced by a replay (kept for history)
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One event to record, derived from a parse result (and VERP data)."""
-
-    address: str
-    tenant: str
-    kind: str  # bounce | delay | complaint | auto-reply | delivered
-    category: str | None
-    reason: str | None
-    hard: bool | None
-    status: str | None = None
-    action: str | None = None
-    remote_mta: str | None = None
-    diagnostic: str | None = None
-
-    def key(self) -> tuple[Any, ...]:
-        return (self.address, self.tenant, self.kind, self.category, self.hard, self.status)
-
-
-@dataclass
-class Derived:
-    state: str  # parsed | unparsed | not-bounce | bad-verp
-    kind: str | None
-    findings: list[Finding] = field(default_factory=list)
-    error: str | None = None
-    parser_version: str | None = None
-
-
-@dataclass
-class Outcome:
-    outcome: str  # parsed | unparsed | not-bounce | bad-verp | duplicate
-    message_id: int | None
-    recipients: int = 0
-    suppressions: int = 0
-    decisions: list[tuple[str, str]] = field(default_factory=list)  # (address, decision)
-
-    def summary(self) -> str:
-        return f"{self.outcome} id={self.message_id} recipients={self.recipients} suppressions={self.suppressions}"
-
-
-def _domain(address: str | None) -> str:
-    a = (address or "").strip().strip("<>")
-    return a.rpartition("@")[2].lower() if "@" in a else ""
-
-
-def _verp(key: str, token: str) -> tuple[Any, str | None]:
-    """(VerpData or None, error or None) for the ``${extension}`` token."""
-    if not key or not token:
-        return None, None
-    from sidecar.bounce.verp import BadVerpToken, parse_verp_token
-
-    try:
-        return parse_verp_token(key.encode("utf-8"), token), None
-    except BadVerpToken as e:
-        return None, f"bad VERP token: {e}"
-
-
-_REPORT = re.compile(rb"^content-type:[ \t]*(?:multipart/report|message/(?:delivery-status|feedback-report))",
-                     re.I | re.M)
-
-
-def looks_like_report(raw: bytes) -> bool:
-    """A MIME report (DSN, ARF) by its content type: worth keeping as "unparsed" for replay."""
-    return _REPORT.search(raw[:262144]) is not None
-
-
-def derive(parsed: Any, env: Envelope, verp_key: str, canonical: Callable[[str], str],
-           raw: bytes = b"") -> Derived:
-    """Turn a ParsedMessage into what gets recorded. Pure: no database."""
-    kind = parsed.kind.value
-    verp, verp_error = _verp(verp_key, env.extension)
-    recipients = list(parsed.recipients)
-    if verp is not None:
-        # Our own envelope data beats what a remote MTA wrote: VERP mail has one recipient.
-        want = verp.recipient.lower()
-        same = [r for r in recipients if (r.address or "").lower() == want]
-        recipients = same or recipients[:1]
-    tenant = (verp.tenant if verp is not None and verp.tenant else "") or _domain(parsed.original_envelope_from)
-    findings = []
-    for r in recipients:
-        address = verp.recipient if verp is not None else r.address
-        try:
-            address = canonical(address)
-        except AddressError:
-            log.info("ignoring unusable address %r", address)
-            continue
-        action = (r.action or "").lower() or None
-        category = r.category.value if r.category is not None else None
-        if kind == "delay" or action == "delayed":
-            fkind = "delay"
-        elif kind in ("complaint", "auto-reply", "delivered"):
-            fkind = kind
-        elif category in ("complaint", "auto-reply"):
-            fkind = category
-        elif action in ("delivered", "relayed", "expanded"):
-            fkind = "delivered"
-        else:
-            fkind = "bounce"
-        findings.append(
-            Finding(
-                address=address,
-                tenant=tenant,
-                kind=fkind,
-                category=category,
-                reason=r.reason,
-                hard=r.hard,
-                status=r.status,
-                action=action,
-                remote_mta=r.remote_mta,
-                diagnostic=(r.diagnostic or None),
-            )
-        )
-    if verp_error:
-        return Derived("bad-verp", kind, findings, verp_error)
-    if kind == "not-bounce" and not findings and not looks_like_report(raw):
-        return Derived("not-bounce", kind, [])
-    if not findings:
-        return Derived("unparsed", kind, [], "no recipients found")
-    return Derived("parsed", kind, findings)
-
-
-def derive_raw(
-    raw: bytes,
-    env: Envelope,
-    verp_key: str,
-    canonical: Callable[[str], str],
-    parse: Callable[[bytes], Any] | None = None,
-) -> Derived:
-    if env.truncated:
-        return Derived(
-            "unparsed",
-            None,
-            [],
-            f"truncated: message of {env.size} bytes is larger than "
-            f"ingest.max_message_size, first {len(raw)} bytes kept",
-        )
-    from sidecar.bounce import parse as parser
-
-    parsed = (parse or parser.parse_message)(raw)  # a crash here propagates: tempfail, retried
-    d = derive(parsed, env, verp_key, canonical, raw)
-    d.parser_version = getattr(parser, "PARSER_VERSION", None)
-    return d
+NOT_COUNTED = (SUPERSEDED, "bad-verp", trust.UNVERIFIED, trust.UNCORROBORATED)  # never count as soft bounces
 
 
 def _insert(conn: Connection, table: Any) -> Any:
@@ -197,14 +62,42 @@ def _insert(conn: Connection, table: Any) -> Any:
 
 
 class Recorder:
-    """Writes messages, events and suppressions; ``cfg`` is the whole :class:`Config`."""
+    """Writes messages, events and suppressions; ``cfg`` is the whole :class:`Config`.
 
-    def __init__(self, cfg: Any, engine: Engine, parse: Callable[[bytes], Any] | None = None) -> None:
+    ``recipients``: the relay's record of recipients (default: ``recipients.open_lookup``, opened
+    on first use). ``corroborate``: whether an address needs VERP or the record to suppress;
+    None = ``ingest.require_corroboration`` (the pipe, replay); ``sidecar import`` passes False
+    (its own material: the bounce's structure is enough) unless ``--require-record``.
+    """
+
+    def __init__(self, cfg: Any, engine: Engine, parse: Callable[[bytes], Any] | None = None, *,
+                 recipients: RecipientLookup | None = None, corroborate: bool | None = None) -> None:
         self.cfg = cfg
         self.icfg = cfg.ingest
         self.engine = engine
         self.parse = parse
         self.store = SuppressionStore(engine, cfg.suppression.local_part_case_sensitive)
+        self._recipients = recipients
+        self.corroborate = self.icfg.require_corroboration if corroborate is None else corroborate
+
+    @property
+    def recipients(self) -> RecipientLookup:
+        if self._recipients is None:
+            self._recipients = recipient_record.open_lookup(self.cfg, self.engine)
+        return self._recipients
+
+    def derive(self, raw: bytes, env: Envelope) -> Derived:
+        """Parse (outside any transaction) and tell where the message came from."""
+        d = derive_raw(raw, env, self.icfg.verp_key, self.store.canonical, self.parse,
+                       self.icfg.max_failed_recipients)
+        d.feedback_loop = trust.is_feedback_loop(env.recipient, env.extension, env.sender, self.icfg.feedback_loops)
+        return d
+
+    def assess(self, d: Derived, when: float) -> dict[str, trust.Standing]:
+        """Our own data on the addresses ``d`` names (record look-ups: before the write transaction)."""
+        if d.standings is None:
+            d.standings = trust.assess(d.findings, d.verified, self.recipients, when, self.store.case_sensitive_local)
+        return d.standings
 
     # -- one message ---------------------------------------------------------------------------
     def record(self, raw: bytes, env: Envelope, *, now: float | None = None,
@@ -224,12 +117,13 @@ class Recorder:
                 metrics.INGEST_MESSAGES.labels("duplicate").inc()
                 return Outcome("duplicate", dup)
             try:
-                d = derive_raw(raw, env, self.icfg.verp_key, self.store.canonical, self.parse)
+                d = self.derive(raw, env)
             except Exception as e:
                 if not keep_parse_errors:
                     raise
                 log.exception("parser error on queue_id=%s", env.queue_id or "-")
                 d = Derived("unparsed", None, [], f"parser error: {type(e).__name__}: {e}"[:1000])
+            self.assess(d, now)
             with self.engine.begin() as conn:
                 mid = conn.execute(
                     _insert(conn, RawMessage.__table__)
@@ -263,6 +157,11 @@ class Recorder:
         log.info("ingested queue_id=%s %s", env.queue_id or "-", out.summary())
         return out
 
+    def gate(self, d: Derived, when: float) -> trust.Gate:
+        c = self.icfg
+        return trust.Gate(c.require_verp, self.corroborate, c.complaint_scope, d.verified, d.feedback_loop,
+                          self.assess(d, when))
+
     def apply(
         self,
         conn: Connection,
@@ -272,52 +171,98 @@ class Recorder:
         out: Outcome,
         findings: Iterable[Finding] | None = None,
     ) -> None:
-        """Insert events for ``findings`` (default: all of ``d``) and act on them."""
+        """Insert events for ``findings`` (default: all of ``d``) and act on them.
+
+        At most ``ingest.max_suppressions_per_message`` suppressions are made; when that cap or
+        ``max_failed_recipients`` was hit, one event of kind ``cap-reached`` says so with the counts.
+        """
+        gate = self.gate(d, when)
+        room = self.icfg.max_suppressions_per_message
+        capped = 0
         for f in d.findings if findings is None else findings:
             if f.kind in ("bounce", "delay"):
                 metrics.INGEST_RECIPIENTS.labels(f.category or "unknown", str(f.hard).lower()).inc()
             decision, sup = self.decide(conn, f, when, ignore=d.state == "bad-verp")
-            eid = conn.execute(
-                insert(Event)
-                .values(
-                    created_at=when,
-                    kind=f.kind,
-                    address=f.address,
-                    tenant=f.tenant,
-                    category=f.category,
-                    reason=f.reason,
-                    hard=f.hard,
-                    status=(f.status or None) and f.status[:16],
-                    action=(f.action or None) and f.action[:16],
-                    remote_mta=(f.remote_mta or None) and f.remote_mta[:255],
-                    diagnostic=f.diagnostic,
-                    decision=decision,
-                    message_id=message_id,
-                )
-                .returning(Event.id)
-            ).scalar_one()
+            scopes: list[str] = []
+            if sup is not None or decision == "soft":
+                held, scopes = gate.scopes(f.address, sup is not None and sup[1] == REASON_COMPLAINT)
+                if held is not None:
+                    metrics.INGEST_WITHHELD.labels(held).inc()
+                    decision, sup = held, None
+            eid = self._event(conn, message_id, when, f, decision)
             out.recipients += 1
             out.decisions.append((f.address, decision))
-            if sup is not None:
-                done = self._suppress(conn, f, eid, when, *sup)
+            if sup is None:
+                continue
+            notes: list[str] = []
+            for scope in scopes:
+                if room <= 0:
+                    capped += 1
+                    done = trust.CAP_REACHED
+                else:
+                    room -= 1
+                    done = self._suppress(conn, f, eid, when, scope, sup[1], sup[2])
                 if done == "added":
                     out.suppressions += 1
-                else:
-                    decision = f"{decision} ({done})"
-                    conn.execute(update(Event).where(Event.id == eid).values(decision=decision))
-                    out.decisions[-1] = (f.address, decision)
+                elif done not in notes:
+                    notes.append(done)
+            if notes:
+                decision = f"{decision} ({', '.join(notes)})"
+                conn.execute(update(Event).where(Event.id == eid).values(decision=decision))
+                out.decisions[-1] = (f.address, decision)
+        dropped = d.dropped if findings is None else 0
+        if dropped or capped:
+            self._cap_event(conn, message_id, when, out.recipients, dropped, capped)
+
+    def _event(self, conn: Connection, message_id: int | None, when: float, f: Finding, decision: str) -> int:
+        return int(conn.execute(
+            insert(Event)
+            .values(
+                created_at=when,
+                kind=f.kind,
+                address=f.address,
+                tenant=f.tenant,
+                category=f.category,
+                reason=f.reason,
+                hard=f.hard,
+                status=(f.status or None) and f.status[:16],
+                action=(f.action or None) and f.action[:16],
+                remote_mta=(f.remote_mta or None) and f.remote_mta[:255],
+                diagnostic=f.diagnostic,
+                decision=decision,
+                message_id=message_id,
+            )
+            .returning(Event.id)
+        ).scalar_one())
+
+    def _cap_event(self, conn: Connection, message_id: int, when: float, recorded: int, dropped: int,
+                   capped: int) -> None:
+        c = self.icfg
+        parts = []
+        if dropped:
+            metrics.INGEST_CAPS.labels("recipients").inc()
+            parts.append(f"{recorded + dropped} recipients named, {recorded} recorded, {dropped} only counted "
+                         f"(ingest.max_failed_recipients = {c.max_failed_recipients})")
+        if capped:
+            metrics.INGEST_CAPS.labels("suppressions").inc()
+            parts.append(f"{capped} suppressions withheld "
+                         f"(ingest.max_suppressions_per_message = {c.max_suppressions_per_message})")
+        log.warning("message %s: %s", message_id, "; ".join(parts))
+        conn.execute(insert(Event).values(created_at=when, kind=trust.CAP_REACHED, address=None, tenant="",
+                                          decision=trust.CAP_REACHED, diagnostic="; ".join(parts),
+                                          message_id=message_id))
 
     # -- policy --------------------------------------------------------------------------------
     def decide(
         self, conn: Connection, f: Finding, when: float, ignore: bool = False
     ) -> tuple[str, tuple[str, str, float | None] | None]:
-        """(decision, (scope tenant, reason, expires_at) or None). Reads the database (soft counts)."""
+        """(decision, (scope tenant, reason, expires_at) or None): what the message asks for, before
+        the trust gate (:mod:`sidecar.bounce.trust`) decides the scopes. Reads the database (soft counts)."""
         c = self.icfg
         if ignore:
             return "bad-verp", None
         if f.kind == "complaint":
-            scope = f.tenant if c.complaint_scope == "tenant" else ""
-            return "suppress-complaint", (scope, REASON_COMPLAINT, None)
+            return "suppress-complaint", (f.tenant, REASON_COMPLAINT, None)
         if f.kind != "bounce":
             return f.kind if f.kind == "delay" else "record", None
         if f.category == "block":
@@ -344,7 +289,7 @@ class Recorder:
                 e.category.in_(sorted(SOFT_COUNTED)),
                 e.created_at > when - self.icfg.soft_window,
                 e.created_at <= when,
-                e.decision.notin_((SUPERSEDED, "bad-verp")),
+                e.decision.notin_(NOT_COUNTED),
             )
             .order_by(e.id)
         )

@@ -27,7 +27,8 @@ from typing import IO, Any
 from sqlalchemy import select, update
 
 from sidecar.bounce.ingest import Envelope
-from sidecar.bounce.record import SUPERSEDED, Derived, Finding, Outcome, Recorder, derive_raw
+from sidecar.bounce.record import SUPERSEDED, Derived, Finding, Outcome, Recorder
+from sidecar.bounce.trust import CAP_REACHED
 from sidecar.store.models import Event, RawMessage
 
 
@@ -100,9 +101,10 @@ def replay_one(recorder: Recorder, row: Any, apply: bool) -> MessageChange:
                    queue_id=row.queue_id or "", extension=row.extension or "", size=row.size)
     raw = zlib.decompress(row.content)
     try:
-        d: Derived = derive_raw(raw, env, recorder.icfg.verp_key, recorder.store.canonical, recorder.parse)
+        d: Derived = recorder.derive(raw, env)
     except Exception as e:  # noqa: BLE001 - report and go on with the next message
         return MessageChange(row.id, row.queue_id, (row.state, row.state), error=f"{type(e).__name__}: {e}")
+    recorder.assess(d, row.received_at)  # record look-ups, before the transaction
     ch = MessageChange(row.id, row.queue_id, (row.state, d.state))
     ec = Event.__table__.c
     with recorder.engine.connect() as conn:
@@ -110,7 +112,8 @@ def replay_one(recorder: Recorder, row: Any, apply: bool) -> MessageChange:
         try:
             old = conn.execute(select(ec.id, ec.address, ec.tenant, ec.kind, ec.category, ec.reason, ec.hard,
                                       ec.status)
-                               .where(ec.message_id == row.id, ec.decision != SUPERSEDED).order_by(ec.id)).all()
+                               .where(ec.message_id == row.id, ec.decision != SUPERSEDED, ec.kind != CAP_REACHED)
+                               .order_by(ec.id)).all()
             pending = {ev.id: _event_finding(ev) for ev in old}
             added: list[Finding] = []
             for f in d.findings:

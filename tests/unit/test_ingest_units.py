@@ -114,13 +114,23 @@ def test_derive_uses_the_verp_recipient_and_tenant() -> None:
     assert [(f.address, f.tenant, f.kind) for f in d.findings] == [("real@example.com", "acme", "bounce")]
 
 
-def test_derive_bad_verp_and_tenant_from_original_sender() -> None:
+def test_derive_bad_verp_and_no_tenant_from_the_original_sender() -> None:
     parsed = ParsedMessage(Kind.COMPLAINT, [fr("a@x.example", Category.COMPLAINT, None, None, None)],
                            original_envelope_from="<news@Tenant.Example>")
     d = derive(parsed, Envelope(extension="garbage"), "k", canon)
     assert d.state == "bad-verp" and "VERP" in (d.error or "")
-    assert d.findings[0].tenant == "tenant.example" and d.findings[0].kind == "complaint"
-    assert derive(parsed, Envelope(extension="garbage"), "", canon).state == "parsed"  # VERP off
+    # the enclosed Return-Path is written by whoever sent the report: it never names the tenant
+    assert d.findings[0].tenant == "" and d.findings[0].kind == "complaint"
+    off = derive(parsed, Envelope(extension="garbage"), "", canon)  # VERP off
+    assert off.state == "parsed" and not off.verified
+
+
+def test_derive_counts_recipients_beyond_the_cap() -> None:
+    parsed = ParsedMessage(Kind.BOUNCE, [fr(f"u{i}@x.example") for i in range(250)])
+    d = derive(parsed, Envelope(), "", canon, max_recipients=100)
+    assert len(d.findings) == 100 and d.dropped == 150
+    assert [f.address for f in d.findings[:2]] == ["u0@x.example", "u1@x.example"]
+    assert derive(parsed, Envelope(), "", canon).dropped == 0
 
 
 def test_derive_kinds() -> None:

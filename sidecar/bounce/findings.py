@@ -1,0 +1,171 @@
+"""What a parsed message says, turned into findings to record: pure, no database.
+
+:func:`derive` maps a :class:`~sidecar.bounce.model.ParsedMessage` (and the VERP token of the
+envelope) to one :class:`Finding` per recipient; :mod:`sidecar.bounce.record` writes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sidecar.bounce.ingest import Envelope
+from sidecar.bounce.trust import Standing
+from sidecar.suppression.address import AddressError
+
+log = logging.getLogger("sidecar.bounce")
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One event to record, derived from a parse result (and VERP data)."""
+
+    address: str
+    tenant: str
+    kind: str  # bounce | delay | complaint | auto-reply | delivered
+    category: str | None
+    reason: str | None
+    hard: bool | None
+    status: str | None = None
+    action: str | None = None
+    remote_mta: str | None = None
+    diagnostic: str | None = None
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.address, self.tenant, self.kind, self.category, self.hard, self.status)
+
+
+@dataclass
+class Derived:
+    state: str  # parsed | unparsed | not-bounce | bad-verp
+    kind: str | None
+    findings: list[Finding] = field(default_factory=list)
+    error: str | None = None
+    parser_version: str | None = None
+    verified: bool = False  # a valid VERP token named the recipient
+    dropped: int = 0  # recipients beyond ingest.max_failed_recipients: counted, not recorded
+    feedback_loop: bool = False  # came from a configured feedback-loop source (set by the Recorder)
+    standings: dict[str, Standing] | None = None  # our data on each address (set by the Recorder)
+
+
+@dataclass
+class Outcome:
+    outcome: str  # parsed | unparsed | not-bounce | bad-verp | duplicate
+    message_id: int | None
+    recipients: int = 0
+    suppressions: int = 0
+    decisions: list[tuple[str, str]] = field(default_factory=list)  # (address, decision)
+
+    def summary(self) -> str:
+        return f"{self.outcome} id={self.message_id} recipients={self.recipients} suppressions={self.suppressions}"
+
+
+def _verp(key: str, token: str) -> tuple[Any, str | None]:
+    """(VerpData or None, error or None) for the ``${extension}`` token."""
+    if not key or not token:
+        return None, None
+    from sidecar.bounce.verp import BadVerpToken, parse_verp_token
+
+    try:
+        return parse_verp_token(key.encode("utf-8"), token), None
+    except BadVerpToken as e:
+        return None, f"bad VERP token: {e}"
+
+
+_REPORT = re.compile(rb"^content-type:[ \t]*(?:multipart/report|message/(?:delivery-status|feedback-report))",
+                     re.I | re.M)
+
+
+def looks_like_report(raw: bytes) -> bool:
+    """A MIME report (DSN, ARF) by its content type: worth keeping as "unparsed" for replay."""
+    return _REPORT.search(raw[:262144]) is not None
+
+
+def derive(parsed: Any, env: Envelope, verp_key: str, canonical: Callable[[str], str],
+           raw: bytes = b"", max_recipients: int | None = None) -> Derived:
+    """Turn a ParsedMessage into what gets recorded. Pure: no database.
+
+    The tenant is the VERP token's, or none: nothing the message says (its enclosed
+    ``Return-Path``, its ``From``) names a tenant. Past ``max_recipients`` recipients are only counted.
+    """
+    kind = parsed.kind.value
+    verp, verp_error = _verp(verp_key, env.extension)
+    recipients = list(parsed.recipients)
+    if verp is not None:
+        # Our own envelope data beats what a remote MTA wrote: VERP mail has one recipient.
+        want = verp.recipient.lower()
+        same = [r for r in recipients if (r.address or "").lower() == want]
+        recipients = same or recipients[:1]
+    dropped = 0
+    if max_recipients is not None and len(recipients) > max_recipients:
+        dropped = len(recipients) - max_recipients
+        recipients = recipients[:max_recipients]
+    tenant = verp.tenant if verp is not None and verp.tenant else ""
+    findings = []
+    for r in recipients:
+        address = verp.recipient if verp is not None else r.address
+        try:
+            address = canonical(address)
+        except AddressError:
+            log.info("ignoring unusable address %r", address)
+            continue
+        action = (r.action or "").lower() or None
+        category = r.category.value if r.category is not None else None
+        if kind == "delay" or action == "delayed":
+            fkind = "delay"
+        elif kind in ("complaint", "auto-reply", "delivered"):
+            fkind = kind
+        elif category in ("complaint", "auto-reply"):
+            fkind = category
+        elif action in ("delivered", "relayed", "expanded"):
+            fkind = "delivered"
+        else:
+            fkind = "bounce"
+        findings.append(
+            Finding(
+                address=address,
+                tenant=tenant,
+                kind=fkind,
+                category=category,
+                reason=r.reason,
+                hard=r.hard,
+                status=r.status,
+                action=action,
+                remote_mta=r.remote_mta,
+                diagnostic=(r.diagnostic or None),
+            )
+        )
+    if verp_error:
+        return Derived("bad-verp", kind, findings, verp_error, dropped=dropped)
+    if kind == "not-bounce" and not findings and not looks_like_report(raw):
+        return Derived("not-bounce", kind, [])
+    if not findings:
+        return Derived("unparsed", kind, [], "no recipients found", dropped=dropped)
+    return Derived("parsed", kind, findings, verified=verp is not None, dropped=dropped)
+
+
+def derive_raw(
+    raw: bytes,
+    env: Envelope,
+    verp_key: str,
+    canonical: Callable[[str], str],
+    parse: Callable[[bytes], Any] | None = None,
+    max_recipients: int | None = None,
+) -> Derived:
+    if env.truncated:
+        return Derived(
+            "unparsed",
+            None,
+            [],
+            f"truncated: message of {env.size} bytes is larger than "
+            f"ingest.max_message_size, first {len(raw)} bytes kept",
+        )
+    from sidecar.bounce import parse as parser
+
+    parsed = (parse or parser.parse_message)(raw)  # a crash here propagates: tempfail, retried
+    d = derive(parsed, env, verp_key, canonical, raw, max_recipients)
+    d.parser_version = getattr(parser, "PARSER_VERSION", None)
+    return d
