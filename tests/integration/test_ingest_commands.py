@@ -8,7 +8,7 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-from tests.integration.test_ingest_record import ARF, AUTO, BLOCK, HARD, SIDECAR, SOFT, q, variant
+from tests.integration.test_ingest_record import ARF, AUTO, BLOCK, HARD, KEY, SIDECAR, SOFT, q, variant
 
 
 def run(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
@@ -76,6 +76,18 @@ def test_import_maildir_with_verp_from_delivered_to(tmp_path: Path) -> None:
         ("hard1@example.test", ""), ("redacted@example.net", "acme")]
 
 
+def test_import_require_record_asks_for_corroboration(tmp_path: Path) -> None:
+    box = tmp_path / "bounces.mbox"
+    mb = mailbox.mbox(str(box))
+    mb.add(HARD.read_bytes())
+    mb.flush()
+    db = tmp_path / "s.db"
+    r = run("import", "--no-progress", "--require-record", "--db", f"sqlite:///{db}", str(box))
+    assert r.returncode == 0, r.stderr
+    assert b"0 suppressions" in r.stdout
+    assert q(db, "select address, decision from events") == [("hard1@example.test", "uncorroborated")]
+
+
 def test_import_rejects_a_non_mailbox(tmp_path: Path) -> None:
     f = tmp_path / "x.txt"
     f.write_text("hello\n")
@@ -83,18 +95,19 @@ def test_import_rejects_a_non_mailbox(tmp_path: Path) -> None:
     assert r.returncode == 2 and b"not an mbox" in r.stderr
 
 
-def _record_with(db: Path, parse, raws: list[bytes]) -> None:
+def _record_with(db: Path, parse, raws: list[bytes], config: Path | None = None,
+                 extensions: dict[bytes, str] | None = None) -> None:
     from sidecar.bounce.ingest import Envelope
     from sidecar.bounce.record import Recorder
     from sidecar.config import load_config
     from sidecar.store.db import make_engine, upgrade
 
-    cfg = load_config(None, {"database.url": f"sqlite:///{db}"})
+    cfg = load_config(config, {"database.url": f"sqlite:///{db}"})
     engine = make_engine(cfg.database.url)
     upgrade(engine)
     rec = Recorder(cfg, engine, parse)
     for raw in raws:
-        rec.record(raw, Envelope(sender="MAILER-DAEMON", queue_id="Q"))
+        rec.record(raw, Envelope(sender="MAILER-DAEMON", queue_id="Q", extension=(extensions or {}).get(raw, "")))
     engine.dispose()
 
 
@@ -107,12 +120,17 @@ def test_replay_dry_run_then_apply(tmp_path: Path) -> None:
         ghost = FailedRecipient("ghost@example.test", Category.UNKNOWN, "undefined", None, None, "failed", None, None)
         return ParsedMessage(Kind.BOUNCE, [ghost])
 
+    from sidecar.bounce.verp import make_verp_token
+
     db = tmp_path / "s.db"
-    _record_with(db, old_parser, [HARD.read_bytes(), BLOCK.read_bytes()])
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[ingest]\nverp_key = "{KEY}"\n')   # the hard bounce came with a VERP token: corroborated
+    token = make_verp_token(KEY.encode(), "hard1@example.test")
+    _record_with(db, old_parser, [HARD.read_bytes(), BLOCK.read_bytes()], cfg, {HARD.read_bytes(): token})
     assert q(db, "select state from raw_messages order by id") == [("unparsed",), ("parsed",)]
     url = f"sqlite:///{db}"
 
-    r = run("replay", "--db", url)
+    r = run("replay", "--config", str(cfg), "--db", url)
     assert r.returncode == 0, r.stderr
     text = r.stdout.decode()
     assert "unparsed -> parsed" in text and "+ hard1@example.test" in text and "suppress-hard" in text
@@ -121,11 +139,11 @@ def test_replay_dry_run_then_apply(tmp_path: Path) -> None:
     assert q(db, "select count(*) from suppressions") == [(0,)]  # nothing written
     assert q(db, "select state from raw_messages order by id") == [("unparsed",), ("parsed",)]
 
-    r = run("replay", "--db", url, "--state", "unparsed", "--json")
+    r = run("replay", "--config", str(cfg), "--db", url, "--state", "unparsed", "--json")
     lines = [json.loads(x) for x in r.stdout.decode().splitlines()]
     assert lines[0]["id"] == 1 and lines[-1]["summary"]["examined"] == 1
 
-    r = run("replay", "--db", url, "--apply")
+    r = run("replay", "--config", str(cfg), "--db", url, "--apply")
     assert r.returncode == 0 and "applied" in r.stdout.decode()
     assert q(db, "select address, reason from suppressions") == [("hard1@example.test", "hard bounce")]
     assert q(db, "select state from raw_messages order by id") == [("parsed",), ("parsed",)]
@@ -133,7 +151,7 @@ def test_replay_dry_run_then_apply(tmp_path: Path) -> None:
     (sid,), = q(db, "select id from suppressions")
     assert len(q(db, "select event_id from suppression_causes where suppression_id = ?", sid)) == 1
 
-    r = run("replay", "--db", url, "--apply", "--json")  # idempotent
+    r = run("replay", "--config", str(cfg), "--db", url, "--apply", "--json")  # idempotent
     summary = json.loads(r.stdout.decode().splitlines()[-1])["summary"]
     assert summary["changed"] == 0 and summary["examined"] == 2
     with sqlite3.connect(db) as c:

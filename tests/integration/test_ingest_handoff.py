@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_ingest_record import HARD, SOFT, ingest, q, variant
+from sidecar.bounce.verp import make_verp_token
+from tests.integration.test_ingest_record import HARD, KEY, SOFT, ingest, q, variant
 
 SERVICE = r'''
 import sys
@@ -49,7 +50,7 @@ reactor.run()
 
 
 def write_config(path: Path, sock: Path, db: Path) -> Path:
-    path.write_text(f'[database]\nurl = "sqlite:///{db}"\n[ingest]\nsocket = "{sock}"\n')
+    path.write_text(f'[database]\nurl = "sqlite:///{db}"\n[ingest]\nsocket = "{sock}"\nverp_key = "{KEY}"\n')
     return path
 
 
@@ -75,10 +76,11 @@ def test_handoff_records_in_the_service(tmp_path: Path, service) -> None:
     assert stat.S_IMODE(os.stat(sock).st_mode) == 0o666
     # The client's own database is unusable: success proves the service recorded the message.
     unusable = tmp_path / "missing-dir" / "client.db"
+    verp = ("--extension", make_verp_token(KEY.encode(), "full1@example.test"))  # corroborates the address
     for n in range(3):
-        r = ingest(unusable, variant(SOFT, n), config=cfg)
+        r = ingest(unusable, variant(SOFT, n), *verp, config=cfg)
         assert r.returncode == 0, r.stderr
-    r = ingest(unusable, variant(SOFT, 0), config=cfg)  # duplicate
+    r = ingest(unusable, variant(SOFT, 0), *verp, config=cfg)  # duplicate
     assert r.returncode == 0, r.stderr
     assert q(db, "select count(*) from raw_messages") == [(3,)]
     assert q(db, "select reason from suppressions") == [("soft bounces",)]

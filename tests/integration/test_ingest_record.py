@@ -44,6 +44,14 @@ def ingest(db: Path, data: bytes, *extra: str, config: Path | None = None, timeo
     return subprocess.run(cmd, input=data, capture_output=True, timeout=timeout, env=env, cwd=cwd)
 
 
+def recorded(*sent: tuple[str, str]) -> str:
+    """A ``python_prelude`` giving ``sidecar ingest`` a record of recipients holding ``(tenant, address)``
+    pairs: what the policy server records at RCPT (corroboration of a bounce without VERP)."""
+    adds = "".join(f"_rec.add({t!r}, {a!r}, time.time())\n" for t, a in sent)
+    return ("import time\nimport sidecar.recipients as _r\n_rec = _r.InMemoryRecipients()\n" + adds
+            + "_r.open_lookup = lambda cfg, engine: _rec\n")
+
+
 def q(db: Path, sql: str, *params: object) -> list[tuple]:
     with sqlite3.connect(db) as c:
         return c.execute(sql, params).fetchall()
@@ -63,7 +71,7 @@ def cfgfile(tmp_path: Path):
 
 def test_hard_bounce_stored_and_suppressed_with_causes(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
-    r = ingest(db, HARD.read_bytes())
+    r = ingest(db, HARD.read_bytes(), python_prelude=recorded(("acme", "hard1@example.test")))
     assert r.returncode == 0, r.stderr
     assert r.stdout == b""  # pipe(8) would read stdout as a status
     (mid, state, kind, qid), = q(db, "select id, state, kind, queue_id from raw_messages")
@@ -80,20 +88,24 @@ def test_hard_bounce_stored_and_suppressed_with_causes(tmp_path: Path) -> None:
 def test_same_message_twice_is_recorded_once(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     for _ in range(2):
-        assert ingest(db, HARD.read_bytes()).returncode == 0
+        assert ingest(db, HARD.read_bytes(), python_prelude=recorded(("acme", "hard1@example.test"))).returncode == 0
     assert q(db, "select count(*) from raw_messages") == [(1,)]
     assert q(db, "select count(*) from events") == [(1,)]
     assert q(db, "select count(*) from changes") == [(1,)]
 
 
-def test_three_soft_bounces_suppress_for_seven_days(tmp_path: Path) -> None:
+def test_three_soft_bounces_suppress_for_seven_days(tmp_path: Path, cfgfile) -> None:
+    from sidecar.bounce.verp import make_verp_token
+
     db = tmp_path / "s.db"
+    verp = ("--extension", make_verp_token(KEY.encode(), "full1@example.test"))
+    cfg = cfgfile(verp_key=KEY)
     for n in range(2):
-        assert ingest(db, variant(SOFT, n)).returncode == 0
+        assert ingest(db, variant(SOFT, n), *verp, config=cfg).returncode == 0
     assert q(db, "select count(*) from suppressions") == [(0,)]
     assert [d for d, in q(db, "select decision from events order by id")] == ["soft", "soft"]
     t0 = time.time()
-    assert ingest(db, variant(SOFT, 2)).returncode == 0
+    assert ingest(db, variant(SOFT, 2), *verp, config=cfg).returncode == 0
     (sid, reason, category, expires), = q(db, "select id, reason, category, expires_at from suppressions")
     assert (reason, category) == ("soft bounces", "mailbox-full")
     assert abs(expires - (t0 + 7 * 86400)) < 60
@@ -119,14 +131,17 @@ def test_delays_do_not_count_toward_soft_suppression(tmp_path: Path) -> None:
     assert q(db, "select count(*) from suppressions") == [(0,)]
 
 
-def test_complaint_suppresses_for_the_tenant(tmp_path: Path, cfgfile) -> None:
+def test_complaint_suppresses_for_the_tenants_that_sent_to_the_address(tmp_path: Path, cfgfile) -> None:
     db = tmp_path / "s.db"
-    assert ingest(db, ARF.read_bytes()).returncode == 0
-    (addr, tenant, reason, category), = q(db, "select address, tenant, reason, category from suppressions")
-    assert (addr, tenant, reason, category) == ("redacted@example.net", "example.ed.jp", "complaint", "complaint")
+    sent = recorded(("acme", "redacted@example.net"), ("globex", "redacted@example.net"))
+    assert ingest(db, ARF.read_bytes(), python_prelude=sent).returncode == 0
+    rows = q(db, "select address, tenant, reason, category from suppressions order by tenant")
+    # our record's tenants, never the report's enclosed Return-Path (example.ed.jp)
+    assert rows == [("redacted@example.net", t, "complaint", "complaint") for t in ("acme", "globex")]
+    # complaint_scope = "global" is for feedback-loop sources only: this one still suppresses per tenant
     db2 = tmp_path / "g.db"
-    assert ingest(db2, ARF.read_bytes(), config=cfgfile(complaint_scope="global")).returncode == 0
-    assert q(db2, "select tenant from suppressions") == [("",)]
+    assert ingest(db2, ARF.read_bytes(), config=cfgfile(complaint_scope="global"), python_prelude=sent).returncode == 0
+    assert q(db2, "select tenant from suppressions order by tenant") == [("acme",), ("globex",)]
 
 
 def test_verp_token_gives_recipient_and_tenant(tmp_path: Path, cfgfile) -> None:
@@ -218,13 +233,14 @@ def test_locked_database_exits_75(tmp_path: Path) -> None:
 
 def test_manual_suppression_is_not_downgraded(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
-    assert ingest(db, variant(SOFT, 0)).returncode == 0
+    sent = recorded(("acme", "full1@example.test"))
+    assert ingest(db, variant(SOFT, 0), python_prelude=sent).returncode == 0
     now = time.time()
     with sqlite3.connect(db) as c:
         c.execute("insert into suppressions (address, tenant, reason, source, active, created_at, updated_at) "
                   "values ('full1@example.test', '', 'manual', 'manual', 1, ?, ?)", (now, now))
     for n in (1, 2):
-        assert ingest(db, variant(SOFT, n)).returncode == 0
+        assert ingest(db, variant(SOFT, n), python_prelude=sent).returncode == 0
     assert q(db, "select reason, expires_at from suppressions") == [("manual", None)]
     assert q(db, "select decision from events order by id")[-1] == ("suppress-soft (covered)",)
 

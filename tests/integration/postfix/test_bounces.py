@@ -7,14 +7,23 @@ import re
 import time
 
 import pytest
-from lab_env import MakeLab
+from lab_env import VERP_KEY, MakeLab
 from lab_postfix import BOUNCE_DOMAIN, wait_until
 from lab_sidecar import flag, timestamp
+
+from sidecar.bounce.verp import make_verp_sender
 
 pytestmark = pytest.mark.postfix
 
 APP_SENDER = f"bounces@{BOUNCE_DOMAIN}"
 DELIVERED_VIA_PIPE = r"status=sent \(delivered via sidecar-bounce service\)"
+
+
+def verp(recipient: str) -> str:
+    """The app's VERP sender for ``recipient``: its signed token corroborates the bounce (see
+    docs/ingest.md, "Trust model"). Plain APP_SENDER bounces are corroborated by the policy
+    server's record of recipients instead."""
+    return make_verp_sender(VERP_KEY.encode(), recipient, APP_SENDER)
 
 
 def address_of(row: dict[str, object]) -> str:
@@ -45,7 +54,7 @@ def test_2_hard_bounce_suppresses_and_postfix_refuses_at_rcpt(make_lab: MakeLab,
         rcpt_replies={hard: f"550 5.1.1 <{hard}>: Recipient address rejected: User unknown"},
         config=None if handoff else {"ingest": {"socket": ""}},
     )
-    assert lab.postfix.send(APP_SENDER, [hard]).accepted
+    assert lab.postfix.send(verp(hard), [hard]).accepted
     lab.sink.wait_for_rcpt_attempt(hard)
     # Postfix's DSN goes to bounces@bounce.lab.test -> sidecar-bounce pipe -> sidecar ingest
     lab.postfix.wait_for_log(DELIVERED_VIA_PIPE, timeout=30)
@@ -73,7 +82,7 @@ def test_3_mailbox_full_three_times_suppresses_for_configured_time(make_lab: Mak
             assert lab.suppression_for(full) is None, f"suppressed after only {n - 1} mailbox-full bounce(s)"
             assert lab.policy_action(full, APP_SENDER).split()[0].upper() == "DUNNO"
         mark = lab.postfix.mark_log()
-        assert lab.postfix.send(APP_SENDER, [full]).accepted
+        assert lab.postfix.send(verp(full), [full]).accepted
         lab.postfix.wait_for_log(DELIVERED_VIA_PIPE, timeout=30, since=mark)
         lab.postfix.wait_queue_empty()
     row = lab.wait_suppressed(full)
