@@ -25,10 +25,16 @@ limits = [{ rate = 30, per = "1h", burst = 5 }]
 """
 
 
+VERP_KEY = "cluster-verp-key"
+
+
 def cluster_config(redis_url: str, redis_timeout: str = "50ms", extra: str = "") -> str:
     return f"""
 [database]
 sync_interval = "250ms"
+
+[ingest]
+verp_key = "{VERP_KEY}"
 
 [[api.tokens]]
 token = "{TOKEN}"
@@ -99,8 +105,11 @@ def test_suppressions_through_one_nodes_api_and_ingester_reach_the_other_within_
     # a DSN handed to node a's running service over its ingest socket
     assert (a.tmp / "var" / "ingest.sock").exists()
     t0 = time.monotonic()
+    from sidecar.bounce.verp import make_verp_token
+
+    token = make_verp_token(VERP_KEY.encode(), "hard1@example.test")   # corroborates the bounce
     r = subprocess.run([str(BIN), "ingest", "--config", str(a.config), "--sender", "MAILER-DAEMON",
-                        "--recipient", "bounces@bounce.lab.test", "--queue-id", "CLU5T3R"],
+                        "--recipient", "bounces@bounce.lab.test", "--queue-id", "CLU5T3R", "--extension", token],
                        input=DSN.read_bytes(), capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr
     _wait_refused(cb, "hard1@example.test", t0, "recorded by node a's ingester")

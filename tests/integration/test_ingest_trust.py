@@ -178,12 +178,19 @@ def test_a_message_naming_100000_addresses_records_at_most_the_caps(tmp_path: Pa
     from sidecar.bounce.ingest import Envelope
     from sidecar.recipients import InMemoryRecipients
 
+    from prometheus_client import REGISTRY
+
+    def caps(cap: str) -> float:
+        return REGISTRY.get_sample_value("sidecar_ingest_caps_reached_total", {"cap": cap}) or 0.0
+
+    before = caps("recipients"), caps("suppressions")
     record = InMemoryRecipients()
     for i in range(100_000):
         record.add("acme", f"m{i}@example.net", 1e9)
     rec = _recorder(tmp_path, record, parse=_many(100_000))
     out = rec.record(b"Subject: x\n\nmany", Envelope(), now=1e9 + 60)
     assert (out.recipients, out.suppressions) == (100, 10)
+    assert (caps("recipients"), caps("suppressions")) == (before[0] + 1, before[1] + 1)
     db = tmp_path / "r.db"
     assert q(db, "select count(*) from events where kind = 'bounce'") == [(100,)]
     assert q(db, "select count(*) from suppressions") == [(10,)]
@@ -198,8 +205,15 @@ def test_record_corroborates_per_address_and_gives_complaint_tenants(tmp_path: P
     record = InMemoryRecipients(retention=86400)
     record.add("acme", "m1@example.net", 1e9)
     record.add("acme", "m2@example.net", 1e9 - 2 * 86400)   # outside the record's retention: never sent
+    from prometheus_client import REGISTRY
+
+    def withheld() -> float:
+        return REGISTRY.get_sample_value("sidecar_ingest_withheld_total", {"decision": "uncorroborated"}) or 0.0
+
+    before = withheld()
     rec = _recorder(tmp_path, record, parse=_many(3))
     out = rec.record(b"Subject: x\n\nthree", Envelope(), now=1e9 + 60)
+    assert withheld() == before + 2
     assert out.decisions == [("m0@example.net", "uncorroborated"), ("m1@example.net", "suppress-hard"),
                              ("m2@example.net", "uncorroborated")]
     assert q(tmp_path / "r.db", "select address, tenant from suppressions") == [("m1@example.net", "")]
