@@ -75,6 +75,17 @@ def _verp(key: str, token: str) -> tuple[Any, str | None]:
         return None, f"bad VERP token: {e}"
 
 
+def _enclosed_verp(key: str, sender: str | None) -> Any:
+    """VerpData of a valid token in the enclosed original's envelope sender (``local+TOKEN@domain``,
+    e.g. in a feedback report sent to a fixed address), else None. Signed, so it may be trusted
+    wherever it appears; a bad one is only ignored (the message did not come to that address)."""
+    local = (sender or "").strip().strip("<>").rpartition("@")[0]
+    if not key or "+" not in local:
+        return None
+    verp, error = _verp(key, local.split("+", 1)[1])
+    return verp if error is None else None
+
+
 _REPORT = re.compile(rb"^content-type:[ \t]*(?:multipart/report|message/(?:delivery-status|feedback-report))",
                      re.I | re.M)
 
@@ -88,11 +99,15 @@ def derive(parsed: Any, env: Envelope, verp_key: str, canonical: Callable[[str],
            raw: bytes = b"", max_recipients: int | None = None) -> Derived:
     """Turn a ParsedMessage into what gets recorded. Pure: no database.
 
-    The tenant is the VERP token's, or none: nothing the message says (its enclosed
-    ``Return-Path``, its ``From``) names a tenant. Past ``max_recipients`` recipients are only counted.
+    The VERP token is the envelope's (``${extension}``) or, without one, a valid token in the
+    enclosed original's envelope sender. The tenant is the token's, or none: nothing else the
+    message says (its enclosed ``Return-Path``, its ``From``) names a tenant. Past
+    ``max_recipients`` recipients are only counted.
     """
     kind = parsed.kind.value
     verp, verp_error = _verp(verp_key, env.extension)
+    if verp is None and verp_error is None:
+        verp = _enclosed_verp(verp_key, parsed.original_envelope_from)
     recipients = list(parsed.recipients)
     if verp is not None:
         # Our own envelope data beats what a remote MTA wrote: VERP mail has one recipient.

@@ -125,6 +125,22 @@ def test_verp_confirmed_bounce_suppresses_without_a_record(tmp_path: Path) -> No
     assert (VICTIM, "acme", "complaint") in q(db, "select address, tenant, reason from suppressions")
 
 
+def test_signed_token_in_the_enclosed_return_path_corroborates_a_report(tmp_path: Path) -> None:
+    """Feedback loops report to a fixed address: the original's VERP sender still carries our token."""
+    from sidecar.bounce.verp import make_verp_sender
+
+    db = tmp_path / "s.db"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[ingest]\nsocket = ""\nverp_key = "{KEY}"\nrequire_verp = true\n')
+    ours = make_verp_sender(KEY.encode(), VICTIM, "bounces@bounce.example", tenant="acme")
+    assert ingest(db, arf(VICTIM, return_path=ours), config=cfg).returncode == 0
+    assert q(db, "select address, tenant, reason from suppressions") == [(VICTIM, "acme", "complaint")]
+    forged = make_verp_sender(b"guessed key", "other@example.net", "bounces@bounce.example", tenant="acme")
+    assert ingest(db, arf("other@example.net", return_path=forged), config=cfg).returncode == 0
+    assert q(db, "select decision from events where address = 'other@example.net'") == [("unverified",)]
+    assert q(db, "select count(*) from suppressions") == [(1,)]
+
+
 def test_feedback_loop_source_may_suppress_globally(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text('[ingest]\nsocket = ""\ncomplaint_scope = "global"\n'

@@ -125,6 +125,19 @@ def test_derive_bad_verp_and_no_tenant_from_the_original_sender() -> None:
     assert off.state == "parsed" and not off.verified
 
 
+def test_derive_trusts_a_signed_token_in_the_enclosed_return_path_only() -> None:
+    from sidecar.bounce.verp import make_verp_sender
+
+    sender = make_verp_sender(b"k", "victim@example.net", "bounces@bounce.example", tenant="acme")
+    arf = [fr("victim@example.net", Category.COMPLAINT, None, None, None), fr("other@example.net")]
+    d = derive(ParsedMessage(Kind.COMPLAINT, arf, original_envelope_from=f"<{sender}>"), Envelope(), "k", canon)
+    assert d.verified and [(f.address, f.tenant) for f in d.findings] == [("victim@example.net", "acme")]
+    forged = make_verp_sender(b"not the key", "victim@example.net", "bounces@bounce.example", tenant="acme")
+    d = derive(ParsedMessage(Kind.COMPLAINT, arf, original_envelope_from=forged), Envelope(), "k", canon)
+    assert d.state == "parsed" and not d.verified and {f.tenant for f in d.findings} == {""}
+    assert len(d.findings) == 2
+
+
 def test_derive_counts_recipients_beyond_the_cap() -> None:
     parsed = ParsedMessage(Kind.BOUNCE, [fr(f"u{i}@x.example") for i in range(250)])
     d = derive(parsed, Envelope(), "", canon, max_recipients=100)
