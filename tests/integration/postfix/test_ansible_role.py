@@ -33,6 +33,7 @@ from lab_sink import SmtpSink
 from packaging.requirements import Requirement
 from packaging.tags import sys_tags
 
+from sidecar.bounce.verp import make_verp_sender
 from sidecar.postfix_config import FAIL_CLOSED
 
 pytestmark = pytest.mark.postfix
@@ -40,6 +41,7 @@ pytestmark = pytest.mark.postfix
 REPO = Path(__file__).resolve().parents[3]
 ROLE_USER = "sidecar-lab"  # created by the role, removed at teardown
 HARD = "hard@example.test"
+VERP_KEY = "role-verp-key"
 SENDER = f"bounces@{BOUNCE_DOMAIN}"
 RECAP = re.compile(r"^localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
 
@@ -158,6 +160,7 @@ class Deployment:
                     "http": f"tcp:{self.http_port}:interface=127.0.0.1",
                 },
                 "database": {"sync_interval": "0.2s"},
+                "ingest": {"verp_key": VERP_KEY},
                 "postfix": {"bounce_domain": BOUNCE_DOMAIN, "default_action": FAIL_CLOSED, "policy_timeout": "5s"},
             },
         }
@@ -306,7 +309,8 @@ def test_role_deploys_the_sidecar_and_wires_postfix(deployment: Deployment) -> N
     assert not dep.sink.rcpt_attempts_for("bad@example.test")
 
     # a DSN goes through the role's pipe(8) service into `sidecar ingest` as the role's user
-    assert postfix.send(SENDER, [HARD]).accepted
+    # (sent with a VERP sender: its signed token corroborates the bounce, see docs/ingest.md)
+    assert postfix.send(make_verp_sender(VERP_KEY.encode(), HARD, SENDER), [HARD]).accepted
     postfix.wait_for_log(r"status=sent \(delivered via sidecar-bounce service\)")
     wait_until(lambda: HARD in dep.cli("suppressions", "list", "--json").stdout, 20, 0.2, f"suppression of {HARD}")
 
