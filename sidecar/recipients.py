@@ -11,7 +11,8 @@ Addresses are given in the suppression index's match form (``address.match_key``
 
 from __future__ import annotations
 
-from typing import Protocol
+import socket
+from typing import Any, Protocol
 
 DAY = 86400.0
 
@@ -41,7 +42,17 @@ class InMemoryRecipients:
         return frozenset(t for t, when in self._seen.get(address, {}).items() if when >= since)
 
 
-def open_lookup(cfg: object, engine: object) -> RecipientLookup:
-    """The store-backed record for the ingester (placeholder until the store-backed record lands:
-    an empty record, so nothing is corroborated by it)."""
-    return InMemoryRecipients()
+def open_lookup(cfg: Any, engine: Any) -> RecipientLookup:
+    """The store-backed record for the ingester: ``cfg`` is the whole Config, ``engine`` the
+    store's. With ``recipients.enabled`` false, an empty record (nothing is corroborated by it)."""
+    rc = cfg.recipients
+    if not rc.enabled:
+        return InMemoryRecipients(rc.retention)
+    from sidecar.store.recipient_days import StoredRecipients
+
+    return StoredRecipients(engine, rc.retention)
+
+
+def node_name(cfg: Any) -> str:
+    """This relay's name for its rows: ``recipients.node``, else the host name."""
+    return cfg.recipients.node or socket.gethostname()
