@@ -138,37 +138,43 @@ class RecipientRecorder:
 
 
 class DayFilters:
-    """The lookup side's view of the window: per day, the nodes' filters and the tenants."""
+    """The lookup side's view of the window: per day, the nodes' filters OR-ed together, the
+    nodes' update stamps they were built from, and the day's tenants. Only the merged filters
+    are kept (one per day when every node sizes its filters alike)."""
 
     def __init__(self) -> None:
-        # (day, node) -> (updated_at, shape, filter); the shape (size, hash count) says what may be OR-ed
-        self.nodes: dict[tuple[int, str], tuple[float, tuple[int, bytes], Bloom]] = {}
+        self.stamps: dict[int, dict[str, float]] = {}   # day -> node -> updated_at
+        self.blooms: dict[int, list[Bloom]] = {}
         self.tenants: dict[int, frozenset[str]] = {}
-        self._merged: dict[int, list[Bloom]] = {}
 
-    def stale(self, stamps: Mapping[tuple[int, str], float]) -> list[tuple[int, str]]:
-        """The (day, node) rows whose stored stamp differs from the cached one."""
-        return [k for k, at in stamps.items() if k not in self.nodes or self.nodes[k][0] != at]
+    def stale(self, stamps: Mapping[tuple[int, str], float]) -> list[int]:
+        """The days whose stored rows (``stamps``: (day, node) -> updated_at) differ from the cached ones."""
+        by_day: dict[int, dict[str, float]] = {}
+        for (day, node), at in stamps.items():
+            by_day.setdefault(day, {})[node] = at
+        return sorted(d for d, nodes in by_day.items() if self.stamps.get(d) != nodes)
 
-    def update(self, stamps: Mapping[tuple[int, str], float], loaded: Mapping[tuple[int, str], tuple[float, bytes]],
-               tenants: Mapping[int, frozenset[str]]) -> None:
-        """Keep the rows in ``stamps`` (the window), replace those ``loaded``, set the tenants."""
-        changed = {day for day, _ in loaded} | {day for day, _ in set(self.nodes) - set(stamps)}
-        for key in set(self.nodes) - set(stamps):
-            del self.nodes[key]
-        for key, (at, data) in loaded.items():
+    def put_day(self, day: int, rows: Iterable[tuple[str, float, bytes]]) -> None:
+        """Replace ``day``'s filter with its nodes' ``rows`` ((node, updated_at, filter bytes))."""
+        shaped, stamps = [], {}
+        for node, at, data in rows:
             b = load_filter(data)
-            self.nodes[key] = (at, (b.size_in_bits, data[:8]), b)
+            shaped.append(((b.size_in_bits, data[:8]), b))
+            stamps[node] = at
+        self.blooms[day] = _merge(shaped)
+        self.stamps[day] = stamps
+
+    def keep(self, days: Iterable[int], tenants: Mapping[int, frozenset[str]]) -> None:
+        """Forget the days not in ``days`` (they left the window or the store); set the tenants."""
+        keep = set(days)
+        for day in set(self.stamps) - keep:
+            del self.stamps[day], self.blooms[day]
         self.tenants = dict(tenants)
-        for day in changed | (set(self._merged) - {d for d, _ in self.nodes}):
-            self._merged.pop(day, None)
-        for day in {d for d, _ in self.nodes} - set(self._merged):
-            self._merged[day] = _merge([(shape, b) for (d, _), (_, shape, b) in sorted(self.nodes.items()) if d == day])
 
     def tenants_for(self, address: str, now: float, retention: float) -> frozenset[str]:
         lo, hi = first_day(now, retention), day_of(now)
         found: set[str] = set()
-        for day, blooms in self._merged.items():
+        for day, blooms in self.blooms.items():
             if not lo <= day <= hi:
                 continue
             for tenant in self.tenants.get(day, ()):
@@ -180,7 +186,7 @@ class DayFilters:
         return frozenset(found)
 
     def size_bytes(self) -> int:
-        return sum(b.size_in_bits // 8 for bs in self._merged.values() for b in bs)
+        return sum(b.size_in_bits // 8 for bs in self.blooms.values() for b in bs)
 
 
 def _merge(blooms: list[tuple[tuple[int, bytes], Bloom]]) -> list[Bloom]:

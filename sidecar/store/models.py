@@ -190,9 +190,10 @@ class RecipientFilter(Base):
 
     day: Mapped[int] = mapped_column(Integer, primary_key=True)   # days since the epoch (UTC)
     node: Mapped[str] = mapped_column(String(255), primary_key=True)
-    bits: Mapped[bytes] = mapped_column(LargeBinary)               # rbloom's save_bytes()
     items: Mapped[float] = mapped_column(Float)                    # estimated pairs held
     updated_at: Mapped[float] = mapped_column(Float)
+    # Last: SQLite reads a row's columns in order, so the stamps are read without the megabytes.
+    bits: Mapped[bytes] = mapped_column(LargeBinary)               # rbloom's save_bytes()
 
 
 class RecipientTenant(Base):

@@ -7,7 +7,7 @@ Everything here blocks: the service calls it from its database thread pool; the 
 from __future__ import annotations
 
 import threading
-from sqlalchemy import Engine, delete, select, tuple_
+from sqlalchemy import Engine, delete, select
 
 from sidecar.recipient_filters import DayFilters, RecipientRecorder, day_of, first_day
 from sidecar.store.models import RecipientFilter, RecipientTenant
@@ -72,17 +72,13 @@ class StoredRecipients:
             stamps = {(d, n): at for d, n, at in conn.execute(
                 select(F.c.day, F.c.node, F.c.updated_at).where(F.c.day >= lo, F.c.day <= hi))}
             stale = self.days.stale(stamps)
-            loaded: dict[tuple[int, str], tuple[float, bytes]] = {}
-            for i in range(0, len(stale), 50):
-                for d, n, at, bits in conn.execute(select(F.c.day, F.c.node, F.c.updated_at, F.c.bits).where(
-                        tuple_(F.c.day, F.c.node).in_(stale[i:i + 50]))):
-                    loaded[(d, n)] = (at, bits)
-                    stamps[(d, n)] = at   # the row may have moved on since the stamp was read
+            for day in stale:   # every node's filter of a day that changed, one day at a time
+                self.days.put_day(day, [(n, at, bits) for n, at, bits in conn.execute(
+                    select(F.c.node, F.c.updated_at, F.c.bits).where(F.c.day == day).order_by(F.c.node))])
             tenants: dict[int, set[str]] = {}
             for d, t in conn.execute(select(T.c.day, T.c.tenant).where(T.c.day >= lo, T.c.day <= hi)):
                 tenants.setdefault(d, set()).add(t)
-        self.days.update({k: v for k, v in stamps.items() if k in loaded or k in self.days.nodes},
-                         loaded, {d: frozenset(ts) for d, ts in tenants.items()})
+        self.days.keep({d for d, _ in stamps} | set(stale), {d: frozenset(ts) for d, ts in tenants.items()})
 
     def tenants_for(self, address: str, now: float) -> frozenset[str]:
         with self._lock:

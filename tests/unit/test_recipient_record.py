@@ -23,8 +23,9 @@ def _view(rec: RecipientRecorder, node: str = "n1", stamp: float = 1.0) -> DayFi
         rec.apply(day, pairs)
     view = DayFilters()
     rows = rec.dirty()
-    view.update({(d, node): stamp for d, *_ in rows}, {(d, node): (stamp, data) for d, data, _, _ in rows},
-                {d: frozenset(ts) for d, _, _, ts in rows})
+    for d, data, _, _ in rows:
+        view.put_day(d, [(node, stamp, data)])
+    view.keep([d for d, *_ in rows], {d: frozenset(ts) for d, _, _, ts in rows})
     return view
 
 
@@ -96,17 +97,21 @@ def test_two_nodes_same_size_are_or_ed_and_different_sizes_tested_apart():
     a.add("t1", "a@example.test", NOW)
     b.add("t2", "b@example.test", NOW)
     c.add("t3", "c@example.test", NOW)
-    rows = {}
+    rows: dict[int, list] = {}
     tenants: dict[int, set[str]] = {}
     for name, rec in (("a", a), ("b", b), ("c", c)):
         for day, pairs in rec.take().items():
             rec.apply(day, pairs)
         for d, data, _, ts in rec.dirty():
-            rows[(d, name)] = (5.0, data)
+            rows.setdefault(d, []).append((name, 5.0, data))
             tenants.setdefault(d, set()).update(ts)
     view = DayFilters()
-    view.update({k: v[0] for k, v in rows.items()}, rows, {d: frozenset(t) for d, t in tenants.items()})
-    assert len(view._merged[day_of(NOW)]) == 2   # a | b, and c apart
+    for d, day_rows in rows.items():
+        view.put_day(d, day_rows)
+    view.keep(rows, {d: frozenset(t) for d, t in tenants.items()})
+    assert len(view.blooms[day_of(NOW)]) == 2   # a | b, and c apart
+    assert view.stale({(day_of(NOW), "a"): 5.0, (day_of(NOW), "b"): 5.0, (day_of(NOW), "c"): 5.0}) == []
+    assert view.stale({(day_of(NOW), "a"): 6.0, (day_of(NOW), "b"): 5.0, (day_of(NOW), "c"): 5.0}) == [day_of(NOW)]
     assert view.tenants_for("a@example.test", NOW, RETENTION) == {"t1"}
     assert view.tenants_for("b@example.test", NOW, RETENTION) == {"t2"}
     assert view.tenants_for("c@example.test", NOW, RETENTION) == {"t3"}

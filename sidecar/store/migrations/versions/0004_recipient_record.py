@@ -17,9 +17,9 @@ def upgrade() -> None:
         "recipient_filters",
         sa.Column("day", sa.Integer(), nullable=False),
         sa.Column("node", sa.String(length=255), nullable=False),
-        sa.Column("bits", sa.LargeBinary(), nullable=False),
         sa.Column("items", sa.Float(), nullable=False),
         sa.Column("updated_at", sa.Float(), nullable=False),
+        sa.Column("bits", sa.LargeBinary(), nullable=False),   # last: stamps read without the blob (SQLite)
         sa.PrimaryKeyConstraint("day", "node", name=op.f("pk_recipient_filters")),
     )
     op.create_table(
