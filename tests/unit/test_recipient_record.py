@@ -286,6 +286,14 @@ def test_a_restarted_node_keeps_what_it_flushed_earlier_that_day(engine):
     assert lookup.tenants_for("after@example.test", NOW + 60) == {""}
 
 
+def test_open_lookup_is_one_cached_lookup_per_engine(engine, tmp_path):
+    cfg = load_config(None)
+    first = open_lookup(cfg, engine)
+    assert open_lookup(cfg, engine) is first
+    other = make_engine(f"sqlite:///{tmp_path}/other.db")
+    assert open_lookup(cfg, other) is not first
+
+
 def test_two_nodes_in_one_store(engine):
     for node, addr in (("n1", "one@example.test"), ("n2", "two@example.test")):
         rec = RecipientRecorder(1000, 1e-6)
