@@ -49,6 +49,10 @@ def test_serve_records_what_it_lets_through_and_the_lookup_sees_it(tmp_path):
             time.sleep(0.05)
         _seen(sc.config, db, "alive@example.test", {"app"})
         _seen(sc.config, db, "dead@example.test", frozenset(), timeout=0)   # refused: not recorded
+        r = run_cli("recipients", "check", "<ALIVE@example.test>", db=db, config=sc.config, check=False)
+        assert (r.returncode, r.stdout) == (0, "alive@example.test: recorded for tenant(s) 'app'\n"), r.stderr
+        r = run_cli("recipients", "check", "dead@example.test", "--json", db=db, config=sc.config, check=False)
+        assert r.returncode == 1 and '"recorded": false' in r.stdout, r.stderr
         text = sc.metrics()
         values = {ln.split()[0]: float(ln.split()[1]) for ln in text.splitlines() if ln.startswith("sidecar_recip")}
         assert values["sidecar_recipient_record_adds_total"] == 1
