@@ -36,7 +36,7 @@ def flush(engine: Engine, recorder: RecipientRecorder, node: str, pending: dict[
                 ins = _insert(conn, F)
                 conn.execute(ins.values(day=day, node=node, bits=data, items=items, updated_at=now)
                              .on_conflict_do_update(index_elements=["day", "node"],   # the blob is sent once
-                                                    set_={"bits": ins.excluded.bits, "items": ins.excluded.items,
+                                                    set_={"bits": ins.excluded.bits, "items": ins.excluded["items"],
                                                           "updated_at": ins.excluded.updated_at}))
                 if tenants:
                     conn.execute(_insert(conn, T).on_conflict_do_nothing(),

@@ -311,3 +311,29 @@ def test_disabled_record_corroborates_nothing(tmp_path, engine):
     rec.add("", "a@example.test", NOW)
     recipient_days.flush(engine, rec, "n1", rec.take(), NOW)
     assert open_lookup(load_config(p), engine).tenants_for("a@example.test", NOW) == frozenset()
+
+
+def test_a_failed_flush_loses_nothing(tmp_path):
+    bare = make_engine(f"sqlite:///{tmp_path}/bare.db")   # no schema yet: every statement fails
+    rec = RecipientRecorder(1000, 1e-6)
+    rec.add("", "first@example.test", NOW)
+    pending = rec.take()
+    with pytest.raises(Exception, match="recipient_filters"):
+        recipient_days.flush(bare, rec, "n1", pending, NOW)
+    assert pending == {day_of(NOW): {("", "first@example.test")}}   # not applied: the caller puts it back
+    rec.put_back(pending)
+    upgrade(bare)
+    recipient_days.flush(bare, rec, "n1", rec.take(), NOW)
+    # applied in memory but the write fails: the filter stays dirty and goes out with the next flush
+    with bare.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE recipient_filters RENAME TO gone")
+    rec.add("", "second@example.test", NOW)
+    with pytest.raises(Exception, match="recipient_filters"):
+        recipient_days.flush(bare, rec, "n1", rec.take(), NOW + 5)
+    assert [d for d, *_ in rec.dirty()] == [day_of(NOW)]
+    with bare.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE gone RENAME TO recipient_filters")
+    recipient_days.flush(bare, rec, "n1", rec.take(), NOW + 10)
+    lookup = recipient_days.StoredRecipients(bare, RETENTION)
+    assert lookup.tenants_for("first@example.test", NOW + 10) == {""}
+    assert lookup.tenants_for("second@example.test", NOW + 10) == {""}
