@@ -22,6 +22,7 @@ Typical use:
   sidecar suppressions list|add|remove|import|export|why     manage the suppression list
   sidecar limits show|reset KEY                              inspect or clear a rate-limit key
   sidecar events list / stats / webhooks deliveries          what happened, counts, webhook deliveries
+  sidecar recipients check ADDRESS                           did we send to ADDRESS (the record of recipients)
 
 With no --config the defaults serve: policy on tcp:10031 and HTTP on tcp:9731, both on
 127.0.0.1, and a SQLite database in ./var/. Every command that touches the database takes
@@ -140,8 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--apply", action="store_true", help="apply the changes (default: only show them)")
     p.add_argument("--state", choices=("all", "unparsed", "parsed"), default="all")
     p.add_argument("--json", action="store_true")
-    from sidecar import opscli
+    from sidecar import opscli, recipient_cli
     opscli.register(sub)
+    recipient_cli.register(sub)
     return ap
 
 

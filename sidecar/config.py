@@ -254,6 +254,29 @@ class IngestConfig:
     retention_days: int = _f(90, parse=_non_negative_int, doc="Days raw messages are kept; 0 = forever.")
 
 
+def _probability(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ValueError("expected a number between 0 and 1, like 1e-6")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class RecipientsConfig:
+    enabled: bool = _f(True, doc="Keep the record of accepted recipients that corroborates bounces "
+                                 "(docs/recipients.md).")
+    expected_per_day: int = _f(1_000_000, parse=_positive_int,
+                               doc="Distinct (tenant, recipient) pairs a day across all relays: sizes each day's "
+                                   "filter.")
+    false_positive_rate: float = _f(1e-6, parse=_probability,
+                                    doc="Chance that one test of a day's filter says yes for a pair never "
+                                        "recorded, at expected_per_day pairs.")
+    retention: float = _f(14 * 86400.0, parse=parse_duration,
+                          doc="How long a recipient stays in the record (whole UTC days are kept and dropped).")
+    flush_interval: float = _f(5.0, parse=parse_duration,
+                               doc="How often each relay writes its filters to the database.")
+    node: str = _f("", doc="This relay's name for its rows in the record; empty = the host name.")
+
+
 @dataclass(frozen=True)
 class PostfixConfig:
     bounce_domain: str = _f("bounce.localhost", doc="Domain whose mail Postfix routes to the ingester.")
@@ -333,6 +356,7 @@ class Config:
     suppression: SuppressionConfig = _f(factory=SuppressionConfig)
     ratelimit: RateLimitConfig = _f(factory=RateLimitConfig)
     ingest: IngestConfig = _f(factory=IngestConfig)
+    recipients: RecipientsConfig = _f(factory=RecipientsConfig)
     postfix: PostfixConfig = _f(factory=PostfixConfig)
     api: ApiConfig = _f(factory=ApiConfig)
     webhooks: WebhooksConfig = _f(factory=WebhooksConfig)
@@ -428,6 +452,10 @@ def _check(cfg: Config) -> None:
     for i, sub in enumerate(cfg.webhooks.subscriptions):
         if not sub.secret:
             raise ConfigError(f"webhooks.subscriptions[{i}].secret: expected a non-empty secret")
+    if cfg.recipients.flush_interval <= 0:
+        raise ConfigError("recipients.flush_interval: expected a positive duration")
+    if cfg.recipients.retention < 86400:
+        raise ConfigError('recipients.retention: expected at least "1d"')
     try:
         cfg.suppression.reply.format(address="a@b", reason="r", date="d", tenant="t")
     except (KeyError, IndexError, ValueError) as e:

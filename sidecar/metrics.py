@@ -99,3 +99,9 @@ WEBHOOK_DELIVERIES = Counter("sidecar_webhook_deliveries", "Webhook delivery att
                              "(delivered, failed: retried later, dead: retries exhausted)",
                              ["subscription", "outcome"])
 WEBHOOK_ERRORS = Counter("sidecar_webhook_dispatch_errors", "Dispatcher rounds that failed (retried next round)")
+
+RECIPIENT_RECORD_ADDS = Counter("sidecar_recipient_record_adds", "Distinct (tenant, recipient) pairs added to this "
+                                "relay's record of recipients (counted per flush)")
+RECIPIENT_RECORD_BYTES = Gauge("sidecar_recipient_record_bytes", "Size of this relay's record filters in memory")
+RECIPIENT_RECORD_ITEMS = Gauge("sidecar_recipient_record_items", "Estimated pairs in today's filter of this relay "
+                               "(above recipients.expected_per_day, false positives grow)")

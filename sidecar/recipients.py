@@ -11,9 +11,13 @@ Addresses are given in the suppression index's match form (``address.match_key``
 
 from __future__ import annotations
 
-from typing import Protocol
+import socket
+import threading
+import weakref
+from typing import Any, Protocol
 
 DAY = 86400.0
+_LOCK = threading.Lock()
 
 
 class RecipientLookup(Protocol):
@@ -41,7 +45,28 @@ class InMemoryRecipients:
         return frozenset(t for t, when in self._seen.get(address, {}).items() if when >= since)
 
 
-def open_lookup(cfg: object, engine: object) -> RecipientLookup:
-    """The store-backed record for the ingester (placeholder until the store-backed record lands:
-    an empty record, so nothing is corroborated by it)."""
-    return InMemoryRecipients()
+_LOOKUPS: weakref.WeakKeyDictionary[Any, dict[float, RecipientLookup]] = weakref.WeakKeyDictionary()
+
+
+def open_lookup(cfg: Any, engine: Any) -> RecipientLookup:
+    """The store-backed record for the ingester: ``cfg`` is the whole Config, ``engine`` the
+    store's. With ``recipients.enabled`` false, an empty record (nothing is corroborated by it).
+
+    One lookup per engine (and retention) is kept while the engine lives, so a long-lived
+    caller that opens it for every message still loads each filter once per change."""
+    rc = cfg.recipients
+    if not rc.enabled:
+        return InMemoryRecipients(rc.retention)
+    from sidecar.store.recipient_days import StoredRecipients
+
+    with _LOCK:
+        per_engine = _LOOKUPS.setdefault(engine, {})
+        lookup = per_engine.get(rc.retention)
+        if lookup is None:
+            lookup = per_engine[rc.retention] = StoredRecipients(engine, rc.retention)
+    return lookup
+
+
+def node_name(cfg: Any) -> str:
+    """This relay's name for its rows: ``recipients.node``, else the host name."""
+    return cfg.recipients.node or socket.gethostname()

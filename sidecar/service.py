@@ -23,7 +23,9 @@ from sidecar.policy.engine import GuardedDecider, PolicyEngine
 from sidecar.policy.limits import RateLimiter
 from sidecar.policy.protocol import PolicyFactory
 from sidecar.policy.refusals import RefusalLog, write_refusals
-from sidecar.store import counters, retention
+from sidecar.recipient_filters import RecipientRecorder
+from sidecar.recipients import node_name
+from sidecar.store import counters, recipient_days, retention
 from sidecar.store.db import make_engine, upgrade
 from sidecar.suppression.changefeed import ChangeCursor
 from sidecar.suppression.index import SuppressionIndex
@@ -53,10 +55,11 @@ class StateSync(service.MultiService):
     """Keeps the in-memory index and counters in step with the database."""
 
     def __init__(self, cfg: Config, store: SuppressionStore, reactor: Any, pool: ThreadPool,
-                 index: SuppressionIndex, limiter: RateLimiter) -> None:
+                 index: SuppressionIndex, limiter: RateLimiter, recorder: RecipientRecorder | None = None) -> None:
         super().__init__()
         self.cfg, self.store, self.reactor, self.pool = cfg, store, reactor, pool
-        self.index, self.limiter = index, limiter
+        self.index, self.limiter, self.recorder = index, limiter, recorder
+        self.node = node_name(cfg)
         # Read at scrape time: the key count moves with every new key, not with the 30 s prune.
         metrics.RATELIMIT_KEYS.set_function(lambda: len(limiter.state))
         self.refusals = RefusalLog()
@@ -70,6 +73,9 @@ class StateSync(service.MultiService):
         TimerService(cfg.ratelimit.persist_interval, self._guard, "counters", self.save_counters
                      ).setServiceParent(self)
         TimerService(5.0, self._guard, "refusals", self.save_refusals).setServiceParent(self)
+        if recorder is not None:
+            TimerService(cfg.recipients.flush_interval, self._guard, "recipients", self.flush_recipients
+                         ).setServiceParent(self)
         TimerService(30.0, self.housekeeping).setServiceParent(self)
         TimerService(3600.0, self._guard, "retention", self.prune_old).setServiceParent(self)
 
@@ -161,7 +167,37 @@ class StateSync(service.MultiService):
         d.addErrback(put_back)
         return d
 
+    def flush_recipients(self) -> Deferred:
+        """Take the pending recipients (O(1) on the reactor); the pool hashes them into the day
+        filters and writes the changed filters. Pairs a failed flush did not apply are put back;
+        a filter that failed to save stays dirty and is written next time."""
+        rec = self.recorder
+        assert rec is not None
+        now = time.time()
+        pending = rec.take()
+        if not pending and not any(f.dirty for f in rec.filters.values()):
+            return Deferred.fromCoroutine(_noop())
+        engine, node = self.store.engine, self.node
+
+        def work() -> int:
+            return recipient_days.flush(engine, rec, node, pending, now)
+
+        def done(n: int) -> None:
+            metrics.RECIPIENT_RECORD_ADDS.inc(n)
+            metrics.RECIPIENT_RECORD_BYTES.set(rec.size_bytes())
+            metrics.RECIPIENT_RECORD_ITEMS.set(rec.items_today(now))
+
+        def failed(err: Any) -> Any:
+            rec.put_back(pending)   # the days not hashed in yet (flush removes those it applied)
+            return err
+
+        return self._in_pool(work).addCallbacks(done, failed)
+
     def prune_old(self) -> Deferred:
+        # The record's old days too (also once recording is turned off: they still leave the store).
+        self._in_pool(recipient_days.prune, self.store.engine, time.time(), self.cfg.recipients.retention
+                      ).addErrback(lambda err: log.warning("pruning the record of recipients failed: %s",
+                                                            err.getErrorMessage()))
         d = self._in_pool(retention.prune, self.store.engine, time.time(), self.cfg.ingest.retention_days)
 
         def done(counts: tuple[int, int]) -> None:
@@ -193,6 +229,11 @@ class StateSync(service.MultiService):
         if self._prune_call is not None and self._prune_call.active():
             self._prune_call.cancel()
         self._pruning = None
+        if self.recorder is not None:
+            try:   # last flush, synchronously (the pool may be stopped already)
+                recipient_days.flush(self.store.engine, self.recorder, self.node, self.recorder.take(), time.time())
+            except Exception as e:  # noqa: BLE001
+                log.warning("could not save the record of recipients at shutdown: %s", e)
         if self.limiter and self.limiter.dirty:
             try:   # last save, synchronously: we are shutting down anyway
                 now = time.time()
@@ -217,7 +258,10 @@ def makeService(cfg: Config, reactor: Any) -> service.MultiService:
     store = SuppressionStore(engine, case_sensitive_local=cfg.suppression.local_part_case_sensitive)
     index = SuppressionIndex(cfg.suppression.local_part_case_sensitive, cfg.suppression.allowlist)
     limiter = RateLimiter(cfg.ratelimit.rules)
-    sync = StateSync(cfg, store, reactor, pool, index, limiter)
+    rc = cfg.recipients
+    recorder = (RecipientRecorder(rc.expected_per_day, rc.false_positive_rate,
+                                  cfg.suppression.local_part_case_sensitive) if rc.enabled else None)
+    sync = StateSync(cfg, store, reactor, pool, index, limiter, recorder)
     sync.load()
     sync.setServiceParent(top)
 
@@ -228,8 +272,9 @@ def makeService(cfg: Config, reactor: Any) -> service.MultiService:
 
         shared = RedisRateLimiter(limiter, rl.redis_url, rl.redis_timeout, rl.redis_fallback, reactor)
         reactor.addSystemEventTrigger("before", "shutdown", shared.close)
-    decide = GuardedDecider(PolicyEngine(cfg, index, shared, sync.refusals), cfg.server.safe_action,
-                            reactor.seconds)
+    decide = GuardedDecider(PolicyEngine(cfg, index, shared, sync.refusals,
+                                         recorder.add if recorder is not None else None),
+                            cfg.server.safe_action, reactor.seconds)
     s = cfg.server
     factory = PolicyFactory(decide, max_line_length=s.max_line_length, max_attributes=s.max_attributes,
                             max_request_size=s.max_request_size, max_connections=s.max_connections)

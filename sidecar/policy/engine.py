@@ -15,13 +15,18 @@ from sidecar.policy.limits import RateLimiter
 from sidecar.suppression.index import SuppressionIndex
 
 DUNNO = "DUNNO"
+# First words of the actions that let a recipient through (recorded); anything else refuses,
+# defers, holds, discards or redirects it.
+THROUGH = frozenset({"DUNNO", "OK", "PREPEND", "WARN", "INFO", "FILTER", "BCC"})
 log = logging.getLogger("sidecar.policy")
 
 
 class PolicyEngine:
     def __init__(self, cfg: Config, index: SuppressionIndex, limiter: RateLimiter,
-                 on_ratelimit: Callable[[str, str, float], None] | None = None) -> None:
+                 on_ratelimit: Callable[[str, str, float], None] | None = None,
+                 record: Callable[[str, str, float], None] | None = None) -> None:
         self.index = index
+        self.record = record   # (tenant, recipient, now) for each recipient let through
         self.on_ratelimit = on_ratelimit
         self.limiter = limiter
         s = cfg.suppression
@@ -65,6 +70,8 @@ class PolicyEngine:
                 if entry is not None:
                     self._suppressed.inc()
                     return self.reply.format(address=recipient, reason=entry.reason, date=entry.date, tenant=tenant)
+            if recipient and self.record is not None:
+                return self._recorded(attrs, state, now, recipient, sender)
         check = self._check_limits
         if check is not None:
             hit = check(attrs, state, now)
@@ -73,6 +80,25 @@ class PolicyEngine:
                     return hit.addCallback(self._limited, now)
                 return self._limited(hit, now)
         return DUNNO
+
+    def _recorded(self, attrs: Mapping[str, str], state: str, now: float, recipient: str, sender: str) -> Any:
+        """The rate-limit decision of a RCPT, recording the recipient when it is let through."""
+        action: Any = DUNNO
+        check = self._check_limits
+        if check is not None:
+            hit = check(attrs, state, now)
+            if hit is not None:
+                if isinstance(hit, Deferred):
+                    return hit.addCallback(self._limited, now).addCallback(self._record_through, attrs,
+                                                                           recipient, sender, now)
+                action = self._limited(hit, now)
+        return self._record_through(action, attrs, recipient, sender, now)
+
+    def _record_through(self, action: str, attrs: Mapping[str, str], recipient: str, sender: str,
+                        now: float) -> str:
+        if action is DUNNO or action.partition(" ")[0].upper() in THROUGH:
+            self.record(self.tenant(attrs, sender), recipient, now)  # type: ignore[misc]
+        return action
 
     def _limited(self, hit: tuple[str, str, str] | None, now: float) -> str:
         if hit is None:

@@ -178,3 +178,28 @@ Index("ix_suppressions_tenant_id", Suppression.tenant, Suppression.id)
 Index("ix_suppressions_tenant_reason_id", Suppression.tenant, Suppression.reason, Suppression.id)
 Index("ix_events_kind_id", Event.kind, Event.id)
 Index("ix_events_tenant_id", Event.tenant, Event.id)
+
+
+# -- The record of recipients (corroboration of bounces) --------------------------------------------
+
+
+class RecipientFilter(Base):
+    """One relay node's Bloom filter of the (tenant, recipient) pairs it let through on one UTC day."""
+
+    __tablename__ = "recipient_filters"
+
+    day: Mapped[int] = mapped_column(Integer, primary_key=True)   # days since the epoch (UTC)
+    node: Mapped[str] = mapped_column(String(255), primary_key=True)
+    items: Mapped[float] = mapped_column(Float)                    # estimated pairs held
+    updated_at: Mapped[float] = mapped_column(Float)
+    # Last: SQLite reads a row's columns in order, so the stamps are read without the megabytes.
+    bits: Mapped[bytes] = mapped_column(LargeBinary)               # rbloom's save_bytes()
+
+
+class RecipientTenant(Base):
+    """The tenants whose pairs a day's filters hold: what the lookup tests for each address."""
+
+    __tablename__ = "recipient_tenants"
+
+    day: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(255), primary_key=True)

@@ -31,7 +31,7 @@ from lab_policy import policy_query
 from lab_postfix import BOUNCE_DOMAIN, MASTER_CF_BASE, PostfixLab, free_port, pid_alive, wait_until
 from lab_sink import SmtpSink
 from packaging.requirements import Requirement
-from packaging.tags import sys_tags
+from packaging.tags import parse_tag, sys_tags
 
 from sidecar.bounce.verp import make_verp_sender
 from sidecar.postfix_config import FAIL_CLOSED
@@ -56,7 +56,9 @@ def _repack(dist: metadata.Distribution, out: Path) -> None:
     wheel_file = (dist.read_text("WHEEL") or "").splitlines()
     tags = [line.split(":", 1)[1].strip() for line in wheel_file if line.startswith("Tag:")]
     ours = {str(t) for t in sys_tags()}
-    tag = next(t for t in tags if t in ours)  # e.g. hyperlink lists py2-none-any first
+    # e.g. hyperlink lists py2-none-any first; a compressed set (rbloom's "cp37-abi3-manylinux_2_17_x86_64.
+    # manylinux2014_x86_64") names the wheel as it is
+    tag = next(t for t in tags if any(str(x) in ours for x in parse_tag(t)))
     name = re.sub(r"[-_.]+", "_", dist.metadata["Name"])
     skip = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
     records, info_dir = [], ""
