@@ -42,12 +42,23 @@ def _store(cfg: Config) -> Any:
 
 
 def _when(value: str | None, name: str, past: bool = True) -> float | None:
-    from sidecar.http.api import ApiError
-    from sidecar.http.handlers import when
+    """The API's time parser (sidecar.units) for an option; errors name the option."""
+    from sidecar.units import InvalidValue, parse_time
 
     try:
-        return when(value, name, past)
-    except ApiError as e:
+        return parse_time(value, name, now=time.time(), past=past, allow_never=not past)
+    except InvalidValue as e:
+        raise ValueError(f"--{name}: {e.message}") from None
+
+
+def _option(name: str, value: str | None, max_len: int | None = None) -> str | None:
+    """A stored text option (--tenant, --reason, --note): no control characters; errors name the option."""
+    from sidecar.suppression.fields import check_text
+    from sidecar.units import InvalidValue
+
+    try:
+        return check_text(name, value, max_len)
+    except InvalidValue as e:
         raise ValueError(f"--{name}: {e.message}") from None
 
 
@@ -184,18 +195,22 @@ def cmd_sup_list(args: argparse.Namespace, cfg: Config) -> int:
 @handled
 def cmd_sup_add(args: argparse.Namespace, cfg: Config) -> int:
     from sidecar.http.queries import suppression_dict
-    from sidecar.suppression.store import parse_when
+    from sidecar.suppression.address import canonical
 
-    out = []
+    for name in ("tenant", "reason", "note"):   # every input checked before anything is written
+        _option(name, getattr(args, name))
+    expires = _when(args.expires, "expires", past=False)
     for a in args.addresses:
-        if args.api:
+        canonical(a)
+    out = []
+    store = None if args.api else _store(cfg)
+    for a in args.addresses:
+        if store is None:
             body = {"address": a, "tenant": args.tenant, "reason": args.reason, "note": args.note,
                     "expires_at": args.expires}
             out.append(_client(args).request("POST", "/suppressions", body={k: v for k, v in body.items() if v}))
         else:
-            store = _store(cfg)
-            store.add(a, tenant=args.tenant, reason=args.reason, source="cli", note=args.note,
-                      expires_at=parse_when(args.expires) if args.expires else None)
+            store.add(a, tenant=args.tenant, reason=args.reason, source="cli", note=args.note, expires_at=expires)
             out.append(next(suppression_dict(r) for r in store.get(a) if r.tenant == args.tenant))
     for row in out:
         print(json.dumps(row) if args.json else
@@ -250,25 +265,52 @@ def _csv_chunks(fh: Any, limit: int) -> Iterator[tuple[bytes, int]]:
         yield buf.getvalue().encode(), n
 
 
+def _api_import(args: argparse.Namespace, fh: Any, show: Callable[[int], None] | None) -> int:
+    """Through the API, in bodies of about IMPORT_CHUNK_BYTES: the whole file is checked here first
+    (the server's own rules), so a bad line fails before anything is sent; should the server still
+    refuse a body, the error says how many rows the earlier bodies imported."""
+    import shutil
+    import tempfile
+
+    from sidecar.http.client import ApiClientError
+    from sidecar.suppression.store import check_rows, csv_rows
+
+    if not fh.seekable():
+        spool = tempfile.TemporaryFile("w+", newline="", encoding="utf-8")  # noqa: SIM115
+        shutil.copyfileobj(fh, spool)
+        fh = spool
+    fh.seek(0)
+    for _ in check_rows(csv_rows(fh), default_reason=args.reason, default_tenant=args.tenant, now=time.time()):
+        pass
+    fh.seek(0)
+    n, client = 0, _client(args)
+    params = {"reason": args.reason, "tenant": args.tenant or None, "expires_at": args.expires}
+    for body, _rows in _csv_chunks(fh, IMPORT_CHUNK_BYTES):
+        try:
+            n += client.request("POST", "/suppressions/import", params, data=body, ctype="text/csv")["imported"]
+        except ApiClientError as e:
+            if n:
+                e.args = (f"{e} (in the body starting at row {n + 1}; {n:,} rows before it were imported)",)
+            raise
+        if show:
+            show(n)
+    return n
+
+
 @handled
 def cmd_sup_import(args: argparse.Namespace, cfg: Config) -> int:
-    from sidecar.suppression.store import parse_when
-
+    _option("tenant", args.tenant)
+    _option("reason", args.reason)
+    expires = _when(args.expires, "expires", past=False)
     show = None if args.no_progress else progress("imported")
     fh = sys.stdin if args.file == "-" else open(args.file, newline="", encoding="utf-8")  # noqa: SIM115
     t0 = time.monotonic()
     try:
         if args.api:
-            n, client = 0, _client(args)
-            params = {"reason": args.reason, "tenant": args.tenant or None, "expires_at": args.expires}
-            for body, _rows in _csv_chunks(fh, IMPORT_CHUNK_BYTES):
-                n += client.request("POST", "/suppressions/import", params, data=body, ctype="text/csv")["imported"]
-                if show:
-                    show(n)
+            n = _api_import(args, fh, show)
         else:
             n = _store(cfg).import_csv(fh, default_reason=args.reason, default_tenant=args.tenant,
-                                       default_expires=parse_when(args.expires) if args.expires else None,
-                                       progress=show)
+                                       default_expires=expires, progress=show)
     finally:
         if fh is not sys.stdin:
             fh.close()
