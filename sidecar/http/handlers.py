@@ -17,7 +17,7 @@ from sidecar.http import queries as q
 from sidecar.http.api import STREAMING, ApiError, Call, Reply, Route
 from sidecar.suppression.address import AddressError
 from sidecar.suppression.fields import check_text
-from sidecar.suppression.store import CSV_FIELDS, ImportIncomplete
+from sidecar.suppression.store import CSV_FIELDS, ImportIncomplete, Line
 from sidecar.units import parse_time
 from sidecar.webhooks import outbox
 
@@ -154,7 +154,9 @@ def _jsonl_rows(fh: IO[str]) -> Iterator[dict[str, str]]:
         bad = next((k for k, v in obj.items() if isinstance(v, (dict, list, bool))), None)
         if bad is not None:
             raise ValueError(f"line {lineno}: {bad}: expected a string, a number or null")
-        yield {k: "" if v is None else str(v) for k, v in obj.items()}
+        row = Line((k, "" if v is None else str(v)) for k, v in obj.items())
+        row.line = lineno
+        yield row
 
 
 @inlineCallbacks

@@ -139,6 +139,12 @@ def normalise_row(r: dict[str, str], canon: Callable[[str], str], *, default_rea
             now if created is None else created, expires)
 
 
+class Line(dict[str, str]):
+    """An input row that knows its line number in the file (for error messages)."""
+
+    line = 0
+
+
 def csv_rows(fh: IO[str]) -> Iterator[dict[str, str]]:
     """The rows of an import CSV (header checked), with csv_unescape applied to every cell."""
     reader = csv.DictReader(fh)
@@ -149,8 +155,12 @@ def csv_rows(fh: IO[str]) -> Iterator[dict[str, str]]:
     if unknown:
         raise ValueError(f"CSV has unknown columns: {', '.join(sorted(unknown))} "
                          f"(known: {', '.join(CSV_FIELDS)})")
+    first = reader.line_num + 1
     for r in reader:
-        yield {k: csv_unescape(v) if v and v[0] == "'" else v for k, v in r.items()}
+        row = Line((k, csv_unescape(v) if v and v[0] == "'" else v) for k, v in r.items())
+        row.line = first   # the record's first physical line (a quoted cell may span several)
+        first = reader.line_num + 1
+        yield row
 
 
 def check_rows(rows: Iterable[dict[str, str]], canon: Callable[[str], str] = canonical,
@@ -160,7 +170,7 @@ def check_rows(rows: Iterable[dict[str, str]], canon: Callable[[str], str] = can
         try:
             yield normalise_row(r, canon, **kw)
         except InvalidValue as e:
-            raise ValueError(f"line {lineno}: {e}") from None
+            raise ValueError(f"line {getattr(r, 'line', lineno)}: {e}") from None
 
 
 class SuppressionStore:
