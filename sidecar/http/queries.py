@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Engine, Select, func, select, tuple_
 
 from sidecar.store.models import Change, Event, RawMessage, Suppression, SuppressionCause
-from sidecar.suppression.fields import control_problem
+from sidecar.suppression.fields import check_text, control_problem
 from sidecar.suppression.store import SuppressionRow, iso
 from sidecar.units import InvalidValue
 
@@ -229,6 +229,7 @@ def limit_usage(cfg: Any, key: str, tats: Mapping[str, float | None] | None, eng
     from sidecar.policy.limits import compile_rule, human_duration
     from sidecar.store.counters import counters_for
 
+    check_text("key", key, 512)   # stored by a reset (the change feed's limit-reset rows)
     name = key.partition(":")[0]
     rule = next((compile_rule(r) for r in cfg.ratelimit.rules if r.name == name), None)
     if rule is None or ":" not in key:
