@@ -7,8 +7,6 @@ HTTP API when ``--api URL`` is given, or directly on the database otherwise, wit
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import sys
 import time
@@ -244,27 +242,6 @@ def cmd_sup_remove(args: argparse.Namespace, cfg: Config) -> int:
     return status
 
 
-def _csv_chunks(fh: Any, limit: int) -> Iterator[tuple[bytes, int]]:
-    """(CSV body with the header line, rows) pieces of at most about ``limit`` bytes."""
-    reader = csv.reader(fh)
-    header = next(reader, None)
-    if header is None:
-        return
-    buf, w, n = io.StringIO(), None, 0
-    for row in reader:
-        if w is None:
-            buf, n = io.StringIO(), 0
-            w = csv.writer(buf)
-            w.writerow(header)
-        w.writerow(row)
-        n += 1
-        if buf.tell() >= limit:
-            yield buf.getvalue().encode(), n
-            w = None
-    if w is not None:
-        yield buf.getvalue().encode(), n
-
-
 def _api_import(args: argparse.Namespace, fh: Any, show: Callable[[int], None] | None) -> int:
     """Through the API, in bodies of about IMPORT_CHUNK_BYTES: the whole file is checked here first
     (the server's own rules), so a bad line fails before anything is sent; should the server still
@@ -272,29 +249,18 @@ def _api_import(args: argparse.Namespace, fh: Any, show: Callable[[int], None] |
     import shutil
     import tempfile
 
-    from sidecar.http.client import ApiClientError
-    from sidecar.suppression.store import check_rows, csv_rows
+    from sidecar.suppression.store import CsvRows, check_rows
 
     if not fh.seekable():
         spool = tempfile.TemporaryFile("w+", newline="", encoding="utf-8")  # noqa: SIM115
         shutil.copyfileobj(fh, spool)
         fh = spool
     fh.seek(0)
-    for _ in check_rows(csv_rows(fh), default_reason=args.reason, default_tenant=args.tenant, now=time.time()):
+    for _ in check_rows(CsvRows(fh), default_reason=args.reason, default_tenant=args.tenant, now=time.time()):
         pass
     fh.seek(0)
-    n, client = 0, _client(args)
     params = {"reason": args.reason, "tenant": args.tenant or None, "expires_at": args.expires}
-    for body, _rows in _csv_chunks(fh, IMPORT_CHUNK_BYTES):
-        try:
-            n += client.request("POST", "/suppressions/import", params, data=body, ctype="text/csv")["imported"]
-        except ApiClientError as e:
-            if n:
-                e.args = (f"{e} (in the body starting at row {n + 1}; {n:,} rows before it were imported)",)
-            raise
-        if show:
-            show(n)
-    return n
+    return int(_client(args).upload_csv("/suppressions/import", params, fh, IMPORT_CHUNK_BYTES, show))
 
 
 @handled

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from sidecar.store.models import Change, Suppression, SuppressionCause
 from sidecar.suppression.address import AddressError, canonical
-from sidecar.suppression.fields import check_text
+from sidecar.suppression.fields import CONTROL, check_text
 from sidecar.units import InvalidValue, check_time, iso, parse_time
 
 __all__ = ["CSV_FIELDS", "ImportIncomplete", "SuppressionRow", "SuppressionStore", "csv_escape", "csv_unescape", "iso"]
@@ -129,13 +129,19 @@ def normalise_row(r: dict[str, str], canon: Callable[[str], str], *, default_rea
         addr = canon(r.get("address") or "")
     except AddressError as e:
         raise InvalidValue("address", str(e)) from None
-    tenant = check_text("tenant", (r.get("tenant") or default_tenant).strip()) or ""
-    reason = check_text("reason", (r.get("reason") or default_reason).strip()) or ""
+    tenant = (r.get("tenant") or default_tenant).strip()
+    reason = (r.get("reason") or default_reason).strip()
+    category, src, note = r.get("category") or None, r.get("source") or source, r.get("note") or None
+    # one search over all of them (a million rows; limits as fields.MAX_LEN): the slow path names the field
+    if CONTROL.search(f"{tenant} {reason} {category or ''} {src} {note or ''}") or len(tenant) > 255 or \
+            len(reason) > 64 or len(category or "") > 32 or len(src) > 32 or len(note or "") > 4000:
+        for name, value in (("tenant", tenant), ("reason", reason), ("category", category), ("source", src),
+                            ("note", note)):
+            check_text(name, value)
     created = parse_time(r.get("created_at"), "created_at", now=now, past=True)
     expires = (parse_time(r["expires_at"], "expires_at", now=now, allow_never=True) if r.get("expires_at")
                else default_expires)
-    return (addr, tenant, reason, check_text("category", r.get("category") or None),
-            check_text("source", r.get("source") or source) or source, check_text("note", r.get("note") or None),
+    return (addr, tenant, reason, category, src, note,
             now if created is None else created, expires)
 
 
@@ -145,22 +151,31 @@ class Line(dict[str, str]):
     line = 0
 
 
-def csv_rows(fh: IO[str]) -> Iterator[dict[str, str]]:
-    """The rows of an import CSV (header checked), with csv_unescape applied to every cell."""
-    reader = csv.DictReader(fh)
-    if not reader.fieldnames or "address" not in reader.fieldnames:
-        raise ValueError("CSV needs a header line with at least an 'address' column "
-                         f"(known columns: {', '.join(CSV_FIELDS)})")
-    unknown = set(reader.fieldnames) - set(CSV_FIELDS)
-    if unknown:
-        raise ValueError(f"CSV has unknown columns: {', '.join(sorted(unknown))} "
-                         f"(known: {', '.join(CSV_FIELDS)})")
-    first = reader.line_num + 1
-    for r in reader:
-        row = Line((k, csv_unescape(v) if v and v[0] == "'" else v) for k, v in r.items())
-        row.line = first   # the record's first physical line (a quoted cell may span several)
+class CsvRows:
+    """The rows of an import CSV (header checked), with csv_unescape applied to every cell;
+    ``line`` is the first physical line of the row last read (a quoted cell may span several)."""
+
+    def __init__(self, fh: IO[str]) -> None:
+        self.reader = csv.DictReader(fh)
+        names = self.reader.fieldnames
+        if not names or "address" not in names:
+            raise ValueError("CSV needs a header line with at least an 'address' column "
+                             f"(known columns: {', '.join(CSV_FIELDS)})")
+        unknown = set(names) - set(CSV_FIELDS)
+        if unknown:
+            raise ValueError(f"CSV has unknown columns: {', '.join(sorted(unknown))} "
+                             f"(known: {', '.join(CSV_FIELDS)})")
+        self.line = 1
+
+    def __iter__(self) -> Iterator[dict[str, str]]:
+        reader = self.reader
         first = reader.line_num + 1
-        yield row
+        for r in reader:
+            self.line, first = first, reader.line_num + 1
+            for k, v in r.items():
+                if v and v[0] == "'":
+                    r[k] = csv_unescape(v)
+            yield r
 
 
 def check_rows(rows: Iterable[dict[str, str]], canon: Callable[[str], str] = canonical,
@@ -170,7 +185,7 @@ def check_rows(rows: Iterable[dict[str, str]], canon: Callable[[str], str] = can
         try:
             yield normalise_row(r, canon, **kw)
         except InvalidValue as e:
-            raise ValueError(f"line {getattr(r, 'line', lineno)}: {e}") from None
+            raise ValueError(f"line {getattr(r, 'line', 0) or getattr(rows, 'line', lineno)}: {e}") from None
 
 
 class SuppressionStore:
@@ -300,7 +315,7 @@ class SuppressionStore:
 
     def import_csv(self, fh: IO[str], **kw: Any) -> int:
         """A CSV file (our export's format); a leading ' that our export adds is taken off (csv_unescape)."""
-        return self.import_rows(csv_rows(fh), **kw)
+        return self.import_rows(CsvRows(fh), **kw)
 
     # -- reads -------------------------------------------------------------------------------
     def iter_rows(self, *, active_only: bool = True, tenant: str | None = None, reason: str | None = None,
