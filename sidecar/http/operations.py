@@ -381,6 +381,8 @@ def cmd_events_list(args: argparse.Namespace, cfg: Config) -> int:
 def cmd_message(args: argparse.Namespace, cfg: Config) -> int:
     from sidecar.http import queries
 
+    if not 0 <= args.id <= 2**62:
+        raise ValueError(f"MESSAGE_ID: expected an integer from 0 to {2**62}")
     raw = (_client(args).request("GET", f"/messages/{args.id}") if args.api
            else queries.raw_message(_engine(cfg), args.id))
     if raw is None:

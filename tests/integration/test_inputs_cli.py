@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import insert, select
+from sqlalchemy.exc import OperationalError
 
 from sidecar.store.db import current_revision, make_engine, upgrade
 from sidecar.store.models import Change, Event, Suppression
@@ -173,3 +174,28 @@ def test_migration_0003_repairs_stored_times(db_url, tmp_path):
         res = run_cli(*args, db=db_url, check=False)
         assert res.returncode == 0, (args, res.stderr)
     engine.dispose()
+
+
+def test_a_database_failure_mid_import_says_what_was_committed(tmp_path, monkeypatch):
+    from sidecar.suppression import store as store_mod
+
+    engine = make_engine(f"sqlite:///{tmp_path}/s.db")
+    upgrade(engine)
+    real, calls = store_mod._write_chunk, []
+
+    def flaky(conn, rows, now):
+        calls.append(len(rows))
+        if len(calls) == 3:
+            raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+        real(conn, rows, now)
+
+    monkeypatch.setattr(store_mod, "_write_chunk", flaky)
+    s = SuppressionStore(engine)
+    with pytest.raises(store_mod.ImportIncomplete, match=r"after committing 10 of 25 rows \(lines 2\.\.11\)"):
+        s.import_rows(({"address": f"u{i}@fail.test"} for i in range(25)), batch=5)
+    assert s.count() == 10
+
+
+def test_cli_message_id_out_of_range(server):
+    res = run_cli("events", "message", "9" * 30, db=server.db, config=server.config, check=False)
+    one_line_error(res, "MESSAGE_ID")
