@@ -19,7 +19,8 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from sidecar.http.queries import SuppressionFilter, export_chunk
-from sidecar.suppression.store import CSV_FIELDS, csv_escape, iso
+from sidecar.suppression.rows import CSV_FIELDS, csv_escape
+from sidecar.units import iso
 
 log = logging.getLogger("sidecar.http")
 

@@ -249,7 +249,7 @@ def _api_import(args: argparse.Namespace, fh: Any, show: Callable[[int], None] |
     import shutil
     import tempfile
 
-    from sidecar.suppression.store import CsvRows, check_rows
+    from sidecar.suppression.rows import CsvRows, check_rows
 
     if not fh.seekable():
         spool = tempfile.TemporaryFile("w+", newline="", encoding="utf-8")  # noqa: SIM115

@@ -8,7 +8,7 @@ import pytest
 
 from sidecar.config import parse_duration as config_parse_duration
 from sidecar.suppression.fields import check_text
-from sidecar.suppression.store import csv_escape, csv_unescape
+from sidecar.suppression.rows import csv_escape, csv_unescape
 from sidecar.units import MAX_TIME, InvalidValue, iso, parse_duration, parse_time
 
 NOW = 1_800_000_000.0
