@@ -1,4 +1,6 @@
-"""Handlers for the administrative subcommands (serve, check-config, db, suppressions, limits)."""
+"""Handlers for the administrative subcommands (serve, check-config, db, limits).
+
+The ``suppressions`` actions live in :mod:`sidecar.http.operations` (database or ``--api``)."""
 
 from __future__ import annotations
 
@@ -30,12 +32,6 @@ def _engine(cfg: Config, upgrade: bool = True) -> Any:
     if upgrade:
         do_upgrade(engine)
     return engine
-
-
-def _store(cfg: Config) -> Any:
-    from sidecar.suppression.store import SuppressionStore
-
-    return SuppressionStore(_engine(cfg), case_sensitive_local=cfg.suppression.local_part_case_sensitive)
 
 
 def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
@@ -98,105 +94,6 @@ def cmd_db_upgrade(args: argparse.Namespace, cfg: Config) -> int:
 
     engine = _engine(cfg)
     print(f"database {_safe_url(cfg.database.url)} at schema revision {current_revision(engine)}")
-    return 0
-
-
-def cmd_sup_add(args: argparse.Namespace, cfg: Config) -> int:
-    from sidecar.suppression.address import AddressError
-    from sidecar.suppression.store import parse_when
-
-    try:
-        expires = parse_when(args.expires) if args.expires else None
-    except ValueError as e:
-        print(f"sidecar: --expires: {e}", file=sys.stderr)
-        return 2
-    store = _store(cfg)
-    for a in args.addresses:
-        try:
-            store.add(a, tenant=args.tenant, reason=args.reason, source="cli", note=args.note, expires_at=expires)
-        except AddressError as e:
-            print(f"sidecar: {e}", file=sys.stderr)
-            return 2
-        print(f"suppressed {store.canonical(a)}" + (f" for tenant {args.tenant}" if args.tenant else ""))
-    return 0
-
-
-def cmd_sup_remove(args: argparse.Namespace, cfg: Config) -> int:
-    from sidecar.suppression.address import AddressError
-
-    store = _store(cfg)
-    status = 0
-    for a in args.addresses:
-        try:
-            if store.remove(a, tenant=args.tenant):
-                print(f"removed {store.canonical(a)}")
-            else:
-                print(f"{a}: not suppressed" + (f" for tenant {args.tenant!r}" if args.tenant else ""),
-                      file=sys.stderr)
-                status = 1
-        except AddressError as e:
-            print(f"sidecar: {e}", file=sys.stderr)
-            return 2
-    return status
-
-
-def cmd_sup_list(args: argparse.Namespace, cfg: Config) -> int:
-    from sidecar.suppression.store import iso
-
-    store = _store(cfg)
-    rows = store.iter_rows(tenant=args.tenant, reason=args.reason, address_prefix=args.prefix, limit=args.limit)
-    if args.json:
-        for r in rows:
-            print(json.dumps(r.as_dict()))
-        return 0
-    print(f"{'ADDRESS':40} {'TENANT':20} {'REASON':16} {'CREATED':20} EXPIRES")
-    for r in rows:
-        print(f"{r.address:40} {r.tenant or '-':20} {r.reason:16} {iso(r.created_at):20} {iso(r.expires_at) or '-'}")
-    return 0
-
-
-def _progress(label: str) -> Callable[[int], None]:
-    t0 = time.monotonic()
-    tty = sys.stderr.isatty()
-
-    def show(n: int) -> None:
-        rate = n / max(time.monotonic() - t0, 1e-6)
-        line = f"{label}: {n:,} rows ({rate:,.0f}/s)"
-        print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
-
-    return show
-
-
-def cmd_sup_import(args: argparse.Namespace, cfg: Config) -> int:
-    from sidecar.suppression.store import parse_when
-
-    store = _store(cfg)
-    fh = sys.stdin if args.file == "-" else open(args.file, newline="", encoding="utf-8")  # noqa: SIM115
-    t0 = time.monotonic()
-    try:
-        expires = parse_when(args.expires) if args.expires else None
-        n = store.import_csv(fh, default_reason=args.reason, default_tenant=args.tenant, default_expires=expires,
-                             progress=_progress("imported"))
-    except ValueError as e:
-        print(f"\nsidecar: {args.file}: {e}", file=sys.stderr)
-        return 2
-    finally:
-        if fh is not sys.stdin:
-            fh.close()
-    print(f"\nimported {n:,} suppressions in {time.monotonic() - t0:.1f}s", file=sys.stderr)
-    return 0
-
-
-def cmd_sup_export(args: argparse.Namespace, cfg: Config) -> int:
-    store = _store(cfg)
-    fh = sys.stdout if args.file == "-" else open(args.file, "w", newline="", encoding="utf-8")  # noqa: SIM115
-    try:
-        n = store.export_csv(fh, tenant=args.tenant, reason=args.reason,
-                             progress=_progress("exported") if args.file != "-" else None)
-    finally:
-        if fh is not sys.stdout:
-            fh.close()
-    print(f"exported {n:,} suppressions", file=sys.stderr)
     return 0
 
 

@@ -18,30 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sidecar.units import parse_duration  # noqa: F401  (the one duration parser, re-exported)
+
 DEFAULT_DATA_DIR = "var"
 
 
 class ConfigError(ValueError):
     """A configuration problem; the message starts with the key path."""
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
-
-
-def parse_duration(value: object) -> float:
-    """``"90s"``, ``"1m"``, ``"2h"``, ``"7d"`` or a number of seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like \"1h\"")
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError("expected a non-negative duration")
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m:
-            return float(m.group(1)) * _UNITS[m.group(2)]
-    raise ValueError('expected a duration like "1h"')
 
 
 def parse_size(value: object) -> int:

@@ -24,6 +24,7 @@ from sidecar.metrics import API_REQUESTS
 from sidecar.http.auth import TokenAuth
 from sidecar.http.queries import InvalidParameter
 from sidecar.suppression.store import SuppressionStore
+from sidecar.units import InvalidValue
 
 log = logging.getLogger("sidecar.http")
 
@@ -92,6 +93,8 @@ class Call:
             data = json.loads(content.read() or b"{}")
         except ValueError as e:
             raise ApiError(400, f"body is not valid JSON: {e}", "body") from None
+        except RecursionError:
+            raise ApiError(400, "body is not valid JSON: nested too deeply", "body") from None
         if not isinstance(data, dict):
             raise ApiError(400, "expected a JSON object", "body")
         return data
@@ -228,7 +231,7 @@ class ApiResource(Resource):
         err = f.value
         if isinstance(err, ApiError):
             write_json(request, err.code, error_body(err.message, err.field))
-        elif isinstance(err, InvalidParameter):
+        elif isinstance(err, (InvalidParameter, InvalidValue)):
             write_json(request, 400, error_body(err.message, err.field))
         else:
             log.error("API %s %s failed: %s", request.method.decode(), request.path.decode("latin-1"),

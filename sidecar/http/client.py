@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 
@@ -78,3 +80,39 @@ class ApiClient:
                 lines += chunk.count(b"\n")
                 if progress:
                     progress(lines)
+
+    def upload_csv(self, path: str, params: dict[str, Any], fh: IO[str], limit: int,
+                   progress: Callable[[int], None] | None = None) -> int:
+        """POST a CSV file in bodies of about ``limit`` bytes (each with the header line); returns the
+        rows imported. A refused body raises ApiClientError saying how many rows earlier bodies imported."""
+        n = 0
+        for body in csv_chunks(fh, limit):
+            try:
+                n += self.request("POST", path, params, data=body, ctype="text/csv")["imported"]
+            except ApiClientError as e:
+                if n:
+                    e.args = (f"{e} (in the body starting at row {n + 1}; {n:,} rows before it were imported)",)
+                raise
+            if progress:
+                progress(n)
+        return n
+
+
+def csv_chunks(fh: IO[str], limit: int) -> Iterator[bytes]:
+    """CSV bodies, each with the header line, of at most about ``limit`` bytes."""
+    reader = csv.reader(fh)
+    header = next(reader, None)
+    if header is None:
+        return
+    buf, w = io.StringIO(), None
+    for row in reader:
+        if w is None:
+            buf = io.StringIO()
+            w = csv.writer(buf)
+            w.writerow(header)
+        w.writerow(row)
+        if buf.tell() >= limit:
+            yield buf.getvalue().encode()
+            w = None
+    if w is not None:
+        yield buf.getvalue().encode()

@@ -19,7 +19,8 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from sidecar.http.queries import SuppressionFilter, export_chunk
-from sidecar.suppression.store import CSV_FIELDS, iso
+from sidecar.suppression.rows import CSV_FIELDS, csv_escape
+from sidecar.units import iso
 
 log = logging.getLogger("sidecar.http")
 
@@ -30,7 +31,9 @@ def format_chunk(rows: list[Any], fmt: str, header: bool) -> bytes:
         w = csv.writer(buf, lineterminator="\r\n")
         if header:
             w.writerow(CSV_FIELDS)
-        w.writerows((r[1], r[2], r[3], r[4] or "", iso(r[5]), iso(r[6]), r[7], r[8] or "") for r in rows)
+        esc = csv_escape   # a cell a spreadsheet would run as a formula gets a leading ' (import takes it off)
+        w.writerows((esc(r[1]), esc(r[2]), esc(r[3]), esc(r[4] or ""), iso(r[5]), iso(r[6]), esc(r[7]),
+                     esc(r[8] or "")) for r in rows)
     else:
         dumps = json.dumps
         for r in rows:

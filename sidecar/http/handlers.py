@@ -5,54 +5,52 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import time
 from collections.abc import Iterator
 from typing import IO, Any
 
 from twisted.internet.defer import inlineCallbacks
 
-from sidecar.config import WEBHOOK_EVENTS, parse_duration
+from sidecar.config import WEBHOOK_EVENTS
 from sidecar.http import queries as q
 from sidecar.http.api import STREAMING, ApiError, Call, Reply, Route
 from sidecar.suppression.address import AddressError
-from sidecar.suppression.store import CSV_FIELDS, parse_when
+from sidecar.suppression.fields import check_text
+from sidecar.suppression.rows import CSV_FIELDS, Line
+from sidecar.suppression.store import ImportIncomplete
+from sidecar.units import parse_time
 from sidecar.webhooks import outbox
+
+MAX_ID = 2**62
+_ASCII_INT = re.compile(r"[0-9]{1,19}")
 
 # -- parameters -----------------------------------------------------------------------------------
 
 
 def p_str(c: Call, name: str, max_len: int = 320) -> str | None:
-    v = c.params.get(name)
-    if v is not None and len(v) > max_len:
-        raise ApiError(400, f"longer than {max_len} characters", name)
-    return v
+    """A text parameter: at most ``max_len`` characters, no control characters (InvalidValue naming it)."""
+    return check_text(name, c.params.get(name), max_len)
 
 
-def p_int(c: Call, name: str, default: int, lo: int = 0, hi: int = 2**62) -> int:
+def ascii_int(value: str, name: str, lo: int = 0, hi: int = MAX_ID) -> int:
+    """An integer written in ASCII digits (not "١٢", not 5,000 digits) within lo..hi."""
+    if not _ASCII_INT.fullmatch(value) or not lo <= int(value) <= hi:
+        raise ApiError(400, f"expected an integer from {lo} to {hi}", name)
+    return int(value)
+
+
+def p_int(c: Call, name: str, default: int, lo: int = 0, hi: int = MAX_ID) -> int:
     v = c.params.get(name)
     if v is None or v == "":
         return default
-    if not v.isdigit() or not lo <= int(v) <= hi:
-        raise ApiError(400, f"expected an integer from {lo} to {hi}", name)
-    return int(v)
+    return ascii_int(v, name, lo, hi)
 
 
 def when(value: Any, name: str, past: bool = True) -> float | None:
-    """ISO 8601, POSIX seconds, or a duration ("24h": that long ago, or from now when not ``past``)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, str):
-        raise ApiError(400, "expected an ISO 8601 time, POSIX seconds or a duration like \"24h\"", name)
-    try:
-        return time.time() + (-1 if past else 1) * parse_duration(value)
-    except ValueError:
-        pass
-    try:
-        return parse_when(value)
-    except ValueError as e:
-        raise ApiError(400, str(e), name) from None
+    """ISO 8601, POSIX seconds, or a duration ("24h": that long ago, or from now when not ``past``);
+    "never" (no time) for a future time. Finite and within 1970..9999, else a 400 naming ``name``."""
+    return parse_time(value, name, now=time.time(), past=past, allow_never=not past)
 
 
 def p_choice(c: Call, name: str, choices: tuple[str, ...], default: str | None = None) -> str | None:
@@ -75,7 +73,7 @@ def body_str(data: dict[str, Any], name: str, default: str | None, max_len: int)
     v = data.get(name, default)
     if v is not None and (not isinstance(v, str) or len(v) > max_len):
         raise ApiError(400, f"expected a string of at most {max_len} characters", name)
-    return v
+    return check_text(name, v, max_len)
 
 
 def suppression_filter(c: Call) -> q.SuppressionFilter:
@@ -150,11 +148,16 @@ def _jsonl_rows(fh: IO[str]) -> Iterator[dict[str, str]]:
             continue
         try:
             obj = json.loads(line)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise ValueError(f"line {lineno}: not valid JSON: {e}") from None
         if not isinstance(obj, dict) or set(obj) - set(CSV_FIELDS):
             raise ValueError(f"line {lineno}: expected an object with keys among {', '.join(CSV_FIELDS)}")
-        yield {k: "" if v is None else str(v) for k, v in obj.items()}
+        bad = next((k for k, v in obj.items() if isinstance(v, (dict, list, bool))), None)
+        if bad is not None:
+            raise ValueError(f"line {lineno}: {bad}: expected a string, a number or null")
+        row = Line((k, "" if v is None else str(v)) for k, v in obj.items())
+        row.line = lineno
+        yield row
 
 
 @inlineCallbacks
@@ -175,7 +178,9 @@ def import_suppressions(c: Call) -> Any:
 
     try:
         n = yield c.api.run(work)
-    except (ValueError, UnicodeDecodeError, csv.Error) as e:
+    except ImportIncomplete as e:
+        raise ApiError(500, str(e), "body") from None
+    except (ValueError, UnicodeDecodeError, csv.Error) as e:   # nothing was written
         raise ApiError(400, str(e), "body") from None
     return {"imported": n}
 
@@ -208,7 +213,7 @@ def list_events(c: Call) -> Any:
 @inlineCallbacks
 def get_message(c: Call) -> Any:
     mid = c.vars["id"]
-    if not mid.isdigit():
+    if not _ASCII_INT.fullmatch(mid) or int(mid) > MAX_ID:
         raise ApiError(400, "expected a message id (integer)", "id")
     raw = yield c.api.run(q.raw_message, c.api.engine, int(mid))
     if raw is None:
@@ -246,7 +251,7 @@ def _redis_usage(cfg: Any, key: str) -> list[dict[str, Any]]:
 
 @inlineCallbacks
 def get_limit(c: Call) -> Any:
-    key = c.vars["key"]
+    key = c.vars["key"]   # checked as stored text by q.limit_usage
     if c.api.cfg.ratelimit.backend == "redis":   # the cluster-wide counters (blocking client, in the pool)
         windows = yield c.api.run(_redis_usage, c.api.cfg, key)
     else:
@@ -303,7 +308,7 @@ def redeliver(c: Call) -> Any:
     ids = {}
     for k in ("from_id", "to_id"):
         v = data.get(k)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_ID):
             raise ApiError(400, "expected a non-negative integer (a delivery id)", k)
         ids[k] = v
     if ids["from_id"] is None:

@@ -7,8 +7,6 @@ HTTP API when ``--api URL`` is given, or directly on the database otherwise, wit
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import sys
 import time
@@ -42,12 +40,23 @@ def _store(cfg: Config) -> Any:
 
 
 def _when(value: str | None, name: str, past: bool = True) -> float | None:
-    from sidecar.http.api import ApiError
-    from sidecar.http.handlers import when
+    """The API's time parser (sidecar.units) for an option; errors name the option."""
+    from sidecar.units import InvalidValue, parse_time
 
     try:
-        return when(value, name, past)
-    except ApiError as e:
+        return parse_time(value, name, now=time.time(), past=past, allow_never=not past)
+    except InvalidValue as e:
+        raise ValueError(f"--{name}: {e.message}") from None
+
+
+def _option(name: str, value: str | None, max_len: int | None = None) -> str | None:
+    """A stored text option (--tenant, --reason, --note): no control characters; errors name the option."""
+    from sidecar.suppression.fields import check_text
+    from sidecar.units import InvalidValue
+
+    try:
+        return check_text(name, value, max_len)
+    except InvalidValue as e:
         raise ValueError(f"--{name}: {e.message}") from None
 
 
@@ -184,18 +193,22 @@ def cmd_sup_list(args: argparse.Namespace, cfg: Config) -> int:
 @handled
 def cmd_sup_add(args: argparse.Namespace, cfg: Config) -> int:
     from sidecar.http.queries import suppression_dict
-    from sidecar.suppression.store import parse_when
+    from sidecar.suppression.address import canonical
 
-    out = []
+    for name in ("tenant", "reason", "note"):   # every input checked before anything is written
+        _option(name, getattr(args, name))
+    expires = _when(args.expires, "expires", past=False)
     for a in args.addresses:
-        if args.api:
+        canonical(a)
+    out = []
+    store = None if args.api else _store(cfg)
+    for a in args.addresses:
+        if store is None:
             body = {"address": a, "tenant": args.tenant, "reason": args.reason, "note": args.note,
                     "expires_at": args.expires}
             out.append(_client(args).request("POST", "/suppressions", body={k: v for k, v in body.items() if v}))
         else:
-            store = _store(cfg)
-            store.add(a, tenant=args.tenant, reason=args.reason, source="cli", note=args.note,
-                      expires_at=parse_when(args.expires) if args.expires else None)
+            store.add(a, tenant=args.tenant, reason=args.reason, source="cli", note=args.note, expires_at=expires)
             out.append(next(suppression_dict(r) for r in store.get(a) if r.tenant == args.tenant))
     for row in out:
         print(json.dumps(row) if args.json else
@@ -229,46 +242,41 @@ def cmd_sup_remove(args: argparse.Namespace, cfg: Config) -> int:
     return status
 
 
-def _csv_chunks(fh: Any, limit: int) -> Iterator[tuple[bytes, int]]:
-    """(CSV body with the header line, rows) pieces of at most about ``limit`` bytes."""
-    reader = csv.reader(fh)
-    header = next(reader, None)
-    if header is None:
-        return
-    buf, w, n = io.StringIO(), None, 0
-    for row in reader:
-        if w is None:
-            buf, n = io.StringIO(), 0
-            w = csv.writer(buf)
-            w.writerow(header)
-        w.writerow(row)
-        n += 1
-        if buf.tell() >= limit:
-            yield buf.getvalue().encode(), n
-            w = None
-    if w is not None:
-        yield buf.getvalue().encode(), n
+def _api_import(args: argparse.Namespace, fh: Any, show: Callable[[int], None] | None) -> int:
+    """Through the API, in bodies of about IMPORT_CHUNK_BYTES: the whole file is checked here first
+    (the server's own rules), so a bad line fails before anything is sent; should the server still
+    refuse a body, the error says how many rows the earlier bodies imported."""
+    import shutil
+    import tempfile
+
+    from sidecar.suppression.rows import CsvRows, check_rows
+
+    if not fh.seekable():
+        spool = tempfile.TemporaryFile("w+", newline="", encoding="utf-8")  # noqa: SIM115
+        shutil.copyfileobj(fh, spool)
+        fh = spool
+    fh.seek(0)
+    for _ in check_rows(CsvRows(fh), default_reason=args.reason, default_tenant=args.tenant, now=time.time()):
+        pass
+    fh.seek(0)
+    params = {"reason": args.reason, "tenant": args.tenant or None, "expires_at": args.expires}
+    return int(_client(args).upload_csv("/suppressions/import", params, fh, IMPORT_CHUNK_BYTES, show))
 
 
 @handled
 def cmd_sup_import(args: argparse.Namespace, cfg: Config) -> int:
-    from sidecar.suppression.store import parse_when
-
+    _option("tenant", args.tenant)
+    _option("reason", args.reason)
+    expires = _when(args.expires, "expires", past=False)
     show = None if args.no_progress else progress("imported")
     fh = sys.stdin if args.file == "-" else open(args.file, newline="", encoding="utf-8")  # noqa: SIM115
     t0 = time.monotonic()
     try:
         if args.api:
-            n, client = 0, _client(args)
-            params = {"reason": args.reason, "tenant": args.tenant or None, "expires_at": args.expires}
-            for body, _rows in _csv_chunks(fh, IMPORT_CHUNK_BYTES):
-                n += client.request("POST", "/suppressions/import", params, data=body, ctype="text/csv")["imported"]
-                if show:
-                    show(n)
+            n = _api_import(args, fh, show)
         else:
             n = _store(cfg).import_csv(fh, default_reason=args.reason, default_tenant=args.tenant,
-                                       default_expires=parse_when(args.expires) if args.expires else None,
-                                       progress=show)
+                                       default_expires=expires, progress=show)
     finally:
         if fh is not sys.stdin:
             fh.close()
@@ -373,6 +381,8 @@ def cmd_events_list(args: argparse.Namespace, cfg: Config) -> int:
 def cmd_message(args: argparse.Namespace, cfg: Config) -> int:
     from sidecar.http import queries
 
+    if not 0 <= args.id <= 2**62:
+        raise ValueError(f"MESSAGE_ID: expected an integer from 0 to {2**62}")
     raw = (_client(args).request("GET", f"/messages/{args.id}") if args.api
            else queries.raw_message(_engine(cfg), args.id))
     if raw is None:

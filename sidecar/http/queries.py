@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 import zlib
 from collections.abc import Mapping
@@ -18,26 +19,29 @@ from typing import Any
 from sqlalchemy import Engine, Select, func, select, tuple_
 
 from sidecar.store.models import Change, Event, RawMessage, Suppression, SuppressionCause
+from sidecar.suppression.fields import check_text, control_problem
 from sidecar.suppression.store import SuppressionRow, iso
+from sidecar.units import InvalidValue
 
 S = Suppression.__table__.c
 E = Event.__table__.c
 EVENT_KINDS = ("bounce", "delay", "complaint", "auto-reply", "delivered", "ratelimit")
 MAX_PAGE = 1000
+_ASCII_INT = re.compile(r"[0-9]{1,19}")
 
 
-class InvalidParameter(ValueError):
+class InvalidParameter(InvalidValue):
     """A bad query parameter or body field; ``field`` names it."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
-
-def _prefix_range(prefix: str) -> str:
-    """The smallest string greater than every string starting with ``prefix`` (for an index range)."""
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+def _prefix_range(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with ``prefix`` (for an index range);
+    None when there is none (a prefix of U+10FFFF only)."""
+    p = prefix.rstrip("\U0010ffff")
+    if not p:
+        return None
+    nxt = ord(p[-1]) + 1
+    return p[:-1] + chr(0xE000 if 0xD800 <= nxt <= 0xDFFF else nxt)
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,10 @@ class SuppressionFilter:
         if self.until is not None:
             q = q.where(S.created_at < self.until)
         if self.prefix:
-            q = q.where(S.address >= self.prefix, S.address < _prefix_range(self.prefix),
-                        S.address.startswith(self.prefix, autoescape=True))
+            upper = _prefix_range(self.prefix)
+            q = q.where(S.address >= self.prefix, S.address.startswith(self.prefix, autoescape=True))
+            if upper is not None:
+                q = q.where(S.address < upper)
         return q
 
 
@@ -78,14 +84,14 @@ def encode_cursor(key: Any) -> str | None:
 def decode_cursor(value: str | None) -> Any:
     if not value:
         return 0
-    if value.isdigit():
+    if _ASCII_INT.fullmatch(value) and int(value) <= 2**62:
         return int(value)
     try:
-        if value.startswith("a."):
+        if value.startswith("a.") and len(value) < 4096:
             a, t = json.loads(base64.urlsafe_b64decode(value[2:] + "=" * (-len(value[2:]) % 4)))
-            if isinstance(a, str) and isinstance(t, str):
+            if isinstance(a, str) and isinstance(t, str) and not control_problem(a + t):
                 return (a, t)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         pass
     raise InvalidParameter("cursor", "not a cursor returned by this API (next_cursor)")
 
@@ -223,6 +229,7 @@ def limit_usage(cfg: Any, key: str, tats: Mapping[str, float | None] | None, eng
     from sidecar.policy.limits import compile_rule, human_duration
     from sidecar.store.counters import counters_for
 
+    check_text("key", key, 512)   # stored by a reset (the change feed's limit-reset rows)
     name = key.partition(":")[0]
     rule = next((compile_rule(r) for r in cfg.ratelimit.rules if r.name == name), None)
     if rule is None or ":" not in key:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from sidecar.suppression.fields import control_problem
+
 
 class AddressError(ValueError):
     """An address that cannot be a mailbox: the message names the problem."""
@@ -16,12 +18,15 @@ _DOMAIN = re.compile(r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
 
 def split(address: str) -> tuple[str, str]:
     """Return (local part, domain) or raise AddressError naming what is wrong."""
+    problem = control_problem(address)
+    if problem:   # even at the ends (strip() would hide CR, LF ...), even quoted: never stored, never logged raw
+        raise AddressError(f"{address!r}: {problem}")
     a = address.strip()
     if a.startswith("<") and a.endswith(">"):
         a = a[1:-1].strip()
     if not a:
         raise AddressError("empty address")
-    if any(c in a for c in "\r\n\t ") and not a.startswith('"'):
+    if " " in a and not a.startswith('"'):
         raise AddressError(f"{address!r}: whitespace in address")
     local, sep, domain = a.rpartition("@")
     if not sep:

@@ -8,7 +8,9 @@ row to the change feed, which every running server reads (no full reloads).
 from __future__ import annotations
 
 import csv
-import datetime as dt
+import logging
+import pickle
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -19,36 +21,17 @@ from sqlalchemy import (BigInteger, Boolean, Column, Connection, Engine, Float, 
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sidecar.store.models import Change, Suppression, SuppressionCause
-from sidecar.suppression.address import AddressError, canonical
+from sidecar.suppression.address import canonical
+from sidecar.suppression.fields import check_text
+from sidecar.suppression.rows import CSV_FIELDS, CsvRows, check_rows, csv_escape
+from sidecar.units import check_time, iso
 
-CSV_FIELDS = ("address", "tenant", "reason", "category", "created_at", "expires_at", "source", "note")
-
-
-def parse_when(value: str, now: float | None = None) -> float | None:
-    """An expiry given as ISO 8601 date/time, POSIX seconds, a relative duration ("7d") or empty."""
-    from sidecar.config import parse_duration
-
-    v = (value or "").strip()
-    if not v or v.lower() in ("never", "none"):
-        return None
-    try:
-        return float(v) if v.replace(".", "", 1).isdigit() and len(v) > 8 else (
-            (now or time.time()) + parse_duration(v))
-    except ValueError:
-        pass
-    try:
-        d = dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{value!r}: expected an ISO 8601 date/time, a duration like \"7d\", or empty") from None
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=dt.UTC)
-    return d.timestamp()
+__all__ = ["CSV_FIELDS", "ImportIncomplete", "SuppressionRow", "SuppressionStore", "iso"]
+log = logging.getLogger("sidecar.store")
 
 
-def iso(ts: float | None) -> str:
-    if ts is None:
-        return ""
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+class ImportIncomplete(RuntimeError):
+    """The database failed while an already validated import was being written; says what was committed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +123,11 @@ class SuppressionStore:
                                 note=note, expires_at=expires_at, now=now, cause_event_ids=cause_event_ids, conn=c)
         now = time.time() if now is None else now
         addr = self.canonical(address)
+        for name, value in (("tenant", tenant), ("reason", reason), ("category", category), ("source", source),
+                            ("note", note)):
+            check_text(name, value)
+        if expires_at is not None:
+            check_time(expires_at, "expires_at")
         row = dict(address=addr, tenant=tenant, reason=reason, category=category, source=source, note=note,
                    active=True, created_at=now, updated_at=now, expires_at=expires_at)
         ins = _insert(conn, Suppression.__table__).values(**row)
@@ -177,63 +165,71 @@ class SuppressionStore:
                     default_tenant: str = "", default_expires: float | None = None, source: str = "import",
                     batch: int | None = None,
                     progress: Callable[[int], None] | None = None, now: float | None = None) -> int:
-        """Upsert many suppressions (from CSV dicts). Raises ValueError naming the bad line.
+        """Upsert many suppressions (from CSV dicts), all or nothing. Raises ValueError naming the bad line.
 
-        Written in chunks of ``batch`` rows (default 5,000 on SQLite, PG_IMPORT_CHUNK on
+        Two passes: every row is checked first (streamed, normalised rows spooled to a temporary
+        file, so memory stays flat); nothing is written unless all are good. Then the rows are
+        written in chunks of ``batch`` rows (default 5,000 on SQLite, PG_IMPORT_CHUNK on
         PostgreSQL), one transaction each, which also appends one change-feed row per input
         row, in file order; a later row for the same (address, tenant) wins.
         On PostgreSQL a chunk is COPYed into a temporary table and upserted from it by two
         statements. Chunks stay small because running servers read the change feed while
         the import goes on: a transaction holding many sequence ids open for long would
         leave a hole that ChangeCursor eventually gives up (after 10 s or 100,000 ids).
+        Should the database fail between chunks, ImportIncomplete says how many rows were
+        committed (a re-run of the same file is safe: rows are upserts).
         Returns the number of input rows.
         """
         now = time.time() if now is None else now
+        if default_expires is not None:
+            check_time(default_expires, "expires_at")
+        check_text("tenant", default_tenant)
+        check_text("reason", default_reason)
+        check_text("source", source)
         pg = self.engine.dialect.name == "postgresql"
         size = batch or (PG_IMPORT_CHUNK if pg else 5000)
         write = _write_chunk_pg if pg else _write_chunk
-        done = 0
-        chunk: list[ImportRow] = []
-        where: dict[tuple[str, str], int] = {}   # (address, tenant) -> its last row in chunk
-        for lineno, r in enumerate(rows, start=2):
-            try:
-                addr = self.canonical(r.get("address") or "")
-                created = parse_when(r.get("created_at") or "", now) or now
-                expires = parse_when(r["expires_at"], now) if r.get("expires_at") else default_expires
-            except (AddressError, ValueError) as e:
-                raise ValueError(f"line {lineno}: {e}") from None
-            tenant = (r.get("tenant") or default_tenant).strip()
-            prev = where.get((addr, tenant))
-            if prev is not None:   # the later row wins
-                chunk[prev] = (*chunk[prev][:-1], False)
-            where[(addr, tenant)] = len(chunk)
-            chunk.append((addr, tenant, (r.get("reason") or default_reason).strip(), r.get("category") or None,
-                          r.get("source") or source, r.get("note") or None, created, expires, True))
-            if len(chunk) >= size:
-                with self.engine.begin() as conn:
-                    write(conn, chunk, now)
-                done += len(chunk)
-                chunk, where = [], {}
+        kw: dict[str, Any] = dict(default_reason=default_reason, default_tenant=default_tenant,
+                                  default_expires=default_expires, source=source, now=now)
+        total = 0
+        with tempfile.SpooledTemporaryFile(max_size=32 << 20) as spool:
+            chunk: list[ImportRow] = []
+            where: dict[tuple[str, str], int] = {}   # (address, tenant) -> its last row in chunk
+            for row in check_rows(rows, self.canonical, **kw):
+                key = (row[0], row[1])
+                prev = where.get(key)
+                if prev is not None:   # the later row wins
+                    chunk[prev] = (*chunk[prev][:-1], False)
+                where[key] = len(chunk)
+                chunk.append((*row, True))
+                if len(chunk) >= size:
+                    pickle.dump(chunk, spool, pickle.HIGHEST_PROTOCOL)
+                    total += len(chunk)
+                    chunk, where = [], {}
+            if chunk:
+                pickle.dump(chunk, spool, pickle.HIGHEST_PROTOCOL)
+                total += len(chunk)
+            spool.seek(0)
+            done = 0
+            while done < total:
+                part: list[ImportRow] = pickle.load(spool)  # noqa: S301 - our own spool file
+                try:
+                    with self.engine.begin() as conn:
+                        write(conn, part, now)
+                except Exception as e:
+                    if not done:
+                        raise
+                    log.error("import stopped after committing %d of %d rows: %s", done, total, e)
+                    raise ImportIncomplete(f"import stopped after committing {done:,} of {total:,} rows "
+                                           f"(lines 2..{done + 1}): {type(e).__name__}") from e
+                done += len(part)
                 if progress:
                     progress(done)
-        if chunk:
-            with self.engine.begin() as conn:
-                write(conn, chunk, now)
-            done += len(chunk)
-            if progress:
-                progress(done)
-        return done
+        return total
 
     def import_csv(self, fh: IO[str], **kw: Any) -> int:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or "address" not in reader.fieldnames:
-            raise ValueError("CSV needs a header line with at least an 'address' column "
-                             f"(known columns: {', '.join(CSV_FIELDS)})")
-        unknown = set(reader.fieldnames) - set(CSV_FIELDS)
-        if unknown:
-            raise ValueError(f"CSV has unknown columns: {', '.join(sorted(unknown))} "
-                             f"(known: {', '.join(CSV_FIELDS)})")
-        return self.import_rows(reader, **kw)
+        """A CSV file (our export's format); a leading ' that our export adds is taken off (csv_unescape)."""
+        return self.import_rows(CsvRows(fh), **kw)
 
     # -- reads -------------------------------------------------------------------------------
     def iter_rows(self, *, active_only: bool = True, tenant: str | None = None, reason: str | None = None,
@@ -274,8 +270,8 @@ class SuppressionStore:
         w.writerow(CSV_FIELDS)
         n = 0
         for r in self.iter_rows(**filters):
-            w.writerow((r.address, r.tenant, r.reason, r.category or "", iso(r.created_at), iso(r.expires_at),
-                        r.source, r.note or ""))
+            w.writerow([csv_escape(v) for v in (r.address, r.tenant, r.reason, r.category or "", iso(r.created_at),
+                                                iso(r.expires_at), r.source, r.note or "")])
             n += 1
             if progress and n % 10000 == 0:
                 progress(n)
