@@ -226,8 +226,26 @@ async def _noop() -> None:
     return None
 
 
+def return_freed_memory() -> None:
+    """Have glibc give large buffers back to the system when they are freed.
+
+    By default glibc raises its mmap threshold after a large block is freed, so the next
+    10 MB messages (hand-offs, API bodies) come from the heap, which is rarely returned: the
+    service kept ~50 MB after three 10 MB hand-offs. A fixed threshold (which also turns the
+    dynamic one off) keeps every block over 128 KiB in its own mapping, unmapped on free.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 128 * 1024)   # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
 def makeService(cfg: Config, reactor: Any) -> service.MultiService:
     """Build the whole service. Upgrades the schema and loads state (blocking) before returning."""
+    return_freed_memory()
     top = service.MultiService()
     pool = ThreadPool(minthreads=1, maxthreads=cfg.server.db_threads, name="sidecar-db")
     ThreadPoolService(pool).setServiceParent(top)
