@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 log = logging.getLogger("sidecar.store")
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+PG_CONNECT_TIMEOUT = 10   # seconds
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -48,7 +49,9 @@ def make_engine(url: str, *, create_dir: bool = True, pool_size: int = 5) -> Eng
             cur.close()
 
         return engine
-    return create_engine(url, pool_size=pool_size, pool_pre_ping=True)
+    # A host that drops packets must not hold start-up (or a database thread) for the TCP timeout.
+    return create_engine(url, pool_size=pool_size, pool_pre_ping=True,
+                         connect_args={"connect_timeout": PG_CONNECT_TIMEOUT})
 
 
 DB_FILE_MODE = 0o640
