@@ -65,7 +65,7 @@ def create_private(path: str) -> None:
     """
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DB_FILE_MODE)
-    except FileExistsError:
+    except OSError:   # exists already; or cannot be created, which SQLite then reports itself
         return
     try:
         os.fchmod(fd, DB_FILE_MODE)   # whatever the umask
