@@ -9,7 +9,8 @@ import argparse
 import sys
 from typing import Any
 
-EX_OK, EX_USAGE, EX_CONFIG, EX_TEMPFAIL = 0, 2, 78, 75
+EX_OK, EX_USAGE, EX_CONFIG, EX_TEMPFAIL, EX_UNAVAILABLE = 0, 2, 78, 75, 69
+EX_SIGPIPE = 128 + 13   # what a shell reports for a tool killed by SIGPIPE
 
 DESCRIPTION = """\
 postfix-sidecar: suppression, rate limits and bounce handling beside Postfix.
@@ -62,12 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
                         '{NAME: VALUE}, "master.cf": TEXT} for deployment tools')
 
     p = sub.add_parser("db", help="database schema")
-    dsub = p.add_subparsers(dest="db_command", metavar="ACTION")
+    dsub = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     q = dsub.add_parser("upgrade", help="create or upgrade the schema to the current version")
     _common(q)
 
     p = sub.add_parser("suppressions", help="manage the suppression list")
-    ssub = p.add_subparsers(dest="sup_command", metavar="ACTION")
+    ssub = p.add_subparsers(dest="sup_command", metavar="ACTION", required=True)
     q = ssub.add_parser("add", help="suppress addresses")
     _common(q)
     q.add_argument("addresses", nargs="+", metavar="ADDRESS")
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--reason", help="only this reason")
 
     p = sub.add_parser("limits", help="inspect or reset rate-limit keys")
-    lsub = p.add_subparsers(dest="limits_command", metavar="ACTION")
+    lsub = p.add_subparsers(dest="limits_command", metavar="ACTION", required=True)
     for name, text in (("show", "print use and remaining quota for KEY"), ("reset", "clear the counters of KEY")):
         q = lsub.add_parser(name, help=text, description=text + ". KEY is RULE:VALUE, e.g. per-user:alice "
                                                                "(several key parts joined with '|').")
@@ -170,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         ap.print_help()
         return EX_USAGE
+    return _guarded(lambda: _run(ap, args), args)
+
+
+def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command in ("ingest", "parse", "import", "replay"):
         from sidecar.bounce import commands
 
@@ -185,6 +190,28 @@ def main(argv: list[str] | None = None) -> int:
 
     handler = getattr(args, "ops_handler", None) or admin.dispatch(args, ap)
     return int(handler(args, cfg))
+
+
+def _guarded(run: Any, args: argparse.Namespace) -> int:
+    """Expected failures as one line on stderr, never a traceback."""
+    try:
+        code = int(run())
+        sys.stdout.flush()   # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # `sidecar ... --json | head`: stop quietly, as other Unix tools do (they die of SIGPIPE)
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())   # the interpreter's last flush must not fail again
+        return EX_SIGPIPE
+    except Exception as e:
+        from sidecar.errors import is_database_error, one_line
+
+        if not is_database_error(e):
+            raise
+        print(f"sidecar {args.command}: database unavailable: {one_line(e)}", file=sys.stderr)
+        return EX_UNAVAILABLE
 
 
 if __name__ == "__main__":  # pragma: no cover

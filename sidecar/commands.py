@@ -39,15 +39,24 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     from twisted.internet import reactor
     from twisted.logger import STDLibLogObserver, globalLogBeginner
 
-    from sidecar.service import makeService
+    from sidecar.errors import one_line
+    from sidecar.service import makeService, stop_started
 
     globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
     t0 = time.monotonic()
     try:
-        top = makeService(cfg, reactor)
+        top = makeService(cfg, reactor)   # schema upgrade and initial load: nothing listens yet
+    except Exception as e:  # noqa: BLE001 - an unreachable database, a schema from a newer version ...
+        log.error("cannot start: database %s: %s", _safe_url(cfg.database.url), one_line(e))
+        return 1
+    try:
         top.startService()
-    except Exception as e:  # a port in use, an unreachable database ...
-        log.error("cannot start: %s", e)
+    except Exception as e:  # noqa: BLE001 - a port in use, an ingest socket owned by another service ...
+        # Close what did start (listeners, thread pool) and leave: a half-started server would
+        # accept policy connections and never answer them.
+        log.error("cannot start: %s", one_line(e))
+        reactor.callWhenRunning(lambda: stop_started(top).addBoth(lambda _: reactor.stop()))
+        reactor.run()  # type: ignore[attr-defined]
         return 1
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     log.info("serving policy on %s, HTTP on %s, database %s (ready in %.2fs)",

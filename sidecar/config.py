@@ -215,6 +215,12 @@ class IngestConfig:
     socket: str = _f(f"{DEFAULT_DATA_DIR}/ingest.sock",
                      doc="Unix socket where the running service accepts messages from `sidecar ingest`; empty "
                          "disables. Relative to the config file's directory.")
+    socket_group: str = _f("", doc="Group of the hand-off socket (mode 0660) and of its directory when the service "
+                                   "creates it (0750); empty = the primary group of postfix.pipe_user when that "
+                                   "user exists, else the service's own group.")
+    max_handoffs: int = _f(32, parse=_positive_int,
+                           doc="Hand-off connections served at once; more are closed unanswered (that "
+                               "`sidecar ingest` then records in-process).")
     verp_key: str = _f("", doc="HMAC key for VERP tokens (bounces+TOKEN@domain); empty disables VERP.")
     soft_threshold: int = _f(3, parse=_positive_int, doc="Soft bounces within soft_window that suppress an address.")
     soft_window: float = _f(7 * 86400.0, parse=parse_duration, doc="Window for counting soft bounces.")

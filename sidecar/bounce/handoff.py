@@ -14,11 +14,14 @@ the job itself, so the reply is the only promise made.
 
 from __future__ import annotations
 
+import grp
 import json
 import logging
 import os
+import pwd
 import socket
 import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,26 +38,39 @@ from sidecar.bounce.record import Recorder
 log = logging.getLogger("sidecar.bounce.handoff")
 
 IDLE_TIMEOUT = 60.0
+SPOOL_MEMORY = 256 * 1024   # a message larger than this is spooled to a temporary file
 
 
 class HandoffProtocol(protocol.Protocol, TimeoutMixin):
+    """One message per connection. The declared length is checked against ``ingest.max_message_size``
+    before any of the body is read, and the body goes to a spooled temporary file (on disk past
+    :data:`SPOOL_MEMORY`), so a connection holds little memory whatever it sends."""
+
     def __init__(self, factory: HandoffFactory) -> None:
         self.factory = factory
-        self.header: dict[str, Any] | None = None
         self.env: Envelope | None = None
-        self.buf = bytearray()
+        self.buf = bytearray()     # the header line only (at most MAX_HEADER bytes)
+        self.spool: Any = None
         self.length = 0
         self.received = 0
         self.busy = False
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted API
+        self.factory.active += 1
         self.setTimeout(IDLE_TIMEOUT)
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802
+        self.factory.active -= 1
+        self.setTimeout(None)
+        if self.spool is not None:   # a body still arriving (a spool handed to a thread is closed there)
+            self.spool.close()
+        self.spool = None
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         if self.busy:
             return
         self.resetTimeout()
-        if self.header is not None:
+        if self.env is not None:
             self._body(data)
             return
         self.buf += data
@@ -70,35 +86,40 @@ class HandoffProtocol(protocol.Protocol, TimeoutMixin):
             self.length = int(header["length"])
             if self.length < 0:
                 raise ValueError("negative length")
-            self.env = Envelope.from_header(header)
+            env = Envelope.from_header(header)
         # OverflowError: "length": 1e400; RecursionError: [[[[...]]]]; both once escaped as
         # an unhandled error (traceback, connection dropped unanswered, not counted)
         except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
             self._refuse("malformed request header")
             return
-        self.header = header
+        if self.length > self.factory.max_size:
+            # Decided before reading the body. No answer: a client with a larger limit of its own
+            # then records the message in-process; anything else learns nothing.
+            log.warning("ingest hand-off: declared length %d exceeds ingest.max_message_size %d; closed",
+                        self.length, self.factory.max_size)
+            self._drop()
+            return
+        self.env = env
         rest = bytes(self.buf[nl + 1:])
         self.buf = bytearray()
+        self.spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 - closed after recording
         self._body(rest)
 
     def _body(self, data: bytes) -> None:
-        # Keep at most ingest.max_message_size bytes (a client with a larger limit is truncated here).
-        room = self.factory.max_size - len(self.buf)
-        if room > 0:
-            self.buf += data[:room]
-        self.received += len(data)
+        part = data[: self.length - self.received]   # bytes past the declared length are ignored
+        if part:
+            self.spool.write(part)
+            self.received += len(part)
         if self.received >= self.length:
-            self._run(bytes(self.buf), truncated=self.received > self.factory.max_size)
+            self._run()
 
-    def _run(self, data: bytes, truncated: bool) -> None:
+    def _run(self) -> None:
         self.busy = True
         self.setTimeout(None)
-        self.buf = bytearray()
         assert self.env is not None
-        env = self.env
-        if truncated:
-            env = Envelope(env.sender, env.recipient, env.queue_id, env.extension, max(env.size, self.received), True)
-        d = deferToThreadPool(self.factory.reactor, self.factory.threadpool, self.factory.recorder.record, data, env)
+        spool, self.spool = self.spool, None
+        d = deferToThreadPool(self.factory.reactor, self.factory.threadpool, _record_spooled,
+                              self.factory.recorder, spool, self.env)
         d.addCallbacks(lambda out: self._reply(f"OK {out.summary()}"), self._failed)
 
     def _failed(self, f: Failure) -> None:
@@ -109,6 +130,12 @@ class HandoffProtocol(protocol.Protocol, TimeoutMixin):
     def _refuse(self, reason: str) -> None:
         metrics.INGEST_MESSAGES.labels("tempfail").inc()
         self._reply(f"TEMPFAIL {reason}")
+
+    def _drop(self) -> None:
+        self.busy = True
+        tr: Any = self.transport
+        if tr is not None:
+            tr.abortConnection()
 
     def _reply(self, line: str) -> None:
         self.busy = True
@@ -122,15 +149,73 @@ class HandoffProtocol(protocol.Protocol, TimeoutMixin):
         tr.abortConnection()
 
 
+def _record_spooled(recorder: Recorder, spool: Any, env: Envelope) -> Any:
+    """In the database thread: read the spooled message back and record it."""
+    try:
+        spool.seek(0)
+        data = spool.read()
+    finally:
+        spool.close()
+    return recorder.record(data, env)
+
+
 class HandoffFactory(protocol.Factory):
-    def __init__(self, recorder: Recorder, reactor: Any, threadpool: Any, max_size: int) -> None:
+    def __init__(self, recorder: Recorder, reactor: Any, threadpool: Any, max_size: int,
+                 max_connections: int = 32) -> None:
         self.recorder = recorder
         self.reactor = reactor
         self.threadpool = threadpool
         self.max_size = max_size
+        self.max_connections = max_connections
+        self.active = 0
+        self.refused = 0
 
-    def buildProtocol(self, addr: Any) -> HandoffProtocol:  # noqa: N802
+    def buildProtocol(self, addr: Any) -> HandoffProtocol | None:  # noqa: N802
+        if self.active >= self.max_connections:
+            # Closed unanswered: `sidecar ingest` then records the message itself.
+            self.refused += 1
+            if self.refused == 1 or self.refused % 100 == 0:
+                log.warning("ingest hand-off: %d connections open (ingest.max_handoffs); refused %d so far",
+                            self.active, self.refused)
+            return None
         return HandoffProtocol(self)
+
+
+SOCKET_MODE = 0o660
+
+
+def socket_gid(cfg: Any) -> int | None:
+    """The group given access to the socket: ``ingest.socket_group``, else the primary group of
+    ``postfix.pipe_user`` when that user exists, else None (the service's own group)."""
+    name = cfg.ingest.socket_group
+    if name:
+        try:
+            return grp.getgrnam(name).gr_gid
+        except KeyError:
+            raise RuntimeError(f"ingest.socket_group {name!r}: no such group") from None
+    try:
+        return pwd.getpwnam(cfg.postfix.pipe_user).pw_gid
+    except KeyError:
+        return None
+
+
+def _set_group(path: Path, gid: int | None, mode: int) -> None:
+    try:
+        if gid is not None and os.stat(path).st_gid != gid:
+            os.chown(path, -1, gid)
+        os.chmod(path, mode)
+    except PermissionError as e:
+        raise RuntimeError(f"ingest.socket: cannot give {path} to group {_group_name(gid)} "
+                           f"(the service's user must belong to it): {e.strerror}") from None
+
+
+def _group_name(gid: int | None) -> str:
+    if gid is None:
+        return "(the service's own)"
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 def remove_stale_socket(path: str) -> None:
@@ -176,13 +261,27 @@ class HandoffService(Service):
         if not self.path:
             log.info("ingest hand-off socket disabled (ingest.socket is empty)")
             return
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        gid = socket_gid(self.cfg)
+        directory = Path(self.path).parent
+        if not directory.exists():
+            # Only the service and the pipe user's group get to the socket; a directory that
+            # exists already is left as it is (it may hold other sockets, e.g. a policy socket).
+            directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+            _set_group(directory, gid, 0o750)
         remove_stale_socket(self.path)
-        factory = HandoffFactory(self.recorder, self.reactor, self.threadpool, self.cfg.ingest.max_message_size)
-        # 0666: pipe(8) runs `sidecar ingest` as an unprivileged user (not the service's).
-        self.port = self.reactor.listenUNIX(self.path, factory, mode=0o666, backlog=128, wantPID=False)
-        os.chmod(self.path, 0o666)
-        log.info("ingest hand-off listening on %s", self.path)
+        factory = HandoffFactory(self.recorder, self.reactor, self.threadpool, self.cfg.ingest.max_message_size,
+                                 self.cfg.ingest.max_handoffs)
+        # 0660: the service's user and the pipe user's group. Anyone else could forge bounces
+        # (and suppress any address); Twisted binds under the process umask, then chmods.
+        self.port = self.reactor.listenUNIX(self.path, factory, mode=SOCKET_MODE, backlog=128, wantPID=False)
+        try:
+            _set_group(Path(self.path), gid, SOCKET_MODE)
+        except Exception:
+            self.port.stopListening()
+            self.port = None
+            raise
+        log.info("ingest hand-off listening on %s (mode %o, group %s)", self.path, SOCKET_MODE,
+                 _group_name(os.stat(self.path).st_gid))
 
     def stopService(self) -> Any:  # noqa: N802
         super().stopService()

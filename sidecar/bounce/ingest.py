@@ -216,7 +216,11 @@ def run(args: Any, stdin: IO[bytes] | None = None) -> int:
     fast = None if args.no_handoff else fast_settings(args.config)
     cfg: Any = _config(args) if fast is None else None
     socket_path, limit = fast if fast is not None else (cfg.ingest.socket, cfg.ingest.max_message_size)
-    data, total, truncated = read_message(stdin or sys.stdin.buffer, limit)
+    if stdin is None:
+        if sys.stdin is None:   # started with standard input closed: nothing to read, nothing to lose
+            raise TempFail("standard input is closed (no message to read)")
+        stdin = sys.stdin.buffer
+    data, total, truncated = read_message(stdin, limit)
     env = Envelope(sender=args.sender or "", recipient=args.recipient or "", queue_id=args.queue_id or "",
                    extension=args.extension or "", size=total, truncated=truncated)
     socket_path = getattr(args, "socket", None) or socket_path

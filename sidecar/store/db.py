@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -11,6 +12,7 @@ from sqlalchemy.engine import make_url
 log = logging.getLogger("sidecar.store")
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+PG_CONNECT_TIMEOUT = 10   # seconds
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -30,8 +32,11 @@ def make_engine(url: str, *, create_dir: bool = True, pool_size: int = 5) -> Eng
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
         db = u.database or ""
-        if db and db != ":memory:" and create_dir:
-            Path(db).parent.mkdir(parents=True, exist_ok=True)
+        if db and db != ":memory:" and not db.startswith("file:"):
+            if create_dir:
+                Path(db).parent.mkdir(parents=True, exist_ok=True)
+            if Path(db).parent.is_dir():
+                create_private(db)
         engine = create_engine(url, connect_args={"timeout": 15, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
@@ -44,7 +49,32 @@ def make_engine(url: str, *, create_dir: bool = True, pool_size: int = 5) -> Eng
             cur.close()
 
         return engine
-    return create_engine(url, pool_size=pool_size, pool_pre_ping=True)
+    # A host that drops packets must not hold start-up (or a database thread) for the TCP timeout.
+    return create_engine(url, pool_size=pool_size, pool_pre_ping=True,
+                         connect_args={"connect_timeout": PG_CONNECT_TIMEOUT})
+
+
+DB_FILE_MODE = 0o640
+
+
+def create_private(path: str) -> None:
+    """Create the SQLite file ``path`` (if missing) as 0640: it holds raw bounces and addresses.
+
+    SQLite gives its -wal and -shm files the database file's mode, so they follow.
+    An empty file is a valid empty database.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DB_FILE_MODE)
+    except OSError:   # exists already; or cannot be created, which SQLite then reports itself
+        return
+    try:
+        os.fchmod(fd, DB_FILE_MODE)   # whatever the umask
+    finally:
+        os.close(fd)
+
+
+# pg_advisory_xact_lock key for schema upgrades: any constant, the same in every process.
+UPGRADE_LOCK = 0x73696465636172   # "sidecar"
 
 
 def _alembic_config(engine: Engine):  # type: ignore[no-untyped-def]
@@ -59,9 +89,18 @@ def _alembic_config(engine: Engine):  # type: ignore[no-untyped-def]
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Create or upgrade the schema to ``revision``."""
     from alembic import command
+    from alembic.script import ScriptDirectory
 
     cfg = _alembic_config(engine)
+    if revision == "head" and current_revision(engine) in ScriptDirectory.from_config(cfg).get_heads():
+        return   # the usual case, without taking the lock: nothing to do
     with engine.begin() as conn:
+        # One upgrade at a time: several relays (or serve and `sidecar db upgrade`) starting
+        # together would otherwise all create the same tables. Held until commit.
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({UPGRADE_LOCK})")
+        elif conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")   # the write lock now; others wait (busy_timeout)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 

@@ -73,7 +73,7 @@ def service(tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
 
 def test_handoff_records_in_the_service(tmp_path: Path, service) -> None:
     cfg, sock, db = service
-    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o666
+    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o660
     # The client's own database is unusable: success proves the service recorded the message.
     unusable = tmp_path / "missing-dir" / "client.db"
     verp = ("--extension", make_verp_token(KEY.encode(), "full1@example.test"))  # corroborates the address

@@ -69,10 +69,39 @@ def test_malformed_header(junk: bytes) -> None:
     assert tr.value().startswith(b"TEMPFAIL") and not rec.calls
 
 
-def test_oversized_body_is_truncated_to_the_service_limit() -> None:
+def test_declared_length_over_the_limit_is_closed_before_the_body() -> None:
     rec = FakeRecorder()
     proto, tr = connect(rec, max_size=100)
-    feed(proto, Envelope(size=300).to_header(300) + b"z" * 300, 64)
+    feed(proto, Envelope(size=300).to_header(101), 64)   # the body is never waited for
+    assert tr.disconnecting and tr.value() == b"" and not rec.calls   # unanswered: the client records itself
+    feed(proto, b"z" * 101, 64)
+    assert not rec.calls
+
+
+def test_bytes_past_the_declared_length_are_ignored() -> None:
+    rec = FakeRecorder()
+    proto, tr = connect(rec, max_size=100)
+    feed(proto, Envelope(size=100).to_header(100) + b"z" * 300, 64)
     (data, env), = rec.calls
-    assert data == b"z" * 100 and env.truncated and env.size == 300
-    assert tr.value().startswith(b"OK")
+    assert data == b"z" * 100 and not env.truncated and env.size == 100
+
+
+def test_body_larger_than_the_memory_spool_goes_to_a_file() -> None:
+    rec = FakeRecorder()
+    proto, tr = connect(rec, max_size=1 << 21)
+    body = b"q" * (handoff.SPOOL_MEMORY + 2)
+    feed(proto, Envelope().to_header(len(body)) + body[:-1], 65536)
+    assert proto.spool._rolled                      # on disk, not in memory
+    feed(proto, body[-1:], 1)
+    assert rec.calls[0][0] == body and tr.value().startswith(b"OK")
+
+
+def test_connections_beyond_the_cap_are_refused() -> None:
+    factory = handoff.HandoffFactory(FakeRecorder(), None, None, 100, max_connections=2)
+    protos = [factory.buildProtocol(None) for _ in range(2)]
+    for p in protos:
+        assert p is not None
+        p.makeConnection(StringTransport())
+    assert factory.buildProtocol(None) is None
+    protos[0].connectionLost()
+    assert factory.buildProtocol(None) is not None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import grp
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ import pwd
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -291,6 +293,12 @@ def test_role_deploys_the_sidecar_and_wires_postfix(deployment: Deployment) -> N
     status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
     assert int(status["Uid"].split()[0]) == pwd.getpwnam(ROLE_USER).pw_uid
     wait_until(lambda: _healthz(dep.http_port) == 200, 30, what="the deployed sidecar's /healthz")
+    # the hand-off socket: the user's and its group's only, in a directory of its own
+    sock = dep.root / "run" / "ingest" / "ingest.sock"
+    group = grp.getgrnam(ROLE_USER).gr_gid
+    assert (stat.S_IMODE(sock.stat().st_mode), sock.stat().st_gid) == (0o660, group)
+    assert (stat.S_IMODE(sock.parent.stat().st_mode), sock.parent.stat().st_gid) == (0o750, group)
+    assert f'socket_group = "{ROLE_USER}"' in dep.config_file.read_text()
 
     postfix.start()  # with the converged main.cf and master.cf
     result = postfix.send(SENDER, ["good@example.test"])
