@@ -123,6 +123,26 @@ def nested_whole_copies() -> bytes:
     return HEAD + inner
 
 
+def content_type_params() -> bytes:
+    """A Content-Type with 50,000 parameters (the stdlib's parameter split is quadratic)."""
+    params = b"a=b; " * 50_000
+    return (
+        HEAD + b"Content-Type: multipart/mixed; " + params + b'boundary="x"\n\n--x\nContent-Type: text/plain\n\n'
+        b"nothing\n--x--\n"
+    )
+
+
+def nested_in_original() -> bytes:
+    """A report whose returned original nests multiparts 1,500 deep (our walk never enters it)."""
+    depth = 1_500
+    nest = b"".join(b'Content-Type: multipart/mixed; boundary="n%d"\n\n--n%d\n' % (i, i) for i in range(depth))
+    return (
+        HEAD + b'Content-Type: multipart/mixed; boundary="o"\n\n--o\nContent-Type: text/plain\n\n'
+        b"nothing found here\n--o\nContent-Type: message/rfc822\n\nSubject: original\n"
+        + nest + b"Content-Type: text/plain\n\nhi\n--o--\n"
+    )
+
+
 def huge_header_block() -> bytes:
     received = b"Received: from relay.example.net (relay.example.net [192.0.2.1]) by mx.example.net; id x\n"
     return HEAD + _fill(received) + b"\nuser unknown: a@b.example\n"
@@ -206,6 +226,8 @@ CASES: dict[str, Callable[[], bytes]] = {
         deep_nesting,
         many_parts,
         nested_whole_copies,
+        content_type_params,
+        nested_in_original,
         huge_header_block,
         huge_folded_header,
         base64_text_10mb,

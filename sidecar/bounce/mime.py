@@ -18,7 +18,7 @@ from email.parser import Parser
 from email.policy import compat32
 
 from sidecar.bounce.budget import MAX_DEPTH, MAX_HEADER_BYTES, MAX_HEADERS, MAX_MESSAGE_BYTES, MAX_PARTS, MAX_TEXT
-from sidecar.bounce.budget import Budget
+from sidecar.bounce.budget import MAX_PARAM_HEADER, Budget
 from sidecar.bounce.model import Limit
 
 _STR_PARSER = Parser(policy=compat32)
@@ -54,12 +54,19 @@ def _parse_part(text: str, budget: Budget | None = None) -> Message:
         else:
             head, body = (text, "") if cut < 0 else (text[: cut + 1], text[cut + 2 :])
     msg = _parse_head(head)
-    if budget is not None and len(msg._headers) >= MAX_HEADERS:  # type: ignore[attr-defined]  # noqa: SLF001
+    headers = msg._headers  # type: ignore[attr-defined]  # noqa: SLF001 - the list _parse_head built
+    cut = len(headers) >= MAX_HEADERS
+    for i, (name, value) in enumerate(headers):
+        if len(value) > MAX_PARAM_HEADER and name.lower() in _PARAM_HEADERS:
+            headers[i] = (name, value[:MAX_PARAM_HEADER])  # get_param()/get_boundary() split it
+            cut = True
+    if cut and budget is not None:
         budget.hit(Limit.HEADER_BYTES)
     msg.set_payload(body)
     return msg
 
 
+_PARAM_HEADERS = ("content-type", "content-disposition")
 _HEADER_LINE = re.compile(r"From |[\041-\071\073-\176]*:|[\t ]")
 
 

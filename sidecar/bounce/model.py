@@ -44,6 +44,7 @@ class Limit(str, enum.Enum):  # noqa: UP042 - contract: plain str mix-in
     PARTS = "parts"  # more MIME parts than are visited
     DEPTH = "depth"  # multipart nesting deeper than is followed
     PART_BYTES = "part-bytes"  # a part was decoded only in part
+    SCAN_BYTES = "scan-bytes"  # the report text was scanned only in part
     FIELDS = "fields"  # a DSN/ARF field block or value was cut
     RECIPIENTS = "recipients"  # more recipients than are extracted: see recipients_omitted
     LINE_LENGTH = "line-length"  # long lines were cut before the pattern scan

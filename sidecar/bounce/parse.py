@@ -19,7 +19,7 @@ from collections.abc import Callable
 from email.message import Message
 
 from sidecar.bounce import arf, detect, dsn, lhost, mime, notifications, textbounce
-from sidecar.bounce.budget import FLUFL_BYTES, MAX_RECIPIENTS, Budget, split_long_lines
+from sidecar.bounce.budget import FLUFL_BYTES, FLUFL_PARTS, MAX_RECIPIENTS, MAX_SCAN, Budget, split_long_lines
 from sidecar.bounce.classify import Verdict, category_of, classify
 from sidecar.bounce.model import Category, FailedRecipient, Kind, Limit, ParsedMessage
 
@@ -63,8 +63,11 @@ def _bounded(parsed: ParsedMessage, budget: Budget) -> ParsedMessage:
 
 
 def _text(parts: mime.Parts, budget: Budget) -> str:
-    """The report's text (first three text parts), no line longer than ``MAX_LINE``."""
+    """The report's text (first three text parts, ``MAX_SCAN`` characters), no line over ``MAX_LINE``."""
     text = "\n\n".join(mime.part_text(p, budget=budget) for p in parts.texts[:3])
+    if len(text) > MAX_SCAN:
+        text = text[:MAX_SCAN]
+        budget.hit(Limit.SCAN_BYTES)
     text, cut = split_long_lines(text)
     if cut:
         budget.hit(Limit.LINE_LENGTH)
@@ -363,17 +366,24 @@ def _provider_reason(address: str, verdict: Verdict) -> Verdict:
     return verdict
 
 
+_HOSTILE = frozenset({Limit.DEPTH, Limit.PARTS, Limit.HEADER_BYTES})
+
+
 def _from_flufl(raw: bytes, budget: Budget) -> list[FailedRecipient]:
-    """flufl.bounce's detectors, on the first ``FLUFL_BYTES`` of the message only."""
+    """flufl.bounce's detectors, on the first ``FLUFL_BYTES`` of the message only.
+
+    Skipped for a hostile structure: the stdlib parser under flufl.bounce is quadratic in the
+    nesting depth, and its parameter split in the length of a Content-Type header.
+    """
     # imported lazily: slow, and only the last resort
     from flufl.bounce import all_failures
 
-    if budget.limits & {Limit.DEPTH, Limit.PARTS}:
-        budget.hit(Limit.FALLBACK)  # a hostile MIME tree: the stdlib parser is quadratic in its depth
-        return []
     if len(raw) > FLUFL_BYTES:
         raw = raw[:FLUFL_BYTES]
         budget.hit(Limit.FALLBACK)
+    if budget.limits & _HOSTILE or raw.lower().count(b"content-type:") > FLUFL_PARTS:
+        budget.hit(Limit.FALLBACK)
+        return []
     try:
         temporary, permanent = all_failures(email.message_from_bytes(raw))
     except Exception:  # noqa: BLE001 - third-party heuristics must not break parsing

@@ -74,6 +74,15 @@ def test_arf_original_rcpt_to_is_capped() -> None:
     assert parsed.recipients_omitted == 7
 
 
+def test_no_message_of_the_test_data_hits_a_limit() -> None:
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parent.parent / "data" / "bounces"
+    hit = {p.name: parse.parse_message(p.read_bytes()).limits for p in sorted(data.rglob("*.eml"))}
+    assert len(hit) > 300
+    assert {name: limits for name, limits in hit.items() if limits} == {}
+
+
 def test_a_real_sized_report_hits_no_limit() -> None:
     parsed = parse.parse_message(_dsn(3), clock=never)
     assert len(parsed.recipients) == 3
@@ -165,6 +174,14 @@ def test_header_fields_per_block_are_bounded() -> None:
     assert len(msg.items()) == budget.MAX_HEADERS
 
 
+def test_content_type_parameters_are_bounded() -> None:
+    b = Budget(never)
+    msg = mime.parse_bytes(b"Content-Type: text/plain; " + b"a=b; " * 10_000 + b"charset=utf-8\n\nbody\n", b)
+    assert len(msg["Content-Type"]) == budget.MAX_PARAM_HEADER
+    assert Limit.HEADER_BYTES in b.limits
+    assert msg.get_content_type() == "text/plain"
+
+
 def test_message_prefix_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(mime, "MAX_MESSAGE_BYTES", 10_000)
     b = Budget(never)
@@ -195,6 +212,16 @@ def test_dsn_field_values_are_bounded() -> None:
 
 
 # --- text scan ----------------------------------------------------------------------------
+
+
+def test_report_text_scanned_is_bounded() -> None:
+    parts = b"".join(
+        b"--p\nContent-Type: text/plain\n\n" + b"no address on this line\n" * 8_000 + b"\n" for _ in range(3)
+    )
+    raw = HEAD + b'Content-Type: multipart/mixed; boundary="p"\n\n' + parts + b"--p--\n"
+    b = Budget(never)
+    text = parse._text(mime.collect_parts(mime.parse_bytes(raw, b), b), b)
+    assert len(text) == budget.MAX_SCAN and Limit.SCAN_BYTES in b.limits
 
 
 def test_long_lines_are_cut_before_the_scan() -> None:
@@ -239,6 +266,22 @@ def test_flufl_reads_only_a_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     parsed = parse.parse_message(_text(b"nothing to see here\n" * 100_000), clock=never)
     assert sizes and sizes[0] <= budget.FLUFL_BYTES + 1_000
     assert Limit.FALLBACK in parsed.limits
+
+
+def test_flufl_skipped_when_its_prefix_is_a_tree_of_many_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    import flufl.bounce
+
+    def no_flufl(*_a: object) -> tuple:
+        raise AssertionError("the stdlib parser is quadratic in nesting depth")
+
+    monkeypatch.setattr(flufl.bounce, "all_failures", no_flufl)
+    nest = b"".join(b'Content-Type: multipart/mixed; boundary="n%d"\n\n--n%d\n' % (i, i) for i in range(100))
+    raw = (
+        HEAD + b'Content-Type: multipart/mixed; boundary="o"\n\n--o\nContent-Type: text/plain\n\nnothing\n'
+        b"--o\nContent-Type: message/rfc822\n\nSubject: original\n" + nest + b"\nhi\n--o--\n"
+    )
+    parsed = parse.parse_message(raw, clock=never)
+    assert parsed.kind is Kind.NOT_BOUNCE and Limit.FALLBACK in parsed.limits
 
 
 # --- the patterns: no catastrophic backtracking ---------------------------------------------
