@@ -56,10 +56,11 @@ def _parse_part(text: str, budget: Budget | None = None) -> Message:
     msg = _parse_head(head)
     headers = msg._headers  # type: ignore[attr-defined]  # noqa: SLF001 - the list _parse_head built
     cut = len(headers) >= MAX_HEADERS
-    for i, (name, value) in enumerate(headers):
-        if len(value) > MAX_PARAM_HEADER and name.lower() in _PARAM_HEADERS:
-            headers[i] = (name, value[:MAX_PARAM_HEADER])  # get_param()/get_boundary() split it
-            cut = True
+    if len(head) > MAX_PARAM_HEADER:
+        for i, (name, value) in enumerate(headers):
+            if len(value) > MAX_PARAM_HEADER and name.lower() in _PARAM_HEADERS:
+                headers[i] = (name, value[:MAX_PARAM_HEADER])  # get_param()/get_boundary() split it
+                cut = True
     if cut and budget is not None:
         budget.hit(Limit.HEADER_BYTES)
     msg.set_payload(body)
