@@ -101,6 +101,24 @@ def x_failed_recipients_100k() -> bytes:
     return HEAD + b"X-Failed-Recipients: " + value + b"\nContent-Type: text/plain\n\nfailed\n"
 
 
+def dsn_paths_failed_header() -> bytes:
+    """Exim-style: 2,500 mailbox-path recipients, their addresses in X-Failed-Recipients."""
+    n = 2_500
+    value = b", ".join(b"user%d@example.com" % i for i in range(n))
+    blocks = b"".join(b"Final-Recipient: rfc822; /var/mail/u\nAction: failed\nStatus: 5.2.2\n\n" for _ in range(n))
+    return _report(b"Reporting-MTA: dns; mx.example.net\n\n" + blocks).replace(
+        b"Message-ID", b"X-Failed-Recipients: " + value + b"\nMessage-ID"
+    )
+
+
+def ses_json_100k() -> bytes:
+    """An SES bounce notification naming 100,000 bounced recipients."""
+    one = '{{"emailAddress":"user{}@example.com","status":"5.1.1","action":"failed"}}'
+    rcpts = ",".join(one.format(i) for i in range(100_000))
+    body = '{"notificationType":"Bounce","bounce":{"bounceType":"Permanent","bouncedRecipients":[' + rcpts + "]}}"
+    return _text_bounce(body.encode())
+
+
 def deep_nesting() -> bytes:
     depth = 20_000
     head = b"".join(b'Content-Type: multipart/mixed; boundary="n%d"\n\n--n%d\n' % (i, i) for i in range(depth))
@@ -223,6 +241,8 @@ CASES: dict[str, Callable[[], bytes]] = {
         prose_100k_one_paragraph,
         arf_100k_rcpt_to,
         x_failed_recipients_100k,
+        dsn_paths_failed_header,
+        ses_json_100k,
         deep_nesting,
         many_parts,
         nested_whole_copies,

@@ -63,11 +63,17 @@ def _bounded(parsed: ParsedMessage, budget: Budget) -> ParsedMessage:
 
 
 def _text(parts: mime.Parts, budget: Budget) -> str:
-    """The report's text (first three text parts, ``MAX_SCAN`` characters), no line over ``MAX_LINE``."""
+    """The report's text: the first three text parts, ``MAX_SCAN`` characters."""
     text = "\n\n".join(mime.part_text(p, budget=budget) for p in parts.texts[:3])
     if len(text) > MAX_SCAN:
         text = text[:MAX_SCAN]
         budget.hit(Limit.SCAN_BYTES)
+    return text
+
+
+def _short_lines(text: str, budget: Budget) -> str:
+    """``text`` with no line over ``MAX_LINE`` (for the pattern scans; the field and JSON
+    parsers read the text as it is: cutting a line could cut a value)."""
     text, cut = split_long_lines(text)
     if cut:
         budget.hit(Limit.LINE_LENGTH)
@@ -93,14 +99,15 @@ def _parse(msg: Message, raw: bytes, budget: Budget) -> ParsedMessage:
         complaints = arf.parse_feedback_report(report, original, budget)
         return result(Kind.COMPLAINT, complaints)
 
-    text = _text(parts, budget)
+    whole_text = _text(parts, budget)
+    text = _short_lines(whole_text, budget)
     report_fields = None
     for part in parts.delivery_status:
         report_fields = dsn.parse_fields(mime.fields_text(part, budget), budget)
         if report_fields:
             break
-    if report_fields is None and "recipient:" in text.lower():
-        report_fields = dsn.parse_fields(text, budget)
+    if report_fields is None and "recipient:" in whole_text.lower():
+        report_fields = dsn.parse_fields(whole_text, budget)
     if budget.expired():
         return result(Kind.NOT_BOUNCE, [])
     if report_fields is not None:
@@ -110,9 +117,10 @@ def _parse(msg: Message, raw: bytes, budget: Budget) -> ParsedMessage:
     if nonstandard is not None:
         return result(Kind.COMPLAINT, nonstandard)
 
-    events = notifications.ses_events(text)
+    events = notifications.ses_events(whole_text)
     if events is not None:
-        return _from_json(events, result)
+        budget.omit(len(events) - MAX_RECIPIENTS)
+        return _from_json(events[:MAX_RECIPIENTS], result)
 
     family = lhost.detect(msg)
     if family == "fml":
@@ -174,14 +182,19 @@ def _from_dsn(
 
     failed: list[FailedRecipient] = []
     delivered: list[FailedRecipient] = []
-    paths = [r for r in report.recipients if not dsn.usable(r.final_recipient or r.original_recipient)]
+    # the n-th mailbox path or pipe of the report, by identity (list.index() compared each
+    # recipient field by field: quadratic, and it took equal blocks for the first one)
+    paths = {
+        id(r): n
+        for n, r in enumerate(r for r in report.recipients if not dsn.usable(r.final_recipient or r.original_recipient))
+    }
     for n, r in enumerate(report.recipients):
         if n % 16 == 15 and budget.expired():
             budget.omit(len(report.recipients) - n)  # what was read so far (the deadline is noted)
             break
         address = r.final_recipient or r.original_recipient
         if not dsn.usable(address) and failed_header and len(failed_header) == len(paths):
-            address = failed_header[paths.index(r)]  # a mailbox path or pipe: the address it was for
+            address = failed_header[paths[id(r)]]  # a mailbox path or pipe: the address it was for
         if not address:
             continue
         if r.action in _NOT_FAILED or (r.status or "").startswith("2."):
@@ -323,20 +336,19 @@ def _from_text(
             found = [textbounce.TextRecipient(addr, textbounce.report_section(text)[:2000], None)]
     out = []
     whole = " ".join(textbounce.report_section(text).split())[:4000] if text else ""
-    session = family not in lhost.NO_SESSION
     family_text = " ".join(text[:4000].lower().split()) if family and len(found) == 1 else ""
+    # addresses that share their block (a list on one line) share its verdict: computed once
+    verdicts: dict[tuple[str, str | None], tuple[Verdict, str | None]] = {}
+    on_whole: dict[tuple[str | None, str | None], Verdict] = {}  # the same for every recipient
     for n, t in enumerate(found):
         if n % 16 == 15 and budget.expired():
             budget.omit(len(found) - n)
             break
-        explicit = lhost.family_reason(family, " ".join(t.diagnostic.lower().split()), msg) if family else None
-        if explicit is None and family_text:
-            explicit = lhost.family_reason(family, family_text, msg)  # the family's sentence anywhere
-        remote = textbounce.remote_host(t.diagnostic) or (textbounce.remote_host(whole) if len(found) == 1 else None)
-        verdict = classify(None, t.diagnostic, None, t.command, explicit=explicit, remote_mta=remote, session=session)
-        if verdict.reason in ("onhold", "undefined") and whole:
-            explicit = lhost.family_reason(family, whole.lower(), msg) if family else None
-            verdict = classify(None, whole, None, t.command, explicit=explicit, remote_mta=remote, session=session)
+        known = verdicts.get((t.diagnostic, t.command))
+        if known is None:
+            known = _text_verdict(t, family, family_text, whole, msg, len(found), on_whole)
+            verdicts[t.diagnostic, t.command] = known
+        verdict, remote = known
         if verdict.reason == "delivered":
             continue
         verdict = _provider_reason(t.address, verdict)
@@ -356,6 +368,32 @@ def _from_text(
             )
         )
     return out
+
+
+def _text_verdict(
+    t: textbounce.TextRecipient,
+    family: str | None,
+    family_text: str,
+    whole: str,
+    msg: Message,
+    count: int,
+    on_whole: dict[tuple[str | None, str | None], Verdict],
+) -> tuple[Verdict, str | None]:
+    """The verdict on one text recipient's block, and the remote MTA it names."""
+    session = family not in lhost.NO_SESSION
+    explicit = lhost.family_reason(family, " ".join(t.diagnostic.lower().split()), msg) if family else None
+    if explicit is None and family_text:
+        explicit = lhost.family_reason(family, family_text, msg)  # the family's sentence anywhere
+    remote = textbounce.remote_host(t.diagnostic) or (textbounce.remote_host(whole) if count == 1 else None)
+    verdict = classify(None, t.diagnostic, None, t.command, explicit=explicit, remote_mta=remote, session=session)
+    if verdict.reason in ("onhold", "undefined") and whole:
+        again = on_whole.get((t.command, remote))
+        if again is None:
+            explicit = lhost.family_reason(family, whole.lower(), msg) if family else None
+            again = classify(None, whole, None, t.command, explicit=explicit, remote_mta=remote, session=session)
+            on_whole[t.command, remote] = again
+        verdict = again
+    return verdict, remote
 
 
 def _provider_reason(address: str, verdict: Verdict) -> Verdict:

@@ -74,6 +74,32 @@ def test_arf_original_rcpt_to_is_capped() -> None:
     assert parsed.recipients_omitted == 7
 
 
+def test_json_notification_recipients_are_capped() -> None:
+    one = '{{"emailAddress":"u{}@example.com","status":"5.1.1"}}'
+    rcpts = ",".join(one.format(i) for i in range(MAX_RECIPIENTS + 3))
+    body = '{"notificationType":"Bounce","bounce":{"bouncedRecipients":[' + rcpts + "]}}"
+    parsed = parse.parse_message(_text(body.encode()), clock=never)
+    assert parsed.kind is Kind.BOUNCE
+    assert len(parsed.recipients) == MAX_RECIPIENTS and parsed.recipients_omitted == 3
+
+
+def test_a_long_one_line_json_notification_is_read_whole() -> None:
+    """Long lines are cut for the pattern scans only: a cut inside a JSON value would change it."""
+    one = '{{"emailAddress":"{}@example.com","status":"5.1.1"}}'
+    names = ["u" * 50 + str(i) for i in range(200)]  # one line of ~15,000 characters
+    body = '{"notificationType":"Bounce","bounce":{"bouncedRecipients":[' + ",".join(map(one.format, names)) + "]}}"
+    parsed = parse.parse_message(_text(body.encode()), clock=never)
+    assert [r.address for r in parsed.recipients] == [n + "@example.com" for n in names]
+
+
+def test_mailbox_paths_map_to_x_failed_recipients_one_to_one() -> None:
+    raw = _dsn(0).replace(
+        b"--b--", b"Final-Recipient: rfc822; /var/mail/u\nAction: failed\n\n" * 3 + b"--b--"
+    ).replace(b"Subject:", b"X-Failed-Recipients: a@x.example, b@x.example, c@x.example\nSubject:")
+    parsed = parse.parse_message(raw, clock=never)
+    assert [r.address for r in parsed.recipients] == ["a@x.example", "b@x.example", "c@x.example"]
+
+
 def test_no_message_of_the_test_data_hits_a_limit() -> None:
     from pathlib import Path
 
