@@ -118,3 +118,11 @@ def classify(
     else:
         hard = False
     return Verdict(reason, category_of(reason), hard, status)
+
+
+def provider_reason(address: str, verdict: Verdict) -> Verdict:
+    """Provider bounces that carry no code or wording a pattern could use."""
+    if verdict.reason in ("onhold", "undefined") and address.endswith("@googlegroups.com"):
+        # Google Groups (localised text): not a member of, or no such, group -> sender rejected
+        return Verdict("rejected", category_of("rejected"), False, verdict.status or "5.0.0")
+    return verdict

@@ -19,8 +19,9 @@ from collections.abc import Callable
 from email.message import Message
 
 from sidecar.bounce import arf, detect, dsn, lhost, mime, notifications, textbounce
-from sidecar.bounce.budget import FLUFL_BYTES, FLUFL_PARTS, MAX_RECIPIENTS, MAX_SCAN, Budget, split_long_lines
-from sidecar.bounce.classify import Verdict, category_of, classify
+from sidecar.bounce.budget import MAX_RECIPIENTS, MAX_SCAN, Budget, split_long_lines
+from sidecar.bounce.classify import Verdict, classify, provider_reason
+from sidecar.bounce.fallback import from_flufl
 from sidecar.bounce.model import Category, FailedRecipient, Kind, Limit, ParsedMessage
 
 PARSER_VERSION = "1.3.0"
@@ -154,7 +155,7 @@ def _parse(msg: Message, raw: bytes, budget: Budget) -> ParsedMessage:
         return result(Kind.NOT_BOUNCE, [])
     found = _from_text(msg, text, original, family, budget)
     if not found and not budget.expired():
-        found = _from_flufl(raw, budget)
+        found = from_flufl(raw, budget)
     if not found and Limit.DEADLINE in budget.limits:
         return result(Kind.NOT_BOUNCE, [])
     if not found:
@@ -351,7 +352,7 @@ def _from_text(
         verdict, remote = known
         if verdict.reason == "delivered":
             continue
-        verdict = _provider_reason(t.address, verdict)
+        verdict = provider_reason(t.address, verdict)
         action = (
             "delayed" if verdict.status and verdict.status.startswith("4") and "delay" in whole.lower() else "failed"
         )
@@ -394,43 +395,3 @@ def _text_verdict(
             on_whole[t.command, remote] = again
         verdict = again
     return verdict, remote
-
-
-def _provider_reason(address: str, verdict: Verdict) -> Verdict:
-    """Provider bounces that carry no code or wording a pattern could use."""
-    if verdict.reason in ("onhold", "undefined") and address.endswith("@googlegroups.com"):
-        # Google Groups (localised text): not a member of, or no such, group -> sender rejected
-        return Verdict("rejected", category_of("rejected"), False, verdict.status or "5.0.0")
-    return verdict
-
-
-_HOSTILE = frozenset({Limit.DEPTH, Limit.PARTS, Limit.HEADER_BYTES})
-
-
-def _from_flufl(raw: bytes, budget: Budget) -> list[FailedRecipient]:
-    """flufl.bounce's detectors, on the first ``FLUFL_BYTES`` of the message only.
-
-    Skipped for a hostile structure: the stdlib parser under flufl.bounce is quadratic in the
-    nesting depth, and its parameter split in the length of a Content-Type header.
-    """
-    # imported lazily: slow, and only the last resort
-    from flufl.bounce import all_failures
-
-    if len(raw) > FLUFL_BYTES:
-        raw = raw[:FLUFL_BYTES]
-        budget.hit(Limit.FALLBACK)
-    if budget.limits & _HOSTILE or raw.lower().count(b"content-type:") > FLUFL_PARTS:
-        budget.hit(Limit.FALLBACK)
-        return []
-    try:
-        temporary, permanent = all_failures(email.message_from_bytes(raw))
-    except Exception:  # noqa: BLE001 - third-party heuristics must not break parsing
-        return []
-    out = []
-    for raw, is_permanent in [(a, True) for a in permanent] + [(a, False) for a in temporary if a not in permanent]:
-        addr = dsn.address_value(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw))
-        if not addr or "@" not in addr:
-            continue
-        v = _provider_reason(addr, classify("5.0.0" if is_permanent else "4.0.0", None, "failed"))
-        out.append(FailedRecipient(addr, v.category, v.reason, v.hard, v.status, "failed", None, None))
-    return out

@@ -136,7 +136,7 @@ def test_deadline_stops_between_stages_and_says_so(monkeypatch: pytest.MonkeyPat
     def no_fallback(*_a: object) -> list:
         raise AssertionError("flufl.bounce must not run after the deadline")
 
-    monkeypatch.setattr(parse, "_from_flufl", no_fallback)
+    monkeypatch.setattr(parse, "from_flufl", no_fallback)
     raw = _text(b"Delivery failed. " * 50 + b"\nsomething went wrong, no address here\n")
     parsed = parse.parse_message(raw, clock=SteppingClock(budget.DEADLINE * 2))
     assert parsed.kind is Kind.NOT_BOUNCE
