@@ -55,7 +55,9 @@ def _parse_part(text: str, budget: Budget | None = None) -> Message:
             head, body = (text, "") if cut < 0 else (text[: cut + 1], text[cut + 2 :])
     msg = _parse_head(head)
     headers = msg._headers  # type: ignore[attr-defined]  # noqa: SLF001 - the list _parse_head built
-    cut = len(headers) >= MAX_HEADERS
+    cut = len(headers) > MAX_HEADERS
+    if cut:
+        del headers[MAX_HEADERS:]
     if len(head) > MAX_PARAM_HEADER:
         for i, (name, value) in enumerate(headers):
             if len(value) > MAX_PARAM_HEADER and name.lower() in _PARAM_HEADERS:
@@ -81,14 +83,9 @@ def _parse_head(head: str) -> Message:
         return _STR_PARSER.parsestr(head, headersonly=True)
     lines = head.split("\n")
     collected: list[str] = []
-    fields = 0
     for line in lines:
         if not line or not _HEADER_LINE.match(line):
             break  # end of the header block (what follows is body text: ignored here)
-        if line[0] not in " \t":
-            fields += 1
-            if fields > MAX_HEADERS:
-                break  # MAX_HEADERS lines starting a field at most (then _parse_part notes it)
         collected.append(line)
     msg = Message(policy=compat32)
     headers: list[tuple[str, str]] = []
