@@ -43,7 +43,7 @@ def parse_message(raw: bytes, clock: Callable[[], float] = time.monotonic) -> Pa
     ``clock`` (seconds) times the deadline; the result's ``limits`` names the budgets hit,
     ``recipients_omitted`` the recipients beyond ``MAX_RECIPIENTS``.
     """
-    if not raw or not raw.strip():
+    if not raw or raw.isspace():  # (not raw.strip(): a copy of the whole message)
         return ParsedMessage(Kind.NOT_BOUNCE, [])
     budget = Budget(clock)
     try:
