@@ -45,7 +45,7 @@ class Limit(str, enum.Enum):  # noqa: UP042 - contract: plain str mix-in
     DEPTH = "depth"  # multipart nesting deeper than is followed
     PART_BYTES = "part-bytes"  # a part was decoded only in part
     SCAN_BYTES = "scan-bytes"  # the report text was scanned only in part
-    FIELDS = "fields"  # a DSN/ARF field block or value was cut
+    FIELDS = "fields"  # a DSN/ARF field value was cut (MAX_FIELD)
     RECIPIENTS = "recipients"  # more recipients than are extracted: see recipients_omitted
     LINE_LENGTH = "line-length"  # long lines were cut before the pattern scan
     FALLBACK = "fallback"  # flufl.bounce read only a prefix of the message

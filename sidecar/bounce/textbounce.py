@@ -6,9 +6,10 @@ non-recipients (the bounce's own From/To, the original sender, addresses after `
 help-desk mailboxes) are dropped.
 
 Bounded (see :mod:`sidecar.bounce.budget`): the caller cuts long lines first; at most
-``MAX_RECIPIENTS`` addresses are extracted (the rest only counted); no pattern here has
-nested or adjacent unbounded quantifiers over the same characters (each runs in linear time
-on a line; ``tests/unit/test_bounce_budget.py`` feeds them their worst inputs).
+``MAX_RECIPIENTS`` addresses are extracted (the rest only counted); no pattern has an
+unbounded wildcard followed by more pattern, nor a ``^\\s*`` that runs across blank lines
+(tests/unit/test_bounce_budget.py checks their shape, bench/bench_hostile.py feeds them
+their worst inputs).
 """
 
 from __future__ import annotations
