@@ -8,27 +8,32 @@ from __future__ import annotations
 
 from email.message import Message
 
+from sidecar.bounce.budget import MAX_FIELD, MAX_RECIPIENTS, Budget
 from sidecar.bounce.dsn import address_value
 from sidecar.bounce.mime import fields_text, header
-from sidecar.bounce.model import Category, FailedRecipient
+from sidecar.bounce.model import Category, FailedRecipient, Limit
 
 _ADDRESS_FIELDS = ("original-rcpt-to", "removal-recipient", "x-original-rcpt-to")
 _ORIGINAL_HEADERS = ("X-HmXmrOriginalRecipient", "X-Original-To", "Delivered-To", "To")
 
 
-def _fields(text: str) -> dict[str, list[str]]:
+def _fields(text: str, budget: Budget | None = None) -> dict[str, list[str]]:
+    """``name: [value, ...]``; a value kept to ``MAX_FIELD`` characters."""
     out: dict[str, list[str]] = {}
     last = None
     for line in text.splitlines():
         if line[:1] in (" ", "\t") and last:
-            out[last][-1] += " " + line.strip()
+            if len(out[last][-1]) < MAX_FIELD:
+                out[last][-1] += " " + line.strip()
+            elif budget is not None:
+                budget.hit(Limit.FIELDS)
             continue
         name, sep, value = line.partition(":")
         if not sep or " " in name.strip() or not name.strip():
             last = None
             continue
         last = name.strip().lower()
-        out.setdefault(last, []).append(value.strip())
+        out.setdefault(last, []).append(value.strip()[:MAX_FIELD])
     return out
 
 
@@ -63,19 +68,29 @@ def _complaint(address: str, feedback_type: str | None, diagnostic: str | None =
     )
 
 
-def parse_feedback_report(report: Message, original: Message | None) -> list[FailedRecipient]:
-    fields = _fields(fields_text(report))
+def parse_feedback_report(
+    report: Message, original: Message | None, budget: Budget | None = None
+) -> list[FailedRecipient]:
+    """The complaint's recipients (at most ``MAX_RECIPIENTS``; more are counted on ``budget``)."""
+    fields = _fields(fields_text(report, budget), budget)
     ftype = (fields.get("feedback-type") or ["abuse"])[0].lower().split()[0] if fields.get("feedback-type") else "abuse"
-    addresses: list[str] = []
+    addresses: dict[str, None] = {}  # insertion-ordered set
+    omitted: set[str] = set()
     for name in _ADDRESS_FIELDS:
         for value in fields.get(name, []):
             addr = address_value(value)
-            if addr and "@" in addr and addr not in addresses:
-                addresses.append(addr)
+            if not addr or "@" not in addr or addr in addresses:
+                continue
+            if len(addresses) < MAX_RECIPIENTS:
+                addresses[addr] = None
+            else:
+                omitted.add(addr)
+    if budget is not None:
+        budget.omit(len(omitted))
     if not addresses:
         addr = original_recipient(original)
         if addr:
-            addresses.append(addr)
+            addresses[addr] = None
     source_ip = (fields.get("source-ip") or [""])[0]
     return [
         _complaint(a, ftype, f"feedback-type={ftype}" + (f" source-ip={source_ip}" if source_ip else ""))

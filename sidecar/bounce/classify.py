@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from sidecar.bounce.budget import MAX_DIAGNOSTIC
 from sidecar.bounce.model import Category
 from sidecar.bounce.families import remote_reason
 from sidecar.bounce.reasons import decide
@@ -17,7 +18,7 @@ from sidecar.bounce.status import find as find_status
 from sidecar.bounce.status import prefer as prefer_status
 
 _REPLY_CODE = re.compile(r"(?<![\d.])[45]\d\d(?=[\s:,-]|$)")
-_ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:]+@[^\s<>()\[\]\"',;]+")
+_ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:@]{1,64}@[^\s<>()\[\]\"',;]+")  # bounded: linear
 # A reply that echoes the recipient (``550 <rcpt>: ...``) was given at RCPT TO.
 _RCPT_ECHO = re.compile(r"(?<![\d.])[45]\d\d(?:[ :-]+[45]\.\d{1,3}\.\d{1,3})?[ :-]+<[^<>\s@]+@[^<>\s]+>:")
 
@@ -82,7 +83,7 @@ def classify(
     ``expired`` ...) are still checked against the status and the wording. ``session`` False:
     the reporting gateway quotes no SMTP session, so an echoed recipient is no sign of ``RCPT``.
     """
-    text = " ".join((diagnostic or "").lower().split())
+    text = " ".join((diagnostic or "")[: MAX_DIAGNOSTIC * 2].lower().split())[:MAX_DIAGNOSTIC]
     if status_comment:  # "Status: 5.2.1 (mailbox disabled, ...)": the reporting MTA's own words
         text = f"{text} ({' '.join(status_comment.lower().split())})" if text else status_comment.lower()
     reply = reply_code(text) if text else None
@@ -117,3 +118,11 @@ def classify(
     else:
         hard = False
     return Verdict(reason, category_of(reason), hard, status)
+
+
+def provider_reason(address: str, verdict: Verdict) -> Verdict:
+    """Provider bounces that carry no code or wording a pattern could use."""
+    if verdict.reason in ("onhold", "undefined") and address.endswith("@googlegroups.com"):
+        # Google Groups (localised text): not a member of, or no such, group -> sender rejected
+        return Verdict("rejected", category_of("rejected"), False, verdict.status or "5.0.0")
+    return verdict

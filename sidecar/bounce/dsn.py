@@ -10,10 +10,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from sidecar.bounce.budget import MAX_FIELD, MAX_RECIPIENTS, Budget
+from sidecar.bounce.model import Limit
+
 _FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _ADDR_TYPE = re.compile(r"^\s*(?:rfc822|x-[a-z0-9.-]+|utf-8|unknown)\s*;\s*", re.IGNORECASE)
-_ROUTE = re.compile(r"[;<\s]@[^:\s]+:")
+_ROUTE = re.compile(r"[;<\s]@[^:\s]{1,255}:")
 _RECIPIENT_FIELDS = ("final-recipient", "original-recipient", "x-actual-recipient")
 
 
@@ -37,8 +40,11 @@ class DsnReport:
     recipients: list[DsnRecipient]
 
 
-def _blocks(text: str) -> list[dict[str, str]]:
-    """Split into blank-line separated blocks of unfolded ``name: value`` fields."""
+def _blocks(text: str, budget: Budget | None = None) -> list[dict[str, str]]:
+    """Split into blank-line separated blocks of unfolded ``name: value`` fields.
+
+    A value is kept to ``MAX_FIELD`` characters (its continuation lines included).
+    """
     blocks: list[dict[str, str]] = []
     current: dict[str, str] = {}
     last: str | None = None
@@ -50,7 +56,10 @@ def _blocks(text: str) -> list[dict[str, str]]:
             continue
         if line[0] in " \t":
             if last is not None:
-                current[last] += " " + line.strip()
+                if len(current[last]) < MAX_FIELD:
+                    current[last] += " " + line.strip()
+                elif budget is not None:
+                    budget.hit(Limit.FIELDS)
             continue
         m = _FIELD.match(line)
         if m is None:
@@ -65,7 +74,12 @@ def _blocks(text: str) -> list[dict[str, str]]:
             else:
                 last = None
                 continue
-        current[name] = m.group(2).strip()
+        value = m.group(2).strip()
+        if len(value) > MAX_FIELD:
+            value = value[:MAX_FIELD]
+            if budget is not None:
+                budget.hit(Limit.FIELDS)
+        current[name] = value
     if current:
         blocks.append(current)
     return blocks
@@ -122,11 +136,16 @@ def _comment(value: str | None) -> str | None:
     return value[start + 1 : end if end > start else None].strip() or None
 
 
-def parse_fields(text: str) -> DsnReport | None:
-    """Parse RFC 3464 fields out of ``text``; None if there is no recipient block."""
+def parse_fields(text: str, budget: Budget | None = None) -> DsnReport | None:
+    """Parse RFC 3464 fields out of ``text``; None if there is no recipient block.
+
+    At most ``MAX_RECIPIENTS`` recipients are read; the blocks naming more are counted on
+    ``budget`` (``Budget.omit``).
+    """
     reporting_mta = envelope_from = None
     recipients: list[DsnRecipient] = []
-    for block in _blocks(text):
+    omitted = 0
+    for block in _blocks(text, budget):
         if "reporting-mta" in block and reporting_mta is None:
             reporting_mta = _typed_text(block["reporting-mta"])[1]
         for key in ("x-postfix-sender", "x-original-sender", "x-sender"):
@@ -138,6 +157,9 @@ def parse_fields(text: str) -> DsnReport | None:
         if original and _usable(original) and (final is None or not _usable(final) or routed):
             final = original
         if final is None and original is None:
+            continue
+        if len(recipients) >= MAX_RECIPIENTS:
+            omitted += 1
             continue
         dtype, diagnostic = _typed_text(block.get("diagnostic-code"))
         action = (block.get("action") or "").strip().lower().split(" ")[0] or None
@@ -154,6 +176,8 @@ def parse_fields(text: str) -> DsnReport | None:
                 status_comment=_comment(block.get("status")),
             )
         )
+    if budget is not None:
+        budget.omit(omitted)
     if not recipients:
         return None
     return DsnReport(reporting_mta=reporting_mta, envelope_from=envelope_from, recipients=recipients)

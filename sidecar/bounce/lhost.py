@@ -84,21 +84,21 @@ _TABLES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
 # sentences that need a pattern: family -> ((reason, regex), ...), tried after the table
 _PATTERNS: dict[str, tuple[tuple[str, re.Pattern[str]], ...]] = {
     "imailserver": (("expired", re.compile(r"delivery failed \d+ attempts")),),
-    "messagelabs": (("userunknown", re.compile(r"\b542 .+ rejected")),),
+    "messagelabs": (("userunknown", re.compile(r"\b542 .{1,500} rejected")),),
 }
 
 # fml (mailing-list manager): refusals sent by the list's -admin address, one line per address
-_FML_ID = re.compile(r"<\d+\.FML.*@.+>$")
+_FML_ID = re.compile(r"<\d+\.FML[^@]*@.+>$")  # the first "@": linear, not quadratic
 _FML_ADDRESS = re.compile(r"<([^\s<>@]+@[^\s<>]+)>\.\s*$", re.MULTILINE)
 _FML_REASONS = (
     (
         "rejected",
         re.compile(
-            r"not member article from|reject mail from .+@|reject since .+ header may cause mail loop"
+            r"not member article from|reject mail from .{1,300}@|reject since .{1,300} header may cause mail loop"
             r"|reject spammers:|you are not a member of this mailing list"
         ),
     ),
-    ("systemerror", re.compile(r"duplicated message-id|fml .+ has detected a loop condition|loop back warning:")),
+    ("systemerror", re.compile(r"duplicated message-id|fml .{1,300} has detected a loop condition|loop back warning:")),
     ("securityerror", re.compile(r"security alert:")),
 )
 
@@ -106,12 +106,14 @@ _FML_REASONS = (
 def list_refusals(text: str) -> list[tuple[str, str, str | None]]:
     """An fml refusal: (list address, its line, reason) for each ``<address>.`` line."""
     report = text.split("Original mail as follows:", 1)[0]
-    out = []
+    out: list[tuple[str, str, str | None]] = []
+    reason: str | None = None
     for m in _FML_ADDRESS.finditer(report):
+        if not out:  # the reason is the whole report's: read once
+            lower = " ".join(report.lower().split())
+            reason = next((r for r, p in _FML_REASONS if p.search(lower)), None)
         line_start = report.rfind("\n", 0, m.start()) + 1
         diagnostic = " ".join(report[line_start : m.end()].split())
-        lower = " ".join(report.lower().split())
-        reason = next((r for r, p in _FML_REASONS if p.search(lower)), None)
         out.append((m.group(1).lower(), diagnostic, reason))
     return out
 

@@ -1,7 +1,9 @@
 """Tolerant MIME access: parse bytes once, find the parts a bounce parser needs, decode text.
 
 Uses the stdlib parser with the ``compat32`` policy (the fastest one, and the one that never
-raises on defects); every decode falls back to latin-1 / replacement characters.
+raises on defects); every decode falls back to latin-1 / replacement characters. Sizes are
+bounded (:mod:`sidecar.bounce.budget`): the bytes read, header bytes per block, parts visited,
+nesting depth and bytes decoded per part; a cut is noted on the :class:`Budget` passed in.
 """
 
 from __future__ import annotations
@@ -15,34 +17,59 @@ from email.message import Message
 from email.parser import Parser
 from email.policy import compat32
 
+from sidecar.bounce.budget import MAX_DEPTH, MAX_HEADER_BYTES, MAX_HEADERS, MAX_MESSAGE_BYTES, MAX_PARTS, MAX_TEXT
+from sidecar.bounce.budget import MAX_PARAM_HEADER, Budget
+from sidecar.bounce.model import Limit
+
 _STR_PARSER = Parser(policy=compat32)
-MAX_PARTS = 200
-MAX_DEPTH = 8
-
-MAX_TEXT = 200_000  # characters of a text part worth scanning for bounce information
 
 
-def parse_bytes(raw: bytes) -> Message:
+def parse_bytes(raw: bytes, budget: Budget | None = None) -> Message:
     """Headers parsed, body kept as text: parts are split lazily by :func:`collect_parts`.
 
     Parsing only the headers avoids the cost of a full MIME parse of the returned original
-    message, which a bounce parser never needs beyond its headers.
+    message, which a bounce parser never needs beyond its headers. Only the first
+    ``MAX_MESSAGE_BYTES`` are read.
     """
-    return _parse_part(raw.replace(b"\r\n", b"\n").decode("ascii", "surrogateescape"))
+    budget = budget or Budget()
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raw = raw[:MAX_MESSAGE_BYTES]
+        budget.hit(Limit.MESSAGE_BYTES)
+    return _parse_part(raw.replace(b"\r\n", b"\n").decode("ascii", "surrogateescape"), budget)
 
 
-def _parse_part(text: str) -> Message:
+def _parse_part(text: str, budget: Budget | None = None) -> Message:
     """Parse the header block of ``text``; the body is attached unparsed."""
     if text.startswith("\n"):
         head, body = "", text[1:]
     else:
-        cut = text.find("\n\n")
-        head, body = (text, "") if cut < 0 else (text[: cut + 1], text[cut + 2 :])
+        cut = text.find("\n\n", 0, MAX_HEADER_BYTES)
+        if cut < 0 and len(text) > MAX_HEADER_BYTES:  # a huge header block: only its start is read
+            cut = text.find("\n\n", MAX_HEADER_BYTES)
+            end = text.rfind("\n", 0, MAX_HEADER_BYTES)
+            head = text[: end + 1 if end > 0 else MAX_HEADER_BYTES]
+            body = "" if cut < 0 else text[cut + 2 :]
+            if budget is not None:
+                budget.hit(Limit.HEADER_BYTES)
+        else:
+            head, body = (text, "") if cut < 0 else (text[: cut + 1], text[cut + 2 :])
     msg = _parse_head(head)
+    headers = msg._headers  # type: ignore[attr-defined]  # noqa: SLF001 - the list _parse_head built
+    cut = len(headers) > MAX_HEADERS
+    if cut:
+        del headers[MAX_HEADERS:]
+    if len(head) > MAX_PARAM_HEADER:
+        for i, (name, value) in enumerate(headers):
+            if len(value) > MAX_PARAM_HEADER and name.lower() in _PARAM_HEADERS:
+                headers[i] = (name, value[:MAX_PARAM_HEADER])  # get_param()/get_boundary() split it
+                cut = True
+    if cut and budget is not None:
+        budget.hit(Limit.HEADER_BYTES)
     msg.set_payload(body)
     return msg
 
 
+_PARAM_HEADERS = ("content-type", "content-disposition")
 _HEADER_LINE = re.compile(r"From |[\041-\071\073-\176]*:|[\t ]")
 
 
@@ -129,15 +156,24 @@ def _charset(part: Message) -> str:
     return cs
 
 
-def payload_bytes(part: Message) -> bytes:
-    """The decoded body of a non-multipart part (tolerates broken base64/QP)."""
+def payload_bytes(part: Message, limit: int | None = None) -> bytes:
+    """The decoded body of a non-multipart part (tolerates broken base64/QP).
+
+    With ``limit``, at least that many bytes (when there are as many), decoded from a prefix
+    of the encoded body only: a base64 or quoted-printable bomb is never decoded whole.
+    """
     payload = part.get_payload()
     if isinstance(payload, list):
         return b"\n\n".join(sub.as_bytes() if isinstance(sub, Message) else b"" for sub in payload)
     if not isinstance(payload, str):
         return b""
-    raw = payload.encode("utf-8", "surrogateescape")
     cte = header(part, "content-transfer-encoding").lower()
+    if limit is not None and len(payload) > limit * 3:  # base64: 4 chars (+ line ends) per 3 bytes
+        payload = payload[: limit * 3]
+        if cte == "base64":
+            compact = "".join(payload.split())
+            payload = compact[: len(compact) // 4 * 4]
+    raw = payload.encode("utf-8", "surrogateescape")
     if cte == "base64":
         try:
             return b64decode(b"".join(raw.split()) + b"===", validate=False)
@@ -148,9 +184,13 @@ def payload_bytes(part: Message) -> bytes:
     return raw
 
 
-def part_text(part: Message, limit: int = MAX_TEXT) -> str:
-    """Decode a part's body to str using its charset, never raising."""
-    data = payload_bytes(part)[: limit * 2]
+def part_text(part: Message, limit: int = MAX_TEXT, budget: Budget | None = None) -> str:
+    """Decode a part's body to str using its charset, never raising (the first ``limit`` chars)."""
+    data = payload_bytes(part, limit * 2)
+    if len(data) > limit * 2:
+        data = data[: limit * 2]
+        if budget is not None:
+            budget.hit(Limit.PART_BYTES)
     cs = _charset(part)
     try:
         text = data.decode(cs)
@@ -162,7 +202,7 @@ def part_text(part: Message, limit: int = MAX_TEXT) -> str:
     return text[:limit]
 
 
-def fields_text(part: Message) -> str:
+def fields_text(part: Message, budget: Budget | None = None) -> str:
     """Raw text of a message/* part whose body compat32 parsed into header blocks."""
     payload = part.get_payload()
     if isinstance(payload, list):
@@ -176,7 +216,7 @@ def fields_text(part: Message) -> str:
                     lines.append(body)
                 blocks.append("\n".join(lines))
         return "\n\n".join(blocks)
-    return part_text(part)
+    return part_text(part, budget=budget)
 
 
 @dataclass(slots=True)
@@ -192,7 +232,7 @@ class Parts:
 _ORIGINAL_TYPES = ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers")
 
 
-def _subparts(part: Message) -> list[Message]:
+def _subparts(part: Message, budget: Budget) -> list[Message]:
     """Split a multipart body on its boundary (tolerates a missing closing boundary)."""
     body = part.get_payload()
     boundary = part.get_boundary()
@@ -206,17 +246,23 @@ def _subparts(part: Message) -> list[Message]:
     for m in delimiter.finditer(body):
         if pos is not None:
             chunk = body[pos : m.start()]
-            out.append(_parse_part(chunk[:-1] if chunk.endswith("\n") else chunk))
-        if m.group(1) or len(out) >= MAX_PARTS:
+            out.append(_parse_part(chunk[:-1] if chunk.endswith("\n") else chunk, budget))
+        if m.group(1):
+            pos = None
+            break
+        if len(out) >= MAX_PARTS:
+            budget.hit(Limit.PARTS)
             pos = None
             break
         pos = m.end() + 1
     if pos is not None and pos < len(body):
-        out.append(_parse_part(body[pos:]))
+        out.append(_parse_part(body[pos:], budget))
     return out
 
 
-def collect_parts(msg: Message) -> Parts:
+def collect_parts(msg: Message, budget: Budget | None = None) -> Parts:
+    """Walk the MIME tree (at most ``MAX_PARTS`` parts, ``MAX_DEPTH`` levels deep)."""
+    budget = budget or Budget()
     parts = Parts()
     stack: list[tuple[Message, int]] = [(msg, 0)]
     seen = 0
@@ -230,13 +276,17 @@ def collect_parts(msg: Message) -> Parts:
             parts.feedback_report.append(part)
         elif ctype in _ORIGINAL_TYPES:
             if parts.original is None:
-                parts.original = _parse_part(part_text(part))
-        elif ctype.startswith("multipart/") and depth < MAX_DEPTH:
-            children = _subparts(part)
+                parts.original = _parse_part(part_text(part), budget)
+        elif ctype.startswith("multipart/") and depth >= MAX_DEPTH:
+            budget.hit(Limit.DEPTH)
+        elif ctype.startswith("multipart/"):
+            children = _subparts(part, budget)
             if children:
                 stack.extend((c, depth + 1) for c in reversed(children))
             elif not parts.texts:
                 parts.texts.append(part)  # broken multipart (no boundary): scan the whole body
         elif ctype.startswith("text/") or (ctype == "application/octet-stream" and not parts.texts):
             parts.texts.append(part)
+    if stack:
+        budget.hit(Limit.PARTS)
     return parts

@@ -36,6 +36,22 @@ class Kind(str, enum.Enum):  # noqa: UP042 - contract: plain str mix-in
     NOT_BOUNCE = "not-bounce"
 
 
+class Limit(str, enum.Enum):  # noqa: UP042 - contract: plain str mix-in
+    """A parsing budget a message hit: the result is what was read before it (see budget.py)."""
+
+    MESSAGE_BYTES = "message-bytes"  # only a prefix of the message was parsed
+    HEADER_BYTES = "header-bytes"  # a header block was cut
+    PARTS = "parts"  # more MIME parts than are visited
+    DEPTH = "depth"  # multipart nesting deeper than is followed
+    PART_BYTES = "part-bytes"  # a part was decoded only in part
+    SCAN_BYTES = "scan-bytes"  # the report text was scanned only in part
+    FIELDS = "fields"  # a DSN/ARF field value was cut (MAX_FIELD)
+    RECIPIENTS = "recipients"  # more recipients than are extracted: see recipients_omitted
+    LINE_LENGTH = "line-length"  # long lines were cut before the pattern scan
+    FALLBACK = "fallback"  # flufl.bounce read only a prefix of the message
+    DEADLINE = "deadline"  # the time budget ran out: later stages were skipped
+
+
 @dataclass(frozen=True, slots=True)
 class FailedRecipient:
     """One recipient a report is about."""
@@ -75,3 +91,12 @@ class ParsedMessage:
     reporting_mta: str | None = None
     original_message_id: str | None = None
     original_envelope_from: str | None = None
+    limits: frozenset[Limit] = frozenset()  # the parsing budgets this message hit
+    # recipients named but not returned: beyond the per-message cap, or not examined before
+    # the deadline (a lower bound: stages cut by a size limit count only what they read)
+    recipients_omitted: int = 0
+
+    @property
+    def truncated(self) -> bool:
+        """More recipients were named than ``recipients`` holds (count: ``recipients_omitted``)."""
+        return Limit.RECIPIENTS in self.limits

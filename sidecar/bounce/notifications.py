@@ -16,11 +16,17 @@ class JsonEvent:
     feedback_type: str | None = None
 
 
+_ATTEMPTS = 32  # "{" positions tried: the notification is the first JSON object in the text
+
+
 def _find_json(text: str) -> dict | None:
+    decoder = json.JSONDecoder(strict=False)
     start = text.find("{")
-    while start != -1:
+    for _ in range(_ATTEMPTS):
+        if start == -1:
+            break
         try:
-            obj, _ = json.JSONDecoder(strict=False).raw_decode(text[start:])
+            obj, _end = decoder.raw_decode(text, start)  # in place: no copy of the rest per "{"
         except ValueError:
             start = text.find("{", start + 1)
             continue

@@ -3,19 +3,28 @@
 Exact signal first, heuristics last: ARF feedback reports, RFC 3464 fields (in a
 message/delivery-status part or, failing that, in the text), provider JSON notifications,
 auto-reply markers, then bounce texts, and flufl.bounce only when nothing cheaper found a
-recipient.
+recipient (on a prefix of the message only).
+
+Every stage is bounded in size, and the whole parse by a deadline checked between stages
+(:mod:`sidecar.bounce.budget`): a hostile message gets what was found before a limit, and
+``ParsedMessage.limits`` says which limits it hit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import email.errors
+import time
+from collections.abc import Callable
 from email.message import Message
 
 from sidecar.bounce import arf, detect, dsn, lhost, mime, notifications, textbounce
-from sidecar.bounce.classify import Verdict, category_of, classify
-from sidecar.bounce.model import Category, FailedRecipient, Kind, ParsedMessage
+from sidecar.bounce.budget import MAX_RECIPIENTS, MAX_SCAN, Budget, split_long_lines
+from sidecar.bounce.classify import Verdict, classify, provider_reason
+from sidecar.bounce.fallback import from_flufl
+from sidecar.bounce.model import Category, FailedRecipient, Kind, Limit, ParsedMessage
 
-PARSER_VERSION = "1.2.1"
+PARSER_VERSION = "1.3.0"
 
 # a returned message with no code at all: a permanent failure of unknown detail
 _RETURNED = "5.0.0"
@@ -28,22 +37,54 @@ def parse_bytes(raw: bytes) -> list[dict]:
     return [r.to_json() for r in parse_message(raw).recipients]
 
 
-def parse_message(raw: bytes) -> ParsedMessage:
-    """Parse one message; never raises on bad input."""
-    if not raw or not raw.strip():
+def parse_message(raw: bytes, clock: Callable[[], float] = time.monotonic) -> ParsedMessage:
+    """Parse one message; never raises on bad input, and stays within its budgets.
+
+    ``clock`` (seconds) times the deadline; the result's ``limits`` names the budgets hit,
+    ``recipients_omitted`` the recipients beyond ``MAX_RECIPIENTS``.
+    """
+    if not raw or raw.isspace():  # (not raw.strip(): a copy of the whole message)
         return ParsedMessage(Kind.NOT_BOUNCE, [])
+    budget = Budget(clock)
     try:
-        return _parse(mime.parse_bytes(raw), raw)
+        parsed = _parse(mime.parse_bytes(raw, budget), raw, budget)
     except _DATA_ERRORS:
+        parsed = ParsedMessage(Kind.NOT_BOUNCE, [])
+    return _bounded(parsed, budget)
+
+
+def _bounded(parsed: ParsedMessage, budget: Budget) -> ParsedMessage:
+    """At most ``MAX_RECIPIENTS`` recipients, and the limits the parse hit."""
+    if len(parsed.recipients) > MAX_RECIPIENTS:
+        budget.omit(len(parsed.recipients) - MAX_RECIPIENTS)
+        parsed = dataclasses.replace(parsed, recipients=parsed.recipients[:MAX_RECIPIENTS])
+    if not budget.limits:
+        return parsed
+    return dataclasses.replace(parsed, limits=frozenset(budget.limits), recipients_omitted=budget.omitted)
+
+
+def _text(parts: mime.Parts, budget: Budget) -> str:
+    """The report's text: the first three text parts, ``MAX_SCAN`` characters."""
+    text = "\n\n".join(mime.part_text(p, budget=budget) for p in parts.texts[:3])
+    if len(text) > MAX_SCAN:
+        text = text[:MAX_SCAN]
+        budget.hit(Limit.SCAN_BYTES)
+    return text
+
+
+def _short_lines(text: str, budget: Budget) -> str:
+    """``text`` with no line over ``MAX_LINE`` (for the pattern scans; the field and JSON
+    parsers read the text as it is: cutting a line could cut a value)."""
+    text, cut = split_long_lines(text)
+    if cut:
+        budget.hit(Limit.LINE_LENGTH)
+    return text
+
+
+def _parse(msg: Message, raw: bytes, budget: Budget) -> ParsedMessage:
+    parts = mime.collect_parts(msg, budget)
+    if budget.expired():
         return ParsedMessage(Kind.NOT_BOUNCE, [])
-
-
-def _text(parts: mime.Parts) -> str:
-    return "\n\n".join(mime.part_text(p) for p in parts.texts[:3])
-
-
-def _parse(msg: Message, raw: bytes) -> ParsedMessage:
-    parts = mime.collect_parts(msg)
     original = parts.original
     message_id = mime.header(original, "Message-ID") or None if original is not None else None
     envelope_from = None
@@ -56,31 +97,35 @@ def _parse(msg: Message, raw: bytes) -> ParsedMessage:
         return ParsedMessage(kind, recipients, mta, message_id, sender or envelope_from)
 
     for report in parts.feedback_report:
-        complaints = arf.parse_feedback_report(report, original)
+        complaints = arf.parse_feedback_report(report, original, budget)
         return result(Kind.COMPLAINT, complaints)
 
-    text = _text(parts)
+    whole_text = _text(parts, budget)
+    text = _short_lines(whole_text, budget)
     report_fields = None
     for part in parts.delivery_status:
-        report_fields = dsn.parse_fields(mime.fields_text(part))
+        report_fields = dsn.parse_fields(mime.fields_text(part, budget), budget)
         if report_fields:
             break
-    if report_fields is None and "recipient:" in text.lower():
-        report_fields = dsn.parse_fields(text)
+    if report_fields is None and "recipient:" in whole_text.lower():
+        report_fields = dsn.parse_fields(whole_text, budget)
+    if budget.expired():
+        return result(Kind.NOT_BOUNCE, [])
     if report_fields is not None:
-        return _from_dsn(report_fields, text, result, msg, lhost.detect(msg))
+        return _from_dsn(report_fields, text, result, msg, lhost.detect(msg), budget)
 
     nonstandard = arf.parse_nonstandard_complaint(msg, original)
     if nonstandard is not None:
         return result(Kind.COMPLAINT, nonstandard)
 
-    events = notifications.ses_events(text)
+    events = notifications.ses_events(whole_text)
     if events is not None:
-        return _from_json(events, result)
+        budget.omit(len(events) - MAX_RECIPIENTS)
+        return _from_json(events[:MAX_RECIPIENTS], result)
 
     family = lhost.detect(msg)
     if family == "fml":
-        refused = _list_refusals(text)
+        refused = _list_refusals(text, budget)
         if refused:
             return result(Kind.BOUNCE, refused)
     bounce_like = detect.looks_like_bounce(msg, text)
@@ -106,9 +151,13 @@ def _parse(msg: Message, raw: bytes) -> ParsedMessage:
             return result(Kind.AUTO_REPLY, replies)
         return result(Kind.NOT_BOUNCE, [])
 
-    found = _from_text(msg, text, original, family)
-    if not found:
-        found = _from_flufl(raw)
+    if budget.expired():
+        return result(Kind.NOT_BOUNCE, [])
+    found = _from_text(msg, text, original, family, budget)
+    if not found and not budget.expired():
+        found = from_flufl(raw, budget)
+    if not found and Limit.DEADLINE in budget.limits:
+        return result(Kind.NOT_BOUNCE, [])
     if not found:
         return result(Kind.NOT_BOUNCE, [])
     kind = Kind.DELAY if all(r.action == "delayed" for r in found) else Kind.BOUNCE
@@ -121,7 +170,9 @@ def _failed_header(msg: Message) -> list[str]:
     return [a for a in (dsn.address_value(p) for p in value.split(",")) if a and dsn.usable(a)]
 
 
-def _from_dsn(report: dsn.DsnReport, text: str, result, msg: Message, family: str | None) -> ParsedMessage:
+def _from_dsn(
+    report: dsn.DsnReport, text: str, result, msg: Message, family: str | None, budget: Budget
+) -> ParsedMessage:
     failed_header = _failed_header(msg)
     report_text = textbounce.report_section(text) if text else ""
     lower = report_text.lower()
@@ -132,11 +183,19 @@ def _from_dsn(report: dsn.DsnReport, text: str, result, msg: Message, family: st
 
     failed: list[FailedRecipient] = []
     delivered: list[FailedRecipient] = []
-    paths = [r for r in report.recipients if not dsn.usable(r.final_recipient or r.original_recipient)]
-    for r in report.recipients:
+    # the n-th mailbox path or pipe of the report, by identity (list.index() compared each
+    # recipient field by field: quadratic, and it took equal blocks for the first one)
+    paths = {
+        id(r): n
+        for n, r in enumerate(r for r in report.recipients if not dsn.usable(r.final_recipient or r.original_recipient))
+    }
+    for n, r in enumerate(report.recipients):
+        if n % 16 == 15 and budget.expired():
+            budget.omit(len(report.recipients) - n)  # what was read so far (the deadline is noted)
+            break
         address = r.final_recipient or r.original_recipient
         if not dsn.usable(address) and failed_header and len(failed_header) == len(paths):
-            address = failed_header[paths.index(r)]  # a mailbox path or pipe: the address it was for
+            address = failed_header[paths[id(r)]]  # a mailbox path or pipe: the address it was for
         if not address:
             continue
         if r.action in _NOT_FAILED or (r.status or "").startswith("2."):
@@ -254,9 +313,11 @@ def _exclusions(msg: Message, original: Message | None) -> set[str]:
     return out
 
 
-def _list_refusals(text: str) -> list[FailedRecipient]:
+def _list_refusals(text: str, budget: Budget) -> list[FailedRecipient]:
     out = []
-    for address, diagnostic, reason in lhost.list_refusals(text):
+    refusals = lhost.list_refusals(text)
+    budget.omit(len(refusals) - MAX_RECIPIENTS)
+    for address, diagnostic, reason in refusals[:MAX_RECIPIENTS]:
         v = classify(None, diagnostic, None, None, explicit=reason)
         out.append(
             FailedRecipient(address, v.category, v.reason, v.hard, v.status or _RETURNED, "failed", None, diagnostic)
@@ -264,30 +325,34 @@ def _list_refusals(text: str) -> list[FailedRecipient]:
     return out
 
 
-def _from_text(msg: Message, text: str, original: Message | None, family: str | None) -> list[FailedRecipient]:
+def _from_text(
+    msg: Message, text: str, original: Message | None, family: str | None, budget: Budget
+) -> list[FailedRecipient]:
     own = (dsn.address_value(mime.header(msg, "From")) or "").rpartition("@")[2]
     own = ".".join(own.split(".")[-2:])
-    found = textbounce.find_recipients(text, _exclusions(msg, original), own) if text else []
+    found = textbounce.find_recipients(text, _exclusions(msg, original), own, budget) if text else []
     if not found:
         addr = arf.original_recipient(original) if original is not None else textbounce.quoted_original_recipient(text)
         if addr:
             found = [textbounce.TextRecipient(addr, textbounce.report_section(text)[:2000], None)]
     out = []
     whole = " ".join(textbounce.report_section(text).split())[:4000] if text else ""
-    session = family not in lhost.NO_SESSION
     family_text = " ".join(text[:4000].lower().split()) if family and len(found) == 1 else ""
-    for t in found:
-        explicit = lhost.family_reason(family, " ".join(t.diagnostic.lower().split()), msg) if family else None
-        if explicit is None and family_text:
-            explicit = lhost.family_reason(family, family_text, msg)  # the family's sentence anywhere
-        remote = textbounce.remote_host(t.diagnostic) or (textbounce.remote_host(whole) if len(found) == 1 else None)
-        verdict = classify(None, t.diagnostic, None, t.command, explicit=explicit, remote_mta=remote, session=session)
-        if verdict.reason in ("onhold", "undefined") and whole:
-            explicit = lhost.family_reason(family, whole.lower(), msg) if family else None
-            verdict = classify(None, whole, None, t.command, explicit=explicit, remote_mta=remote, session=session)
+    # addresses that share their block (a list on one line) share its verdict: computed once
+    verdicts: dict[tuple[str, str | None], tuple[Verdict, str | None]] = {}
+    on_whole: dict[tuple[str | None, str | None], Verdict] = {}  # the same for every recipient
+    for n, t in enumerate(found):
+        if n % 16 == 15 and budget.expired():
+            budget.omit(len(found) - n)
+            break
+        known = verdicts.get((t.diagnostic, t.command))
+        if known is None:
+            known = _text_verdict(t, family, family_text, whole, msg, len(found), on_whole)
+            verdicts[t.diagnostic, t.command] = known
+        verdict, remote = known
         if verdict.reason == "delivered":
             continue
-        verdict = _provider_reason(t.address, verdict)
+        verdict = provider_reason(t.address, verdict)
         action = (
             "delayed" if verdict.status and verdict.status.startswith("4") and "delay" in whole.lower() else "failed"
         )
@@ -306,27 +371,27 @@ def _from_text(msg: Message, text: str, original: Message | None, family: str | 
     return out
 
 
-def _provider_reason(address: str, verdict: Verdict) -> Verdict:
-    """Provider bounces that carry no code or wording a pattern could use."""
-    if verdict.reason in ("onhold", "undefined") and address.endswith("@googlegroups.com"):
-        # Google Groups (localised text): not a member of, or no such, group -> sender rejected
-        return Verdict("rejected", category_of("rejected"), False, verdict.status or "5.0.0")
-    return verdict
-
-
-def _from_flufl(raw: bytes) -> list[FailedRecipient]:
-    # imported lazily: slow, and only the last resort
-    from flufl.bounce import all_failures
-
-    try:
-        temporary, permanent = all_failures(email.message_from_bytes(raw))
-    except Exception:  # noqa: BLE001 - third-party heuristics must not break parsing
-        return []
-    out = []
-    for raw, is_permanent in [(a, True) for a in permanent] + [(a, False) for a in temporary if a not in permanent]:
-        addr = dsn.address_value(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw))
-        if not addr or "@" not in addr:
-            continue
-        v = _provider_reason(addr, classify("5.0.0" if is_permanent else "4.0.0", None, "failed"))
-        out.append(FailedRecipient(addr, v.category, v.reason, v.hard, v.status, "failed", None, None))
-    return out
+def _text_verdict(
+    t: textbounce.TextRecipient,
+    family: str | None,
+    family_text: str,
+    whole: str,
+    msg: Message,
+    count: int,
+    on_whole: dict[tuple[str | None, str | None], Verdict],
+) -> tuple[Verdict, str | None]:
+    """The verdict on one text recipient's block, and the remote MTA it names."""
+    session = family not in lhost.NO_SESSION
+    explicit = lhost.family_reason(family, " ".join(t.diagnostic.lower().split()), msg) if family else None
+    if explicit is None and family_text:
+        explicit = lhost.family_reason(family, family_text, msg)  # the family's sentence anywhere
+    remote = textbounce.remote_host(t.diagnostic) or (textbounce.remote_host(whole) if count == 1 else None)
+    verdict = classify(None, t.diagnostic, None, t.command, explicit=explicit, remote_mta=remote, session=session)
+    if verdict.reason in ("onhold", "undefined") and whole:
+        again = on_whole.get((t.command, remote))
+        if again is None:
+            explicit = lhost.family_reason(family, whole.lower(), msg) if family else None
+            again = classify(None, whole, None, t.command, explicit=explicit, remote_mta=remote, session=session)
+            on_whole[t.command, remote] = again
+        verdict = again
+    return verdict, remote

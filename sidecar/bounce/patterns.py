@@ -3,7 +3,8 @@
 Matched against lower-cased, whitespace-collapsed diagnostic text. Wording is collected from
 the replies of common MTAs and mailbox providers (Postfix, Exim, Sendmail, qmail, Exchange,
 Gmail, Yahoo, Outlook, ...). Order matters: :data:`ORDER` lists the reasons from the most to
-the least specific; the first match wins.
+the least specific; the first match wins. No pattern has an unbounded ``.*``/``.+`` (a text
+with the literal before it repeated would make the search quadratic): gaps are ``.{0,N}``.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ _RAW: dict[str, tuple[str, ...]] = {
         r"(?:we|i) do not relay",
         r"no relaying",
         r"not configured to relay",
-        r"relaying (?:mail )?(?:to .* )?(?:is )?(?:prohibited|denied)",
+        r"relaying (?:mail )?(?:to .{0,200} )?(?:is )?(?:prohibited|denied)",
         r"relay not permitted",
         r"email address is not verified",
         r"identities failed the check",
@@ -99,7 +100,7 @@ _RAW: dict[str, tuple[str, ...]] = {
         r"unexpected volume or user complaints",
         r"reputation",
         r"sender ?score",
-        r"sending ip .* (?:low|poor)",
+        r"sending ip .{0,200} (?:low|poor)",
     ),
     "virusdetected": (r"\bvirus", r"malware", r"\binfected\b", r"mcspamsignature"),
     "spamdetected": (

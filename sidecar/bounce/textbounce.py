@@ -4,6 +4,12 @@ The human-readable report is cut where the returned original message starts; eac
 left in it is a candidate recipient, with the text block around it as its diagnostic. Known
 non-recipients (the bounce's own From/To, the original sender, addresses after ``MAIL FROM``,
 help-desk mailboxes) are dropped.
+
+Bounded (see :mod:`sidecar.bounce.budget`): the caller cuts long lines first; at most
+``MAX_RECIPIENTS`` addresses are extracted (the rest only counted); no pattern has an
+unbounded wildcard followed by more pattern, nor a ``^\\s*`` that runs across blank lines
+(tests/unit/test_bounce_budget.py checks their shape, bench/bench_hostile.py feeds them
+their worst inputs).
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+
+from sidecar.bounce.budget import MAX_RECIPIENTS, Budget
 
 _ADDRESS = re.compile(
     r"(?<![\w.+=/-])([\w.+=/!%&'*-]{1,64}@[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?)*)",
@@ -64,7 +72,11 @@ _WORDING_PIECES = (
     "failed after i sent",
     "[data]",
 )
-_COMMAND_LINE = re.compile(r"^\s*-*\s*smtp command\s*-*\s*\n\s*(rcpt|data|mail|ehlo|helo)", re.MULTILINE)
+# (blank runs are [ \t]* on the line, never \s*: \s* after ^ spans lines and backtracks
+# quadratically over a long run of blank lines)
+_COMMAND_LINE = re.compile(
+    r"^[ \t]*-*[ \t]*smtp command[ \t]*-*[ \t]*(?:\n[ \t]*-+[ \t]*)?\n\s*(rcpt|data|mail|ehlo|helo)", re.MULTILINE
+)
 
 
 @dataclass(slots=True)
@@ -87,7 +99,7 @@ def report_section(text: str) -> str:
     return text[:cut]
 
 
-_TRANSCRIPT = re.compile(r"^\s*(>>>|<<<)\s*(\S+)", re.MULTILINE)
+_TRANSCRIPT = re.compile(r"^[ \t]*(>>>|<<<)\s*(\S+)", re.MULTILINE)
 
 
 def _transcript_command(text: str) -> str | None:
@@ -139,6 +151,9 @@ def smtp_command(text: str) -> str | None:
     return word.upper()
 
 
+_BLOCK_CHARS = 2_000  # of a recipient's diagnostic block (as much as the DSN context)
+
+
 def _block_around(lines: list[str], idx: int) -> str:
     """The address line and the non-blank lines that follow it (its error block)."""
     out = [lines[idx].strip()]
@@ -150,17 +165,20 @@ def _block_around(lines: list[str], idx: int) -> str:
         if _ADDRESS.search(line) and re.match(r"^\s*<?[^\s@]+@\S+>?:?\s*$", line):
             break  # the next recipient's block
         out.append(line.strip())
-    return " ".join(out)
+    return " ".join(out)[:_BLOCK_CHARS]
+
+
+_PARAGRAPH_LINES = 40  # each way: an address in a huge paragraph gets its neighbourhood
 
 
 def _paragraph(lines: list[str], idx: int) -> str:
     start = idx
-    while start > 0 and lines[start - 1].strip():
+    while start > 0 and idx - start < _PARAGRAPH_LINES and lines[start - 1].strip():
         start -= 1
     end = idx
-    while end + 1 < len(lines) and lines[end + 1].strip():
+    while end + 1 < len(lines) and end - idx < _PARAGRAPH_LINES and lines[end + 1].strip():
         end += 1
-    return " ".join(x.strip() for x in lines[start : end + 1])
+    return " ".join(x.strip() for x in lines[start : end + 1])[: _BLOCK_CHARS * 2]
 
 
 _DISPLAY_BEFORE = re.compile(r"[ \t]+<[^<>\s@]+@[^<>\s]+>")
@@ -180,15 +198,25 @@ def quoted_original_recipient(text: str) -> str | None:
 _ALONE = re.compile(r"^\s*<?[^\s<>@]+@[^\s<>]+>?:?\s*$")
 
 
-def find_recipients(text: str, exclude: set[str], own_domain: str = "") -> list[TextRecipient]:
+def find_recipients(
+    text: str, exclude: set[str], own_domain: str = "", budget: Budget | None = None
+) -> list[TextRecipient]:
+    """The recipients a bounce text names (at most ``MAX_RECIPIENTS``; more are counted on ``budget``)."""
     report = report_section(text)
     lines = report.splitlines()
     command = smtp_command(report)
     found: dict[str, TextRecipient] = {}
     display: set[str] = set()
+    omitted: set[str] = set()
     for idx, line in enumerate(lines):
+        if "@" not in line:
+            continue
         for m in _ADDRESS.finditer(line):
             addr = m.group(1).strip(".'").lower()
+            if len(found) >= MAX_RECIPIENTS:
+                if addr not in found:
+                    omitted.add(addr)  # only counted: not examined (nor excluded)
+                continue
             local, _, domain = addr.partition("@")
             if (
                 addr in exclude
@@ -206,7 +234,7 @@ def find_recipients(text: str, exclude: set[str], own_domain: str = "") -> list[
                 and (domain == own_domain or domain.endswith("." + own_domain))
             ):
                 continue
-            if _NOT_RECIPIENT_BEFORE.search(line[: m.start()].rstrip("<( ")):
+            if _NOT_RECIPIENT_BEFORE.search(line[max(0, m.start() - 100) : m.start()].rstrip("<( ")):
                 continue
             if _DISPLAY_BEFORE.match(line, m.end()) and line[m.start() - 1 : m.start()] != "<":
                 display.add(addr)  # "user@a <user@b>": the first is only a display text
@@ -220,6 +248,8 @@ def find_recipients(text: str, exclude: set[str], own_domain: str = "") -> list[
             if len(block) < len(addr) + 12:
                 block = _paragraph(lines, idx)
             found[addr] = TextRecipient(addr, block, smtp_command(block) or command)
+    if budget is not None:
+        budget.omit(len(omitted))
     return list(found.values())
 
 
@@ -231,7 +261,7 @@ _IPV4 = r"\d{1,3}(?:\.\d{1,3}){3}"
 _REMOTE_HOST = re.compile(
     rf"\bhost\s+(?P<exim>{_HOST_NAME}|{_IPV4})\.?\s*\[(?:{_IPV4}|[0-9a-f:.]+)\]"
     rf"|\bwhile talking to\s+(?P<sendmail>{_HOST_NAME})\.?:"
-    rf"|(?:\bconnected to\s+|^\s*|>:\s+)(?P<qmail>{_IPV4})\s+(?:but\b|does not like\b|failed after\b)",
+    rf"|(?:\bconnected to\s+|^[ \t]*|>:\s+)(?P<qmail>{_IPV4})\s+(?:but\b|does not like\b|failed after\b)",
     re.IGNORECASE | re.MULTILINE,
 )
 
