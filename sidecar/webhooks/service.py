@@ -17,44 +17,18 @@ from typing import Any
 
 from twisted.application import service
 from twisted.application.internet import TimerService
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredList, fail, inlineCallbacks
 from twisted.internet.threads import deferToThreadPool
-from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer
-from zope.interface import implementer
 
-from sidecar.metrics import WEBHOOK_DELIVERIES, WEBHOOK_ERRORS
 from sidecar.config import Config
+from sidecar.metrics import WEBHOOK_DELIVERIES, WEBHOOK_ERRORS
 from sidecar.webhooks import outbox
+from sidecar.webhooks.client import Body, describe, make_agent, response_code
 from sidecar.webhooks.signing import HEADER, sign
 
 log = logging.getLogger("sidecar.webhooks")
 USER_AGENT = b"postfix-sidecar-webhooks/1"
-
-
-@implementer(IBodyProducer)
-class _Body:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer: Any) -> Deferred:
-        consumer.write(self.data)
-        return Deferred.fromCoroutine(_noop())
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-
-async def _noop() -> None:
-    return None
 
 
 class WebhookService(service.MultiService):
@@ -76,14 +50,15 @@ class WebhookService(service.MultiService):
         self.busy = False
         self.ticks = 0
         self.errors = 0
-        if agent is None:
-            hpool = HTTPConnectionPool(reactor, persistent=True)
-            hpool.maxPersistentPerHost = concurrency
-            agent = Agent(reactor, connectTimeout=self.wcfg.timeout, pool=hpool)
-            self._http_pool: Any = hpool
-        else:
-            self._http_pool = None
-        self.agent = agent
+        self.agents: dict[str, Any] = {}   # by CA file ("": the system's trust store)
+        self._http_pools: list[Any] = []
+        for sub in self.subs.values():
+            if agent is not None:
+                self.agents[sub.ca_file] = agent
+            elif sub.ca_file not in self.agents:
+                self.agents[sub.ca_file], hpool = make_agent(reactor, timeout=self.wcfg.timeout,
+                                                             concurrency=concurrency, ca_file=sub.ca_file)
+                self._http_pools.append(hpool)
         if self.subs:
             TimerService(self.wcfg.poll_interval, self.tick).setServiceParent(self)
 
@@ -111,6 +86,10 @@ class WebhookService(service.MultiService):
         """Materialise, then send due deliveries until none is left (or ``max_rounds``)."""
         self.ticks += 1
         yield self._in_pool(self.outbox.materialise, self.clock())
+        for name, error in self.outbox.failures.items():   # that subscription catches up next round
+            self.errors += 1
+            WEBHOOK_ERRORS.inc()
+            log.warning("webhook deliveries for %s not derived (will retry): %s", name, error)
         sent = 0
         for _ in range(max_rounds):
             rows = yield self._in_pool(outbox.claim_due, self.engine, list(self.subs), self.clock(),
@@ -123,6 +102,29 @@ class WebhookService(service.MultiService):
         return sent
 
     def _deliver(self, row: dict[str, Any]) -> Deferred:
+        """One attempt; always fires, with the outcome recorded (any error is this delivery's alone)."""
+        self.in_flight.add(row["id"])
+        try:
+            d = self._send(row)
+        except Exception:   # noqa: BLE001 - e.g. https without TLS support: recorded like any failure
+            d = fail()
+
+        def done(code: int) -> Deferred:
+            ok = 200 <= code < 300
+            return self._record(row, ok, code, None if ok else f"HTTP {code}")
+
+        def failed(err: Any) -> Deferred:
+            return self._record(row, False, None, describe(err))
+
+        def settled(result: Any) -> Any:
+            self.in_flight.discard(row["id"])
+            return result
+
+        d.addCallbacks(done, failed)
+        d.addBoth(settled)
+        return d
+
+    def _send(self, row: dict[str, Any]) -> Deferred:
         sub = self.subs[row["subscription"]]
         body = row["payload"].encode("utf-8")
         ts = int(self.clock())
@@ -133,24 +135,9 @@ class WebhookService(service.MultiService):
                            b"sidecar-event-type": [row["event_type"].encode()],
                            b"sidecar-delivery-id": [str(row["id"]).encode()],
                            b"sidecar-delivery-attempt": [str(row["attempts"] + 1).encode()]})
-        self.in_flight.add(row["id"])
-        d = self.agent.request(b"POST", sub.url.encode(), headers, _Body(body))
-        d.addCallback(lambda resp: readBody(resp).addCallback(lambda _b: resp.code))
+        d = self.agents[sub.ca_file].request(b"POST", sub.url.encode(), headers, Body(body))
+        d.addCallback(response_code)
         d.addTimeout(self.wcfg.timeout, self.reactor)
-
-        def done(code: int) -> Deferred:
-            ok = 200 <= code < 300
-            return self._record(row, ok, code, None if ok else f"HTTP {code}")
-
-        def failed(err: Any) -> Deferred:
-            return self._record(row, False, None, f"{err.type.__name__}: {err.getErrorMessage()}"[:500])
-
-        d.addCallbacks(done, failed)
-        def settled(result: Any) -> Any:
-            self.in_flight.discard(row["id"])
-            return result
-
-        d.addBoth(settled)
         return d
 
     def _record(self, row: dict[str, Any], ok: bool, code: int | None, error: str | None) -> Deferred:
@@ -160,13 +147,13 @@ class WebhookService(service.MultiService):
                                                       retry_for=self.wcfg.retry_for)
         WEBHOOK_DELIVERIES.labels(row["subscription"], "delivered" if ok else "failed" if next_at else "dead").inc()
         if not ok:
-            log.info("webhook delivery %s to %s failed (attempt %d): %s%s", row["id"], row["subscription"],
+            log.warning("webhook delivery %s to %s failed (attempt %d): %s%s", row["id"], row["subscription"],
                      row["attempts"] + 1, error, "; dead" if next_at is None else "")
         return self._in_pool(outbox.record_attempt, self.engine, row["id"], now, ok=ok, code=code, error=error,
                              next_at=next_at)
 
     def stopService(self) -> Any:
         d = super().stopService()
-        if self._http_pool is not None:
-            self._http_pool.closeCachedConnections()
+        for hpool in self._http_pools:
+            hpool.closeCachedConnections()
         return d
