@@ -2,9 +2,11 @@
 
 Database work runs in the service's thread pool (``deferToThreadPool``); HTTP goes through
 Twisted's ``Agent``. Each tick: materialise new deliveries, claim those that are due and
-first in line for their address, send them concurrently, record the outcomes; repeat while
-there is work. A failure is retried with exponential backoff until ``webhooks.retry_for``
-has passed, then the delivery is dead (visible and re-deliverable through API and CLI).
+first in line for their address (up to ``concurrency`` in flight), send them concurrently,
+record each outcome as it comes; a delivery that ends starts the next claim at once, so a
+slow or broken receiver holds up no other subscription. A failure is retried with
+exponential backoff until ``webhooks.retry_for`` has passed, then the delivery is dead
+(visible and re-deliverable through API and CLI).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from twisted.application import service
 from twisted.application.internet import TimerService
-from twisted.internet.defer import Deferred, DeferredList, fail, inlineCallbacks
+from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.internet.threads import deferToThreadPool
 from twisted.web.http_headers import Headers
 
@@ -47,7 +49,7 @@ class WebhookService(service.MultiService):
         self.concurrency = concurrency
         self.clock = clock
         self.in_flight: set[int] = set()
-        self.busy = False
+        self.busy = self.again = self.again_materialise = self.full = False
         self.ticks = 0
         self.errors = 0
         self.agents: dict[str, Any] = {}   # by CA file ("": the system's trust store)
@@ -65,41 +67,57 @@ class WebhookService(service.MultiService):
     def _in_pool(self, f: Any, *a: Any, **kw: Any) -> Deferred:
         return deferToThreadPool(self.reactor, self.pool, f, *a, **kw)
 
-    def tick(self) -> Deferred | None:
-        """One round (skipped if the previous one is still running); errors are logged, retried next tick."""
+    def tick(self, materialise: bool = True) -> Deferred | None:
+        """One round: derive new deliveries (unless ``materialise`` is false), then start the due ones.
+
+        A round never waits for a delivery to finish (a slow receiver holds up nobody else); a
+        round asked for while one runs is run right after it. Errors are logged and counted.
+        """
         if self.busy:
+            self.again = True
+            self.again_materialise |= materialise
             return None
-        self.busy = True
-        d = self.run_once()
+        self.busy, self.again, self.again_materialise = True, False, False
+        d = self.run_once(materialise=materialise)
 
         def failed(err: Any) -> None:
             self.errors += 1
             WEBHOOK_ERRORS.inc()
-            log.warning("webhook dispatch failed (will retry): %s", err.getErrorMessage())
+            log.warning("webhook dispatch failed (will retry): %s", describe(err))
+
+        def finished(_: Any) -> None:
+            self.busy = False
+            if self.again:
+                self.tick(self.again_materialise)
 
         d.addErrback(failed)
-        d.addBoth(lambda _: setattr(self, "busy", False))
+        d.addBoth(finished)
         return d
 
     @inlineCallbacks
-    def run_once(self, max_rounds: int = 50) -> Any:
-        """Materialise, then send due deliveries until none is left (or ``max_rounds``)."""
-        self.ticks += 1
-        yield self._in_pool(self.outbox.materialise, self.clock())
-        for name, error in self.outbox.failures.items():   # that subscription catches up next round
-            self.errors += 1
-            WEBHOOK_ERRORS.inc()
-            log.warning("webhook deliveries for %s not derived (will retry): %s", name, error)
-        sent = 0
+    def run_once(self, max_rounds: int = 50, materialise: bool = True) -> Any:
+        """Materialise, then start due deliveries while there is room for them; returns how many started."""
+        if materialise:
+            self.ticks += 1
+            yield self._in_pool(self.outbox.materialise, self.clock())
+            for name, error in self.outbox.failures.items():   # that subscription catches up next round
+                self.errors += 1
+                WEBHOOK_ERRORS.inc()
+                log.warning("webhook deliveries for %s not derived (will retry): %s", name, error)
+        started = 0
         for _ in range(max_rounds):
-            rows = yield self._in_pool(outbox.claim_due, self.engine, list(self.subs), self.clock(),
-                                       limit=self.concurrency, lease=self.wcfg.timeout + 5,
-                                       exclude=set(self.in_flight))
-            if not rows:
+            room = self.concurrency - len(self.in_flight)
+            self.full = room <= 0
+            if self.full:
                 break
-            yield DeferredList([self._deliver(r) for r in rows], consumeErrors=True)
-            sent += len(rows)
-        return sent
+            rows = yield self._in_pool(outbox.claim_due, self.engine, list(self.subs), self.clock(),
+                                       limit=room, lease=self.wcfg.timeout + 5, exclude=set(self.in_flight))
+            for r in rows:
+                self._deliver(r)
+            started += len(rows)
+            if len(rows) < room:
+                break
+        return started
 
     def _deliver(self, row: dict[str, Any]) -> Deferred:
         """One attempt; always fires, with the outcome recorded (any error is this delivery's alone)."""
@@ -109,18 +127,29 @@ class WebhookService(service.MultiService):
         except Exception:   # noqa: BLE001 - e.g. https without TLS support: recorded like any failure
             d = fail()
 
+        delivered = []
+
         def done(code: int) -> Deferred:
             ok = 200 <= code < 300
+            if ok:
+                delivered.append(True)
             return self._record(row, ok, code, None if ok else f"HTTP {code}")
 
         def failed(err: Any) -> Deferred:
             return self._record(row, False, None, describe(err))
 
+        def not_recorded(err: Any) -> None:   # the row stays leased and is tried again after the lease
+            log.warning("webhook delivery %s to %s: outcome not recorded: %s", row["id"], row["subscription"],
+                        describe(err))
+
         def settled(result: Any) -> Any:
             self.in_flight.discard(row["id"])
+            if self.running and (self.full or delivered):   # room again, or the address's next one is due
+                self.tick(materialise=False)
             return result
 
         d.addCallbacks(done, failed)
+        d.addErrback(not_recorded)
         d.addBoth(settled)
         return d
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import socket
 import ssl
 import threading
 import time
@@ -113,11 +114,11 @@ def sub(url: str, name: str = "", extra: str = "") -> str:
             + (f'name = "{name}"\n' if name else "") + extra)
 
 
-def serve(tmp_path: Path, subs: str) -> ApiServer:
+def serve(tmp_path: Path, subs: str, timeout: str = "2s") -> ApiServer:
     db = f"sqlite:///{tmp_path}/sidecar.db"
     upgrade(make_engine(db))
     text = (f'[[api.tokens]]\ntoken = "{TOKEN}"\nscope = "write"\n\n[webhooks]\npoll_interval = "100ms"\n'
-            f'timeout = "2s"\nretry_for = "1h"\nbackoff = "200ms"\nbackoff_max = "400ms"\n\n{subs}')
+            f'timeout = "{timeout}"\nretry_for = "1h"\nbackoff = "200ms"\nbackoff_max = "400ms"\n\n{subs}')
     s = ApiServer(tmp_path, text, db=db).start()
     wait(lambda: len(call(s.url, "GET", "/webhooks", TOKEN)[1]["cursors"]) == subs.count("[[webhooks"),
          "subscriptions never started")
@@ -147,12 +148,13 @@ def test_https_untrusted_trusted_huge_body_and_secret_urls(tmp_path):
              and set(ids) <= set(huge.received), "deliveries missing")
         wait(lambda: {d["status"] for d in deliveries(s, "huge")} == {"delivered"}, "huge not delivered")
         assert huge.cut_off.wait(10) and huge.sent < 32 * 1024 * 1024, huge.sent   # the rest was never read
-        assert {d["status"] for d in deliveries(s, "trusted")} == {"delivered"}
+        wait(lambda: {d["status"] for d in deliveries(s, "trusted")} == {"delivered"}, "trusted not recorded")
         assert [d["event_id"] for d in deliveries(s, plain_name)] == ids
         # the untrusted one fails verification, and each failure is recorded
         wait(lambda: all(d["attempts"] >= 2 for d in deliveries(s, "untrusted")), "untrusted never retried")
         for d in deliveries(s, "untrusted"):
             assert d["status"] == "pending" and "certificate verify failed" in d["last_error"], d
+        wait(lambda: {d["status"] for d in deliveries(s, plain_name)} == {"delivered"}, "plain not recorded")
         metrics = call(s.url, "GET", "/metrics")[1].decode()
         assert 'sidecar_webhook_deliveries_total{outcome="failed",subscription="untrusted"}' in metrics
         assert f'sidecar_webhook_deliveries_total{{outcome="delivered",subscription="{plain_name}"}} 4.0' in metrics
@@ -183,10 +185,57 @@ def test_https_without_tls_support_is_recorded_and_holds_nobody_up(tmp_path, mon
         wait(lambda: set(ids) <= set(plain.received), "plain deliveries held up")
         wait(lambda: all(d["attempts"] >= 2 for d in deliveries(s, "tls")), "https failures not recorded")
         assert {d["last_error"] for d in deliveries(s, "tls")} == {TLS_MISSING}
-        assert {d["status"] for d in deliveries(s, "plain")} == {"delivered"}
+        wait(lambda: {d["status"] for d in deliveries(s, "plain")} == {"delivered"}, "plain not recorded")
         metrics = call(s.url, "GET", "/metrics")[1].decode()
         assert 'sidecar_webhook_deliveries_total{outcome="failed",subscription="tls"}' in metrics
         assert "to tls failed (attempt 2): " + TLS_MISSING in s.log.read_text()
     finally:
         s.stop()
+        plain.stop()
+
+
+class Silent:
+    """Accepts connections and reads requests, but never answers (a hung receiver)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+        self.requests = 0
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self.hold, args=(conn,), daemon=True).start()
+
+    def hold(self, conn: socket.socket) -> None:
+        if conn.recv(65536).startswith(b"POST "):
+            self.requests += 1
+        while conn.recv(65536):
+            pass
+        self.requests = -1000   # the sidecar gave up on it: too late for the test's point
+
+    def stop(self) -> None:
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def test_a_hung_receiver_holds_up_no_other_subscription(tmp_path):
+    silent, plain = Silent(), Receiver()
+    s = serve(tmp_path, sub(silent.url, "hung") + sub(plain.url, "plain"), timeout="60s")
+    try:
+        engine = make_engine(s.db)
+        ids = [add_bounce(engine, "same@fail.test") for _ in range(6)]   # one address: strictly one after another
+        wait(lambda: plain.received == ids, "plain deliveries held up")
+        assert silent.requests == 1, "the hung delivery should still be in flight"
+        wait(lambda: [d["status"] for d in deliveries(s, "plain")] == ["delivered"] * 6, "plain not recorded")
+    finally:
+        s.stop()
+        silent.stop()
         plain.stop()
