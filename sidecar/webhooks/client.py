@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.client import (Agent, HTTPConnectionPool, RequestNotSent, RequestTransmissionFailed, ResponseDone,
+                                ResponseNeverReceived)
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
@@ -91,6 +93,16 @@ def make_agent(reactor: Any, *, timeout: float, concurrency: int, ca_file: str =
     certs = [Certificate.loadPEM(block + end) for block in pem.split(end) if b"-----BEGIN CERTIFICATE-----" in block]
     policy = BrowserLikePolicyForHTTPS(trustRoot=trustRootFromCertificates(certs))
     return Agent(reactor, policy, connectTimeout=timeout, pool=pool), pool
+
+
+def closed_before_answer(err: Failure) -> bool:
+    """The connection closed before any answer, nothing else wrong: a pooled connection the receiver
+    had closed meanwhile (Twisted retries only idempotent requests itself). Sent again at once."""
+    if err.check(RequestNotSent):
+        return True
+    if not err.check(ResponseNeverReceived, RequestTransmissionFailed):
+        return False
+    return all(r.check(ConnectionDone, ConnectionLost) for r in err.value.reasons)
 
 
 def describe(err: Failure | BaseException) -> str:

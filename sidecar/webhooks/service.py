@@ -26,7 +26,7 @@ from twisted.web.http_headers import Headers
 from sidecar.config import Config
 from sidecar.metrics import WEBHOOK_DELIVERIES, WEBHOOK_ERRORS
 from sidecar.webhooks import outbox
-from sidecar.webhooks.client import Body, describe, make_agent, response_code
+from sidecar.webhooks.client import Body, closed_before_answer, describe, make_agent, response_code
 from sidecar.webhooks.signing import HEADER, sign
 
 log = logging.getLogger("sidecar.webhooks")
@@ -164,7 +164,13 @@ class WebhookService(service.MultiService):
                            b"sidecar-event-type": [row["event_type"].encode()],
                            b"sidecar-delivery-id": [str(row["id"]).encode()],
                            b"sidecar-delivery-attempt": [str(row["attempts"] + 1).encode()]})
-        d = self.agents[sub.ca_file].request(b"POST", sub.url.encode(), headers, Body(body))
+        agent = self.agents[sub.ca_file]
+        d = agent.request(b"POST", sub.url.encode(), headers, Body(body))
+
+        def again(err: Any) -> Any:   # a kept-alive connection the receiver had just closed: once more
+            return agent.request(b"POST", sub.url.encode(), headers, Body(body)) if closed_before_answer(err) else err
+
+        d.addErrback(again)
         d.addCallback(response_code)
         d.addTimeout(self.wcfg.timeout, self.reactor)
         return d

@@ -52,6 +52,10 @@ def self_signed(tmp: Path) -> tuple[Path, Path]:
     return cert_pem, key_pem
 
 
+class Server(ThreadingHTTPServer):
+    request_queue_size = 128   # not 5: twenty concurrent connects must not overflow the listen queue
+
+
 class Receiver:
     """Acknowledges every delivery (event ids in ``received``); ``huge`` answers with a BIG body."""
 
@@ -83,7 +87,7 @@ class Receiver:
             def log_message(self, *a: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = Server(("127.0.0.1", 0), Handler)
         if tls is not None:
             self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         scheme = "https" if tls else "http"
