@@ -94,4 +94,5 @@ API_REQUESTS = Counter("sidecar_api_requests", "Management API requests answered
 WEBHOOK_DELIVERIES = Counter("sidecar_webhook_deliveries", "Webhook delivery attempts, by subscription and outcome "
                              "(delivered, failed: retried later, dead: retries exhausted)",
                              ["subscription", "outcome"])
-WEBHOOK_ERRORS = Counter("sidecar_webhook_dispatch_errors", "Dispatcher rounds that failed (retried next round)")
+WEBHOOK_ERRORS = Counter("sidecar_webhook_dispatch_errors", "Dispatcher errors: a subscription's new deliveries "
+                         "not derived, or a round that failed (both retried next round)")
