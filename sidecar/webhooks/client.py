@@ -78,9 +78,10 @@ def response_code(response: Any, limit: int = MAX_RESPONSE) -> Deferred:
     return proto.done.addCallback(lambda _size: response.code)
 
 
-def make_agent(reactor: Any, *, timeout: float, concurrency: int, ca_file: str = "") -> tuple[Any, Any]:
+def make_agent(reactor: Any, *, timeout: float, concurrency: int, ca_file: str = "",
+               persistent: bool = True) -> tuple[Any, Any]:
     """(agent, connection pool); with ``ca_file``, https servers are verified against those CAs only."""
-    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool = HTTPConnectionPool(reactor, persistent=persistent)
     pool.maxPersistentPerHost = concurrency
     if not ca_file:
         return Agent(reactor, connectTimeout=timeout, pool=pool), pool

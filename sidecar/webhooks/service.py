@@ -2,7 +2,7 @@
 
 Database work runs in the service's thread pool (``deferToThreadPool``); HTTP goes through
 Twisted's ``Agent``. Each tick: materialise new deliveries, claim those that are due and
-first in line for their address (up to ``concurrency`` in flight), send them concurrently,
+first in line for their address (up to ``concurrency`` in flight per subscription), send them concurrently,
 record each outcome as it comes; a delivery that ends starts the next claim at once, so a
 slow or broken receiver holds up no other subscription. A failure is retried with
 exponential backoff until ``webhooks.retry_for`` has passed, then the delivery is dead
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -48,18 +49,23 @@ class WebhookService(service.MultiService):
         self.backoff_cap = self.wcfg.backoff_max if backoff_cap is None else backoff_cap
         self.concurrency = concurrency
         self.clock = clock
-        self.in_flight: set[int] = set()
-        self.busy = self.again = self.again_materialise = self.full = False
+        self.in_flight: dict[int, str] = {}   # delivery id -> subscription
+        self.full: set[str] = set()            # subscriptions with ``concurrency`` deliveries in flight
+        self.busy = self.again = self.again_materialise = False
         self.ticks = 0
         self.errors = 0
-        self.agents: dict[str, Any] = {}   # by CA file ("": the system's trust store)
+        # by CA file ("": the system's trust store): (keeping connections alive, a new connection each time)
+        self.agents: dict[str, tuple[Any, Any]] = {}
         self._http_pools: list[Any] = []
         for sub in self.subs.values():
             if agent is not None:
-                self.agents[sub.ca_file] = agent
+                self.agents[sub.ca_file] = (agent, agent)
             elif sub.ca_file not in self.agents:
-                self.agents[sub.ca_file], hpool = make_agent(reactor, timeout=self.wcfg.timeout,
-                                                             concurrency=concurrency, ca_file=sub.ca_file)
+                kept, hpool = make_agent(reactor, timeout=self.wcfg.timeout, concurrency=concurrency,
+                                         ca_file=sub.ca_file)
+                fresh, _ = make_agent(reactor, timeout=self.wcfg.timeout, concurrency=concurrency,
+                                      ca_file=sub.ca_file, persistent=False)
+                self.agents[sub.ca_file] = (kept, fresh)
                 self._http_pools.append(hpool)
         if self.subs:
             TimerService(self.wcfg.poll_interval, self.tick).setServiceParent(self)
@@ -87,7 +93,7 @@ class WebhookService(service.MultiService):
 
         def finished(_: Any) -> None:
             self.busy = False
-            if self.again:
+            if self.again and self.running:
                 self.tick(self.again_materialise)
 
         d.addErrback(failed)
@@ -105,23 +111,32 @@ class WebhookService(service.MultiService):
                 WEBHOOK_ERRORS.inc()
                 log.warning("webhook deliveries for %s not derived (will retry): %s", name, error)
         started = 0
+        wanting = set(self.subs)   # subscriptions that may have more due deliveries
         for _ in range(max_rounds):
-            room = self.concurrency - len(self.in_flight)
-            self.full = room <= 0
-            if self.full:
+            busy = Counter(self.in_flight.values())
+            rooms = {name: self.concurrency - busy[name] for name in wanting}
+            self.full = {name for name in self.subs if busy[name] >= self.concurrency}
+            rooms = {name: room for name, room in rooms.items() if room > 0}
+            if not rooms:
                 break
-            rows = yield self._in_pool(outbox.claim_due, self.engine, list(self.subs), self.clock(),
-                                       limit=room, lease=self.wcfg.timeout + 5, exclude=set(self.in_flight))
+            rows = yield self._in_pool(self._claim, rooms, set(self.in_flight))
             for r in rows:
                 self._deliver(r)
             started += len(rows)
-            if len(rows) < room:
-                break
+            got = Counter(r["subscription"] for r in rows)
+            wanting = {name for name, room in rooms.items() if got[name] >= room}
         return started
+
+    def _claim(self, rooms: dict[str, int], exclude: set[int]) -> list[dict[str, Any]]:
+        """Due deliveries, at most ``rooms[name]`` for each subscription (in the thread pool)."""
+        now = self.clock()
+        return [r for name, room in rooms.items()
+                for r in outbox.claim_due(self.engine, [name], now, limit=room, lease=self.wcfg.timeout + 5,
+                                          exclude=exclude)]
 
     def _deliver(self, row: dict[str, Any]) -> Deferred:
         """One attempt; always fires, with the outcome recorded (any error is this delivery's alone)."""
-        self.in_flight.add(row["id"])
+        self.in_flight[row["id"]] = row["subscription"]
         try:
             d = self._send(row)
         except Exception:   # noqa: BLE001 - e.g. https without TLS support: recorded like any failure
@@ -143,8 +158,8 @@ class WebhookService(service.MultiService):
                         describe(err))
 
         def settled(result: Any) -> Any:
-            self.in_flight.discard(row["id"])
-            if self.running and (self.full or delivered):   # room again, or the address's next one is due
+            self.in_flight.pop(row["id"], None)
+            if self.running and (row["subscription"] in self.full or delivered):   # room again, or the next is due
                 self.tick(materialise=False)
             return result
 
@@ -164,11 +179,11 @@ class WebhookService(service.MultiService):
                            b"sidecar-event-type": [row["event_type"].encode()],
                            b"sidecar-delivery-id": [str(row["id"]).encode()],
                            b"sidecar-delivery-attempt": [str(row["attempts"] + 1).encode()]})
-        agent = self.agents[sub.ca_file]
-        d = agent.request(b"POST", sub.url.encode(), headers, Body(body))
+        kept, fresh = self.agents[sub.ca_file]
+        d = kept.request(b"POST", sub.url.encode(), headers, Body(body))
 
-        def again(err: Any) -> Any:   # a kept-alive connection the receiver had just closed: once more
-            return agent.request(b"POST", sub.url.encode(), headers, Body(body)) if closed_before_answer(err) else err
+        def again(err: Any) -> Any:   # a kept-alive connection the receiver had closed: once more, on a new one
+            return fresh.request(b"POST", sub.url.encode(), headers, Body(body)) if closed_before_answer(err) else err
 
         d.addErrback(again)
         d.addCallback(response_code)

@@ -205,6 +205,7 @@ class Silent:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
         self.requests = 0
+        self.lock = threading.Lock()
         self.conns: list[socket.socket] = []
         threading.Thread(target=self.serve, daemon=True).start()
 
@@ -219,7 +220,8 @@ class Silent:
 
     def hold(self, conn: socket.socket) -> None:
         if conn.recv(65536).startswith(b"POST "):
-            self.requests += 1
+            with self.lock:
+                self.requests += 1
         while conn.recv(65536):
             pass
         self.requests = -1000   # the sidecar gave up on it: too late for the test's point
@@ -235,10 +237,12 @@ def test_a_hung_receiver_holds_up_no_other_subscription(tmp_path):
     s = serve(tmp_path, sub(silent.url, "hung") + sub(plain.url, "plain"), timeout="60s")
     try:
         engine = make_engine(s.db)
-        ids = [add_bounce(engine, "same@fail.test") for _ in range(6)]   # one address: strictly one after another
-        wait(lambda: plain.received == ids, "plain deliveries held up")
-        assert silent.requests == 1, "the hung delivery should still be in flight"
-        wait(lambda: [d["status"] for d in deliveries(s, "plain")] == ["delivered"] * 6, "plain not recorded")
+        many = [add_bounce(engine, f"m{i}@fail.test") for i in range(25)]   # more than 20 (the concurrency) at once
+        same = [add_bounce(engine, "same@fail.test") for _ in range(6)]   # one address: strictly one after another
+        wait(lambda: set(many + same) <= set(plain.received), "plain deliveries held up")
+        assert [i for i in plain.received if i in same] == same
+        assert silent.requests == 20, "the hung deliveries should all still be in flight"
+        wait(lambda: [d["status"] for d in deliveries(s, "plain")] == ["delivered"] * 31, "plain not recorded")
     finally:
         s.stop()
         silent.stop()
