@@ -17,6 +17,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sidecar.units import parse_duration  # noqa: F401  (the one duration parser, re-exported)
 
@@ -292,7 +293,22 @@ def _sha256_hex(value: object) -> str:
 def _url(value: object) -> str:
     if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
         raise ValueError("expected an http:// or https:// URL")
+    if "@" in re.split(r"[/?#]", value.split("://", 1)[1], maxsplit=1)[0]:
+        raise ValueError("expected a URL without user:password@ (deliveries are authenticated by their signature)")
     return value
+
+
+def redact_url(url: str) -> str:
+    """``scheme://host[:port]``: no credentials, path, query or fragment (a webhook's default name)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
 
 
 WEBHOOK_EVENTS = ("bounce.recorded", "complaint.recorded", "suppression.added", "suppression.removed",
@@ -324,7 +340,10 @@ class WebhookSubscription:
     url: str = _f(parse=_url, doc="Where deliveries are POSTed.")
     secret: str = _f(doc="HMAC-SHA256 key for the signature header.")
     events: tuple[str, ...] = _f(WEBHOOK_EVENTS, parse=_event_name, doc="Event types to deliver.")
-    name: str = _f("", doc="Subscription name (default: the URL).")
+    name: str = _f("", doc="Subscription name, used in metrics, logs and lists (default: the URL's "
+                           "scheme://host:port; give one when two subscriptions share a host).")
+    ca_file: str = _f("", doc="PEM file of the CA certificates that https:// deliveries trust instead of the "
+                              "system's (a private CA or a self-signed receiver).")
 
 
 @dataclass(frozen=True)
@@ -438,9 +457,15 @@ def _check(cfg: Config) -> None:
     for i, tok in enumerate(cfg.api.tokens):
         if bool(tok.token) == bool(tok.token_sha256):
             raise ConfigError(f"api.tokens[{i}]: give exactly one of token or token_sha256")
+    sub_names: dict[str, int] = {}
     for i, sub in enumerate(cfg.webhooks.subscriptions):
         if not sub.secret:
             raise ConfigError(f"webhooks.subscriptions[{i}].secret: expected a non-empty secret")
+        name = sub.name or redact_url(sub.url)
+        if name in sub_names:
+            raise ConfigError(f"webhooks.subscriptions[{i}].name: {name!r} is already "
+                              f"webhooks.subscriptions[{sub_names[name]}]'s name (give each subscription a name)")
+        sub_names[name] = i
     if cfg.recipients.flush_interval <= 0:
         raise ConfigError("recipients.flush_interval: expected a positive duration")
     if cfg.recipients.retention < 86400:
@@ -481,7 +506,18 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
     cfg = dataclasses.replace(
         cfg, config_path=str(Path(path).resolve()) if path else None,
         database=dataclasses.replace(cfg.database, url=absolute_sqlite_url(cfg.database.url, base)),
-        ingest=dataclasses.replace(cfg.ingest, socket=resolve_path(cfg.ingest.socket, base)))
+        ingest=dataclasses.replace(cfg.ingest, socket=resolve_path(cfg.ingest.socket, base)),
+        webhooks=dataclasses.replace(cfg.webhooks, subscriptions=tuple(
+            dataclasses.replace(s, ca_file=resolve_path(s.ca_file, base)) for s in cfg.webhooks.subscriptions)))
+    for i, sub in enumerate(cfg.webhooks.subscriptions):
+        if not sub.ca_file:
+            continue
+        try:
+            pem = Path(sub.ca_file).read_bytes()
+        except OSError as e:
+            raise ConfigError(f"webhooks.subscriptions[{i}].ca_file: cannot read {sub.ca_file}: {e.strerror}") from None
+        if b"-----BEGIN CERTIFICATE-----" not in pem:
+            raise ConfigError(f"webhooks.subscriptions[{i}].ca_file: no PEM certificate in {sub.ca_file}")
     return cfg
 
 

@@ -98,7 +98,8 @@ API_REQUESTS = Counter("sidecar_api_requests", "Management API requests answered
 WEBHOOK_DELIVERIES = Counter("sidecar_webhook_deliveries", "Webhook delivery attempts, by subscription and outcome "
                              "(delivered, failed: retried later, dead: retries exhausted)",
                              ["subscription", "outcome"])
-WEBHOOK_ERRORS = Counter("sidecar_webhook_dispatch_errors", "Dispatcher rounds that failed (retried next round)")
+WEBHOOK_ERRORS = Counter("sidecar_webhook_dispatch_errors", "Dispatcher errors: a subscription's new deliveries "
+                         "not derived, or a round that failed (both retried next round)")
 
 RECIPIENT_RECORD_ADDS = Counter("sidecar_recipient_record_adds", "Distinct (tenant, recipient) pairs added to this "
                                 "relay's record of recipients (counted per flush)")

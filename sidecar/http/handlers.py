@@ -12,7 +12,7 @@ from typing import IO, Any
 
 from twisted.internet.defer import inlineCallbacks
 
-from sidecar.config import WEBHOOK_EVENTS
+from sidecar.config import WEBHOOK_EVENTS, redact_url
 from sidecar.http import queries as q
 from sidecar.http.api import STREAMING, ApiError, Call, Reply, Route
 from sidecar.suppression.address import AddressError
@@ -281,7 +281,7 @@ def reset_limit(c: Call) -> Any:
 
 @inlineCallbacks
 def get_webhooks(c: Call) -> Any:
-    subs = [{"name": s.name, "url": s.url, "events": sorted(s.events)}
+    subs = [{"name": s.name, "url": redact_url(s.url), "events": sorted(s.events)}
             for s in outbox.subscriptions(c.api.cfg.webhooks.subscriptions)]
     summary = yield c.api.run(outbox.summary, c.api.engine)
     cursors = yield c.api.run(outbox.cursors, c.api.engine)

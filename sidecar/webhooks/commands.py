@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any
 
-from sidecar.config import Config
+from sidecar.config import Config, redact_url
 from sidecar.http.operations import _client, _engine, _paged, emit, handled, table
 
 DELIVERY_COLS = ["id", "subscription", "event_type", "address", "status", "attempts", "last_attempt_at",
@@ -22,7 +22,7 @@ def cmd_wh_status(args: argparse.Namespace, cfg: Config) -> int:
         data = _client(args).request("GET", "/webhooks")
     else:
         engine = _engine(cfg)
-        data = {"subscriptions": [{"name": s.name, "url": s.url, "events": sorted(s.events)}
+        data = {"subscriptions": [{"name": s.name, "url": redact_url(s.url), "events": sorted(s.events)}
                                   for s in outbox.subscriptions(cfg.webhooks.subscriptions)],
                 "deliveries": outbox.summary(engine), "cursors": outbox.cursors(engine)}
     if args.json:

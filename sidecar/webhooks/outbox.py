@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import aliased
 
+from sidecar.config import redact_url
 from sidecar.store.models import Change, Event, WebhookCursor, WebhookDelivery
 from sidecar.suppression.changefeed import ChangeCursor
 from sidecar.suppression.store import _insert, iso
@@ -36,11 +38,15 @@ class Subscription:
     url: str
     secret: str
     events: frozenset[str]
+    legacy_name: str = ""   # the full URL, an unnamed subscription's name before it was redacted
+    ca_file: str = ""
 
 
 def subscriptions(cfg_subs: Iterable[Any]) -> list[Subscription]:
-    """From ``cfg.webhooks.subscriptions``; the name defaults to the URL."""
-    return [Subscription(s.name or s.url, s.url, s.secret, frozenset(s.events)) for s in cfg_subs]
+    """From ``cfg.webhooks.subscriptions``; the name defaults to the redacted URL."""
+    return [Subscription(s.name or redact_url(s.url), s.url, s.secret, frozenset(s.events),
+                         legacy_name="" if s.name else s.url, ca_file=s.ca_file)
+            for s in cfg_subs]
 
 
 def event_payload(row: Any) -> tuple[str, str, dict[str, Any]] | None:
@@ -81,7 +87,14 @@ SOURCES: dict[str, tuple[Any, Any, Any]] = {
 
 
 class Outbox:
-    """Materialises deliveries; keeps an in-memory gap-aware cursor per subscription and feed."""
+    """Materialises deliveries; keeps an in-memory gap-aware cursor per subscription and feed.
+
+    Each subscription is materialised in its own transaction, on copies of its cursors: the
+    in-memory cursors move only once that transaction has committed, so a failed round (a
+    locked database, a lost connection) reads the same events again next round. A failure
+    is kept in ``failures`` (subscription -> one-line error) for the caller to log and count;
+    the other subscriptions go on.
+    """
 
     def __init__(self, engine: Engine, subs: Sequence[Subscription], *, batch: int = 2000,
                  max_batches: int = 10, gap_timeout: float = 10.0) -> None:
@@ -89,59 +102,109 @@ class Outbox:
         self.subs = list(subs)
         self.batch, self.max_batches, self.gap_timeout = batch, max_batches, gap_timeout
         self.cursors: dict[tuple[str, str], ChangeCursor] = {}
+        self.failures: dict[str, str] = {}
 
-    def _load_cursors(self, conn: Connection, now: float) -> None:
-        stored = {r.subscription: r for r in conn.execute(select(WebhookCursor.__table__))}
-        for sub in self.subs:
-            row = stored.get(sub.name)
-            if row is None:   # a new subscription starts at the end of the feeds
-                ev = conn.execute(select(func.coalesce(func.max(Event.id), 0))).scalar_one()
-                ch = conn.execute(select(func.coalesce(func.max(Change.id), 0))).scalar_one()
-                conn.execute(insert(WebhookCursor).values(subscription=sub.name, events_id=ev,
-                                                                     changes_id=ch, updated_at=now))
-                lows = {"e": ev, "c": ch}
-            else:
-                lows = {"e": row.events_id, "c": row.changes_id}
-            for src, low in lows.items():
-                cur = self.cursors.get((sub.name, src))
-                if cur is None or cur.low < low:
-                    self.cursors[(sub.name, src)] = ChangeCursor(low, self.gap_timeout)
+    def _load_cursors(self, conn: Connection, sub: Subscription, now: float) -> dict[str, ChangeCursor]:
+        """Copies of ``sub``'s cursors (the stored ones if those are ahead); a new subscription starts at the end."""
+        row = conn.execute(select(WebhookCursor.__table__).where(WebhookCursor.subscription == sub.name)).first()
+        if row is None and sub.legacy_name:
+            row = _rename(conn, sub.legacy_name, sub.name)
+        if row is None:
+            ev = conn.execute(select(func.coalesce(func.max(Event.id), 0))).scalar_one()
+            ch = conn.execute(select(func.coalesce(func.max(Change.id), 0))).scalar_one()
+            conn.execute(insert(WebhookCursor).values(subscription=sub.name, events_id=ev, changes_id=ch,
+                                                      updated_at=now))
+            lows = {"e": ev, "c": ch}
+        else:
+            lows = {"e": row.events_id, "c": row.changes_id}
+        out = {}
+        for src, low in lows.items():
+            cur = self.cursors.get((sub.name, src))
+            out[src] = ChangeCursor(low, self.gap_timeout) if cur is None or cur.low < low else _copy(cur)
+        return out
 
     def materialise(self, now: float) -> int:
-        """Derive new deliveries for every subscription in one transaction; returns how many."""
+        """Derive new deliveries for every subscription (one transaction each); returns how many."""
+        made = 0
+        self.failures = {}
+        for sub in self.subs:
+            try:
+                made += self._materialise_one(sub, now)
+            except Exception as e:   # noqa: BLE001 - kept for the caller; the next round reads the same rows
+                self.failures[sub.name] = one_line(e)
+        return made
+
+    def _materialise_one(self, sub: Subscription, now: float) -> int:
         made = 0
         with self.engine.begin() as conn:
-            self._load_cursors(conn, now)
-            for sub in self.subs:
-                items: list[tuple[float, str, int, str, str, dict[str, Any]]] = []
-                for src, (table, when, derive) in SOURCES.items():
-                    cursor = self.cursors[(sub.name, src)]
-                    after = cursor.low
-                    for _ in range(self.max_batches):
-                        rows: Any = conn.execute(select(table).where(table.c.id > after).order_by(table.c.id)
-                                            .limit(self.batch)).all()
-                        accepted: list[Any] = cursor.accept(rows, now)
-                        for r in accepted:
-                            d = derive(r)
-                            if d is not None and d[0] in sub.events:
-                                items.append((r._mapping[when.name] or 0.0, src, r.id, d[0], d[1], d[2]))
-                        if len(rows) < self.batch:
-                            break
-                        after = rows[-1].id
-                items.sort(key=lambda i: (i[0], i[1] != "e", i[2]))   # bounce before the suppression it caused
-                if items:
-                    ins = _insert(conn, WebhookDelivery.__table__).on_conflict_do_nothing(
-                        index_elements=["subscription", "source", "source_id"]).returning(D.id)
-                    res = conn.execute(ins, [
-                        {"subscription": sub.name, "event_type": etype, "source": src, "source_id": sid,
-                         "address": addr[:512], "payload": json.dumps(payload, separators=(",", ":")),
-                         "status": "pending", "attempts": 0, "created_at": now, "next_attempt_at": now}
-                        for _, src, sid, etype, addr, payload in items])
-                    made += len(res.all())   # rowcount is unreliable for executemany
-                conn.execute(update(WebhookCursor).where(WebhookCursor.subscription == sub.name).values(
-                    events_id=self.cursors[(sub.name, "e")].low, changes_id=self.cursors[(sub.name, "c")].low,
-                    updated_at=now))
+            cursors = self._load_cursors(conn, sub, now)
+            items: list[tuple[float, str, int, str, str, str, str | None]] = []
+            for src, (table, when, derive) in SOURCES.items():
+                cursor = cursors[src]
+                after = cursor.low
+                for _ in range(self.max_batches):
+                    rows: Any = conn.execute(select(table).where(table.c.id > after).order_by(table.c.id)
+                                             .limit(self.batch)).all()
+                    accepted: list[Any] = cursor.accept(rows, now)
+                    for r in accepted:
+                        d = _derive(derive, src, r)
+                        if d is not None and d[0] in sub.events:
+                            items.append((r._mapping[when.name] or 0.0, src, r.id, *d))
+                    if len(rows) < self.batch:
+                        break
+                    after = rows[-1].id
+            items.sort(key=lambda i: (i[0], i[1] != "e", i[2]))   # bounce before the suppression it caused
+            if items:
+                ins = _insert(conn, WebhookDelivery.__table__).on_conflict_do_nothing(
+                    index_elements=["subscription", "source", "source_id"]).returning(D.id)
+                res = conn.execute(ins, [
+                    {"subscription": sub.name, "event_type": etype, "source": src, "source_id": sid,
+                     "address": addr[:512], "payload": payload, "status": "dead" if error else "pending",
+                     "attempts": 0, "created_at": now, "next_attempt_at": now, "last_error": error}
+                    for _, src, sid, etype, addr, payload, error in items])
+                made += len(res.all())   # rowcount is unreliable for executemany
+            conn.execute(update(WebhookCursor).where(WebhookCursor.subscription == sub.name).values(
+                events_id=cursors["e"].low, changes_id=cursors["c"].low, updated_at=now))
+        for src, cur in cursors.items():   # committed: now the cursors may move
+            self.cursors[(sub.name, src)] = cur
         return made
+
+
+def _copy(cur: ChangeCursor) -> ChangeCursor:
+    c = ChangeCursor(cur.low, cur.gap_timeout)
+    c.applied, c.gaps = set(cur.applied), dict(cur.gaps)
+    return c
+
+
+def _rename(conn: Connection, old: str, new: str) -> Any:
+    """A subscription named after its URL before 0.1.0's redaction: keep its cursor and deliveries."""
+    row = conn.execute(select(WebhookCursor.__table__).where(WebhookCursor.subscription == old)).first()
+    if row is not None:
+        conn.execute(update(WebhookCursor).where(WebhookCursor.subscription == old).values(subscription=new))
+        conn.execute(update(WebhookDelivery).where(WebhookDelivery.subscription == old).values(subscription=new))
+    return row
+
+
+def _derive(derive: Any, src: str, row: Any) -> tuple[str, str, str, str | None] | None:
+    """(type, address, payload JSON, error): a row whose payload cannot be built is set aside as dead."""
+    try:
+        d = derive(row)
+        return None if d is None else (d[0], d[1] or "", json.dumps(d[2], separators=(",", ":")), None)
+    except Exception as e:   # noqa: BLE001 - one bad row must not stall the feed
+        etype = (EVENT_KINDS.get(row.kind) if src == "e" else None if row.kind != "suppression" else
+                 "suppression.added" if row.active else "suppression.removed")
+        if etype is None:
+            return None
+        error = f"cannot build the payload: {one_line(e)}"
+        stub = {"id": f"evt_{src}{row.id}", "type": etype, "data": {"error": error}}
+        return etype, "", json.dumps(stub, separators=(",", ":")), error
+
+
+def one_line(e: BaseException) -> str:
+    """``Type: message`` on one line, at most 500 characters (a database error without its SQL)."""
+    if isinstance(e, DBAPIError) and e.orig is not None:
+        e = e.orig
+    return " ".join(f"{type(e).__name__}: {e}".split())[:500]
 
 
 def claim_due(engine: Engine, subs: Sequence[str], now: float, *, limit: int = 100, lease: float = 60.0,

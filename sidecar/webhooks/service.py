@@ -2,9 +2,11 @@
 
 Database work runs in the service's thread pool (``deferToThreadPool``); HTTP goes through
 Twisted's ``Agent``. Each tick: materialise new deliveries, claim those that are due and
-first in line for their address, send them concurrently, record the outcomes; repeat while
-there is work. A failure is retried with exponential backoff until ``webhooks.retry_for``
-has passed, then the delivery is dead (visible and re-deliverable through API and CLI).
+first in line for their address (up to ``concurrency`` in flight per subscription), send them concurrently,
+record each outcome as it comes; a delivery that ends starts the next claim at once, so a
+slow or broken receiver holds up no other subscription. A failure is retried with
+exponential backoff until ``webhooks.retry_for`` has passed, then the delivery is dead
+(visible and re-deliverable through API and CLI).
 """
 
 from __future__ import annotations
@@ -12,49 +14,24 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service
 from twisted.application.internet import TimerService
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.internet.threads import deferToThreadPool
-from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer
-from zope.interface import implementer
 
-from sidecar.metrics import WEBHOOK_DELIVERIES, WEBHOOK_ERRORS
 from sidecar.config import Config
+from sidecar.metrics import WEBHOOK_DELIVERIES, WEBHOOK_ERRORS
 from sidecar.webhooks import outbox
+from sidecar.webhooks.client import Body, closed_before_answer, describe, make_agent, response_code
 from sidecar.webhooks.signing import HEADER, sign
 
 log = logging.getLogger("sidecar.webhooks")
 USER_AGENT = b"postfix-sidecar-webhooks/1"
-
-
-@implementer(IBodyProducer)
-class _Body:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer: Any) -> Deferred:
-        consumer.write(self.data)
-        return Deferred.fromCoroutine(_noop())
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-
-async def _noop() -> None:
-    return None
 
 
 class WebhookService(service.MultiService):
@@ -72,57 +49,126 @@ class WebhookService(service.MultiService):
         self.backoff_cap = self.wcfg.backoff_max if backoff_cap is None else backoff_cap
         self.concurrency = concurrency
         self.clock = clock
-        self.in_flight: set[int] = set()
-        self.busy = False
+        self.in_flight: dict[int, str] = {}   # delivery id -> subscription
+        self.full: set[str] = set()            # subscriptions with ``concurrency`` deliveries in flight
+        self.busy = self.again = self.again_materialise = False
         self.ticks = 0
         self.errors = 0
-        if agent is None:
-            hpool = HTTPConnectionPool(reactor, persistent=True)
-            hpool.maxPersistentPerHost = concurrency
-            agent = Agent(reactor, connectTimeout=self.wcfg.timeout, pool=hpool)
-            self._http_pool: Any = hpool
-        else:
-            self._http_pool = None
-        self.agent = agent
+        # by CA file ("": the system's trust store): (keeping connections alive, a new connection each time)
+        self.agents: dict[str, tuple[Any, Any]] = {}
+        self._http_pools: list[Any] = []
+        for sub in self.subs.values():
+            if agent is not None:
+                self.agents[sub.ca_file] = (agent, agent)
+            elif sub.ca_file not in self.agents:
+                kept, hpool = make_agent(reactor, timeout=self.wcfg.timeout, concurrency=concurrency,
+                                         ca_file=sub.ca_file)
+                fresh, _ = make_agent(reactor, timeout=self.wcfg.timeout, concurrency=concurrency,
+                                      ca_file=sub.ca_file, persistent=False)
+                self.agents[sub.ca_file] = (kept, fresh)
+                self._http_pools.append(hpool)
         if self.subs:
             TimerService(self.wcfg.poll_interval, self.tick).setServiceParent(self)
 
     def _in_pool(self, f: Any, *a: Any, **kw: Any) -> Deferred:
         return deferToThreadPool(self.reactor, self.pool, f, *a, **kw)
 
-    def tick(self) -> Deferred | None:
-        """One round (skipped if the previous one is still running); errors are logged, retried next tick."""
+    def tick(self, materialise: bool = True) -> Deferred | None:
+        """One round: derive new deliveries (unless ``materialise`` is false), then start the due ones.
+
+        A round never waits for a delivery to finish (a slow receiver holds up nobody else); a
+        round asked for while one runs is run right after it. Errors are logged and counted.
+        """
         if self.busy:
+            self.again = True
+            self.again_materialise |= materialise
             return None
-        self.busy = True
-        d = self.run_once()
+        self.busy, self.again, self.again_materialise = True, False, False
+        d = self.run_once(materialise=materialise)
 
         def failed(err: Any) -> None:
             self.errors += 1
             WEBHOOK_ERRORS.inc()
-            log.warning("webhook dispatch failed (will retry): %s", err.getErrorMessage())
+            log.warning("webhook dispatch failed (will retry): %s", describe(err))
+
+        def finished(_: Any) -> None:
+            self.busy = False
+            if self.again and self.running:
+                self.tick(self.again_materialise)
 
         d.addErrback(failed)
-        d.addBoth(lambda _: setattr(self, "busy", False))
+        d.addBoth(finished)
         return d
 
     @inlineCallbacks
-    def run_once(self, max_rounds: int = 50) -> Any:
-        """Materialise, then send due deliveries until none is left (or ``max_rounds``)."""
-        self.ticks += 1
-        yield self._in_pool(self.outbox.materialise, self.clock())
-        sent = 0
+    def run_once(self, max_rounds: int = 50, materialise: bool = True) -> Any:
+        """Materialise, then start due deliveries while there is room for them; returns how many started."""
+        if materialise:
+            self.ticks += 1
+            yield self._in_pool(self.outbox.materialise, self.clock())
+            for name, error in self.outbox.failures.items():   # that subscription catches up next round
+                self.errors += 1
+                WEBHOOK_ERRORS.inc()
+                log.warning("webhook deliveries for %s not derived (will retry): %s", name, error)
+        started = 0
+        wanting = set(self.subs)   # subscriptions that may have more due deliveries
         for _ in range(max_rounds):
-            rows = yield self._in_pool(outbox.claim_due, self.engine, list(self.subs), self.clock(),
-                                       limit=self.concurrency, lease=self.wcfg.timeout + 5,
-                                       exclude=set(self.in_flight))
-            if not rows:
+            busy = Counter(self.in_flight.values())
+            rooms = {name: self.concurrency - busy[name] for name in wanting}
+            self.full = {name for name in self.subs if busy[name] >= self.concurrency}
+            rooms = {name: room for name, room in rooms.items() if room > 0}
+            if not rooms:
                 break
-            yield DeferredList([self._deliver(r) for r in rows], consumeErrors=True)
-            sent += len(rows)
-        return sent
+            rows = yield self._in_pool(self._claim, rooms, set(self.in_flight))
+            for r in rows:
+                self._deliver(r)
+            started += len(rows)
+            got = Counter(r["subscription"] for r in rows)
+            wanting = {name for name, room in rooms.items() if got[name] >= room}
+        return started
+
+    def _claim(self, rooms: dict[str, int], exclude: set[int]) -> list[dict[str, Any]]:
+        """Due deliveries, at most ``rooms[name]`` for each subscription (in the thread pool)."""
+        now = self.clock()
+        return [r for name, room in rooms.items()
+                for r in outbox.claim_due(self.engine, [name], now, limit=room, lease=self.wcfg.timeout + 5,
+                                          exclude=exclude)]
 
     def _deliver(self, row: dict[str, Any]) -> Deferred:
+        """One attempt; always fires, with the outcome recorded (any error is this delivery's alone)."""
+        self.in_flight[row["id"]] = row["subscription"]
+        try:
+            d = self._send(row)
+        except Exception:   # noqa: BLE001 - e.g. https without TLS support: recorded like any failure
+            d = fail()
+
+        delivered = []
+
+        def done(code: int) -> Deferred:
+            ok = 200 <= code < 300
+            if ok:
+                delivered.append(True)
+            return self._record(row, ok, code, None if ok else f"HTTP {code}")
+
+        def failed(err: Any) -> Deferred:
+            return self._record(row, False, None, describe(err))
+
+        def not_recorded(err: Any) -> None:   # the row stays leased and is tried again after the lease
+            log.warning("webhook delivery %s to %s: outcome not recorded: %s", row["id"], row["subscription"],
+                        describe(err))
+
+        def settled(result: Any) -> Any:
+            self.in_flight.pop(row["id"], None)
+            if self.running and (row["subscription"] in self.full or delivered):   # room again, or the next is due
+                self.tick(materialise=False)
+            return result
+
+        d.addCallbacks(done, failed)
+        d.addErrback(not_recorded)
+        d.addBoth(settled)
+        return d
+
+    def _send(self, row: dict[str, Any]) -> Deferred:
         sub = self.subs[row["subscription"]]
         body = row["payload"].encode("utf-8")
         ts = int(self.clock())
@@ -133,24 +179,15 @@ class WebhookService(service.MultiService):
                            b"sidecar-event-type": [row["event_type"].encode()],
                            b"sidecar-delivery-id": [str(row["id"]).encode()],
                            b"sidecar-delivery-attempt": [str(row["attempts"] + 1).encode()]})
-        self.in_flight.add(row["id"])
-        d = self.agent.request(b"POST", sub.url.encode(), headers, _Body(body))
-        d.addCallback(lambda resp: readBody(resp).addCallback(lambda _b: resp.code))
+        kept, fresh = self.agents[sub.ca_file]
+        d = kept.request(b"POST", sub.url.encode(), headers, Body(body))
+
+        def again(err: Any) -> Any:   # a kept-alive connection the receiver had closed: once more, on a new one
+            return fresh.request(b"POST", sub.url.encode(), headers, Body(body)) if closed_before_answer(err) else err
+
+        d.addErrback(again)
+        d.addCallback(response_code)
         d.addTimeout(self.wcfg.timeout, self.reactor)
-
-        def done(code: int) -> Deferred:
-            ok = 200 <= code < 300
-            return self._record(row, ok, code, None if ok else f"HTTP {code}")
-
-        def failed(err: Any) -> Deferred:
-            return self._record(row, False, None, f"{err.type.__name__}: {err.getErrorMessage()}"[:500])
-
-        d.addCallbacks(done, failed)
-        def settled(result: Any) -> Any:
-            self.in_flight.discard(row["id"])
-            return result
-
-        d.addBoth(settled)
         return d
 
     def _record(self, row: dict[str, Any], ok: bool, code: int | None, error: str | None) -> Deferred:
@@ -160,13 +197,13 @@ class WebhookService(service.MultiService):
                                                       retry_for=self.wcfg.retry_for)
         WEBHOOK_DELIVERIES.labels(row["subscription"], "delivered" if ok else "failed" if next_at else "dead").inc()
         if not ok:
-            log.info("webhook delivery %s to %s failed (attempt %d): %s%s", row["id"], row["subscription"],
+            log.warning("webhook delivery %s to %s failed (attempt %d): %s%s", row["id"], row["subscription"],
                      row["attempts"] + 1, error, "; dead" if next_at is None else "")
         return self._in_pool(outbox.record_attempt, self.engine, row["id"], now, ok=ok, code=code, error=error,
                              next_at=next_at)
 
     def stopService(self) -> Any:
         d = super().stopService()
-        if self._http_pool is not None:
-            self._http_pool.closeCachedConnections()
+        for hpool in self._http_pools:
+            hpool.closeCachedConnections()
         return d

@@ -23,6 +23,10 @@ SECRET = "whsec-test-1"
 TOKEN = "tok-webhooks"
 
 
+class Server(ThreadingHTTPServer):
+    request_queue_size = 128   # not 5: twenty concurrent connects must not overflow the listen queue
+
+
 class Receiver:
     """Records every delivery; answers 503 while ``failing``; verifies each signature."""
 
@@ -54,7 +58,7 @@ class Receiver:
             def log_message(self, *a: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

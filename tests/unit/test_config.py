@@ -100,3 +100,21 @@ def test_postfix_default_action_accepts_the_documented_aliases(tmp_path) -> None
     assert action("451 4.3.5 later") == "451 4.3.5 later"
     with pytest.raises(ConfigError, match="postfix.default_action"):
         action("maybe")
+
+
+def test_webhook_urls_with_credentials_and_duplicate_names_are_refused(tmp_path):
+    sub = '[[webhooks.subscriptions]]\nurl = "{}"\nsecret = "s"\n'
+    with pytest.raises(ConfigError, match=r"^webhooks\.subscriptions\[0\]\.url: expected a URL without user:pass"):
+        load_config(write(tmp_path, sub.format("https://bob:hunter2@hooks.example.com/x")))
+    with pytest.raises(ConfigError, match=r"^webhooks\.subscriptions\[1\]\.name: 'https://h\.example' is already"):
+        load_config(write(tmp_path, sub.format("https://h.example/a") + sub.format("https://H.example/b?k=1")))
+    cfg = load_config(write(tmp_path, sub.format("https://h.example/a?user=x@y") + sub.format("http://h.example/b")))
+    assert [s.url for s in cfg.webhooks.subscriptions] == ["https://h.example/a?user=x@y", "http://h.example/b"]
+    with pytest.raises(ConfigError, match=r"^webhooks\.subscriptions\[0\]\.ca_file: cannot read .*/ca\.pem: No such"):
+        load_config(write(tmp_path, sub.format("https://h.example/") + 'ca_file = "ca.pem"\n'))
+    (tmp_path / "ca.pem").write_text("")
+    with pytest.raises(ConfigError, match=r"^webhooks\.subscriptions\[0\]\.ca_file: no PEM certificate in "):
+        load_config(write(tmp_path, sub.format("https://h.example/") + 'ca_file = "ca.pem"\n'))
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    cfg = load_config(write(tmp_path, sub.format("https://h.example/") + 'ca_file = "ca.pem"\n'))
+    assert cfg.webhooks.subscriptions[0].ca_file == str(tmp_path / "ca.pem")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import event, insert, select
 
 from sidecar.store.db import make_engine, upgrade
 from sidecar.store.models import Event, WebhookCursor, WebhookDelivery
@@ -117,3 +118,76 @@ def test_signature_round_trip_and_rejections():
         verify("s3cret", body, None, now=0)
     with pytest.raises(SignatureError, match="malformed"):
         verify("s3cret", body, "v1=abc", now=0)
+
+
+class FailOnce:
+    """Makes the next INSERT into webhook_deliveries for ``subscription`` fail like a locked SQLite file."""
+
+    def __init__(self, engine, subscription):
+        self.armed, self.subscription, self.fired = False, subscription, 0
+        event.listen(engine, "before_cursor_execute", self.hook)
+
+    def hook(self, conn, cursor, statement, parameters, context, executemany):
+        if self.armed and statement.startswith("INSERT INTO webhook_deliveries") and self.subscription in str(
+                parameters):
+            self.armed = False
+            self.fired += 1
+            raise sqlite3.OperationalError("database is locked")
+
+
+def materialise(ob, now):
+    try:
+        return ob.materialise(now)
+    except Exception:   # the code before the fix raised; either way the next round must catch up
+        return None
+
+
+def test_a_failed_round_loses_nothing_and_keeps_order(engine):
+    subs = [Subscription("a", "http://x", "s", ALL), Subscription("b", "http://y", "s", ALL)]
+    ob = outbox.Outbox(engine, subs)
+    ob.materialise(1.0)
+    fail = FailOnce(engine, "'a'")
+    first = [bounce(engine, f"u{i % 3}@example.com", when=1000.0 + i) for i in range(9)]
+    fail.armed = True
+    materialise(ob, 10.0)
+    assert fail.fired == 1
+    b_during_failure = [r["event_id"] for r in outbox.list_deliveries(engine, subscription="b")]
+    failures = dict(getattr(ob, "failures", {}))
+    second = [bounce(engine, f"u{i % 3}@example.com", when=1010.0 + i) for i in range(6)]
+    materialise(ob, 11.0)
+    rows = outbox.list_deliveries(engine, subscription="a")
+    assert [r["event_id"] for r in rows] == [f"evt_e{i}" for i in first + second], "events lost or reordered"
+    assert "OperationalError: database is locked" in failures.get("a", "")
+    assert ob.failures == {}
+    # the other subscription was not held up by the failure
+    assert b_during_failure == [f"evt_e{i}" for i in first]
+    # and a new Outbox object (a restart) agrees: nothing is derived twice
+    assert outbox.Outbox(engine, subs).materialise(12.0) == 0
+
+
+def test_a_row_that_cannot_become_a_payload_is_set_aside_not_a_stall(engine):
+    ob = outbox.Outbox(engine, [Subscription("a", "http://x", "s", ALL)])
+    ob.materialise(1.0)
+    bad = bounce(engine, "bad@example.com", when=1e20)   # no date for that
+    good = bounce(engine, "good@example.com")
+    assert ob.materialise(2.0) == 2 and ob.failures == {}
+    rows = {r["event_id"]: r for r in outbox.list_deliveries(engine)}
+    assert rows[f"evt_e{bad}"]["status"] == "dead"
+    assert rows[f"evt_e{bad}"]["last_error"].startswith("cannot build the payload: ")
+    assert rows[f"evt_e{good}"]["status"] == "pending"
+
+
+def test_unnamed_subscriptions_are_named_without_secrets_and_keep_their_history(engine):
+    class Cfg:
+        name, secret, events, ca_file = "", "s", tuple(ALL), ""
+        url = "https://hooks.example.com:8443/services/T0/B0/XXXXSECRET?token=abc"
+
+    legacy = outbox.Subscription(Cfg.url, Cfg.url, "s", ALL)   # how it was named before
+    outbox.Outbox(engine, [legacy]).materialise(1.0)
+    bounce(engine, "a@example.com")
+    sub = outbox.subscriptions([Cfg])[0]
+    assert sub.name == "https://hooks.example.com:8443" and sub.legacy_name == Cfg.url
+    assert outbox.redact_url("http://u:p@[::1]:80/x?y#z") == "http://[::1]:80"
+    assert outbox.Outbox(engine, [sub]).materialise(2.0) == 1   # the old cursor, renamed: nothing missed
+    assert {r["subscription"] for r in outbox.list_deliveries(engine)} == {sub.name}
+    assert [c["subscription"] for c in outbox.cursors(engine)] == [sub.name]
