@@ -74,6 +74,7 @@ class RecipientRecorder:
         self.rate = false_positive_rate
         self.case_sensitive_local = case_sensitive_local
         self._pending: dict[int, set[tuple[str, str]]] = {}
+        self._in_flight: dict[int, set[tuple[str, str]]] = {}   # taken by a flush, maybe not applied yet
         self._current: set[tuple[str, str]] = set()
         self._day_end = 0.0
         self.filters: dict[int, DayFilter] = {}
@@ -91,6 +92,7 @@ class RecipientRecorder:
     def take(self) -> dict[int, set[tuple[str, str]]]:
         """The pending pairs by day, handed to the flush; O(1)."""
         pending, self._pending = self._pending, {}
+        self._in_flight = pending   # still answered by tenants_for until the next take
         self._day_end = 0.0   # the next add starts a new set
         return pending
 
@@ -131,6 +133,24 @@ class RecipientRecorder:
 
     def size_bytes(self) -> int:
         return sum(f.bloom.size_in_bits // 8 for f in self.filters.values())
+
+    # -- this process's own lookup -----------------------------------------------------------------
+
+    def tenants_for(self, address: str, now: float) -> frozenset[str]:
+        """The tenants this relay let through to ``address`` (match form) and has not flushed yet
+        or holds in memory: a bounce often comes back within seconds of the RCPT, before the
+        flush reached the store. Safe from a pool thread: it reads snapshots (``list`` of a set
+        runs under the GIL) and never changes anything."""
+        cs = self.case_sensitive_local
+        found: set[str] = set()
+        for pending in (self._pending, self._in_flight):
+            for pairs in list(pending.values()):
+                found.update(t for t, r in list(pairs) if match_key(r, cs) == address)
+        for f in list(self.filters.values()):
+            for tenant in list(f.tenants):
+                if tenant not in found and pair_hash(tenant, address) in f.bloom:
+                    found.add(tenant)
+        return frozenset(found)
 
     def items_today(self, now: float) -> float:
         f = self.filters.get(day_of(now))

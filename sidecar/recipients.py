@@ -67,6 +67,20 @@ def open_lookup(cfg: Any, engine: Any) -> RecipientLookup:
     return lookup
 
 
+class EitherLookup:
+    """A pair is recorded when any of ``lookups`` holds it: in ``sidecar serve``, this relay's own
+    unflushed record and the store's (every relay's flushed record)."""
+
+    def __init__(self, *lookups: RecipientLookup) -> None:
+        self.lookups = lookups
+
+    def tenants_for(self, address: str, now: float) -> frozenset[str]:
+        found: frozenset[str] = frozenset()
+        for lookup in self.lookups:
+            found = found | lookup.tenants_for(address, now)
+        return found
+
+
 def node_name(cfg: Any) -> str:
     """This relay's name for its rows: ``recipients.node``, else the host name."""
     return cfg.recipients.node or socket.gethostname()

@@ -339,7 +339,12 @@ def makeService(cfg: Config, reactor: Any) -> service.MultiService:
         except ImportError:  # pragma: no cover - during development
             log.warning("ingest hand-off not available")
         else:
-            HandoffService(cfg, engine, reactor, pool).setServiceParent(top)
+            lookup = None
+            if recorder is not None:   # this relay's unflushed recipients count too
+                from sidecar.recipients import EitherLookup, open_lookup
+
+                lookup = EitherLookup(recorder, open_lookup(cfg, engine))
+            HandoffService(cfg, engine, reactor, pool, recipients=lookup).setServiceParent(top)
     WebhookService(cfg, engine, reactor, pool).setServiceParent(top)
     top.sync = sync  # type: ignore[attr-defined]
     top.policy_factory = factory  # type: ignore[attr-defined]

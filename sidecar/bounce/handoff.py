@@ -248,11 +248,12 @@ class HandoffService(Service):
 
     name = "ingest-handoff"  # type: ignore[assignment]
 
-    def __init__(self, cfg: Any, engine: Any, reactor: Any, threadpool: Any, parse: Any = None) -> None:
+    def __init__(self, cfg: Any, engine: Any, reactor: Any, threadpool: Any, parse: Any = None,
+                 recipients: Any = None) -> None:
         self.cfg = cfg
         self.reactor = reactor
         self.threadpool = threadpool
-        self.recorder = Recorder(cfg, engine, parse)
+        self.recorder = Recorder(cfg, engine, parse, recipients=recipients)
         self.path = cfg.ingest.socket
         self.port: Any = None
 

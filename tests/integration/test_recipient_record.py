@@ -125,3 +125,23 @@ def test_expiry_of_the_record(db_url):
     assert lookup.tenants_for("new@example.test", end) == {"t"}
     assert recipient_days.StoredRecipients(engine, retention).tenants_for("old@example.test", end - 1) == frozenset()
     engine.dispose()
+
+
+def test_a_bounce_right_after_the_rcpt_is_corroborated_before_any_flush(tmp_path):
+    """A remote MX that refuses at RCPT makes Postfix bounce within a second: the hand-off service
+    in `sidecar serve` also asks this relay's own unflushed record, so the bounce suppresses."""
+    from tests.integration.test_ingest_record import HARD, ingest, q, variant
+
+    db = tmp_path / "sidecar.db"
+    sc = Sidecar(tmp_path, f"sqlite:///{db}", '[recipients]\nflush_interval = "1h"\nnode = "relay-1"\n')
+    try:
+        sc.start()
+        time.sleep(0.3)   # past the flush TimerService's first (immediate) run
+        c = sc.connect()
+        assert c.ask(rcpt(recipient="Hard1@example.test", sasl_username="app")) == "DUNNO"
+        r = ingest(db, variant(HARD, 1), config=sc.config)
+        assert r.returncode == 0, r.stderr
+        assert q(db, "SELECT address, reason FROM suppressions WHERE active") == [("hard1@example.test", "hard bounce")]
+        assert q(db, "SELECT count(*) FROM recipient_filters") == [(0,)]   # nothing flushed yet
+    finally:
+        sc.stop()

@@ -337,3 +337,23 @@ def test_a_failed_flush_loses_nothing(tmp_path):
     lookup = recipient_days.StoredRecipients(bare, RETENTION)
     assert lookup.tenants_for("first@example.test", NOW + 10) == {""}
     assert lookup.tenants_for("second@example.test", NOW + 10) == {""}
+
+
+def test_recorder_answers_for_pairs_not_flushed_yet_and_either_lookup_unions():
+    from sidecar.recipient_filters import RecipientRecorder
+    from sidecar.recipients import EitherLookup, InMemoryRecipients
+
+    now = 1_800_000_000.0
+    rec = RecipientRecorder(1000, 1e-6)
+    rec.add("app", "Pending@Example.TEST", now)
+    assert rec.tenants_for("pending@example.test", now) == {"app"}          # pending
+    taken = rec.take()
+    assert rec.tenants_for("pending@example.test", now) == {"app"}          # taken by a flush, not applied
+    for day, pairs in taken.items():
+        rec.apply(day, pairs)
+    rec.take()
+    assert rec.tenants_for("pending@example.test", now) == {"app"}          # in this node's filter
+    assert rec.tenants_for("other@example.test", now) == frozenset()
+    stored = InMemoryRecipients()
+    stored.add("shop", "pending@example.test", now)
+    assert EitherLookup(rec, stored).tenants_for("pending@example.test", now) == {"app", "shop"}
