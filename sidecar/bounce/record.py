@@ -46,6 +46,7 @@ from sidecar.bounce.ingest import Envelope
 from sidecar.recipients import RecipientLookup
 from sidecar.store.models import Event, RawMessage, Suppression, SuppressionCause
 from sidecar.suppression.store import SuppressionStore
+from sidecar.units import InvalidValue
 
 __all__ = ["Derived", "Finding", "Outcome", "Recorder", "derive", "derive_raw", "looks_like_report", "open_recorder"]
 
@@ -322,17 +323,21 @@ class Recorder:
         causes = [event_id]
         if reason == REASON_SOFT:
             causes = sorted(set(self._soft_events(conn, f.address, when)) | {event_id})
-        self.store.add(
-            f.address,
-            tenant=tenant,
-            reason=reason,
-            category=f.category,
-            source="bounce",
-            expires_at=expires_at,
-            now=when,
-            cause_event_ids=causes,
-            conn=conn,
-        )
+        try:
+            self.store.add(
+                f.address,
+                tenant=tenant,
+                reason=reason,
+                category=f.category,
+                source="bounce",
+                expires_at=expires_at,
+                now=when,
+                cause_event_ids=causes,
+                conn=conn,
+            )
+        except InvalidValue as e:   # a value the store refuses: retrying the message would not help
+            log.warning("not suppressing %r: %s", f.address, e)
+            return "refused"
         metrics.INGEST_SUPPRESSIONS.labels(reason).inc()
         return "added"
 

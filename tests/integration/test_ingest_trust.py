@@ -261,3 +261,21 @@ def test_uncorroborated_soft_bounces_do_not_count(tmp_path: Path) -> None:
             (VICTIM, "uncorroborated")]
     record.add("acme", VICTIM, 1e9)
     assert rec.record(b"Subject: 2\n\nx", Envelope(), now=1e9 + 2).decisions == [(VICTIM, "soft")]
+
+
+def test_a_value_the_store_refuses_is_recorded_not_retried_forever(tmp_path: Path) -> None:
+    """A tenant the store refuses (a control character) must not turn into exit 75 for days."""
+    from sidecar.bounce.ingest import Envelope
+    from sidecar.bounce.model import Category, FailedRecipient, Kind, ParsedMessage
+    from sidecar.recipients import InMemoryRecipients
+
+    record = InMemoryRecipients()
+    record.add("bad\x01tenant", "m0@example.net", 1e9)
+
+    def parse(raw: bytes) -> ParsedMessage:
+        return ParsedMessage(Kind.COMPLAINT, [FailedRecipient("m0@example.net", Category.COMPLAINT, "feedback",
+                                                              None, None, None, None, None)])
+
+    out = _recorder(tmp_path, record, parse=parse).record(b"Subject: x\n\nabuse", Envelope(), now=1e9 + 60)
+    assert out.decisions == [("m0@example.net", "suppress-complaint (refused)")]
+    assert q(tmp_path / "r.db", "select count(*) from suppressions") == [(0,)]
