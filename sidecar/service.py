@@ -232,7 +232,8 @@ def makeService(cfg: Config, reactor: Any) -> service.MultiService:
                             reactor.seconds)
     s = cfg.server
     factory = PolicyFactory(decide, max_line_length=s.max_line_length, max_attributes=s.max_attributes,
-                            max_request_size=s.max_request_size, max_connections=s.max_connections)
+                            max_request_size=s.max_request_size, max_connections=s.max_connections,
+                            request_timeout=s.request_timeout, clock=reactor)
     for ep in s.policy:
         svc = StreamServerEndpointService(endpoints.serverFromString(reactor, _with_backlog(ep)), factory)
         svc._raiseSynchronously = True
