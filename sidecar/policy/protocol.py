@@ -121,8 +121,9 @@ class PolicyProtocol(Protocol):
         self.f = factory
         self.buf = b""
         self.waiting = False
-        self.answered = 0                 # requests answered on this connection
-        self.last_seen = factory.clock.seconds()
+        self.answered = False             # has a request been answered on this connection?
+        self._seconds = factory.clock.seconds
+        self.last_seen = self._seconds()
         self.peer = "?"
         self._sock: Any = None
         self._deadline: IDelayedCall | None = None   # set while a request is incomplete
@@ -161,7 +162,7 @@ class PolicyProtocol(Protocol):
             metrics.POLICY_CONNECTIONS.dec()
 
     def dataReceived(self, data: bytes) -> None:
-        self.last_seen = self.f.clock.seconds()
+        self.last_seen = self._seconds()
         self.buf = self.buf + data if self.buf else data
         if self.waiting:
             if len(self.buf) > 4 * self.f.max_request_size:
@@ -207,7 +208,7 @@ class PolicyProtocol(Protocol):
             except BadRequest as e:
                 self._drop(e.problem, str(e))
                 return
-            self.answered += 1
+            self.answered = True
             if action.__class__ is not str and not isinstance(action, str):   # a Deferred: answer when it fires
                 self.buf = buf
                 self.waiting = True
@@ -332,9 +333,9 @@ class PolicyFactory(Factory):
             if not idle:
                 return False
             victim = min(idle, key=attrgetter("last_seen"))
+        state = "mid-request" if victim.buf else "idle"
         victim._drop("evicted", f"evicted for a new connection: {self.max_connections} connections open, this "
-                                f"one {'mid-request' if victim.buf else 'idle'} after {victim.answered} answered",
-                     abort=True)
+                                f"one {state}{'' if victim.answered else ' and never answered'}", abort=True)
         return True
 
     def buildProtocol(self, addr: Any) -> PolicyProtocol:
