@@ -164,3 +164,12 @@ def test_idle_sweep_uses_the_clock():
     assert f.sweep_idle(600) == 0
     clock.advance(2)
     assert f.sweep_idle(600) == 1 and t.disconnecting
+
+
+@pytest.mark.parametrize("value", [0, "0s", -1, "soon"])
+def test_request_timeout_must_be_a_positive_duration(value):
+    from sidecar.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="server.request_timeout"):
+        load_config(None, {"server.request_timeout": value})
+    assert load_config(None, {"server.request_timeout": "2s"}).server.request_timeout == 2.0
