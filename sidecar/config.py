@@ -28,6 +28,13 @@ class ConfigError(ValueError):
     """A configuration problem; the message starts with the key path."""
 
 
+def _positive_duration(value: object) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError('expected a positive duration like "5s"')
+    return seconds
+
+
 def parse_size(value: object) -> int:
     """``"10MB"``, ``"512k"`` or a number of bytes."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
@@ -127,7 +134,13 @@ class ServerConfig:
     max_request_size: int = _f(65536, parse=_positive_int, doc="Largest accepted request, bytes.")
     idle_timeout: float = _f(600.0, parse=parse_duration,
                              doc="Close a connection idle this long (Postfix's smtpd_policy_service_max_idle is 300s).")
-    max_connections: int = _f(2000, parse=_positive_int, doc="Connections beyond this are closed at once.")
+    request_timeout: float = _f(5.0, parse=_positive_duration,
+                                doc="A request must be complete this long after its first byte arrived, or its "
+                                    "connection is closed (Postfix sends each request whole).")
+    max_connections: int = _f(2000, parse=_positive_int,
+                              doc="Open connections at most. When full, a new connection evicts the oldest one "
+                                  "stalled mid-request or never answered, else the least recently active; it is "
+                                  "refused only when every connection awaits a decision.")
     db_threads: int = _f(4, parse=_positive_int, doc="Size of the thread pool that runs database work.")
 
 

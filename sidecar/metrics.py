@@ -65,7 +65,9 @@ class PolicyStats:
 POLICY_STATS = PolicyStats()
 REGISTRY.register(POLICY_STATS)  # type: ignore[arg-type]
 POLICY_ERRORS = Counter("sidecar_policy_errors", "Unexpected errors while deciding (safe action returned)")
-POLICY_BAD_INPUT = Counter("sidecar_policy_bad_input", "Connections closed for malformed input, by problem",
+POLICY_BAD_INPUT = Counter("sidecar_policy_bad_input",
+                           "Connections closed for malformed input, a request not complete in time "
+                           "(request-timeout) or to make room (evicted), by problem",
                            ["problem"])
 POLICY_CONNECTIONS = Gauge("sidecar_policy_connections", "Open policy connections")
 SUPPRESSIONS = Gauge("sidecar_suppressions", "Suppressions in the in-memory index")

@@ -315,7 +315,8 @@ def makeService(cfg: Config, reactor: Any) -> service.MultiService:
                             cfg.server.safe_action, reactor.seconds)
     s = cfg.server
     factory = PolicyFactory(decide, max_line_length=s.max_line_length, max_attributes=s.max_attributes,
-                            max_request_size=s.max_request_size, max_connections=s.max_connections)
+                            max_request_size=s.max_request_size, max_connections=s.max_connections,
+                            request_timeout=s.request_timeout, clock=reactor)
     for ep in s.policy:
         Listener("policy listener " + ep, endpoints.serverFromString(reactor, _with_backlog(ep)), factory
                  ).setServiceParent(top)

@@ -4,16 +4,22 @@ A request is ``name=value`` lines ending with an empty line; the reply is
 ``action=...`` and an empty line; the connection stays open for the next request.
 The protocol only frames: deciding is the engine's job. Bad input costs only the
 connection it came on, with one log line saying what was wrong.
+
+Whatever the engine returns, a reply is one ``action=`` line (``reply_bytes``). Postfix
+sends each request whole, so a request must be complete ``request_timeout`` seconds after
+its first byte; when the connection table is full a newcomer evicts a connection that is
+stalled or has never been answered (see ``PolicyFactory.make_room``) rather than being
+refused, so clients that hold connections open cannot lock Postfix out.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator, Mapping
-from operator import methodcaller
+from operator import attrgetter, methodcaller
 from typing import Any
 
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 
 from sidecar import metrics
@@ -24,6 +30,29 @@ log = logging.getLogger("sidecar.policy")
 _ALL_BUT_EQUALS_AND_NEWLINE = bytes(b for b in range(256) if b not in b"=\n")
 _split_attribute = methodcaller("split", "=", 1)
 _NEEDLES: dict[str, str] = {}   # attribute name -> "\nname="
+
+# The longest action value sent, in bytes: Postfix passes a "550 ..." action's text on as the
+# SMTP reply, and RFC 5321 (4.5.3.1.5) bounds a reply line at 512 octets with its CRLF.
+MAX_ACTION_BYTES = 510
+
+
+def reply_bytes(action: str) -> bytes:
+    """``action=ACTION`` and the empty line, as ONE line whatever ``action`` holds.
+
+    A control character (CR, LF, NUL ...) or anything else not printable becomes ``?`` (as
+    Postfix's own printable() does), so text from stored data can never end the reply early
+    and answer Postfix's next request; the value is cut at MAX_ACTION_BYTES (whole UTF-8
+    characters). Clean text, the usual case, costs one isprintable().
+    """
+    if not action.isprintable():
+        was = action
+        action = "".join(c if c.isprintable() else "?" for c in action)
+        log.warning("policy reply had control or unprintable characters, replaced by '?': %.200r", was)
+    out = action.encode("utf-8")
+    if len(out) > MAX_ACTION_BYTES:
+        log.warning("policy reply over %d bytes, cut: %.200r", MAX_ACTION_BYTES, action)
+        out = out[:MAX_ACTION_BYTES].decode("utf-8", "ignore").encode("utf-8")
+    return b"action=" + out + b"\n\n"
 
 
 class Request(Mapping[str, str]):
@@ -92,16 +121,20 @@ class PolicyProtocol(Protocol):
         self.f = factory
         self.buf = b""
         self.waiting = False
-        self.last_seen = time.monotonic()
+        self.answered = False             # has a request been answered on this connection?
+        self._seconds = factory.clock.seconds
+        self.last_seen = self._seconds()
         self.peer = "?"
         self._sock: Any = None
+        self._deadline: IDelayedCall | None = None   # set while a request is incomplete
 
     def connectionMade(self) -> None:
         f = self.f
-        if len(f.connections) >= f.max_connections:
-            self._drop("too-many-connections", f"more than {f.max_connections} open connections")
+        if len(f.connections) >= f.max_connections and not f.make_room():
+            self._drop("too-many-connections", f"more than {f.max_connections} open connections, "
+                                               "all of them awaiting a decision")
             return
-        f.connections.add(self)
+        f.connections[self] = None
         metrics.POLICY_CONNECTIONS.inc()
         t = self.transport
         if getattr(t, "TLS", True) is False and hasattr(t, "_tempDataBuffer") and hasattr(t, "dataBuffer"):
@@ -111,16 +144,25 @@ class PolicyProtocol(Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self.connected = False
-        if self in self.f.connections:
-            self.f.connections.discard(self)
-            metrics.POLICY_CONNECTIONS.dec()
+        self._forget()
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
         if self.buf.strip():
             log.info("policy client %s went away in the middle of a request (%d bytes unanswered)",
                      self.peer, len(self.buf))
         self.buf = b""
 
+    def _forget(self) -> None:
+        """Leave the connection table (at once when evicted: the close itself may take a while)."""
+        conns = self.f.connections
+        if self in conns:
+            del conns[self]
+            metrics.POLICY_CONNECTIONS.dec()
+
     def dataReceived(self, data: bytes) -> None:
-        self.last_seen = time.monotonic()
+        self.last_seen = self._seconds()
         self.buf = self.buf + data if self.buf else data
         if self.waiting:
             if len(self.buf) > 4 * self.f.max_request_size:
@@ -148,7 +190,11 @@ class PolicyProtocol(Protocol):
                     self._drop("request-too-large", f"request over {f.max_request_size} bytes")
                     return
                 self.buf = buf
+                if self._deadline is None:   # this request's first bytes: it has request_timeout to finish
+                    self._deadline = f.clock.callLater(f.request_timeout, self._too_slow)
                 return
+            if self._deadline is not None:   # the request it timed is complete
+                self._stop_deadline()
             if end + 2 == len(buf):   # the usual case: exactly one request arrived
                 block, buf = buf[:end], b""
             else:
@@ -162,6 +208,7 @@ class PolicyProtocol(Protocol):
             except BadRequest as e:
                 self._drop(e.problem, str(e))
                 return
+            self.answered = True
             if action.__class__ is not str and not isinstance(action, str):   # a Deferred: answer when it fires
                 self.buf = buf
                 self.waiting = True
@@ -187,11 +234,24 @@ class PolicyProtocol(Protocol):
                 self.buf = b""
                 return
 
+    def _stop_deadline(self) -> None:
+        d = self._deadline
+        self._deadline = None
+        if d is not None and d.active():
+            d.cancel()
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self.connected and self.buf and not self.waiting:
+            self._drop("request-timeout", f"request not complete {self.f.request_timeout:g}s after its first "
+                                          f"byte ({len(self.buf)} bytes so far)", abort=True)
+
     def _answer_later(self, action: str) -> None:
         self.waiting = False
         if not self.connected:
             return
-        self._write(b"action=" + action.encode("utf-8", "replace") + b"\n\n")
+        reply = self.f.replies.get(action)
+        self._write(reply if reply is not None else self.f.reply(action))
         if self.buf:
             self._process()
 
@@ -215,37 +275,71 @@ class PolicyProtocol(Protocol):
             reply = reply[n:]
         t.write(reply)
 
-    def _drop(self, problem: str, detail: str) -> None:
+    def _drop(self, problem: str, detail: str, abort: bool = False) -> None:
+        """Close the connection with one log line. ``abort``: at once, unsent replies and all, and
+        out of the connection table now (a client that does not read could hold a close up)."""
         metrics.POLICY_BAD_INPUT.labels(problem).inc()
         log.warning("policy client %s: %s; closing the connection", self.peer, detail)
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        if abort:
+            self._forget()
+            self.transport.abortConnection()  # type: ignore[union-attr]
+        else:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+
+def _stalled_or_unanswered(p: PolicyProtocol) -> bool:
+    return not p.waiting and (not p.answered or bool(p.buf))
 
 
 class PolicyFactory(Factory):
-    """Holds limits, the decide callable and the open connections (for idle sweeps)."""
+    """Holds limits, the decide callable and the open connections (oldest first, for eviction and idle sweeps)."""
 
     noisy = False
 
     def __init__(self, decide: Callable[[Mapping[str, str]], Any], *, max_line_length: int = 2048,
-                 max_attributes: int = 100, max_request_size: int = 65536, max_connections: int = 2000) -> None:
+                 max_attributes: int = 100, max_request_size: int = 65536, max_connections: int = 2000,
+                 request_timeout: float = 5.0, clock: IReactorTime | None = None) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock  # type: ignore[no-redef]
+        self.clock: Any = clock
         self.decide = decide
         self.max_line_length = max_line_length
         self.max_attributes = max_attributes
         self.max_request_size = max_request_size
         self.max_connections = max_connections
-        self.connections: set[PolicyProtocol] = set()
+        self.request_timeout = request_timeout
+        self.connections: dict[PolicyProtocol, None] = {}   # insertion-ordered: oldest connection first
         self.replies: dict[str, bytes] = {}
 
     def reply(self, action: str) -> bytes:
-        """The bytes answering ``action``; the first few distinct actions (DUNNO ...) are kept."""
-        out = b"action=" + action.encode("utf-8", "replace") + b"\n\n"
+        """The bytes answering ``action`` (reply_bytes); the first few distinct actions (DUNNO ...) are kept."""
+        out = reply_bytes(action)
         if len(self.replies) < 32:
             self.replies[action] = out
         return out
 
+    def make_room(self) -> bool:
+        """The table is full: evict one connection for a newcomer; False if none may go.
+
+        Postfix sends each request whole and keeps its connections for many requests, so the
+        first to go is the oldest connection that is stalled mid-request or has never had a
+        request answered (a slow or idle client holding a slot, not Postfix); failing that, the
+        least recently active one that is not awaiting a decision. A Postfix connection closed
+        that way is reopened by Postfix at its next request, and as a newcomer it gets in.
+        """
+        victim = next(filter(_stalled_or_unanswered, self.connections), None)
+        if victim is None:
+            idle = [p for p in self.connections if not p.waiting]
+            if not idle:
+                return False
+            victim = min(idle, key=attrgetter("last_seen"))
+        state = "mid-request" if victim.buf else "idle"
+        victim._drop("evicted", f"evicted for a new connection: {self.max_connections} connections open, this "
+                                f"one {state}{'' if victim.answered else ' and never answered'}", abort=True)
+        return True
+
     def buildProtocol(self, addr: Any) -> PolicyProtocol:
         return PolicyProtocol(self)
-
     def parse(self, block: bytes) -> Request:
         """Check one request block and wrap it as a Request, or raise BadRequest naming the problem."""
         if b"\0" in block:
@@ -269,8 +363,8 @@ class PolicyFactory(Factory):
         return req
 
     def sweep_idle(self, idle_timeout: float) -> int:
-        cutoff = time.monotonic() - idle_timeout
-        idle = [p for p in self.connections if p.last_seen < cutoff]
+        cutoff = self.clock.seconds() - idle_timeout
+        idle = [p for p in self.connections if p.last_seen < cutoff and not p.waiting]
         for p in idle:
             log.info("policy client %s idle for over %.0fs; closing", p.peer, idle_timeout)
             p.transport.loseConnection()  # type: ignore[union-attr]

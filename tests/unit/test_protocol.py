@@ -87,12 +87,8 @@ def test_half_request_then_close_is_logged(caplog):
     assert p not in f.connections
 
 
-def test_connection_limit_and_idle_sweep():
-    rec, f, p1, t1 = connect(max_connections=1)
-    p2 = f.buildProtocol(None)
-    t2 = StringTransport()
-    p2.makeConnection(t2)
-    assert t2.disconnecting and not t1.disconnecting
+def test_idle_sweep():
+    rec, f, p1, t1 = connect()
     p1.last_seen -= 1000
     assert f.sweep_idle(600) == 1 and t1.disconnecting
 
