@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import pytest
 from lab_env import VERP_KEY, MakeLab
@@ -12,6 +13,8 @@ from lab_postfix import BOUNCE_DOMAIN, wait_until
 from lab_sidecar import flag, timestamp
 
 from sidecar.bounce.verp import make_verp_sender
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "bounces" / "postfix"
 
 pytestmark = pytest.mark.postfix
 
@@ -69,6 +72,29 @@ def test_2_hard_bounce_suppresses_and_postfix_refuses_at_rcpt(make_lab: MakeLab,
     assert "suppressed" in result.message, result
     lab.postfix.wait_queue_empty()
     assert len(lab.sink.rcpt_attempts_for(hard)) == 1, "the second message must never reach the remote MX"
+
+
+def test_2c_plain_bounce_is_corroborated_by_the_record_and_a_forged_one_is_not(make_lab: MakeLab) -> None:
+    """No VERP: the policy server recorded the RCPT it let through, so Postfix's real DSN
+    suppresses; a forged DSN mailed to the bounce address for an address we never sent to is
+    recorded as `uncorroborated` and suppresses nothing (docs/ingest.md, "Trust model")."""
+    hard, never = "plain@example.test", "never-sent@example.test"
+    lab = make_lab(rcpt_replies={hard: f"550 5.1.1 <{hard}>: Recipient address rejected: User unknown"})
+    assert lab.postfix.send(APP_SENDER, [hard]).accepted
+    lab.sink.wait_for_rcpt_attempt(hard)
+    lab.postfix.wait_for_log(DELIVERED_VIA_PIPE, timeout=30)
+    lab.wait_suppressed(hard)
+    template = (DATA / "dsn-failed-550-5.1.1.eml").read_text()
+    template = "\n".join(ln for ln in template.split("\n")
+                         if not ln.startswith(("Return-Path:", "X-Original-To:", "Delivered-To:")))
+    forged = template.replace("hard1@example.test", never).replace("\n", "\r\n").encode()
+    assert lab.postfix.inject("", f"bounces@{BOUNCE_DOMAIN}", [forged], connections=1) == []
+
+    def decision() -> str | None:
+        return next((str(e.get("decision")) for e in lab.events() if address_of(e) == never), None)
+
+    assert wait_until(decision, 30, 0.25, f"event for {never}") == "uncorroborated"
+    assert lab.suppression_for(never) is None
 
 
 def test_3_mailbox_full_three_times_suppresses_for_configured_time(make_lab: MakeLab) -> None:
