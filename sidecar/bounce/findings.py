@@ -118,6 +118,8 @@ def derive(parsed: Any, env: Envelope, verp_key: str, canonical: Callable[[str],
     if max_recipients is not None and len(recipients) > max_recipients:
         dropped = len(recipients) - max_recipients
         recipients = recipients[:max_recipients]
+    if verp is None:   # the parser's own bound (a hostile message): those were named too, only counted
+        dropped += int(getattr(parsed, "recipients_omitted", 0) or 0)
     tenant = verp.tenant if verp is not None and verp.tenant else ""
     findings = []
     for r in recipients:

@@ -16,7 +16,7 @@ from pathlib import Path
 from tests.integration.sidecar_proc import BIN, Sidecar, free_port
 from tests.services import free_port as free_tcp_port
 
-EXIT_WITHIN = 1.0   # seconds from the error line to the process's exit
+EXIT_WITHIN = 3.0   # seconds from the error line to exit (~0.1 s when quiet; the bug was: never)
 
 
 def listening(port: int) -> bool:

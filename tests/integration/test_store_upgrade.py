@@ -8,10 +8,10 @@ import subprocess
 import threading
 from pathlib import Path
 
-from sidecar.store.db import current_revision, make_engine, upgrade
+from sidecar.store.db import current_revision, head_revision, make_engine, upgrade
 from tests.integration.sidecar_proc import BIN, Sidecar, run_cli
 
-HEAD = "0002"
+HEAD = head_revision()
 
 
 def concurrent_cli_upgrades(url: str, n: int) -> list[subprocess.CompletedProcess[str]]:
