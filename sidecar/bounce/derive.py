@@ -1,6 +1,6 @@
 """What a parsed message says, turned into findings to record: pure, no database.
 
-:func:`derive` maps a :class:`~sidecar.bounce.model.ParsedMessage` (and the VERP token of the
+:func:`derive` maps a :class:`~sidecar.bounce.parse.results.ParsedMessage` (and the VERP token of the
 envelope) to one :class:`Finding` per recipient; :mod:`sidecar.bounce.record` writes them.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sidecar.bounce.ingest import Envelope
+from sidecar.bounce.envelope import Envelope
 from sidecar.bounce.trust import Standing
 from sidecar.suppression.address import AddressError
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from typing import IO, Any
 
-from sidecar.bounce.ingest import Envelope
+from sidecar.bounce.envelope import Envelope
 
 
 class MailboxError(ValueError):

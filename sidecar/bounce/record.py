@@ -41,8 +41,8 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from sidecar import metrics
 from sidecar import recipients as recipient_record
 from sidecar.bounce import trust
-from sidecar.bounce.findings import Derived, Finding, Outcome, derive, derive_raw, looks_like_report
-from sidecar.bounce.ingest import Envelope
+from sidecar.bounce.derive import Derived, Finding, Outcome, derive, derive_raw, looks_like_report
+from sidecar.bounce.envelope import Envelope
 from sidecar.recipients import RecipientLookup
 from sidecar.store.models import Event, RawMessage, Suppression, SuppressionCause
 from sidecar.suppression.store import SuppressionStore

@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from sqlalchemy import select, update
 
-from sidecar.bounce.ingest import Envelope
+from sidecar.bounce.envelope import Envelope
 from sidecar.bounce.record import SUPERSEDED, Derived, Finding, Outcome, Recorder
 from sidecar.bounce.trust import CAP_REACHED
 from sidecar.store.models import Event, RawMessage

@@ -8,10 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from sidecar.bounce import budget, classify, detect, dsn, families, lhost, mime, notifications, parse, patterns
-from sidecar.bounce import status, textbounce
-from sidecar.bounce.budget import MAX_RECIPIENTS, Budget, split_long_lines
-from sidecar.bounce.model import Kind, Limit
+from sidecar.bounce.parse import budget, classify, detect, dsn, mime, notifications, patterns, remote_host
+from sidecar.bounce.parse import message as parse
+from sidecar.bounce.parse import reporting_mta, status, textbounce
+from sidecar.bounce.parse.budget import MAX_RECIPIENTS, Budget, split_long_lines
+from sidecar.bounce.parse.results import Kind, Limit
 
 HEAD = b"From: MAILER-DAEMON@mx.example.net\nTo: sender@example.org\nSubject: Undelivered Mail Returned to Sender\n"
 
@@ -324,7 +325,7 @@ def _patterns(value: object) -> Iterator[re.Pattern[str]]:
             yield from _patterns(v)
 
 
-_MODULES = (patterns, textbounce, lhost, families, classify, dsn, status, detect, mime)
+_MODULES = (patterns, textbounce, reporting_mta, remote_host, classify, dsn, status, detect, mime)
 _CLASS = re.compile(r"\[(?:\\.|[^\]\\])*\]")
 _UNBOUNDED_DOT = re.compile(r"(?<!\\)\.[*+]")
 

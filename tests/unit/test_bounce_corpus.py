@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.bounce.classify import CATEGORY_OF
-from sidecar.bounce.model import Category, Kind
+from sidecar.bounce.parse.classify import CATEGORY_OF
+from sidecar.bounce.parse.results import Category, Kind
 from sidecar.bounce.parse import parse_bytes, parse_message
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "bounces" / "corpus"

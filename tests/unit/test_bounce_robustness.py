@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.bounce.model import Kind
+from sidecar.bounce.parse.results import Kind
 from sidecar.bounce.parse import PARSER_VERSION, parse_bytes, parse_message
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "bounces"
@@ -78,7 +78,7 @@ def test_parser_version_is_set() -> None:
 
 def test_fast_header_split_matches_the_stdlib_parser() -> None:
     """mime._parse_head builds the same compat32 headers as email.parser (every corpus part)."""
-    from sidecar.bounce import mime
+    from sidecar.bounce.parse import mime
 
     heads: list[str] = []
     original = mime._parse_head

@@ -6,7 +6,7 @@ auto-reply markers, then bounce texts, and flufl.bounce only when nothing cheape
 recipient (on a prefix of the message only).
 
 Every stage is bounded in size, and the whole parse by a deadline checked between stages
-(:mod:`sidecar.bounce.budget`): a hostile message gets what was found before a limit, and
+(:mod:`sidecar.bounce.parse.budget`): a hostile message gets what was found before a limit, and
 ``ParsedMessage.limits`` says which limits it hit.
 """
 
@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable
 from email.message import Message
 
-from sidecar.bounce import arf, detect, dsn, lhost, mime, notifications, textbounce
-from sidecar.bounce.budget import MAX_RECIPIENTS, MAX_SCAN, Budget, split_long_lines
-from sidecar.bounce.classify import Verdict, classify, provider_reason
-from sidecar.bounce.fallback import from_flufl
-from sidecar.bounce.model import Category, FailedRecipient, Kind, Limit, ParsedMessage
+from sidecar.bounce.parse import arf, detect, dsn, mime, notifications, reporting_mta, textbounce
+from sidecar.bounce.parse.budget import MAX_RECIPIENTS, MAX_SCAN, Budget, split_long_lines
+from sidecar.bounce.parse.classify import Verdict, classify, provider_reason
+from sidecar.bounce.parse.fallback import from_flufl
+from sidecar.bounce.parse.results import Category, FailedRecipient, Kind, Limit, ParsedMessage
 
 PARSER_VERSION = "1.3.0"
 
@@ -112,7 +112,7 @@ def _parse(msg: Message, raw: bytes, budget: Budget) -> ParsedMessage:
     if budget.expired():
         return result(Kind.NOT_BOUNCE, [])
     if report_fields is not None:
-        return _from_dsn(report_fields, text, result, msg, lhost.detect(msg), budget)
+        return _from_dsn(report_fields, text, result, msg, reporting_mta.detect(msg), budget)
 
     nonstandard = arf.parse_nonstandard_complaint(msg, original)
     if nonstandard is not None:
@@ -123,7 +123,7 @@ def _parse(msg: Message, raw: bytes, budget: Budget) -> ParsedMessage:
         budget.omit(len(events) - MAX_RECIPIENTS)
         return _from_json(events[:MAX_RECIPIENTS], result)
 
-    family = lhost.detect(msg)
+    family = reporting_mta.detect(msg)
     if family == "fml":
         refused = _list_refusals(text, budget)
         if refused:
@@ -207,9 +207,9 @@ def _from_dsn(
             context = " ".join(report_text.split())[:2000]
         command = (textbounce.smtp_command(context) if context else None) or global_command
         said = diagnostic or context
-        explicit = lhost.family_reason(family, " ".join(said.lower().split()), msg) if family and said else None
+        explicit = reporting_mta.family_reason(family, " ".join(said.lower().split()), msg) if family and said else None
         if family and explicit is None and not diagnostic and len(report.recipients) == 1:
-            explicit = lhost.family_reason(family, whole_lower(), msg)  # the family's sentence anywhere
+            explicit = reporting_mta.family_reason(family, whole_lower(), msg)  # the family's sentence anywhere
         verdict = classify(
             r.status,
             said,
@@ -218,7 +218,7 @@ def _from_dsn(
             r.diagnostic_type,
             explicit,
             r.remote_mta,
-            family not in lhost.NO_SESSION,
+            family not in reporting_mta.NO_SESSION,
             report.reporting_mta,
             r.status_comment,
         )
@@ -315,7 +315,7 @@ def _exclusions(msg: Message, original: Message | None) -> set[str]:
 
 def _list_refusals(text: str, budget: Budget) -> list[FailedRecipient]:
     out = []
-    refusals = lhost.list_refusals(text)
+    refusals = reporting_mta.list_refusals(text)
     budget.omit(len(refusals) - MAX_RECIPIENTS)
     for address, diagnostic, reason in refusals[:MAX_RECIPIENTS]:
         v = classify(None, diagnostic, None, None, explicit=reason)
@@ -381,16 +381,16 @@ def _text_verdict(
     on_whole: dict[tuple[str | None, str | None], Verdict],
 ) -> tuple[Verdict, str | None]:
     """The verdict on one text recipient's block, and the remote MTA it names."""
-    session = family not in lhost.NO_SESSION
-    explicit = lhost.family_reason(family, " ".join(t.diagnostic.lower().split()), msg) if family else None
+    session = family not in reporting_mta.NO_SESSION
+    explicit = reporting_mta.family_reason(family, " ".join(t.diagnostic.lower().split()), msg) if family else None
     if explicit is None and family_text:
-        explicit = lhost.family_reason(family, family_text, msg)  # the family's sentence anywhere
+        explicit = reporting_mta.family_reason(family, family_text, msg)  # the family's sentence anywhere
     remote = textbounce.remote_host(t.diagnostic) or (textbounce.remote_host(whole) if count == 1 else None)
     verdict = classify(None, t.diagnostic, None, t.command, explicit=explicit, remote_mta=remote, session=session)
     if verdict.reason in ("onhold", "undefined") and whole:
         again = on_whole.get((t.command, remote))
         if again is None:
-            explicit = lhost.family_reason(family, whole.lower(), msg) if family else None
+            explicit = reporting_mta.family_reason(family, whole.lower(), msg) if family else None
             again = classify(None, whole, None, t.command, explicit=explicit, remote_mta=remote, session=session)
             on_whole[t.command, remote] = again
         verdict = again
