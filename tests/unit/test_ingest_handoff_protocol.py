@@ -10,7 +10,7 @@ from twisted.internet.testing import StringTransport
 
 from sidecar.bounce import handoff
 from sidecar.bounce.envelope import Envelope
-from sidecar.bounce.record import Outcome
+from sidecar.bounce.derive import Outcome
 
 
 class FakeRecorder:
