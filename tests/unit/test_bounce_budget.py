@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+import importlib
+import pkgutil
 import re
 from collections.abc import Iterator
 
 import pytest
 
-from sidecar.bounce.parse import budget, classify, detect, dsn, mime, notifications, patterns, remote_host
+import sidecar.bounce.parse as parse_pkg
+from sidecar.bounce.parse import budget, dsn, mime, notifications
 from sidecar.bounce.parse import message as parse
-from sidecar.bounce.parse import reporting_mta, status, textbounce
+from sidecar.bounce.parse import textbounce
 from sidecar.bounce.parse.budget import MAX_RECIPIENTS, Budget, split_long_lines
 from sidecar.bounce.parse.results import Kind, Limit
 
@@ -325,7 +328,9 @@ def _patterns(value: object) -> Iterator[re.Pattern[str]]:
             yield from _patterns(v)
 
 
-_MODULES = (patterns, textbounce, reporting_mta, remote_host, classify, dsn, status, detect, mime)
+# every module of the parser (a new one is checked without being listed here)
+_MODULES = tuple(importlib.import_module(f"{parse_pkg.__name__}.{m.name}")
+                 for m in pkgutil.iter_modules(parse_pkg.__path__))
 _CLASS = re.compile(r"\[(?:\\.|[^\]\\])*\]")
 _UNBOUNDED_DOT = re.compile(r"(?<!\\)\.[*+]")
 
