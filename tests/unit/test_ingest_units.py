@@ -161,3 +161,16 @@ def test_report_without_recipients_is_unparsed_not_set_aside() -> None:
     assert looks_like_report(raw)
     assert derive(ParsedMessage(Kind.NOT_BOUNCE, []), Envelope(), "", canon, raw).state == "unparsed"
     assert derive(ParsedMessage(Kind.NOT_BOUNCE, []), Envelope(), "", canon, b"Subject: hi\n\n").state == "not-bounce"
+
+
+def test_recorded_values_are_the_ones_the_api_and_the_docs_know() -> None:
+    """The enums' values are what the database stores: the API filters on the event kinds, and
+    docs/ingest.md explains every decision and message state."""
+    from pathlib import Path
+
+    from sidecar.bounce.derive import Decision, EventKind, MessageState
+    from sidecar.http.queries import EVENT_KINDS
+
+    assert {k.value for k in EventKind} - set(EVENT_KINDS) == {EventKind.CAP_REACHED.value}
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "ingest.md").read_text()
+    assert [v for v in (*Decision, *MessageState) if f"`{v}`" not in doc] == []
