@@ -66,7 +66,7 @@ def may_suppress(kind: EventKind, category: str | None) -> bool:
 def assess(findings: Iterable[Any], verified: bool, lookup: RecipientLookup, when: float,
            case_sensitive_local: bool) -> dict[str, Standing]:
     """Standing of each address that may suppress. With a valid VERP token every finding is the
-    token's recipient (see ``record.derive``): confirmed, with the token's tenant if it has one."""
+    token's recipient (see ``derive.derive``): confirmed, with the token's tenant if it has one."""
     out: dict[str, Standing] = {}
     for f in findings:
         if f.address in out or not may_suppress(f.kind, f.category):
