@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sidecar.bounce.ingest import Envelope  # noqa: E402
-from sidecar.bounce.model import Category, FailedRecipient, Kind, ParsedMessage  # noqa: E402
+from sidecar.bounce.envelope import Envelope  # noqa: E402
+from sidecar.bounce.parse.results import Category, FailedRecipient, Kind, ParsedMessage  # noqa: E402
 from sidecar.bounce.record import Recorder  # noqa: E402
 from sidecar.config import load_config  # noqa: E402
 from sidecar.recipients import InMemoryRecipients  # noqa: E402

@@ -22,7 +22,7 @@ def _one_line(e: BaseException) -> str:
 def cmd_ingest(args: Any) -> int:
     """The pipe(8) command. Returns 0 once recorded, 75 on ANY failure: never 1."""
     try:
-        from sidecar.bounce.ingest import run
+        from sidecar.bounce.pipe import run
 
         code = run(args)
         return code if code in (EX_OK, EX_TEMPFAIL) else EX_TEMPFAIL

@@ -32,7 +32,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from sidecar import metrics
-from sidecar.bounce.ingest import MAX_HEADER, Envelope
+from sidecar.bounce.envelope import MAX_HEADER, Envelope
 from sidecar.bounce.record import Recorder
 
 log = logging.getLogger("sidecar.bounce.handoff")

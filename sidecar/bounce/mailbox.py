@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from typing import IO, Any
 
-from sidecar.bounce.ingest import Envelope
+from sidecar.bounce.derive import MessageState
+from sidecar.bounce.envelope import Envelope
 
 
 class MailboxError(ValueError):
@@ -134,11 +135,11 @@ def import_path(recorder: Any, path: str, *, progress: bool = True, stream: IO[s
         stats.messages += 1
         stats.recipients += out.recipients
         stats.suppressions += out.suppressions
-        if out.outcome == "duplicate":
+        if out.outcome == MessageState.DUPLICATE:
             stats.duplicates += 1
-        elif out.outcome in ("unparsed", "bad-verp"):
+        elif out.outcome in (MessageState.UNPARSED, MessageState.BAD_VERP):
             stats.unparsed += 1
-        elif out.outcome == "not-bounce":
+        elif out.outcome == MessageState.NOT_BOUNCE:
             stats.not_bounce += 1
         bar.update(stats.messages, stats)
     stats.elapsed = time.monotonic() - t0

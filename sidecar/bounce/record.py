@@ -32,6 +32,7 @@ import logging
 import time
 import zlib
 from collections.abc import Callable, Iterable
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
@@ -41,21 +42,29 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from sidecar import metrics
 from sidecar import recipients as recipient_record
 from sidecar.bounce import trust
-from sidecar.bounce.findings import Derived, Finding, Outcome, derive, derive_raw, looks_like_report
-from sidecar.bounce.ingest import Envelope
+from sidecar.bounce.derive import Decision, Derived, EventKind, Finding, MessageState, Outcome, derive_raw
+from sidecar.bounce.envelope import Envelope
 from sidecar.recipients import RecipientLookup
 from sidecar.store.models import Event, RawMessage, Suppression, SuppressionCause
 from sidecar.suppression.store import SuppressionStore
 from sidecar.units import InvalidValue
 
-__all__ = ["Derived", "Finding", "Outcome", "Recorder", "derive", "derive_raw", "looks_like_report", "open_recorder"]
-
 log = logging.getLogger("sidecar.bounce")
 
 SOFT_COUNTED = frozenset({"invalid-recipient", "mailbox-full", "dns", "network"})
 REASON_HARD, REASON_COMPLAINT, REASON_SOFT = "hard bounce", "complaint", "soft bounces"
-SUPERSEDED = "superseded"  # decision of an event replaced by a replay (kept for history)
-NOT_COUNTED = (SUPERSEDED, "bad-verp", trust.UNVERIFIED, trust.UNCORROBORATED)  # never count as soft bounces
+# never count as soft bounces
+NOT_COUNTED = (Decision.SUPERSEDED, Decision.BAD_VERP, Decision.UNVERIFIED, Decision.UNCORROBORATED)
+
+
+class Suppressed(StrEnum):
+    """What the suppression step did for one scope; anything but ADDED is noted after the decision."""
+
+    ADDED = "added"
+    COVERED = "covered"  # linked as a cause to an existing suppression that lasts at least as long
+    EXPIRED = "expired"  # an old message (import, replay) whose suppression would already be over
+    REFUSED = "refused"  # a value the store refuses: retrying the message would not help
+    CAP_REACHED = "cap-reached"  # over ingest.max_suppressions_per_message
 
 
 def _insert(conn: Connection, table: Any) -> Any:
@@ -116,14 +125,14 @@ class Recorder:
                 dup = conn.execute(select(RawMessage.id).where(RawMessage.sha256 == digest)).scalar()
             if dup is not None:
                 metrics.INGEST_MESSAGES.labels("duplicate").inc()
-                return Outcome("duplicate", dup)
+                return Outcome(MessageState.DUPLICATE, dup)
             try:
                 d = self.derive(raw, env)
             except Exception as e:
                 if not keep_parse_errors:
                     raise
                 log.exception("parser error on queue_id=%s", env.queue_id or "-")
-                d = Derived("unparsed", None, [], f"parser error: {type(e).__name__}: {e}"[:1000])
+                d = Derived(MessageState.UNPARSED, None, [], f"parser error: {type(e).__name__}: {e}"[:1000])
             self.assess(d, now)
             with self.engine.begin() as conn:
                 mid = conn.execute(
@@ -147,7 +156,7 @@ class Recorder:
                 ).scalar()
                 if mid is None:  # recorded meanwhile by another process
                     metrics.INGEST_MESSAGES.labels("duplicate").inc()
-                    return Outcome("duplicate", None)
+                    return Outcome(MessageState.DUPLICATE, None)
                 out = Outcome(d.state, mid)
                 self.apply(conn, d, mid, now, out)
         except BaseException:
@@ -181,11 +190,11 @@ class Recorder:
         room = self.icfg.max_suppressions_per_message
         capped = 0
         for f in d.findings if findings is None else findings:
-            if f.kind in ("bounce", "delay"):
+            if f.kind in (EventKind.BOUNCE, EventKind.DELAY):
                 metrics.INGEST_RECIPIENTS.labels(f.category or "unknown", str(f.hard).lower()).inc()
-            decision, sup = self.decide(conn, f, when, ignore=d.state == "bad-verp")
+            decision, sup = self.decide(conn, f, when, ignore=d.state == MessageState.BAD_VERP)
             scopes: list[str] = []
-            if sup is not None or decision == "soft":
+            if sup is not None or decision == Decision.SOFT:
                 held, scopes = gate.scopes(f.address, sup is not None and sup[1] == REASON_COMPLAINT)
                 if held is not None:
                     metrics.INGEST_WITHHELD.labels(held).inc()
@@ -195,27 +204,27 @@ class Recorder:
             out.decisions.append((f.address, decision))
             if sup is None:
                 continue
-            notes: list[str] = []
+            notes: list[Suppressed] = []
             for scope in scopes:
                 if room <= 0:
                     capped += 1
-                    done = trust.CAP_REACHED
+                    done = Suppressed.CAP_REACHED
                 else:
                     room -= 1
                     done = self._suppress(conn, f, eid, when, scope, sup[1], sup[2])
-                if done == "added":
+                if done == Suppressed.ADDED:
                     out.suppressions += 1
                 elif done not in notes:
                     notes.append(done)
             if notes:
-                decision = f"{decision} ({', '.join(notes)})"
-                conn.execute(update(Event).where(Event.id == eid).values(decision=decision))
-                out.decisions[-1] = (f.address, decision)
+                stored = f"{decision} ({', '.join(notes)})"
+                conn.execute(update(Event).where(Event.id == eid).values(decision=stored))
+                out.decisions[-1] = (f.address, stored)
         dropped = d.dropped if findings is None else 0
         if dropped or capped:
             self._cap_event(conn, message_id, when, out.recipients, dropped, capped)
 
-    def _event(self, conn: Connection, message_id: int | None, when: float, f: Finding, decision: str) -> int:
+    def _event(self, conn: Connection, message_id: int | None, when: float, f: Finding, decision: Decision) -> int:
         return int(conn.execute(
             insert(Event)
             .values(
@@ -249,35 +258,35 @@ class Recorder:
             parts.append(f"{capped} suppressions withheld "
                          f"(ingest.max_suppressions_per_message = {c.max_suppressions_per_message})")
         log.warning("message %s: %s", message_id, "; ".join(parts))
-        conn.execute(insert(Event).values(created_at=when, kind=trust.CAP_REACHED, address=None, tenant="",
-                                          decision=trust.CAP_REACHED, diagnostic="; ".join(parts),
+        conn.execute(insert(Event).values(created_at=when, kind=EventKind.CAP_REACHED, address=None, tenant="",
+                                          decision=Decision.CAP_REACHED, diagnostic="; ".join(parts),
                                           message_id=message_id))
 
     # -- policy --------------------------------------------------------------------------------
     def decide(
         self, conn: Connection, f: Finding, when: float, ignore: bool = False
-    ) -> tuple[str, tuple[str, str, float | None] | None]:
+    ) -> tuple[Decision, tuple[str, str, float | None] | None]:
         """(decision, (scope tenant, reason, expires_at) or None): what the message asks for, before
         the trust gate (:mod:`sidecar.bounce.trust`) decides the scopes. Reads the database (soft counts)."""
         c = self.icfg
         if ignore:
-            return "bad-verp", None
-        if f.kind == "complaint":
-            return "suppress-complaint", (f.tenant, REASON_COMPLAINT, None)
-        if f.kind != "bounce":
-            return f.kind if f.kind == "delay" else "record", None
+            return Decision.BAD_VERP, None
+        if f.kind == EventKind.COMPLAINT:
+            return Decision.SUPPRESS_COMPLAINT, (f.tenant, REASON_COMPLAINT, None)
+        if f.kind != EventKind.BOUNCE:
+            return Decision.DELAY if f.kind == EventKind.DELAY else Decision.RECORD, None
         if f.category == "block":
-            return "block", None
+            return Decision.BLOCK, None
         temporary = (f.status or "").startswith("4")
         if f.hard and not temporary:
             exp = when + c.hard_suppression if c.hard_suppression > 0 else None
-            return "suppress-hard", ("", REASON_HARD, exp)
+            return Decision.SUPPRESS_HARD, ("", REASON_HARD, exp)
         if f.hard is False and f.category in SOFT_COUNTED and f.action in (None, "failed"):
             prior = self._soft_events(conn, f.address, when)
             if len(prior) + 1 >= c.soft_threshold:
-                return "suppress-soft", ("", REASON_SOFT, when + c.soft_suppression)
-            return "soft", None
-        return "record", None
+                return Decision.SUPPRESS_SOFT, ("", REASON_SOFT, when + c.soft_suppression)
+            return Decision.SOFT, None
+        return Decision.RECORD, None
 
     def _soft_events(self, conn: Connection, address: str, when: float) -> list[int]:
         e = Event.__table__.c
@@ -285,7 +294,7 @@ class Recorder:
             select(e.id)
             .where(
                 e.address == address,
-                e.kind == "bounce",
+                e.kind == EventKind.BOUNCE,
                 e.hard.is_(False),
                 e.category.in_(sorted(SOFT_COUNTED)),
                 e.created_at > when - self.icfg.soft_window,
@@ -305,11 +314,10 @@ class Recorder:
         tenant: str,
         reason: str,
         expires_at: float | None,
-    ) -> str:
-        """ "added"; "covered": linked as a cause to an existing suppression that lasts at least as
-        long; "expired": an old message (import, replay) whose suppression would already be over."""
+    ) -> Suppressed:
+        """ADDED, or why not (:class:`Suppressed`)."""
         if expires_at is not None and expires_at <= time.time():
-            return "expired"
+            return Suppressed.EXPIRED
         s = Suppression.__table__.c
         cur = conn.execute(
             select(s.id, s.expires_at).where(s.address == f.address, s.tenant == tenant, s.active.is_(True))
@@ -319,7 +327,7 @@ class Recorder:
                 _insert(conn, SuppressionCause.__table__).on_conflict_do_nothing(),
                 [{"suppression_id": cur.id, "event_id": event_id}],
             )
-            return "covered"
+            return Suppressed.COVERED
         causes = [event_id]
         if reason == REASON_SOFT:
             causes = sorted(set(self._soft_events(conn, f.address, when)) | {event_id})
@@ -337,9 +345,9 @@ class Recorder:
             )
         except InvalidValue as e:   # a value the store refuses: retrying the message would not help
             log.warning("not suppressing %r: %s", f.address, e)
-            return "refused"
+            return Suppressed.REFUSED
         metrics.INGEST_SUPPRESSIONS.labels(reason).inc()
-        return "added"
+        return Suppressed.ADDED
 
 
 def open_recorder(cfg: Any, parse: Callable[[bytes], Any] | None = None) -> Recorder:

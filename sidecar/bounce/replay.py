@@ -26,10 +26,12 @@ from typing import IO, Any
 
 from sqlalchemy import select, update
 
-from sidecar.bounce.ingest import Envelope
-from sidecar.bounce.record import SUPERSEDED, Derived, Finding, Outcome, Recorder
-from sidecar.bounce.trust import CAP_REACHED
+from sidecar.bounce.derive import Decision, Derived, EventKind, Finding, MessageState, Outcome
+from sidecar.bounce.envelope import Envelope
+from sidecar.bounce.record import Recorder
 from sidecar.store.models import Event, RawMessage
+
+_SUPPRESSING = (Decision.SUPPRESS_HARD, Decision.SUPPRESS_SOFT, Decision.SUPPRESS_COMPLAINT)
 
 
 @dataclass
@@ -69,9 +71,9 @@ def _messages(recorder: Recorder, state: str, chunk: int = 500) -> Iterator[Any]
     q = select(t.id, t.queue_id, t.envelope_sender, t.envelope_recipient, t.extension, t.size, t.received_at,
                t.state, t.content).order_by(t.id)
     if state == "parsed":
-        q = q.where(t.state == "parsed")
+        q = q.where(t.state == MessageState.PARSED)
     elif state == "unparsed":
-        q = q.where(t.state != "parsed")
+        q = q.where(t.state != MessageState.PARSED)
     last = 0
     while True:
         with recorder.engine.connect() as conn:
@@ -83,7 +85,7 @@ def _messages(recorder: Recorder, state: str, chunk: int = 500) -> Iterator[Any]
 
 
 def _event_finding(e: Any) -> Finding:
-    return Finding(address=e.address, tenant=e.tenant, kind=e.kind, category=e.category, reason=e.reason,
+    return Finding(address=e.address, tenant=e.tenant, kind=EventKind(e.kind), category=e.category, reason=e.reason,
                    hard=e.hard, status=e.status)
 
 
@@ -112,7 +114,8 @@ def replay_one(recorder: Recorder, row: Any, apply: bool) -> MessageChange:
         try:
             old = conn.execute(select(ec.id, ec.address, ec.tenant, ec.kind, ec.category, ec.reason, ec.hard,
                                       ec.status)
-                               .where(ec.message_id == row.id, ec.decision != SUPERSEDED, ec.kind != CAP_REACHED)
+                               .where(ec.message_id == row.id, ec.decision != Decision.SUPERSEDED,
+                                      ec.kind != EventKind.CAP_REACHED)
                                .order_by(ec.id)).all()
             pending = {ev.id: _event_finding(ev) for ev in old}
             added: list[Finding] = []
@@ -123,7 +126,7 @@ def replay_one(recorder: Recorder, row: Any, apply: bool) -> MessageChange:
                 else:
                     del pending[match]
             if pending:
-                conn.execute(update(Event).where(ec.id.in_(list(pending))).values(decision=SUPERSEDED))
+                conn.execute(update(Event).where(ec.id.in_(list(pending))).values(decision=Decision.SUPERSEDED))
             out = Outcome(d.state, row.id)
             recorder.apply(conn, d, row.id, row.received_at, out, findings=added)
             decisions = dict(out.decisions)
@@ -137,7 +140,7 @@ def replay_one(recorder: Recorder, row: Any, apply: bool) -> MessageChange:
                 else:
                     ch.added.append(_brief(f, decisions.get(f.address)))
             ch.removed = [_brief(g) for g in gone]
-            ch.suppressions = [a for a, dec in out.decisions if dec.startswith("suppress-") and "(" not in dec]
+            ch.suppressions = [a for a, dec in out.decisions if dec in _SUPPRESSING]  # not "(covered)" etc.
             if row.state != d.state or added or pending:
                 conn.execute(update(RawMessage).where(RawMessage.id == row.id).values(
                     state=d.state, kind=d.kind, parser_version=d.parser_version, error=d.error))

@@ -22,12 +22,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sidecar.bounce.derive import Decision, EventKind
 from sidecar.recipients import RecipientLookup
 from sidecar.suppression.address import match_key
 
-UNVERIFIED, UNCORROBORATED, NO_TENANT = "unverified", "uncorroborated", "no-tenant"
-CAP_REACHED = "cap-reached"  # event kind and decision note: a per-message cap was hit
-WITHHELD = (UNVERIFIED, UNCORROBORATED, NO_TENANT)
 GLOBAL = ""
 
 
@@ -60,15 +58,15 @@ class Standing:
 NOBODY = Standing(False, frozenset())
 
 
-def may_suppress(kind: str, category: str | None) -> bool:
+def may_suppress(kind: EventKind, category: str | None) -> bool:
     """Findings that can lead to a suppression (and so are looked up in the record)."""
-    return kind == "complaint" or (kind == "bounce" and category != "block")
+    return kind == EventKind.COMPLAINT or (kind == EventKind.BOUNCE and category != "block")
 
 
 def assess(findings: Iterable[Any], verified: bool, lookup: RecipientLookup, when: float,
            case_sensitive_local: bool) -> dict[str, Standing]:
     """Standing of each address that may suppress. With a valid VERP token every finding is the
-    token's recipient (see ``record.derive``): confirmed, with the token's tenant if it has one."""
+    token's recipient (see ``derive.derive``): confirmed, with the token's tenant if it has one."""
     out: dict[str, Standing] = {}
     for f in findings:
         if f.address in out or not may_suppress(f.kind, f.category):
@@ -92,15 +90,15 @@ class Gate:
     feedback_loop: bool  # the message came from a configured feedback-loop source
     standings: dict[str, Standing]
 
-    def withheld(self, address: str) -> str | None:
+    def withheld(self, address: str) -> Decision | None:
         """Why this address may not suppress at all, or None."""
         if self.require_verp and not self.verified:
-            return UNVERIFIED
+            return Decision.UNVERIFIED
         if self.corroborate and not self.standings.get(address, NOBODY).confirmed:
-            return UNCORROBORATED
+            return Decision.UNCORROBORATED
         return None
 
-    def scopes(self, address: str, complaint: bool) -> tuple[str | None, list[str]]:
+    def scopes(self, address: str, complaint: bool) -> tuple[Decision | None, list[str]]:
         """(withheld decision or None, the scopes to suppress in: "" = global, else tenants)."""
         held = self.withheld(address)
         if held is not None:
@@ -112,4 +110,4 @@ class Gate:
             return None, [GLOBAL]
         if tenants:
             return None, sorted(tenants)
-        return NO_TENANT, []
+        return Decision.NO_TENANT, []

@@ -97,7 +97,7 @@ def test_import_rejects_a_non_mailbox(tmp_path: Path) -> None:
 
 def _record_with(db: Path, parse, raws: list[bytes], config: Path | None = None,
                  extensions: dict[bytes, str] | None = None) -> None:
-    from sidecar.bounce.ingest import Envelope
+    from sidecar.bounce.envelope import Envelope
     from sidecar.bounce.record import Recorder
     from sidecar.config import load_config
     from sidecar.store.db import make_engine, upgrade
@@ -112,7 +112,7 @@ def _record_with(db: Path, parse, raws: list[bytes], config: Path | None = None,
 
 
 def test_replay_dry_run_then_apply(tmp_path: Path) -> None:
-    from sidecar.bounce.model import Category, FailedRecipient, Kind, ParsedMessage
+    from sidecar.bounce.parse.results import Category, FailedRecipient, Kind, ParsedMessage
 
     def old_parser(raw: bytes) -> ParsedMessage:  # a parser that missed the hard bounce, saw a ghost
         if b"hard1@" in raw:

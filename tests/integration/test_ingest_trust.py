@@ -180,7 +180,7 @@ def _recorder(tmp_path: Path, recipients: object = None, corroborate: bool | Non
 
 
 def _many(n: int):
-    from sidecar.bounce.model import Category, FailedRecipient, Kind, ParsedMessage
+    from sidecar.bounce.parse.results import Category, FailedRecipient, Kind, ParsedMessage
 
     def parse(raw: bytes) -> ParsedMessage:
         return ParsedMessage(Kind.BOUNCE, [FailedRecipient(f"m{i}@example.net", Category.INVALID_RECIPIENT,
@@ -191,7 +191,7 @@ def _many(n: int):
 
 def test_a_message_naming_100000_addresses_records_at_most_the_caps(tmp_path: Path) -> None:
     """The recording transaction is bounded by the caps (bench/bench_ingest_caps.py measures it)."""
-    from sidecar.bounce.ingest import Envelope
+    from sidecar.bounce.envelope import Envelope
     from sidecar.recipients import InMemoryRecipients
 
     from prometheus_client import REGISTRY
@@ -215,7 +215,7 @@ def test_a_message_naming_100000_addresses_records_at_most_the_caps(tmp_path: Pa
 
 
 def test_record_corroborates_per_address_and_gives_complaint_tenants(tmp_path: Path) -> None:
-    from sidecar.bounce.ingest import Envelope
+    from sidecar.bounce.envelope import Envelope
     from sidecar.recipients import InMemoryRecipients
 
     record = InMemoryRecipients(retention=86400)
@@ -236,7 +236,7 @@ def test_record_corroborates_per_address_and_gives_complaint_tenants(tmp_path: P
 
 
 def test_import_structure_is_enough_but_tenant_still_from_our_data(tmp_path: Path) -> None:
-    from sidecar.bounce.ingest import Envelope
+    from sidecar.bounce.envelope import Envelope
     from sidecar.recipients import InMemoryRecipients
 
     rec = _recorder(tmp_path, InMemoryRecipients(), corroborate=False)
@@ -247,8 +247,8 @@ def test_import_structure_is_enough_but_tenant_still_from_our_data(tmp_path: Pat
 
 
 def test_uncorroborated_soft_bounces_do_not_count(tmp_path: Path) -> None:
-    from sidecar.bounce.ingest import Envelope
-    from sidecar.bounce.model import Category, FailedRecipient, Kind, ParsedMessage
+    from sidecar.bounce.envelope import Envelope
+    from sidecar.bounce.parse.results import Category, FailedRecipient, Kind, ParsedMessage
     from sidecar.recipients import InMemoryRecipients
 
     def soft(raw: bytes) -> ParsedMessage:
@@ -265,8 +265,8 @@ def test_uncorroborated_soft_bounces_do_not_count(tmp_path: Path) -> None:
 
 def test_a_value_the_store_refuses_is_recorded_not_retried_forever(tmp_path: Path) -> None:
     """A tenant the store refuses (a control character) must not turn into exit 75 for days."""
-    from sidecar.bounce.ingest import Envelope
-    from sidecar.bounce.model import Category, FailedRecipient, Kind, ParsedMessage
+    from sidecar.bounce.envelope import Envelope
+    from sidecar.bounce.parse.results import Category, FailedRecipient, Kind, ParsedMessage
     from sidecar.recipients import InMemoryRecipients
 
     record = InMemoryRecipients()

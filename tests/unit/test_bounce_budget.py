@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import base64
+import importlib
+import pkgutil
 import re
 from collections.abc import Iterator
 
 import pytest
 
-from sidecar.bounce import budget, classify, detect, dsn, families, lhost, mime, notifications, parse, patterns
-from sidecar.bounce import status, textbounce
-from sidecar.bounce.budget import MAX_RECIPIENTS, Budget, split_long_lines
-from sidecar.bounce.model import Kind, Limit
+import sidecar.bounce.parse as parse_pkg
+from sidecar.bounce.parse import budget, dsn, mime, notifications
+from sidecar.bounce.parse import message as parse
+from sidecar.bounce.parse import textbounce
+from sidecar.bounce.parse.budget import MAX_RECIPIENTS, Budget, split_long_lines
+from sidecar.bounce.parse.results import Kind, Limit
 
 HEAD = b"From: MAILER-DAEMON@mx.example.net\nTo: sender@example.org\nSubject: Undelivered Mail Returned to Sender\n"
 
@@ -324,7 +328,9 @@ def _patterns(value: object) -> Iterator[re.Pattern[str]]:
             yield from _patterns(v)
 
 
-_MODULES = (patterns, textbounce, lhost, families, classify, dsn, status, detect, mime)
+# every module of the parser (a new one is checked without being listed here)
+_MODULES = tuple(importlib.import_module(f"{parse_pkg.__name__}.{m.name}")
+                 for m in pkgutil.iter_modules(parse_pkg.__path__))
 _CLASS = re.compile(r"\[(?:\\.|[^\]\\])*\]")
 _UNBOUNDED_DOT = re.compile(r"(?<!\\)\.[*+]")
 

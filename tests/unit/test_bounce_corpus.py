@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.bounce.classify import CATEGORY_OF
-from sidecar.bounce.model import Category, Kind
+from sidecar.bounce.parse.classify import CATEGORY_OF
+from sidecar.bounce.parse.results import Category, Kind
 from sidecar.bounce.parse import parse_bytes, parse_message
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "bounces" / "corpus"
@@ -109,7 +109,7 @@ EXACT = [
     ("lhost-receivingses-05.eml", "exceedlimit@neko.example.jp", "mesgtoobig", False),
     ("rfc3464-10.eml", "kijitora@example.jp", "hasmoved", True),
     ("lhost-x2-02.eml", "mikeneko@example.com", "suspend", False),
-    # reporting-MTA families: their own sentences and codes (lhost.py), else no RCPT assumed
+    # reporting-MTA families: their own sentences and codes (parse/reporting_mta.py), else no RCPT assumed
     ("lhost-exchange2003-02.eml", "kijitora@example.co.jp", "userunknown", True),
     ("lhost-exchange2003-04.eml", "kijitora@example.com", "filtered", False),
     ("lhost-imailserver-01.eml", "kijitora@example.com", "userunknown", True),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sidecar.bounce.model import Category, Kind, ParsedMessage
+from sidecar.bounce.parse.results import Category, Kind, ParsedMessage
 from sidecar.bounce.parse import parse_message
 
 FIXTURES = Path(__file__).resolve().parent.parent / "data" / "bounces" / "postfix"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.bounce.classify import classify
-from sidecar.bounce.textbounce import remote_host
+from sidecar.bounce.parse.classify import classify
+from sidecar.bounce.parse.textbounce import remote_host
 
 
 @pytest.mark.parametrize(

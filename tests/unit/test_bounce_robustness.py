@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.bounce.model import Kind
 from sidecar.bounce.parse import PARSER_VERSION, parse_bytes, parse_message
+from sidecar.bounce.parse.results import Kind
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "bounces"
 DSN = (DATA / "postfix" / "dsn-failed-550-5.1.1.eml").read_bytes()
@@ -72,13 +72,21 @@ def test_truncated_dsn_still_reads_what_is_there() -> None:
     assert [r.status for r in parsed.recipients] == ["5.1.1"]
 
 
-def test_parser_version_is_set() -> None:
-    assert PARSER_VERSION
+def test_a_parsed_message_records_the_parser_version_that_read_it() -> None:
+    """What replay compares against: the version is carried through derivation, and only when
+    the parser actually ran (a truncated message is kept unparsed without one)."""
+    from sidecar.bounce.derive import derive_raw
+    from sidecar.bounce.envelope import Envelope
+
+    d = derive_raw(DSN, Envelope(size=len(DSN)), "", str.lower)
+    assert (d.state, d.parser_version) == ("parsed", PARSER_VERSION)
+    cut = derive_raw(DSN[:100], Envelope(size=len(DSN), truncated=True), "", str.lower)
+    assert (cut.state, cut.parser_version) == ("unparsed", None)
 
 
 def test_fast_header_split_matches_the_stdlib_parser() -> None:
     """mime._parse_head builds the same compat32 headers as email.parser (every corpus part)."""
-    from sidecar.bounce import mime
+    from sidecar.bounce.parse import mime
 
     heads: list[str] = []
     original = mime._parse_head

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.bounce.findings import Finding
+from sidecar.bounce.derive import Finding
 from sidecar.bounce.trust import Gate, Standing, assess, is_feedback_loop
 from sidecar.config import ConfigError, FeedbackLoop, load_config
 from sidecar.recipients import InMemoryRecipients

@@ -8,10 +8,11 @@ import tomllib
 
 import pytest
 
-from sidecar.bounce import ingest
-from sidecar.bounce.ingest import Envelope, fast_settings, read_message
-from sidecar.bounce.model import Category, FailedRecipient, Kind, ParsedMessage
-from sidecar.bounce.record import derive, looks_like_report
+from sidecar.bounce import pipe
+from sidecar.bounce.envelope import Envelope
+from sidecar.bounce.pipe import fast_settings, read_message
+from sidecar.bounce.parse.results import Category, FailedRecipient, Kind, ParsedMessage
+from sidecar.bounce.derive import derive, looks_like_report
 from sidecar.bounce.verp import make_verp_token
 
 
@@ -39,8 +40,8 @@ def test_envelope_header_round_trip() -> None:
 def test_fast_defaults_match_the_config_defaults() -> None:
     from sidecar.config import IngestConfig
 
-    assert IngestConfig().socket == ingest.DEFAULT_SOCKET
-    assert IngestConfig().max_message_size == ingest.DEFAULT_MAX_SIZE
+    assert IngestConfig().socket == pipe.DEFAULT_SOCKET
+    assert IngestConfig().max_message_size == pipe.DEFAULT_MAX_SIZE
     from sidecar.config import load_config
 
     full = load_config(None).ingest   # relative paths resolved as the full loader does
@@ -52,7 +53,7 @@ def test_fast_settings_resolve_relative_socket_against_the_config_dir(tmp_path) 
 
     p = tmp_path / "c.toml"
     p.write_text('[ingest]\nsocket = "run/ingest.sock"\n')
-    assert fast_settings(str(p)) == (str(tmp_path / "run/ingest.sock"), ingest.DEFAULT_MAX_SIZE)
+    assert fast_settings(str(p)) == (str(tmp_path / "run/ingest.sock"), pipe.DEFAULT_MAX_SIZE)
     assert fast_settings(str(p))[0] == load_config(str(p)).ingest.socket
 
 
@@ -70,9 +71,9 @@ def test_fast_settings_agree_with_tomllib(tmp_path, text: str) -> None:
     p = tmp_path / "c.toml"
     p.write_text(text)
     section = tomllib.loads(text).get("ingest", {})
-    sock = section.get("socket", ingest.DEFAULT_SOCKET)
+    sock = section.get("socket", pipe.DEFAULT_SOCKET)
     sock = sock if sock.startswith("/") else str(tmp_path / sock)
-    expected = (sock, section.get("max_message_size", ingest.DEFAULT_MAX_SIZE))
+    expected = (sock, section.get("max_message_size", pipe.DEFAULT_MAX_SIZE))
     assert fast_settings(str(p)) == expected
 
 
@@ -160,3 +161,16 @@ def test_report_without_recipients_is_unparsed_not_set_aside() -> None:
     assert looks_like_report(raw)
     assert derive(ParsedMessage(Kind.NOT_BOUNCE, []), Envelope(), "", canon, raw).state == "unparsed"
     assert derive(ParsedMessage(Kind.NOT_BOUNCE, []), Envelope(), "", canon, b"Subject: hi\n\n").state == "not-bounce"
+
+
+def test_recorded_values_are_the_ones_the_api_and_the_docs_know() -> None:
+    """The enums' values are what the database stores: the API filters on the event kinds, and
+    docs/ingest.md explains every decision and message state."""
+    from pathlib import Path
+
+    from sidecar.bounce.derive import Decision, EventKind, MessageState
+    from sidecar.http.queries import EVENT_KINDS
+
+    assert {k.value for k in EventKind} - set(EVENT_KINDS) == {EventKind.CAP_REACHED.value}
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "ingest.md").read_text()
+    assert [v for v in (*Decision, *MessageState) if f"`{v}`" not in doc] == []

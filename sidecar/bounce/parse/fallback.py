@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import email
 
-from sidecar.bounce import dsn
-from sidecar.bounce.budget import FLUFL_BYTES, FLUFL_PARTS, Budget
-from sidecar.bounce.classify import classify, provider_reason
-from sidecar.bounce.model import FailedRecipient, Limit
+from sidecar.bounce.parse import dsn
+from sidecar.bounce.parse.budget import FLUFL_BYTES, FLUFL_PARTS, Budget
+from sidecar.bounce.parse.classify import classify, provider_reason
+from sidecar.bounce.parse.results import FailedRecipient, Limit
 
 _HOSTILE = frozenset({Limit.DEPTH, Limit.PARTS, Limit.HEADER_BYTES})
 

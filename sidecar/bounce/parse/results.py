@@ -37,7 +37,7 @@ class Kind(str, enum.Enum):  # noqa: UP042 - contract: plain str mix-in
 
 
 class Limit(str, enum.Enum):  # noqa: UP042 - contract: plain str mix-in
-    """A parsing budget a message hit: the result is what was read before it (see budget.py)."""
+    """A parsing budget a message hit: the result is what was read before it (see :mod:`.budget`)."""
 
     MESSAGE_BYTES = "message-bytes"  # only a prefix of the message was parsed
     HEADER_BYTES = "header-bytes"  # a header block was cut

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from email.message import Message
 
-from sidecar.bounce.budget import MAX_FIELD, MAX_RECIPIENTS, Budget
-from sidecar.bounce.dsn import address_value
-from sidecar.bounce.mime import fields_text, header
-from sidecar.bounce.model import Category, FailedRecipient, Limit
+from sidecar.bounce.parse.budget import MAX_FIELD, MAX_RECIPIENTS, Budget
+from sidecar.bounce.parse.dsn import address_value
+from sidecar.bounce.parse.mime import fields_text, header
+from sidecar.bounce.parse.results import Category, FailedRecipient, Limit
 
 _ADDRESS_FIELDS = ("original-rcpt-to", "removal-recipient", "x-original-rcpt-to")
 _ORIGINAL_HEADERS = ("X-HmXmrOriginalRecipient", "X-Original-To", "Delivered-To", "To")

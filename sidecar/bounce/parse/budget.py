@@ -3,7 +3,7 @@
 Every stage is bounded by size (bytes read, parts, nesting depth, header bytes, bytes decoded
 per part, fields, recipients, bytes scanned, line length); the whole parse by a deadline
 checked between stages, on a clock passed in (a unit test drives it). A stage that stops at
-a limit says so: the :class:`~sidecar.bounce.model.Limit` lands in ``ParsedMessage.limits``.
+a limit says so: the :class:`~sidecar.bounce.parse.results.Limit` lands in ``ParsedMessage.limits``.
 
 The sizes are far above any real bounce (in tests/data/bounces, 322 messages: the largest is
 72 KB, the longest report text 59k characters, the longest line 2,619, the most recipients
@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sidecar.bounce.model import Limit
+from sidecar.bounce.parse.results import Limit
 
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024  # only this prefix of a message is parsed
 MAX_HEADER_BYTES = 256 * 1024  # of one header block (the message's or a part's)

@@ -1,7 +1,11 @@
 """What a parsed message says, turned into findings to record: pure, no database.
 
-:func:`derive` maps a :class:`~sidecar.bounce.model.ParsedMessage` (and the VERP token of the
+:func:`derive` maps a :class:`~sidecar.bounce.parse.results.ParsedMessage` (and the VERP token of the
 envelope) to one :class:`Finding` per recipient; :mod:`sidecar.bounce.record` writes them.
+
+The results of recording are str enums whose values are what the database stores (and the API
+shows): :class:`MessageState` (``raw_messages.state``), :class:`EventKind` (``events.kind``) and
+:class:`Decision` (``events.decision``).
 """
 
 from __future__ import annotations
@@ -10,13 +14,58 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
-from sidecar.bounce.ingest import Envelope
-from sidecar.bounce.trust import Standing
+from sidecar.bounce.envelope import Envelope
+from sidecar.bounce.parse.results import Category, Kind
 from sidecar.suppression.address import AddressError
 
+if TYPE_CHECKING:
+    from sidecar.bounce.trust import Standing
+
 log = logging.getLogger("sidecar.bounce")
+
+
+class MessageState(StrEnum):
+    """What became of one message: ``raw_messages.state``, and the outcome of recording it."""
+
+    PARSED = "parsed"
+    UNPARSED = "unparsed"  # kept for replay: a report without recipients, a parser error, truncated
+    NOT_BOUNCE = "not-bounce"
+    BAD_VERP = "bad-verp"
+    DUPLICATE = "duplicate"  # an outcome only (already stored): never a stored state
+
+
+class EventKind(StrEnum):
+    """``events.kind`` of what the ingester records."""
+
+    BOUNCE = "bounce"
+    DELAY = "delay"
+    COMPLAINT = "complaint"
+    AUTO_REPLY = "auto-reply"
+    DELIVERED = "delivered"
+    CAP_REACHED = "cap-reached"  # a per-message cap was hit (no address; counts in the diagnostic)
+
+
+class Decision(StrEnum):
+    """``events.decision``: what became of one finding. Stored as is, or followed by the notes of
+    the suppression step in parentheses, e.g. ``suppress-hard (covered)``."""
+
+    RECORD = "record"  # event only
+    DELAY = "delay"
+    BLOCK = "block"
+    SOFT = "soft"  # a soft bounce, counted towards ingest.soft_threshold
+    SUPPRESS_HARD = "suppress-hard"
+    SUPPRESS_SOFT = "suppress-soft"
+    SUPPRESS_COMPLAINT = "suppress-complaint"
+    BAD_VERP = "bad-verp"  # the message's VERP token was invalid: nothing acted on
+    # withheld by the trust gate (sidecar.bounce.trust)
+    UNVERIFIED = "unverified"
+    UNCORROBORATED = "uncorroborated"
+    NO_TENANT = "no-tenant"
+    SUPERSEDED = "superseded"  # replaced by a replay (kept for history)
+    CAP_REACHED = "cap-reached"  # the cap-reached event's decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +74,7 @@ class Finding:
 
     address: str
     tenant: str
-    kind: str  # bounce | delay | complaint | auto-reply | delivered
+    kind: EventKind  # never CAP_REACHED
     category: str | None
     reason: str | None
     hard: bool | None
@@ -40,8 +89,8 @@ class Finding:
 
 @dataclass
 class Derived:
-    state: str  # parsed | unparsed | not-bounce | bad-verp
-    kind: str | None
+    state: MessageState  # never DUPLICATE
+    kind: Kind | None  # the parsed message's kind (raw_messages.kind); None when not parsed
     findings: list[Finding] = field(default_factory=list)
     error: str | None = None
     parser_version: str | None = None
@@ -53,11 +102,11 @@ class Derived:
 
 @dataclass
 class Outcome:
-    outcome: str  # parsed | unparsed | not-bounce | bad-verp | duplicate
+    outcome: MessageState
     message_id: int | None
     recipients: int = 0
     suppressions: int = 0
-    decisions: list[tuple[str, str]] = field(default_factory=list)  # (address, decision)
+    decisions: list[tuple[str, str]] = field(default_factory=list)  # (address, decision as stored)
 
     def summary(self) -> str:
         return f"{self.outcome} id={self.message_id} recipients={self.recipients} suppressions={self.suppressions}"
@@ -104,7 +153,7 @@ def derive(parsed: Any, env: Envelope, verp_key: str, canonical: Callable[[str],
     message says (its enclosed ``Return-Path``, its ``From``) names a tenant. Past
     ``max_recipients`` recipients are only counted.
     """
-    kind = parsed.kind.value
+    kind: Kind = parsed.kind
     verp, verp_error = _verp(verp_key, env.extension)
     if verp is None and verp_error is None:
         verp = _enclosed_verp(verp_key, parsed.original_envelope_from)
@@ -131,16 +180,16 @@ def derive(parsed: Any, env: Envelope, verp_key: str, canonical: Callable[[str],
             continue
         action = (r.action or "").lower() or None
         category = r.category.value if r.category is not None else None
-        if kind == "delay" or action == "delayed":
-            fkind = "delay"
-        elif kind in ("complaint", "auto-reply", "delivered"):
-            fkind = kind
-        elif category in ("complaint", "auto-reply"):
-            fkind = category
+        if kind == Kind.DELAY or action == "delayed":
+            fkind = EventKind.DELAY
+        elif kind in (Kind.COMPLAINT, Kind.AUTO_REPLY, Kind.DELIVERED):
+            fkind = EventKind(kind.value)
+        elif category in (Category.COMPLAINT, Category.AUTO_REPLY):
+            fkind = EventKind(category)
         elif action in ("delivered", "relayed", "expanded"):
-            fkind = "delivered"
+            fkind = EventKind.DELIVERED
         else:
-            fkind = "bounce"
+            fkind = EventKind.BOUNCE
         findings.append(
             Finding(
                 address=address,
@@ -156,12 +205,12 @@ def derive(parsed: Any, env: Envelope, verp_key: str, canonical: Callable[[str],
             )
         )
     if verp_error:
-        return Derived("bad-verp", kind, findings, verp_error, dropped=dropped)
-    if kind == "not-bounce" and not findings and not looks_like_report(raw):
-        return Derived("not-bounce", kind, [])
+        return Derived(MessageState.BAD_VERP, kind, findings, verp_error, dropped=dropped)
+    if kind == Kind.NOT_BOUNCE and not findings and not looks_like_report(raw):
+        return Derived(MessageState.NOT_BOUNCE, kind, [])
     if not findings:
-        return Derived("unparsed", kind, [], "no recipients found", dropped=dropped)
-    return Derived("parsed", kind, findings, verified=verp is not None, dropped=dropped)
+        return Derived(MessageState.UNPARSED, kind, [], "no recipients found", dropped=dropped)
+    return Derived(MessageState.PARSED, kind, findings, verified=verp is not None, dropped=dropped)
 
 
 def derive_raw(
@@ -174,7 +223,7 @@ def derive_raw(
 ) -> Derived:
     if env.truncated:
         return Derived(
-            "unparsed",
+            MessageState.UNPARSED,
             None,
             [],
             f"truncated: message of {env.size} bytes is larger than "

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from email.message import Message
 
-from sidecar.bounce.mime import has_header, header
+from sidecar.bounce.parse.mime import has_header, header
 
 # family -> ((reason, (lower-cased substrings ...)), ...), first match wins.
 _TABLES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {

@@ -17,7 +17,7 @@ Two probes depend on the SMTP command, and they matter most for hard/soft:
 
 from __future__ import annotations
 
-from sidecar.bounce.patterns import PATTERNS
+from sidecar.bounce.parse.patterns import PATTERNS
 
 # Enhanced status code -> the reason it names (RFC 3463/5248 semantics, sisimai's reading).
 STATUS_NAME: dict[str, str] = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from email.message import Message
 
-from sidecar.bounce.dsn import address_value
-from sidecar.bounce.mime import header
+from sidecar.bounce.parse.dsn import address_value
+from sidecar.bounce.parse.mime import header
 
 _BOUNCE_SENDER = re.compile(
     r"mailer-?daemon|postmaster|mail(?:er)?[- ]?(?:delivery|system|daemon)|bounce", re.IGNORECASE

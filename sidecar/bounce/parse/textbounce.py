@@ -5,7 +5,7 @@ left in it is a candidate recipient, with the text block around it as its diagno
 non-recipients (the bounce's own From/To, the original sender, addresses after ``MAIL FROM``,
 help-desk mailboxes) are dropped.
 
-Bounded (see :mod:`sidecar.bounce.budget`): the caller cuts long lines first; at most
+Bounded (see :mod:`sidecar.bounce.parse.budget`): the caller cuts long lines first; at most
 ``MAX_RECIPIENTS`` addresses are extracted (the rest only counted); no pattern has an
 unbounded wildcard followed by more pattern, nor a ``^\\s*`` that runs across blank lines
 (tests/unit/test_bounce_budget.py checks their shape, bench/bench_hostile.py feeds them
@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from sidecar.bounce.budget import MAX_RECIPIENTS, Budget
+from sidecar.bounce.parse.budget import MAX_RECIPIENTS, Budget
 
 _ADDRESS = re.compile(
     r"(?<![\w.+=/-])([\w.+=/!%&'*-]{1,64}@[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?)*)",

@@ -6,7 +6,7 @@ auto-reply markers, then bounce texts, and flufl.bounce only when nothing cheape
 recipient (on a prefix of the message only).
 
 Every stage is bounded in size, and the whole parse by a deadline checked between stages
-(:mod:`sidecar.bounce.budget`): a hostile message gets what was found before a limit, and
+(:mod:`sidecar.bounce.parse.budget`): a hostile message gets what was found before a limit, and
 ``ParsedMessage.limits`` says which limits it hit.
 """
 
@@ -18,16 +18,16 @@ import time
 from collections.abc import Callable
 from email.message import Message
 
-from sidecar.bounce import arf, detect, dsn, lhost, mime, notifications, textbounce
-from sidecar.bounce.budget import MAX_RECIPIENTS, MAX_SCAN, Budget, split_long_lines
-from sidecar.bounce.classify import Verdict, classify, provider_reason
-from sidecar.bounce.fallback import from_flufl
-from sidecar.bounce.model import Category, FailedRecipient, Kind, Limit, ParsedMessage
+from sidecar.bounce.parse import arf, detect, dsn, mime, notifications, reporting_mta, textbounce
+from sidecar.bounce.parse.budget import MAX_RECIPIENTS, MAX_SCAN, Budget, split_long_lines
+from sidecar.bounce.parse.classify import classify
+from sidecar.bounce.parse.fallback import from_flufl
+from sidecar.bounce.parse.results import Category, FailedRecipient, Kind, Limit, ParsedMessage
+from sidecar.bounce.parse.status import RETURNED
+from sidecar.bounce.parse.text_verdicts import from_text, list_refusals
 
 PARSER_VERSION = "1.3.0"
 
-# a returned message with no code at all: a permanent failure of unknown detail
-_RETURNED = "5.0.0"
 _NOT_FAILED = frozenset({"delivered", "relayed", "expanded", "deliverable"})
 _DATA_ERRORS = (ValueError, LookupError, UnicodeError, IndexError, email.errors.MessageError, RecursionError)
 
@@ -112,7 +112,7 @@ def _parse(msg: Message, raw: bytes, budget: Budget) -> ParsedMessage:
     if budget.expired():
         return result(Kind.NOT_BOUNCE, [])
     if report_fields is not None:
-        return _from_dsn(report_fields, text, result, msg, lhost.detect(msg), budget)
+        return _from_dsn(report_fields, text, result, msg, reporting_mta.detect(msg), budget)
 
     nonstandard = arf.parse_nonstandard_complaint(msg, original)
     if nonstandard is not None:
@@ -123,9 +123,9 @@ def _parse(msg: Message, raw: bytes, budget: Budget) -> ParsedMessage:
         budget.omit(len(events) - MAX_RECIPIENTS)
         return _from_json(events[:MAX_RECIPIENTS], result)
 
-    family = lhost.detect(msg)
+    family = reporting_mta.detect(msg)
     if family == "fml":
-        refused = _list_refusals(text, budget)
+        refused = list_refusals(text, budget)
         if refused:
             return result(Kind.BOUNCE, refused)
     bounce_like = detect.looks_like_bounce(msg, text)
@@ -153,7 +153,7 @@ def _parse(msg: Message, raw: bytes, budget: Budget) -> ParsedMessage:
 
     if budget.expired():
         return result(Kind.NOT_BOUNCE, [])
-    found = _from_text(msg, text, original, family, budget)
+    found = from_text(msg, text, original, family, budget)
     if not found and not budget.expired():
         found = from_flufl(raw, budget)
     if not found and Limit.DEADLINE in budget.limits:
@@ -207,9 +207,9 @@ def _from_dsn(
             context = " ".join(report_text.split())[:2000]
         command = (textbounce.smtp_command(context) if context else None) or global_command
         said = diagnostic or context
-        explicit = lhost.family_reason(family, " ".join(said.lower().split()), msg) if family and said else None
+        explicit = reporting_mta.family_reason(family, " ".join(said.lower().split()), msg) if family and said else None
         if family and explicit is None and not diagnostic and len(report.recipients) == 1:
-            explicit = lhost.family_reason(family, whole_lower(), msg)  # the family's sentence anywhere
+            explicit = reporting_mta.family_reason(family, whole_lower(), msg)  # the family's sentence anywhere
         verdict = classify(
             r.status,
             said,
@@ -218,7 +218,7 @@ def _from_dsn(
             r.diagnostic_type,
             explicit,
             r.remote_mta,
-            family not in lhost.NO_SESSION,
+            family not in reporting_mta.NO_SESSION,
             report.reporting_mta,
             r.status_comment,
         )
@@ -228,7 +228,7 @@ def _from_dsn(
                 category=verdict.category,
                 reason=verdict.reason,
                 hard=verdict.hard,
-                status=verdict.status or (_RETURNED if (r.action or "failed") == "failed" else None),
+                status=verdict.status or (RETURNED if (r.action or "failed") == "failed" else None),
                 action=r.action or "failed",
                 remote_mta=r.remote_mta,
                 diagnostic=diagnostic or context or None,
@@ -298,100 +298,3 @@ def _from_json(events: list[notifications.JsonEvent], result) -> ParsedMessage:
             if kind is Kind.NOT_BOUNCE:
                 kind = Kind.DELIVERED
     return result(kind, delivered if kind is Kind.DELIVERED else out)
-
-
-def _exclusions(msg: Message, original: Message | None) -> set[str]:
-    out: set[str] = set()
-    sources = [mime.header(msg, n) for n in ("From", "To", "Reply-To", "Return-Path")]
-    if original is not None:
-        sources += [mime.header(original, n) for n in ("From", "Return-Path", "Sender", "Reply-To")]
-    for value in sources:
-        for piece in value.split(","):
-            addr = dsn.address_value(piece)
-            if addr and "@" in addr:
-                out.add(addr)
-    return out
-
-
-def _list_refusals(text: str, budget: Budget) -> list[FailedRecipient]:
-    out = []
-    refusals = lhost.list_refusals(text)
-    budget.omit(len(refusals) - MAX_RECIPIENTS)
-    for address, diagnostic, reason in refusals[:MAX_RECIPIENTS]:
-        v = classify(None, diagnostic, None, None, explicit=reason)
-        out.append(
-            FailedRecipient(address, v.category, v.reason, v.hard, v.status or _RETURNED, "failed", None, diagnostic)
-        )
-    return out
-
-
-def _from_text(
-    msg: Message, text: str, original: Message | None, family: str | None, budget: Budget
-) -> list[FailedRecipient]:
-    own = (dsn.address_value(mime.header(msg, "From")) or "").rpartition("@")[2]
-    own = ".".join(own.split(".")[-2:])
-    found = textbounce.find_recipients(text, _exclusions(msg, original), own, budget) if text else []
-    if not found:
-        addr = arf.original_recipient(original) if original is not None else textbounce.quoted_original_recipient(text)
-        if addr:
-            found = [textbounce.TextRecipient(addr, textbounce.report_section(text)[:2000], None)]
-    out = []
-    whole = " ".join(textbounce.report_section(text).split())[:4000] if text else ""
-    family_text = " ".join(text[:4000].lower().split()) if family and len(found) == 1 else ""
-    # addresses that share their block (a list on one line) share its verdict: computed once
-    verdicts: dict[tuple[str, str | None], tuple[Verdict, str | None]] = {}
-    on_whole: dict[tuple[str | None, str | None], Verdict] = {}  # the same for every recipient
-    for n, t in enumerate(found):
-        if n % 16 == 15 and budget.expired():
-            budget.omit(len(found) - n)
-            break
-        known = verdicts.get((t.diagnostic, t.command))
-        if known is None:
-            known = _text_verdict(t, family, family_text, whole, msg, len(found), on_whole)
-            verdicts[t.diagnostic, t.command] = known
-        verdict, remote = known
-        if verdict.reason == "delivered":
-            continue
-        verdict = provider_reason(t.address, verdict)
-        action = (
-            "delayed" if verdict.status and verdict.status.startswith("4") and "delay" in whole.lower() else "failed"
-        )
-        out.append(
-            FailedRecipient(
-                t.address,
-                verdict.category,
-                verdict.reason,
-                verdict.hard,
-                verdict.status or _RETURNED,
-                action,
-                remote,
-                t.diagnostic or None,
-            )
-        )
-    return out
-
-
-def _text_verdict(
-    t: textbounce.TextRecipient,
-    family: str | None,
-    family_text: str,
-    whole: str,
-    msg: Message,
-    count: int,
-    on_whole: dict[tuple[str | None, str | None], Verdict],
-) -> tuple[Verdict, str | None]:
-    """The verdict on one text recipient's block, and the remote MTA it names."""
-    session = family not in lhost.NO_SESSION
-    explicit = lhost.family_reason(family, " ".join(t.diagnostic.lower().split()), msg) if family else None
-    if explicit is None and family_text:
-        explicit = lhost.family_reason(family, family_text, msg)  # the family's sentence anywhere
-    remote = textbounce.remote_host(t.diagnostic) or (textbounce.remote_host(whole) if count == 1 else None)
-    verdict = classify(None, t.diagnostic, None, t.command, explicit=explicit, remote_mta=remote, session=session)
-    if verdict.reason in ("onhold", "undefined") and whole:
-        again = on_whole.get((t.command, remote))
-        if again is None:
-            explicit = lhost.family_reason(family, whole.lower(), msg) if family else None
-            again = classify(None, whole, None, t.command, explicit=explicit, remote_mta=remote, session=session)
-            on_whole[t.command, remote] = again
-        verdict = again
-    return verdict, remote

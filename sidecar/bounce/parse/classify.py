@@ -10,12 +10,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sidecar.bounce.budget import MAX_DIAGNOSTIC
-from sidecar.bounce.model import Category
-from sidecar.bounce.families import remote_reason
-from sidecar.bounce.reasons import decide
-from sidecar.bounce.status import find as find_status
-from sidecar.bounce.status import prefer as prefer_status
+from sidecar.bounce.parse.budget import MAX_DIAGNOSTIC
+from sidecar.bounce.parse.results import Category
+from sidecar.bounce.parse.remote_host import remote_reason
+from sidecar.bounce.parse.reasons import decide
+from sidecar.bounce.parse.status import find as find_status
+from sidecar.bounce.parse.status import prefer as prefer_status
 
 _REPLY_CODE = re.compile(r"(?<![\d.])[45]\d\d(?=[\s:,-]|$)")
 _ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:@]{1,64}@[^\s<>()\[\]\"',;]+")  # bounded: linear
@@ -79,7 +79,7 @@ def classify(
     """Reason, category and hard/soft for one recipient.
 
     ``explicit`` is a reason a family-specific rule already decided (see
-    :mod:`sidecar.bounce.families`, :mod:`sidecar.bounce.lhost`); vague ones (``userunknown``,
+    :mod:`sidecar.bounce.parse.remote_host`, :mod:`sidecar.bounce.parse.reporting_mta`); vague ones (``userunknown``,
     ``expired`` ...) are still checked against the status and the wording. ``session`` False:
     the reporting gateway quotes no SMTP session, so an echoed recipient is no sign of ``RCPT``.
     """

@@ -2,7 +2,7 @@
 
 Uses the stdlib parser with the ``compat32`` policy (the fastest one, and the one that never
 raises on defects); every decode falls back to latin-1 / replacement characters. Sizes are
-bounded (:mod:`sidecar.bounce.budget`): the bytes read, header bytes per block, parts visited,
+bounded (:mod:`sidecar.bounce.parse.budget`): the bytes read, header bytes per block, parts visited,
 nesting depth and bytes decoded per part; a cut is noted on the :class:`Budget` passed in.
 """
 
@@ -17,9 +17,9 @@ from email.message import Message
 from email.parser import Parser
 from email.policy import compat32
 
-from sidecar.bounce.budget import MAX_DEPTH, MAX_HEADER_BYTES, MAX_HEADERS, MAX_MESSAGE_BYTES, MAX_PARTS, MAX_TEXT
-from sidecar.bounce.budget import MAX_PARAM_HEADER, Budget
-from sidecar.bounce.model import Limit
+from sidecar.bounce.parse.budget import MAX_DEPTH, MAX_HEADER_BYTES, MAX_HEADERS, MAX_MESSAGE_BYTES, MAX_PARTS, MAX_TEXT
+from sidecar.bounce.parse.budget import MAX_PARAM_HEADER, Budget
+from sidecar.bounce.parse.results import Limit
 
 _STR_PARSER = Parser(policy=compat32)
 

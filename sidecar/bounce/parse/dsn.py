@@ -2,7 +2,7 @@
 
 The fields are read from the text of a ``message/delivery-status`` part or, for MTAs that
 put the same fields into a ``text/plain`` body, from that text. Only exact RFC 3464 signal is
-extracted here; categorising happens in :mod:`sidecar.bounce.classify`.
+extracted here; categorising happens in :mod:`sidecar.bounce.parse.classify`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sidecar.bounce.budget import MAX_FIELD, MAX_RECIPIENTS, Budget
-from sidecar.bounce.model import Limit
+from sidecar.bounce.parse.budget import MAX_FIELD, MAX_RECIPIENTS, Budget
+from sidecar.bounce.parse.results import Limit
 
 _FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")

@@ -17,6 +17,7 @@ import re
 _CODE = re.compile(r"(?<![\d./vV])([245])\.([0-7])\.(\d{1,3})(?!\d)")
 _VAGUE_FIELD = frozenset({"4.4.7", "4.7.0"})
 _PROTOCOL = (".5.1", ".5.2", ".5.4", ".5.5")
+RETURNED = "5.0.0"  # a returned message with no code at all: a permanent failure of unknown detail
 
 
 def _zero(code: str) -> bool:

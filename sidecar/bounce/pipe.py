@@ -14,61 +14,22 @@ unparsed / bad-verp); 75 = anything else, so Postfix keeps the message and retri
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sys
+
+from sidecar.bounce.envelope import Envelope
 
 TYPE_CHECKING = False  # typing and dataclasses cost ~10 ms at start-up, paid once per bounce
 if TYPE_CHECKING:
     from typing import IO, Any
 
 EX_OK, EX_TEMPFAIL = 0, 75
-PROTOCOL_VERSION = 1
 REPLY_TIMEOUT = 120.0  # seconds to wait for the service's answer (it may wait on a locked database)
-MAX_HEADER = 16384
 
 
 class TempFail(Exception):
     """A failure after which Postfix must keep the message and retry (exit 75)."""
-
-
-class Envelope:
-    """What pipe(8) told us about the delivery, plus how much of the message we kept.
-
-    ``size`` is the size of the whole message as delivered (it may exceed what was kept).
-    """
-
-    __slots__ = ("sender", "recipient", "queue_id", "extension", "size", "truncated")
-    FIELDS = __slots__
-
-    def __init__(self, sender: str = "", recipient: str = "", queue_id: str = "", extension: str = "",
-                 size: int = 0, truncated: bool = False) -> None:
-        self.sender, self.recipient, self.queue_id, self.extension = sender, recipient, queue_id, extension
-        self.size, self.truncated = size, truncated
-
-    def __repr__(self) -> str:
-        return "Envelope(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.FIELDS) + ")"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Envelope) and all(getattr(self, k) == getattr(other, k) for k in self.FIELDS)
-
-    def to_header(self, kept: int) -> bytes:
-        d: dict[str, Any] = {k: getattr(self, k) for k in self.FIELDS}
-        d["v"] = PROTOCOL_VERSION
-        d["length"] = kept
-        return json.dumps(d, separators=(",", ":")).encode() + b"\n"
-
-    @classmethod
-    def from_header(cls, d: dict[str, Any]) -> Envelope:
-        return cls(
-            sender=str(d.get("sender") or ""),
-            recipient=str(d.get("recipient") or ""),
-            queue_id=str(d.get("queue_id") or ""),
-            extension=str(d.get("extension") or ""),
-            size=int(d.get("size") or 0),
-            truncated=bool(d.get("truncated")),
-        )
 
 
 def read_message(stream: IO[bytes], limit: int) -> tuple[bytes, int, bool]:
