@@ -16,7 +16,6 @@ import re
 import shutil
 import signal
 import smtplib
-import socket
 import subprocess
 import threading
 import time
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sidecar.postfix_config import render
+from tests.harness.system import free_port, pid_alive, port_in_use
 
 POSTFIX_TOOLS = ("postfix", "postconf", "postqueue", "postsuper")
 SBIN = Path("/usr/sbin")
@@ -110,27 +110,6 @@ def check_user_reaches(user: str, executable: Path, python_check: Sequence[str] 
                 f"as {user!r}, `{' '.join(python_check)}` failed (exit {result.returncode}): "
                 f"{result.stderr.strip()[-800:]}"
             )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_in_use(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (PID 1 here may not reap)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]
