@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.sidecar import BIN, SidecarProcess
-from tests.integration.test_ingest_record import HARD, q, variant
+from tests.harness.ingest import HARD, q, variant
 
 CONNECT = """
 import socket, sys

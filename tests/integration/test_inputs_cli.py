@@ -20,7 +20,7 @@ from sidecar.suppression.store import SuppressionStore
 from sidecar.units import InvalidValue
 from tests.harness.sidecar import run_cli
 from tests.harness.api import ApiServer
-from tests.integration.test_ingest_record import HARD, ingest
+from tests.harness.ingest import HARD, ingest
 
 TOKEN = "inputs-cli-token"
 

@@ -130,7 +130,7 @@ def test_expiry_of_the_record(db_url):
 def test_a_bounce_right_after_the_rcpt_is_corroborated_before_any_flush(tmp_path):
     """A remote MX that refuses at RCPT makes Postfix bounce within a second: the hand-off service
     in `sidecar serve` also asks this relay's own unflushed record, so the bounce suppresses."""
-    from tests.integration.test_ingest_record import HARD, ingest, q, variant
+    from tests.harness.ingest import HARD, ingest, q, variant
 
     db = tmp_path / "sidecar.db"
     sc = SidecarProcess(tmp_path, f"sqlite:///{db}", '[recipients]\nflush_interval = "1h"\nnode = "relay-1"\n')
