@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lab_checks import check_postfix_installed, check_user_reaches
 from lab_env import CAPTURE_INGEST, PIPE_USER, Lab, MakeLab, lab_sidecar_config, to_toml
 from lab_policy import StubPolicyServer
-from lab_postfix import PostfixLab, check_postfix_installed, check_user_reaches
+from lab_postfix import PostfixLab
 from lab_sidecar import SidecarServer, prepare_db_dir
 from lab_sink import SmtpSink
 

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lab_postfix import LabError
+from lab_checks import LabError
 
 from tests.harness.sidecar import BIN, SidecarProcess
 
