@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_api.py [--rows 1000000] [--calls 200] [--keep DIR]
 
 Seeds N suppressions (SuppressionStore.import_rows, the path `sidecar suppressions import`
-takes), starts `sidecar serve` (tests/integration/test_api_harness.py) with its HTTP listener
+takes), starts `sidecar serve` (tests.harness.api.ApiServer) with its HTTP listener
 on loopback and a real SQLite file, then measures:
 
 * export: GET /suppressions/export (CSV) streamed to /dev/null: wall time, rows, MB, and the
@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from sidecar.store.db import make_engine, upgrade  # noqa: E402
 from sidecar.suppression.store import SuppressionStore  # noqa: E402
-from tests.integration.test_api_harness import ApiServer  # noqa: E402
+from tests.harness.api import ApiServer  # noqa: E402
 
 TOKEN = "bench-token"
 REASONS = ("hard bounce", "complaint", "soft bounces", "manual")
@@ -74,7 +74,7 @@ def export(server: ApiServer) -> dict[str, float]:
 
     t = threading.Thread(target=sample, daemon=True)
     t.start()
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=120)
     t0 = time.monotonic()
     conn.request("GET", "/suppressions/export?format=csv", headers={"Authorization": f"Bearer {TOKEN}"})
     resp = conn.getresponse()
@@ -96,7 +96,7 @@ def export(server: ApiServer) -> dict[str, float]:
 
 
 def listing(server: ApiServer, calls: int) -> dict[str, dict[str, float]]:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=30)
     h = {"Authorization": f"Bearer {TOKEN}"}
     since = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400 * 90))
     cases = {

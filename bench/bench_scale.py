@@ -1,6 +1,6 @@
 """Scale-out benchmark: PostgreSQL import and start-up, Redis rate limits beside in-memory ones.
 
-Starts a private PostgreSQL and a private Redis on loopback (tests/services.py: own data
+Starts a private PostgreSQL and a private Redis on loopback (tests/harness/services.py: own data
 directory, own port), then measures, in this order:
 
 1. import: `sidecar suppressions import FILE.csv --db postgresql+psycopg://...` of N rows
@@ -45,7 +45,6 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 from policy_bench import (  # noqa: E402 - sibling bench modules
     Server,
-    free_port,
     metrics,
     suppression_csv,
     wait_quiet,
@@ -53,7 +52,8 @@ from policy_bench import (  # noqa: E402 - sibling bench modules
 )
 from scale_env import CpuWatch, db_counts, pg_pids, pg_remove, pg_settings, pg_start  # noqa: E402
 
-from tests.services import PostgresServer, RedisServer  # noqa: E402
+from tests.harness.services import PostgresServer, RedisServer  # noqa: E402
+from tests.harness.system import free_port  # noqa: E402
 
 VENV_BIN = ROOT / ".venv" / "bin"
 PY = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable

@@ -39,8 +39,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_load import (
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "bench"), str(ROOT)]
+from policy_load import (  # noqa: E402 - a sibling bench module
     DUNNO_REPLY,
     RCPT_ATTRIBUTES,
     clean_address,
@@ -48,7 +49,8 @@ from policy_load import (
     suppressed_address,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.harness.system import free_port  # noqa: E402 - the harness, bench/README.md
+
 BENCH = ROOT / "bench"
 VENV_BIN = ROOT / ".venv" / "bin"
 PY = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
@@ -69,12 +71,6 @@ limits = [{ rate = 100, per = "1d", burst = 100000000 }]
 [ingest]
 socket = ""
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def probe_request(recipient: str) -> bytes:

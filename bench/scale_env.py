@@ -1,6 +1,6 @@
 """The scale benchmark's surroundings: a durable private PostgreSQL, and whose CPU a step used.
 
-PostgreSQL comes from tests/services.py (own data directory, loopback port), restarted here
+PostgreSQL comes from tests/harness/services.py (own data directory, loopback port), restarted here
 with PostgreSQL's own durable defaults; CpuWatch tells our processes' CPU from the rest of
 the machine's, so that a step disturbed by other load can be told and redone.
 """
@@ -19,11 +19,11 @@ from typing import Any
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 from policy_bench import cpu_ticks  # noqa: E402 - sibling bench module
 
-from tests.services import PostgresServer  # noqa: E402
+from tests.harness.services import PostgresServer  # noqa: E402
 
 
 class DurablePostgres(PostgresServer):
-    """tests/services.py's server with PostgreSQL's own (durable) defaults for fsync and commits."""
+    """tests/harness/services.py's server with PostgreSQL's own (durable) defaults for fsync and commits."""
 
     def start(self) -> DurablePostgres:
         if self.user:

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from tests.services import PostgresServer, RedisServer
+from tests.harness.services import PostgresServer, RedisServer
 
 _db_names = itertools.count()
 

@@ -12,7 +12,7 @@ import pytest
 
 from sidecar.store.db import make_engine
 from sidecar.suppression.store import SuppressionStore
-from tests.integration.test_api_harness import ApiServer, call
+from tests.harness.api import ApiServer, call
 
 TOKEN = "hostile-token"
 CONFIG = f"""

@@ -14,7 +14,7 @@ from sqlalchemy import insert
 from sidecar.store.db import make_engine
 from sidecar.store.models import Event, RawMessage
 from sidecar.suppression.store import SuppressionStore
-from tests.integration.test_api_harness import ApiServer, call
+from tests.harness.api import ApiServer, call
 
 READ, WRITE = "r-token-123", "w-token-456"
 CONFIG = f"""

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.sidecar_proc import BIN
-from tests.services import free_port
+from tests.harness.sidecar import BIN
+from tests.harness.system import free_port
 
 
 def sidecar(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.sidecar_proc import BIN, Sidecar, run_cli
-from tests.unit.policy_data import rcpt
+from tests.harness.sidecar import BIN, SidecarProcess, run_cli
+from tests.harness.policy import rcpt
 
 TOKEN = "cluster-token"
 DSN = Path(__file__).resolve().parents[1] / "data" / "bounces" / "postfix" / "dsn-failed-550-5.1.1.eml"
@@ -61,7 +61,7 @@ def nodes(request, tmp_path, pg_url, redis_server):
     run_cli("db", "upgrade", db=pg_url)
     started = []
     for i, host in enumerate(("127.0.0.2", "127.0.0.3")):
-        sc = Sidecar(tmp_path / f"node{i}", pg_url, cluster_config(redis_server.url, redis_timeout, extra),
+        sc = SidecarProcess(tmp_path / f"node{i}", pg_url, cluster_config(redis_server.url, redis_timeout, extra),
                      host=host)
         sc.start()
         started.append(sc)

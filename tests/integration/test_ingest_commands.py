@@ -8,11 +8,12 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-from tests.integration.test_ingest_record import ARF, AUTO, BLOCK, HARD, KEY, SIDECAR, SOFT, q, variant
+from tests.harness.ingest import ARF, AUTO, BLOCK, HARD, KEY, SOFT, q, variant
+from tests.harness.sidecar import BIN
 
 
 def run(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([SIDECAR, *args], input=stdin, capture_output=True, timeout=120)
+    return subprocess.run([str(BIN), *args], input=stdin, capture_output=True, timeout=120)
 
 
 def test_parse_json_stdin_prints_a_bare_list() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.bounce.verp import make_verp_token
-from tests.integration.test_ingest_record import HARD, KEY, SOFT, ingest, q, variant
+from tests.harness.ingest import HARD, KEY, SOFT, ingest, q, variant
 
 SERVICE = r'''
 import sys

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.sidecar_proc import BIN, Sidecar
-from tests.integration.test_ingest_record import HARD, q, variant
+from tests.harness.sidecar import BIN, SidecarProcess
+from tests.harness.ingest import HARD, q, variant
 
 CONNECT = """
 import socket, sys
@@ -68,9 +68,9 @@ def as_user(user: str, *argv: str, stdin: bytes = b"") -> subprocess.CompletedPr
     return subprocess.run(["runuser", "-u", user, "--", *argv], input=stdin, capture_output=True, timeout=120)
 
 
-def serve(root: Path, sock: Path, extra: str = "") -> Sidecar:
+def serve(root: Path, sock: Path, extra: str = "") -> SidecarProcess:
     config = f'[ingest]\nsocket = "{sock}"\n{extra}'
-    sidecar = Sidecar(root / "service", f"sqlite:///{root}/service/s.db", config)
+    sidecar = SidecarProcess(root / "service", f"sqlite:///{root}/service/s.db", config)
     sidecar.start()
     return sidecar
 

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from sidecar.bounce.verp import make_verp_token
-from tests.integration.test_ingest_record import ARF, HARD, KEY, ingest, q, recorded, variant
+from tests.harness.ingest import ARF, HARD, KEY, ingest, q, recorded, variant
 
 VICTIM = "victim@example.net"
 

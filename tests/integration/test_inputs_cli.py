@@ -18,9 +18,9 @@ from sidecar.store.models import Change, Event, Suppression
 from sidecar.suppression.address import AddressError, split
 from sidecar.suppression.store import SuppressionStore
 from sidecar.units import InvalidValue
-from tests.integration.sidecar_proc import run_cli
-from tests.integration.test_api_harness import ApiServer
-from tests.integration.test_ingest_record import HARD, ingest
+from tests.harness.sidecar import run_cli
+from tests.harness.api import ApiServer
+from tests.harness.ingest import HARD, ingest
 
 TOKEN = "inputs-cli-token"
 

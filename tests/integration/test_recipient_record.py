@@ -11,8 +11,8 @@ from sidecar.recipients import open_lookup
 from sidecar.store import recipient_days
 from sidecar.store.db import make_engine, upgrade
 from sidecar.store.models import RecipientFilter
-from tests.integration.sidecar_proc import Sidecar, run_cli
-from tests.unit.policy_data import rcpt
+from tests.harness.sidecar import SidecarProcess, run_cli
+from tests.harness.policy import rcpt
 
 FAST = """
 [recipients]
@@ -37,7 +37,7 @@ def _seen(cfg_path, db, address, want, timeout=5.0):
 
 def test_serve_records_what_it_lets_through_and_the_lookup_sees_it(tmp_path):
     db = f"sqlite:///{tmp_path}/sidecar.db"
-    sc = Sidecar(tmp_path, db, FAST.format(node="relay-1"))
+    sc = SidecarProcess(tmp_path, db, FAST.format(node="relay-1"))
     try:
         sc.start()
         run_cli("suppressions", "add", "dead@example.test", "--reason", "hard bounce", db=db)
@@ -64,7 +64,7 @@ def test_serve_records_what_it_lets_through_and_the_lookup_sees_it(tmp_path):
 
 def test_the_last_recipients_are_written_at_shutdown(tmp_path):
     db = f"sqlite:///{tmp_path}/sidecar.db"
-    sc = Sidecar(tmp_path, db, '[recipients]\nflush_interval = "1h"\nnode = "relay-1"\n')
+    sc = SidecarProcess(tmp_path, db, '[recipients]\nflush_interval = "1h"\nnode = "relay-1"\n')
     try:
         sc.start()
         c = sc.connect()
@@ -81,7 +81,7 @@ def relays(tmp_path, pg_url):
     run_cli("db", "upgrade", db=pg_url)
     started = []
     for i, host in enumerate(("127.0.0.2", "127.0.0.3")):
-        sc = Sidecar(tmp_path / f"node{i}", pg_url, FAST.format(node=f"relay-{i}"), host=host)
+        sc = SidecarProcess(tmp_path / f"node{i}", pg_url, FAST.format(node=f"relay-{i}"), host=host)
         sc.start()
         started.append(sc)
     yield started
@@ -130,10 +130,10 @@ def test_expiry_of_the_record(db_url):
 def test_a_bounce_right_after_the_rcpt_is_corroborated_before_any_flush(tmp_path):
     """A remote MX that refuses at RCPT makes Postfix bounce within a second: the hand-off service
     in `sidecar serve` also asks this relay's own unflushed record, so the bounce suppresses."""
-    from tests.integration.test_ingest_record import HARD, ingest, q, variant
+    from tests.harness.ingest import HARD, ingest, q, variant
 
     db = tmp_path / "sidecar.db"
-    sc = Sidecar(tmp_path, f"sqlite:///{db}", '[recipients]\nflush_interval = "1h"\nnode = "relay-1"\n')
+    sc = SidecarProcess(tmp_path, f"sqlite:///{db}", '[recipients]\nflush_interval = "1h"\nnode = "relay-1"\n')
     try:
         sc.start()
         time.sleep(0.3)   # past the flush TimerService's first (immediate) run

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.sidecar_proc import Sidecar, run_cli
-from tests.unit.policy_data import fixtures, rcpt
+from tests.harness.sidecar import SidecarProcess, run_cli
+from tests.harness.policy import fixtures, rcpt
 
 LIMIT = """
 [ratelimit]
@@ -24,7 +24,7 @@ limits = [{ rate = 3, per = "1h" }]
 
 @pytest.fixture
 def sidecar(tmp_path):
-    sc = Sidecar(tmp_path, f"sqlite:///{tmp_path}/sidecar.db", LIMIT)
+    sc = SidecarProcess(tmp_path, f"sqlite:///{tmp_path}/sidecar.db", LIMIT)
     yield sc
     sc.stop()
 
@@ -158,7 +158,7 @@ def test_import_export_roundtrip(tmp_path):
 def test_check_config_names_the_key(tmp_path):
     cfg = tmp_path / "bad.toml"
     cfg.write_text("[server]\npolicy = [\"nope\"]\n")
-    from tests.integration.sidecar_proc import BIN
+    from tests.harness.sidecar import BIN
     import subprocess
 
     r = subprocess.run([str(BIN), "check-config", "--config", str(cfg)], capture_output=True, text=True)

@@ -13,8 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.integration.sidecar_proc import BIN, Sidecar, free_port
-from tests.services import free_port as free_tcp_port
+from tests.harness.sidecar import BIN, SidecarProcess
+from tests.harness.system import free_port
 
 EXIT_WITHIN = 3.0   # seconds from the error line to exit (~0.1 s when quiet; the bug was: never)
 
@@ -95,7 +95,7 @@ def test_http_port_in_use(tmp_path: Path) -> None:
 def test_ingest_socket_in_use_by_another_service(tmp_path: Path) -> None:
     sock = tmp_path / "ingest.sock"
     config = f'[ingest]\nsocket = "{sock}"\n'
-    first = Sidecar(tmp_path / "a", f"sqlite:///{tmp_path}/a.db", config)
+    first = SidecarProcess(tmp_path / "a", f"sqlite:///{tmp_path}/a.db", config)
     first.start()
     try:
         policy, http = free_port(), free_port()
@@ -120,7 +120,7 @@ def test_ingest_socket_in_use_by_another_service(tmp_path: Path) -> None:
 
 def test_database_unreachable(tmp_path: Path) -> None:
     policy, http = free_port(), free_port()
-    down = f"postgresql://postgres@127.0.0.1:{free_tcp_port()}/sidecar"   # nothing listens there
+    down = f"postgresql://postgres@127.0.0.1:{free_port()}/sidecar"   # nothing listens there
     code, lines, elapsed = serve_failing(tmp_path, down, [tcp(policy)], tcp(http))
     assert code == 1
     assert_one_line(lines, "database postgresql://postgres@127.0.0.1", "refused")

@@ -181,13 +181,13 @@ def test_a_running_server_learns_every_row_of_an_import(pg_url, tmp_path):
     reads the change feed and another writer adds suppressions in between: all of them apply."""
     import threading
 
-    from tests.integration.sidecar_proc import Sidecar, run_cli
-    from tests.unit.policy_data import rcpt
+    from tests.harness.sidecar import SidecarProcess, run_cli
+    from tests.harness.policy import rcpt
 
     n = 120_000
     csv_path = tmp_path / "in.csv"
     csv_path.write_text("address,reason\n" + "".join(f"imp{i}@d{i % 11}.test,hard bounce\n" for i in range(n)))
-    sc = Sidecar(tmp_path / "serve", pg_url, '[ingest]\nsocket = ""\n')
+    sc = SidecarProcess(tmp_path / "serve", pg_url, '[ingest]\nsocket = ""\n')
     sc.start()
     engine = make_engine(pg_url)
     other = SuppressionStore(engine)

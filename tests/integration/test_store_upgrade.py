@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from sidecar.store.db import current_revision, head_revision, make_engine, upgrade
-from tests.integration.sidecar_proc import BIN, Sidecar, run_cli
+from tests.harness.sidecar import BIN, SidecarProcess, run_cli
 
 HEAD = head_revision()
 
@@ -68,7 +68,7 @@ def test_sqlite_files_are_not_world_readable(tmp_path: Path) -> None:
     old = os.umask(0o022)   # the usual umask: the old code made the file 0644
     try:
         db = tmp_path / "data" / "s.db"
-        sidecar = Sidecar(tmp_path / "service", f"sqlite:///{db}")
+        sidecar = SidecarProcess(tmp_path / "service", f"sqlite:///{db}")
         sidecar.start()
         try:
             assert run_cli("suppressions", "add", "a@example.com", db=f"sqlite:///{db}").returncode == 0

@@ -17,7 +17,7 @@ from sidecar.store.db import make_engine, upgrade
 from sidecar.store.models import Event
 from sidecar.suppression.store import SuppressionStore
 from sidecar.webhooks.signing import SignatureError, verify
-from tests.integration.test_api_harness import ApiServer, call
+from tests.harness.api import ApiServer, call
 
 SECRET = "whsec-test-1"
 TOKEN = "tok-webhooks"

@@ -27,7 +27,7 @@ from sqlalchemy import insert
 from sidecar.store.db import make_engine, upgrade
 from sidecar.store.models import Event
 from sidecar.webhooks.client import TLS_MISSING
-from tests.integration.test_api_harness import ApiServer, call
+from tests.harness.api import ApiServer, call
 
 SECRET = "whsec-failures"
 TOKEN = "tok-failures"

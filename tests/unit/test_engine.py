@@ -6,7 +6,7 @@ from sidecar.config import load_config
 from sidecar.policy.engine import GuardedDecider, PolicyEngine
 from sidecar.policy.limits import RateLimiter
 from sidecar.suppression.index import SuppressionIndex
-from tests.unit.policy_data import rcpt
+from tests.harness.policy import rcpt
 
 NOW = 1_795_000_000.0
 

@@ -1,6 +1,6 @@
 from sidecar.config import LimitConfig, RateLimitRule
 from sidecar.policy.limits import RateLimiter
-from tests.unit.policy_data import rcpt
+from tests.harness.policy import rcpt
 
 NOW = 1_795_000_000.0
 

@@ -7,7 +7,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.testing import StringTransport
 
 from sidecar.policy.protocol import MAX_ACTION_BYTES, PolicyFactory, reply_bytes
-from tests.unit.policy_data import encode, rcpt
+from tests.harness.policy import encode, rcpt
 
 INJECTED = "hard\n\naction=REJECT injected\n\naction=OK"
 REQUEST = encode(rcpt(recipient="someone@example.test"))

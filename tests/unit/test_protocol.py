@@ -2,7 +2,7 @@ import pytest
 from twisted.internet.testing import StringTransport
 
 from sidecar.policy.protocol import PolicyFactory
-from tests.unit.policy_data import encode, fixtures
+from tests.harness.policy import encode, fixtures
 
 
 class Recorder:

@@ -11,7 +11,7 @@ from sidecar.recipients import InMemoryRecipients, open_lookup
 from sidecar.store import recipient_days
 from sidecar.store.db import make_engine, upgrade
 from sidecar.suppression.index import SuppressionIndex
-from tests.unit.policy_data import rcpt
+from tests.harness.policy import rcpt
 
 NOW = 1_795_000_000.0   # 2026-11-18 ~ 08:53 UTC
 RETENTION = 14 * DAY

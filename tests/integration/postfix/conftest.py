@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lab_checks import check_postfix_installed, check_user_reaches
 from lab_env import CAPTURE_INGEST, PIPE_USER, Lab, MakeLab, lab_sidecar_config, to_toml
 from lab_policy import StubPolicyServer
-from lab_postfix import PostfixLab, check_postfix_installed, check_user_reaches
-from lab_sidecar import SIDECAR_BIN, VENV_BIN, SidecarServer, prepare_db_dir
+from lab_postfix import PostfixLab
+from lab_sidecar import SidecarServer, prepare_db_dir
 from lab_sink import SmtpSink
 
 from sidecar.postfix_config import values_from_config
+from tests.harness.sidecar import BIN
 
 
 @pytest.hookimpl(wrapper=True)
@@ -45,7 +47,7 @@ def postfix_installed() -> None:
 def sidecar_reachable() -> None:
     """The pipe user must be able to run the venv's sidecar (pipe(8) runs it as that user)."""
     try:
-        check_user_reaches(PIPE_USER, SIDECAR_BIN, [str(VENV_BIN / "python"), "-c", "import sidecar"])
+        check_user_reaches(PIPE_USER, BIN, [str(BIN.with_name("python")), "-c", "import sidecar"])
     except AssertionError as exc:
         pytest.fail(str(exc), pytrace=False)
 

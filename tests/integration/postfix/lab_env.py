@@ -11,10 +11,11 @@ from typing import Any
 
 from lab_policy import StubPolicyServer, policy_query
 from lab_postfix import BOUNCE_DOMAIN, PostfixLab, wait_until
-from lab_sidecar import SIDECAR_BIN, SidecarServer, command_missing, db_rows, sidecar_json
+from lab_sidecar import SidecarServer, command_missing, db_rows, sidecar_json
 from lab_sink import SmtpSink
 
 from sidecar.postfix_config import FAIL_CLOSED
+from tests.harness.sidecar import BIN
 
 PIPE_USER = "nobody"
 VERP_KEY = "lab-verp-key"
@@ -32,7 +33,7 @@ def lab_sidecar_config(root: Path, db_url: str, server: SidecarServer, extra: Ma
         "postfix": {
             "bounce_domain": BOUNCE_DOMAIN,
             "pipe_user": PIPE_USER,
-            "sidecar_bin": str(SIDECAR_BIN),
+            "sidecar_bin": str(BIN),
             "default_action": FAIL_CLOSED,  # a broken sidecar must show up as failures
             "policy_timeout": "5s",
         },
@@ -143,7 +144,7 @@ class Lab:
     def diagnostics(self) -> str:
         parts = [f"--- postfix log ({self.postfix.log_file}) ---", self.postfix.log_tail(80)]
         if self.server is not None:
-            parts += [f"--- sidecar serve log ({self.server.log_file}) ---", self.server.log_tail(80)]
+            parts += [f"--- sidecar serve log ({self.server.log}) ---", self.server.log_tail(80)]
         with self.sink.log.lock:
             parts += [
                 "--- sink ---",

@@ -8,7 +8,6 @@ no local delivery, short queue times and XCLIENT for loopback.
 from __future__ import annotations
 
 import contextlib
-import grp
 import json
 import os
 import pwd
@@ -16,7 +15,6 @@ import re
 import shutil
 import signal
 import smtplib
-import socket
 import subprocess
 import threading
 import time
@@ -24,10 +22,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sidecar.postfix_config import render
+from lab_checks import SBIN, LabError
 
-POSTFIX_TOOLS = ("postfix", "postconf", "postqueue", "postsuper")
-SBIN = Path("/usr/sbin")
+from sidecar.postfix_config import render
+from tests.harness.system import free_port, pid_alive, port_in_use
+
 MYHOSTNAME = "mail.lab.test"
 BOUNCE_DOMAIN = "bounce.lab.test"
 
@@ -56,81 +55,6 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 """
-
-
-class LabError(AssertionError):
-    """The lab cannot run here; the message says what to fix."""
-
-
-# ---------------------------------------------------------------------------------------
-# Preconditions
-
-
-def check_postfix_installed() -> None:
-    problems = [f"{SBIN / tool} is missing" for tool in POSTFIX_TOOLS if not (SBIN / tool).exists()]
-    for kind, name, lookup in (("user", "postfix", pwd.getpwnam), ("group", "postdrop", grp.getgrnam)):
-        try:
-            lookup(name)
-        except KeyError:
-            problems.append(f"{kind} {name!r} does not exist")
-    if problems:
-        raise LabError(
-            "Postfix integration tests need a real Postfix: "
-            + "; ".join(problems)
-            + '. Install it with: echo "postfix postfix/main_mailer_type select No configuration"'
-            " | debconf-set-selections; DEBIAN_FRONTEND=noninteractive apt-get install -y -q"
-            " --no-install-recommends postfix swaks"
-        )
-    if os.geteuid() != 0:
-        raise LabError("Postfix integration tests must run as root (the Postfix master runs as root)")
-
-
-def _user_can(user: str, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["runuser", "-u", user, "--", *argv], check=False, capture_output=True, text=True, timeout=60)
-
-
-def check_user_reaches(user: str, executable: Path, python_check: Sequence[str] = ()) -> None:
-    """Fail clearly unless ``user`` can traverse to and run ``executable`` (pipe(8) runs as it)."""
-    try:
-        pwd.getpwnam(user)
-    except KeyError:
-        raise LabError(f"pipe user {user!r} does not exist") from None
-    for path in [*reversed(executable.parents), executable]:
-        if _user_can(user, "test", "-x", str(path)).returncode != 0:
-            raise LabError(
-                f"pipe(8) runs the ingester as {user!r}, who cannot reach {path} "
-                f"(mode {oct(path.stat().st_mode & 0o7777) if path.exists() else 'missing'}); "
-                f"{executable} is unusable. Put the venv outside root's home (e.g. made with "
-                "/usr/bin/python3) or chmod o+x the directory."
-            )
-    if python_check:
-        result = _user_can(user, *python_check)
-        if result.returncode != 0:
-            raise LabError(
-                f"as {user!r}, `{' '.join(python_check)}` failed (exit {result.returncode}): "
-                f"{result.stderr.strip()[-800:]}"
-            )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_in_use(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (PID 1 here may not reap)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]

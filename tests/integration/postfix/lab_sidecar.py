@@ -10,21 +10,15 @@ import contextlib
 import json
 import os
 import pwd
-import signal
 import sqlite3
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lab_postfix import LabError, free_port, pid_alive
+from lab_checks import LabError
 
-VENV_BIN = Path(sys.executable).parent
-SIDECAR_BIN = VENV_BIN / "sidecar"
+from tests.harness.sidecar import BIN, SidecarProcess
 
 
 def prepare_db_dir(path: Path, pipe_user: str, db_name: str = "sidecar.db") -> Path:
@@ -46,98 +40,26 @@ def prepare_db_dir(path: Path, pipe_user: str, db_name: str = "sidecar.db") -> P
     return db
 
 
-class SidecarServer:
-    def __init__(self, root: Path, *, db_url: str, config: Path | None = None) -> None:
-        self.root = root
-        self.db_url = db_url
-        self.config = config
-        self.policy_port = free_port()
-        self.policy_unix: Path | None = None  # an extra unix-socket policy listener
-        self.http_port = free_port()
-        self.log_file = root / "sidecar-serve.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+class SidecarServer(SidecarProcess):
+    """The harness's ``SidecarProcess`` as the lab runs it: the config file is make_lab's,
+    an optional extra unix-socket policy listener, and a LabError when it does not start."""
 
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+    error = LabError
+
+    def __init__(self, root: Path, *, db_url: str) -> None:
+        super().__init__(root, db_url, config_text=None, log_name="sidecar-serve.log")
+        self.policy_unix: Path | None = None  # an extra unix-socket policy listener
 
     def policy_endpoints(self) -> list[str]:
         """Twisted endpoints; the first is the one Postfix is wired to."""
-        endpoints = [f"tcp:{self.policy_port}:interface=127.0.0.1"]
+        endpoints = super().policy_endpoints()
         if self.policy_unix is not None:
             endpoints.insert(0, f"unix:{self.policy_unix}:mode=666")
         return endpoints
 
-    def argv(self) -> list[str]:
-        argv = [str(SIDECAR_BIN), "serve"]
-        if self.config is not None:
-            argv += ["--config", str(self.config)]
-        for endpoint in self.policy_endpoints()[:-1]:
-            argv += ["--policy", endpoint]
-        return argv + [
-            "--policy",
-            f"tcp:{self.policy_port}:interface=127.0.0.1",
-            "--http",
-            f"tcp:{self.http_port}:interface=127.0.0.1",
-            "--db",
-            self.db_url,
-        ]
-
-    def start(self, timeout: float = 30.0) -> SidecarServer:
-        with open(self.log_file, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.root
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                command = " ".join(self.argv())
-                code = self.proc.returncode
-                raise LabError(f"`{command}` exited with {code} before it was ready:\n{self.log_tail()}")
-            if self.healthz() == 200:
-                return self
-            time.sleep(0.1)
-        raise LabError(f"sidecar serve not healthy within {timeout}s ({self.http}/healthz):\n{self.log_tail()}")
-
-    def healthz(self) -> int | None:
-        try:
-            with urllib.request.urlopen(self.http + "/healthz", timeout=2) as resp:
-                return int(resp.status)
-        except urllib.error.HTTPError as exc:
-            return int(exc.code)
-        except OSError:
-            return None
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        pid = self.proc.pid
-        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(wait)
-                break
-        if pid_alive(pid):
-            raise AssertionError(f"sidecar serve PID {pid} is still running after TERM and KILL")
-
-    def kill(self) -> float:
-        """SIGKILL by PID, as a crash would; returns (monotonic) once the process is gone."""
-        assert self.proc is not None and self.proc.poll() is None, "sidecar serve is not running"
-        os.kill(self.proc.pid, signal.SIGKILL)
-        killed = time.monotonic()
-        self.proc.wait(10)
-        return killed
-
-    def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no sidecar log)"
-
 
 def sidecar_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(SIDECAR_BIN), *args], check=False, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([str(BIN), *args], check=False, capture_output=True, text=True, timeout=timeout)
 
 
 def sidecar_json(*args: str) -> list[dict[str, Any]]:

@@ -30,13 +30,14 @@ from typing import Any
 
 import pytest
 from lab_policy import policy_query
-from lab_postfix import BOUNCE_DOMAIN, MASTER_CF_BASE, PostfixLab, free_port, pid_alive, wait_until
+from lab_postfix import BOUNCE_DOMAIN, MASTER_CF_BASE, PostfixLab, wait_until
 from lab_sink import SmtpSink
 from packaging.requirements import Requirement
 from packaging.tags import parse_tag, sys_tags
 
 from sidecar.bounce.verp import make_verp_sender
 from sidecar.postfix_config import FAIL_CLOSED
+from tests.harness.system import free_port, pid_alive
 
 pytestmark = pytest.mark.postfix
 

@@ -79,7 +79,7 @@ def events_by_address(lab: Lab, like: str) -> dict[str, int]:
 def metric(lab: Lab, name: str) -> dict[str, float]:
     """Samples of one metric from the running sidecar's /metrics: {labels: value}."""
     assert lab.server is not None
-    with urllib.request.urlopen(lab.server.http + "/metrics", timeout=5) as resp:
+    with urllib.request.urlopen(lab.server.url + "/metrics", timeout=5) as resp:
         text = resp.read().decode()
     out = {}
     for m in re.finditer(rf"^{re.escape(name)}(\{{[^}}]*\}})? (\S+)$", text, re.MULTILINE):
@@ -101,7 +101,7 @@ def test_b_database_down_dsns_wait_in_queue_then_recorded_once(
     make_lab: MakeLab, request: pytest.FixtureRequest, backend: str
 ) -> None:
     """SQLite: `ingest` records in-process as the pipe user and the database directory is made
-    unreachable (chmod 000). PostgreSQL (the session's private server, tests/services.py):
+    unreachable (chmod 000). PostgreSQL (the session's private server, tests/harness/services.py):
     `ingest` hands off to `serve`, and the server is stopped, then started again (`ingest`'s
     own fallback could not reach it either)."""
     hard = [f"dbdown{n}@example.test" for n in range(3)]
@@ -337,7 +337,7 @@ def test_c_serve_sigkill_under_load_then_restart(make_lab: MakeLab) -> None:
         "the restarted server to refuse every hard-bounced address",
     )
     assert events_by_address(lab, r"crash\d+@example\.test") == {a: 1 for a in rejected_hard}
-    by_service = len(re.findall(r"ingested queue_id=", lab.server.log_file.read_text(errors="replace")))
+    by_service = len(re.findall(r"ingested queue_id=", lab.server.log.read_text(errors="replace")))
     figure(
         f"c: {len(before)} suppressions from before the crash and {len(rejected_hard)} hard bounces "
         f"under load all suppressed after the restart, each event recorded once "
@@ -602,7 +602,7 @@ def test_e_garbage_on_policy_socket_while_postfix_is_answered(make_lab: MakeLab)
     assert garbage.probes and {a for _, a in garbage.probes} == {"DUNNO"}, garbage.probes[:5]
     bad_input = metric(lab, "sidecar_policy_bad_input_total")
     assert sum(bad_input.values()) > 0, bad_input
-    assert "Traceback" not in lab.server.log_file.read_text(errors="replace"), lab.server.log_tail()
+    assert "Traceback" not in lab.server.log.read_text(errors="replace"), lab.server.log_tail()
     probe_times = sorted(t for t, _ in garbage.probes)
     figure(
         f"e: garbage on the policy port ({', '.join(f'{k} x{v}' for k, v in sorted(garbage.done.items()))}) "

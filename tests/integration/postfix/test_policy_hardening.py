@@ -29,7 +29,7 @@ CRAFTED = "hard\n\naction=REJECT injected\n\naction=OK"
 
 def metric(lab: Lab, name: str) -> dict[str, float]:
     assert lab.server is not None
-    with urllib.request.urlopen(lab.server.http + "/metrics", timeout=5) as resp:
+    with urllib.request.urlopen(lab.server.url + "/metrics", timeout=5) as resp:
         text = resp.read().decode()
     return {m[1] or "": float(m[2]) for m in re.finditer(rf"^{re.escape(name)}(\{{[^}}]*\}})? (\S+)$", text, re.M)}
 
@@ -98,7 +98,7 @@ def test_a_newline_in_a_reason_cannot_answer_the_next_recipient(make_lab: MakeLa
     assert blocked not in first.rcpt_tos
     lab.postfix.wait_queue_empty()
     assert not re.findall(r"warning: .*policy", lab.postfix.log_text())
-    server_log = lab.server.log_file.read_text(errors="replace") if lab.server else ""
+    server_log = lab.server.log.read_text(errors="replace") if lab.server else ""
     assert "policy reply had control or unprintable characters" in server_log
 
 

@@ -9,28 +9,12 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, timeout: float) -> None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+from tests.harness.system import free_port, pid_alive, wait_port
 
 
 def _pg_bindir() -> Path:
@@ -63,7 +47,7 @@ class PostgresServer:
                   "-o", f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.dir} "
                         "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
                   "start")
-        _wait_port(self.port, 30)
+        wait_port(self.port, 30)
         return self
 
     def stop(self, mode: str = "fast") -> None:
@@ -99,7 +83,7 @@ class RedisServer:
         subprocess.run(["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--daemonize", "yes",
                         "--pidfile", str(pidfile), "--save", "", "--appendonly", "no", "--dir", str(self.dir),
                         "--logfile", str(self.dir / "redis.log")], check=True, timeout=30)
-        _wait_port(self.port, 10)
+        wait_port(self.port, 10)
         t0 = time.monotonic()
         while True:   # the pidfile may exist before Redis has written its number into it
             text = pidfile.read_text().strip() if pidfile.exists() else ""
@@ -118,7 +102,7 @@ class RedisServer:
             except ProcessLookupError:
                 pass
             t0 = time.monotonic()
-            while time.monotonic() - t0 < 10 and _alive(self.pid):
+            while time.monotonic() - t0 < 10 and pid_alive(self.pid):
                 time.sleep(0.02)
             self.pid = None
 
@@ -130,10 +114,3 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False

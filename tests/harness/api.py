@@ -11,28 +11,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.integration.sidecar_proc import Sidecar
+from tests.harness.sidecar import SidecarProcess
 
 
-
-class ApiServer(Sidecar):
-    """``sidecar serve`` with the API on ``url``; ``start()`` returns the server itself."""
+class ApiServer(SidecarProcess):
+    """``sidecar serve`` with the API on ``url``, by default on a SQLite file in ``tmp``."""
 
     def __init__(self, tmp: Path, config_text: str, db: str | None = None) -> None:
         super().__init__(tmp, db or f"sqlite:///{tmp}/sidecar.db", config_text)
-
-    @property
-    def port(self) -> int:
-        return self.http_port
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.http_port}"
-
-    def start(self, timeout: float = 30) -> ApiServer:  # type: ignore[override]
-        super().start(timeout)
-        return self
-
 
 def call(base: str, method: str, path: str, token: str | None = None, body: Any = None,
          data: bytes | None = None, ctype: str = "application/json") -> tuple[int, Any]:
