@@ -1,6 +1,7 @@
 import pytest
 
-from sidecar.config import ConfigError, iter_documented_keys, load_config, parse_duration, parse_size
+from sidecar.config import ConfigError, iter_documented_keys, load_config
+from sidecar.units import parse_duration, parse_size
 
 
 def write(tmp_path, text):
