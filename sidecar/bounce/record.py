@@ -35,7 +35,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from sidecar import metrics
@@ -44,6 +43,7 @@ from sidecar.bounce import trust
 from sidecar.bounce.findings import Derived, Finding, Outcome, derive, derive_raw, looks_like_report
 from sidecar.bounce.ingest import Envelope
 from sidecar.recipients import RecipientLookup
+from sidecar.store.db import dialect_insert
 from sidecar.store.models import Event, RawMessage, Suppression, SuppressionCause
 from sidecar.suppression.store import SuppressionStore
 from sidecar.units import InvalidValue
@@ -56,10 +56,6 @@ SOFT_COUNTED = frozenset({"invalid-recipient", "mailbox-full", "dns", "network"}
 REASON_HARD, REASON_COMPLAINT, REASON_SOFT = "hard bounce", "complaint", "soft bounces"
 SUPERSEDED = "superseded"  # decision of an event replaced by a replay (kept for history)
 NOT_COUNTED = (SUPERSEDED, "bad-verp", trust.UNVERIFIED, trust.UNCORROBORATED)  # never count as soft bounces
-
-
-def _insert(conn: Connection, table: Any) -> Any:
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
 class Recorder:
@@ -127,7 +123,7 @@ class Recorder:
             self.assess(d, now)
             with self.engine.begin() as conn:
                 mid = conn.execute(
-                    _insert(conn, RawMessage.__table__)
+                    dialect_insert(conn, RawMessage.__table__)
                     .values(
                         sha256=digest,
                         received_at=now,
@@ -316,7 +312,7 @@ class Recorder:
         ).first()
         if cur is not None and (cur.expires_at is None or (expires_at is not None and cur.expires_at >= expires_at)):
             conn.execute(
-                _insert(conn, SuppressionCause.__table__).on_conflict_do_nothing(),
+                dialect_insert(conn, SuppressionCause.__table__).on_conflict_do_nothing(),
                 [{"suppression_id": cur.id, "event_id": event_id}],
             )
             return "covered"
