@@ -215,21 +215,7 @@ class PolicyProtocol(Protocol):
                 action.addCallback(self._answer_later)
                 return
             reply = f.replies.get(action)
-            if reply is None:
-                reply = f.reply(action)
-            # _write, inlined: this runs once per request
-            t: Any = self.transport
-            sock = self._sock
-            if sock is not None and not t.dataBuffer and not t._tempDataBuffer and t.connected \
-                    and not t.disconnecting:
-                try:
-                    n = sock.send(reply)
-                except OSError:
-                    n = 0
-                if n != len(reply):
-                    t.write(reply[n:])
-            else:
-                t.write(reply)
+            self._write(reply if reply is not None else f.reply(action))
             if not buf:
                 self.buf = b""
                 return
