@@ -156,7 +156,7 @@ def test_request_reads_attributes_like_a_dict_of_its_lines():
     (b"alone", "alone"),
 ])
 def test_parse_names_the_first_line_without_equals(block, bad):
-    from sidecar.policy.protocol import BadRequest
+    from sidecar.policy.request import BadRequest
 
     with pytest.raises(BadRequest, match="line without '='") as e:
         PolicyFactory(Recorder()).parse(block)
@@ -164,7 +164,7 @@ def test_parse_names_the_first_line_without_equals(block, bad):
 
 
 def test_parse_request_type_is_the_last_request_line():
-    from sidecar.policy.protocol import BadRequest
+    from sidecar.policy.request import BadRequest
 
     f = PolicyFactory(Recorder())
     assert f.parse(b"request=smtpd_access_policy\nsender=a@x.test")["sender"] == "a@x.test"
