@@ -107,8 +107,8 @@ def compile_rule(rule: RateLimitRule) -> CompiledRule:
 class RateLimiter:
     """All rules, their in-memory state, and which keys changed since the last save.
 
-    Every window's step is ``ratelimit.check``/``ratelimit.force`` (the one GCRA in Python; an
-    inlined copy measured no faster than the noise in bench/policy_bench.py). ``state`` values are
+    Every window's step is ``ratelimit.step``/``ratelimit.force``: the one GCRA in Python, which
+    ``ratelimit.check`` (the figures for the API and CLI) uses too. ``state`` values are
     replaced, never changed in place, so the database thread may read them (``dirty_items``)
     while the reactor goes on deciding.
     """
@@ -120,22 +120,37 @@ class RateLimiter:
         self.dirty: set[str] = set()
         self._committed: OrderedDict[str, None] = OrderedDict()
         self._committed_max = committed_instances
-        # (rule, consume) for the states that check: RCPT consumes per-recipient rules' units, DATA only checks
-        plan = [(r, not r.messages) for r in self.rules]
+        # (rule, (interval, capacity * interval) per window, consume) for the states that check:
+        # RCPT consumes per-recipient rules' units, DATA only checks per-message rules
+        plan = [(r, tuple((w.interval, w.capacity * w.interval) for w in r.windows), not r.messages)
+                for r in self.rules]
         self._plans = {"RCPT": plan, "DATA": [p for p in plan if p[0].messages]}
 
     def __bool__(self) -> bool:
         return bool(self.rules)
 
-    def _admit(self, rule: CompiledRule, key: str, now: float, consume: bool) -> str | None:
-        """The reply when a window of ``rule`` refuses ``key`` at ``now``, else None (units consumed if ``consume``)."""
-        tats = self.state.get(key) or (None,) * len(rule.windows)
+    def _admit(self, rule: CompiledRule, params: tuple[tuple[float, float], ...], key: str, now: float,
+               consume: bool) -> str | None:
+        """The reply when a window of ``rule`` refuses ``key`` at ``now``, else None (units consumed if ``consume``).
+
+        ``params``: (interval, capacity * interval) of each window, for ``ratelimit.step``.
+        """
+        tats = self.state.get(key)
+        if len(params) == 1:   # the usual rule: one window
+            interval, limit = params[0]
+            new = ratelimit.step(tats[0] if tats is not None else None, now, interval, limit)
+            if new is None:
+                return rule.reply(key, rule.windows[0])
+            if consume:
+                self.state[key] = (new,)
+                self.dirty.add(key)
+            return None
         news = []
-        for window, tat in zip(rule.windows, tats, strict=True):
-            verdict = ratelimit.check(window, tat, now)
-            if not verdict.allowed:
-                return rule.reply(key, window)
-            news.append(verdict.tat)
+        for i, (interval, limit) in enumerate(params):
+            new = ratelimit.step(tats[i] if tats is not None else None, now, interval, limit)
+            if new is None:
+                return rule.reply(key, rule.windows[i])
+            news.append(new)
         if consume:
             self.state[key] = tuple(news)
             self.dirty.add(key)
@@ -148,7 +163,7 @@ class RateLimiter:
             if state == "END-OF-MESSAGE":
                 self._commit_message(attrs, now)
             return None
-        for rule, consume in plan:
+        for rule, params, consume in plan:
             plain = rule.plain
             if plain is not None:   # key_value's one-attribute case, inlined
                 v = attrs.get(plain, "").lower()
@@ -160,7 +175,7 @@ class RateLimiter:
                 if maybe is None:
                     continue
                 key = maybe
-            reply = self._admit(rule, key, now, consume)
+            reply = self._admit(rule, params, key, now, consume)
             if reply is not None:
                 return rule.name, key, reply
         return None
