@@ -48,7 +48,7 @@ _ACTION_ALIASES = {
     "fail-closed": FAIL_CLOSED,
     "closed": FAIL_CLOSED,
 }
-_ACTION_OK = re.compile(
+ACTION = re.compile(
     r"^(?:DUNNO|OK|PERMIT|DEFER|DEFER_IF_PERMIT|DEFER_IF_REJECT|REJECT|[45]\d\d)(?:\s.*)?$",
     re.IGNORECASE,
 )
@@ -168,7 +168,7 @@ def postfix_default_action(value: str) -> str:
     alias = _ACTION_ALIASES.get(text.lower())
     if alias:
         return alias
-    if not _ACTION_OK.match(text):
+    if not ACTION.match(text):
         raise TemplateError(
             f"postfix.default_action {value!r}: use fail-open, fail-closed or a Postfix action "
             "such as DUNNO or '451 4.3.5 text'"

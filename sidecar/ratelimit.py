@@ -35,14 +35,24 @@ class Verdict:
     retry_after: float  # seconds until one unit is available (0 when allowed)
 
 
+def step(tat: float | None, now: float, interval: float, limit: float, cost: int = 1) -> float | None:
+    """The GCRA step: the new TAT when ``cost`` units fit at ``now``, else None.
+
+    ``interval`` is the window's emission interval and ``limit`` its ``capacity * interval``:
+    the hot path passes them precomputed. ``check`` is this step with the figures around it.
+    """
+    new_tat = (now if tat is None or tat < now else tat) + cost * interval
+    return new_tat if new_tat - now <= limit + 1e-9 else None
+
+
 def check(window: Window, tat: float | None, now: float, cost: int = 1, consume: bool = True) -> Verdict:
     """Would ``cost`` units be admitted at ``now``? Returns the new TAT when consumed."""
     t = window.interval
     limit = window.capacity * t
     base = now if tat is None or tat < now else tat
-    new_tat = base + cost * t
-    if new_tat - now > limit + 1e-9:
-        retry = new_tat - now - limit
+    new_tat = step(tat, now, t, limit, cost)
+    if new_tat is None:
+        retry = base + cost * t - now - limit
         return Verdict(False, base if tat is not None else now, _remaining(base, now, t, limit), retry)
     final = new_tat if consume else base
     return Verdict(True, final, _remaining(new_tat, now, t, limit), 0.0)

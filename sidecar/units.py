@@ -1,4 +1,5 @@
-"""User-typed times and durations: the one parser every entry point uses (API, CLI, CSV import, store).
+"""User-typed times, durations and sizes: the one parser of each that every entry point uses (config,
+API, CLI, CSV import, store).
 
 A time is accepted as ISO 8601 (``2026-11-01``, ``2026-11-01T12:00:00Z``), POSIX seconds (a
 number, or a string of digits), a duration (``"7d"``: that long from now, or ago for ``since``),
@@ -45,6 +46,17 @@ def parse_duration(value: object) -> float:
         if m and len(m.group(1)) <= 16:
             return float(m.group(1)) * _UNITS[m.group(2)]
     raise ValueError('expected a duration like "1h"')
+
+
+def parse_size(value: object) -> int:
+    """``"10MB"``, ``"512k"`` or a number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        m = re.match(r"^\s*(\d+)\s*([kmg]?)i?b?\s*$", value, re.I)
+        if m:
+            return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
+    raise ValueError('expected a size like "10MB" or a number of bytes')
 
 
 def check_time(ts: float, field: str) -> float:

@@ -36,7 +36,6 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from sidecar import metrics
@@ -45,6 +44,7 @@ from sidecar.bounce import trust
 from sidecar.bounce.derive import Decision, Derived, EventKind, Finding, MessageState, Outcome, derive_raw
 from sidecar.bounce.envelope import Envelope
 from sidecar.recipients import RecipientLookup
+from sidecar.store.db import dialect_insert
 from sidecar.store.models import Event, RawMessage, Suppression, SuppressionCause
 from sidecar.suppression.store import SuppressionStore
 from sidecar.units import InvalidValue
@@ -65,10 +65,6 @@ class Suppressed(StrEnum):
     EXPIRED = "expired"  # an old message (import, replay) whose suppression would already be over
     REFUSED = "refused"  # a value the store refuses: retrying the message would not help
     CAP_REACHED = "cap-reached"  # over ingest.max_suppressions_per_message
-
-
-def _insert(conn: Connection, table: Any) -> Any:
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
 class Recorder:
@@ -136,7 +132,7 @@ class Recorder:
             self.assess(d, now)
             with self.engine.begin() as conn:
                 mid = conn.execute(
-                    _insert(conn, RawMessage.__table__)
+                    dialect_insert(conn, RawMessage.__table__)
                     .values(
                         sha256=digest,
                         received_at=now,
@@ -324,7 +320,7 @@ class Recorder:
         ).first()
         if cur is not None and (cur.expires_at is None or (expires_at is not None and cur.expires_at >= expires_at)):
             conn.execute(
-                _insert(conn, SuppressionCause.__table__).on_conflict_do_nothing(),
+                dialect_insert(conn, SuppressionCause.__table__).on_conflict_do_nothing(),
                 [{"suppression_id": cur.id, "event_id": event_id}],
             )
             return Suppressed.COVERED

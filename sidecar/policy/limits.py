@@ -107,9 +107,10 @@ def compile_rule(rule: RateLimitRule) -> CompiledRule:
 class RateLimiter:
     """All rules, their in-memory state, and which keys changed since the last save.
 
-    The hot path (``check``) inlines ``ratelimit.check``/``ratelimit.force`` with the same
-    arithmetic; ``state`` values are replaced, never changed in place, so the database
-    thread may read them (``dirty_items``) while the reactor goes on deciding.
+    Every window's step is ``ratelimit.step``/``ratelimit.force``: the one GCRA in Python, which
+    ``ratelimit.check`` (the figures for the API and CLI) uses too. ``state`` values are
+    replaced, never changed in place, so the database thread may read them (``dirty_items``)
+    while the reactor goes on deciding.
     """
 
     def __init__(self, rules: Iterable[RateLimitRule], committed_instances: int = 10000) -> None:
@@ -119,34 +120,35 @@ class RateLimiter:
         self.dirty: set[str] = set()
         self._committed: OrderedDict[str, None] = OrderedDict()
         self._committed_max = committed_instances
-        # (rule, ((interval, limit + 1e-9), ...) per window, consume) for the states that check
-        plan = [(r, tuple((w.interval, w.capacity * w.interval + 1e-9) for w in r.windows), not r.messages)
+        # (rule, (interval, capacity * interval) per window, consume) for the states that check:
+        # RCPT consumes per-recipient rules' units, DATA only checks per-message rules
+        plan = [(r, tuple((w.interval, w.capacity * w.interval) for w in r.windows), not r.messages)
                 for r in self.rules]
         self._plans = {"RCPT": plan, "DATA": [p for p in plan if p[0].messages]}
 
     def __bool__(self) -> bool:
         return bool(self.rules)
 
-    def _admit(self, rule: CompiledRule, key: str, now: float, consume: bool,
-               params: tuple[tuple[float, float], ...] | None = None) -> str | None:
-        if params is None:
-            params = tuple((w.interval, w.capacity * w.interval + 1e-9) for w in rule.windows)
+    def _admit(self, rule: CompiledRule, params: tuple[tuple[float, float], ...], key: str, now: float,
+               consume: bool) -> str | None:
+        """The reply when a window of ``rule`` refuses ``key`` at ``now``, else None (units consumed if ``consume``).
+
+        ``params``: (interval, capacity * interval) of each window, for ``ratelimit.step``.
+        """
         tats = self.state.get(key)
-        if len(params) == 1:
-            t, lim = params[0]
-            tat = tats[0] if tats is not None else None
-            new = (now if tat is None or tat < now else tat) + t
-            if new - now > lim:
+        if len(params) == 1:   # the usual rule: one window
+            interval, limit = params[0]
+            new = ratelimit.step(tats[0] if tats is not None else None, now, interval, limit)
+            if new is None:
                 return rule.reply(key, rule.windows[0])
             if consume:
                 self.state[key] = (new,)
                 self.dirty.add(key)
             return None
-        news: list[float | None] = []
-        for i, (t, lim) in enumerate(params):
-            tat = tats[i] if tats is not None else None
-            new = (now if tat is None or tat < now else tat) + t
-            if new - now > lim:
+        news = []
+        for i, (interval, limit) in enumerate(params):
+            new = ratelimit.step(tats[i] if tats is not None else None, now, interval, limit)
+            if new is None:
                 return rule.reply(key, rule.windows[i])
             news.append(new)
         if consume:
@@ -161,7 +163,6 @@ class RateLimiter:
             if state == "END-OF-MESSAGE":
                 self._commit_message(attrs, now)
             return None
-        state_of = self.state
         for rule, params, consume in plan:
             plain = rule.plain
             if plain is not None:   # key_value's one-attribute case, inlined
@@ -174,16 +175,7 @@ class RateLimiter:
                 if maybe is None:
                     continue
                 key = maybe
-            if consume and len(params) == 1:    # _admit's one-window case, inlined: the usual rule
-                tats = state_of.get(key)
-                t, lim = params[0]
-                tat = tats[0] if tats is not None else None
-                new = (now if tat is None or tat < now else tat) + t
-                if new - now <= lim:
-                    state_of[key] = (new,)
-                    self.dirty.add(key)
-                    continue
-            reply = self._admit(rule, key, now, consume, params)
+            reply = self._admit(rule, params, key, now, consume)
             if reply is not None:
                 return rule.name, key, reply
         return None

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from sqlalchemy import Engine, delete, insert, select
 
 from sidecar.store.models import Change, RateLimitCounter
-from sidecar.suppression.store import _insert
+from sidecar.store.db import dialect_insert
 
 
 def load_counters(engine: Engine, now: float) -> list[tuple[str, float]]:
@@ -35,7 +35,7 @@ def save_counters(engine: Engine, items: Mapping[str, float | None], now: float)
                     cur.close()
             else:
                 ups = [{"key": k, "tat": v, "updated_at": now} for k, v in items.items() if v is not None]
-                ins = _insert(conn, RateLimitCounter.__table__)
+                ins = dialect_insert(conn, RateLimitCounter.__table__)
                 conn.execute(ins.on_conflict_do_update(index_elements=["key"],
                                                        set_={"tat": ins.excluded.tat,
                                                              "updated_at": ins.excluded.updated_at}), ups)

@@ -6,7 +6,10 @@ import logging
 import os
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 log = logging.getLogger("sidecar.store")
@@ -52,6 +55,11 @@ def make_engine(url: str, *, create_dir: bool = True, pool_size: int = 5) -> Eng
     # A host that drops packets must not hold start-up (or a database thread) for the TCP timeout.
     return create_engine(url, pool_size=pool_size, pool_pre_ping=True,
                          connect_args={"connect_timeout": PG_CONNECT_TIMEOUT})
+
+
+def dialect_insert(conn: Connection, table: Any) -> Any:
+    """The connection's dialect INSERT for ``table``: it has ``on_conflict_do_update/do_nothing``."""
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
 DB_FILE_MODE = 0o640

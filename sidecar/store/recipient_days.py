@@ -11,7 +11,7 @@ from sqlalchemy import Engine, delete, select
 
 from sidecar.recipient_filters import DayFilters, RecipientRecorder, day_of, first_day
 from sidecar.store.models import RecipientFilter, RecipientTenant
-from sidecar.suppression.store import _insert
+from sidecar.store.db import dialect_insert
 
 F, T = RecipientFilter.__table__, RecipientTenant.__table__
 
@@ -33,13 +33,13 @@ def flush(engine: Engine, recorder: RecipientRecorder, node: str, pending: dict[
     if rows:
         with engine.begin() as conn:
             for day, data, items, tenants in rows:
-                ins = _insert(conn, F)
+                ins = dialect_insert(conn, F)
                 conn.execute(ins.values(day=day, node=node, bits=data, items=items, updated_at=now)
                              .on_conflict_do_update(index_elements=["day", "node"],   # the blob is sent once
                                                     set_={"bits": ins.excluded.bits, "items": ins.excluded["items"],
                                                           "updated_at": ins.excluded.updated_at}))
                 if tenants:
-                    conn.execute(_insert(conn, T).on_conflict_do_nothing(),
+                    conn.execute(dialect_insert(conn, T).on_conflict_do_nothing(),
                                  [{"day": day, "tenant": t} for t in tenants])
         recorder.saved([r[0] for r in rows], now)
     return added

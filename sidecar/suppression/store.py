@@ -18,8 +18,9 @@ from typing import IO, Any
 
 from sqlalchemy import (BigInteger, Boolean, Column, Connection, Engine, Float, MetaData, Table, Text, func, insert,
                         literal, select, update)
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 
+from sidecar.store.db import dialect_insert
 from sidecar.store.models import Change, Suppression, SuppressionCause
 from sidecar.suppression.address import canonical
 from sidecar.suppression.fields import check_text
@@ -55,10 +56,6 @@ class SuppressionRow:
                 "expires_at": iso(self.expires_at) or None}
 
 
-def _insert(conn: Connection, table: Any) -> Any:
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
-
-
 # -- bulk import -------------------------------------------------------------------------------
 # (address, tenant, reason, category, source, note, created_at, expires_at, final): final is False for
 # a row that a later row of the same chunk supersedes; it still goes to the change feed, in file order.
@@ -70,7 +67,7 @@ PG_IMPORT_CHUNK = 50_000
 
 def _write_chunk(conn: Connection, rows: list[ImportRow], now: float) -> None:
     """One chunk by executemany (SQLite, or any database without COPY)."""
-    ins = _insert(conn, Suppression.__table__)
+    ins = dialect_insert(conn, Suppression.__table__)
     ins = ins.on_conflict_do_update(index_elements=["address", "tenant"],
                                     set_={k: ins.excluded[k] for k in UPSERT_COLUMNS})
     conn.execute(ins, [dict(zip(IMPORT_COLUMNS, r[:-1], strict=True), active=True, updated_at=now)
@@ -130,7 +127,7 @@ class SuppressionStore:
             check_time(expires_at, "expires_at")
         row = dict(address=addr, tenant=tenant, reason=reason, category=category, source=source, note=note,
                    active=True, created_at=now, updated_at=now, expires_at=expires_at)
-        ins = _insert(conn, Suppression.__table__).values(**row)
+        ins = dialect_insert(conn, Suppression.__table__).values(**row)
         ins = ins.on_conflict_do_update(
             index_elements=["address", "tenant"],
             set_={k: ins.excluded[k] for k in ("reason", "category", "source", "note", "active",
@@ -140,7 +137,7 @@ class SuppressionStore:
                                                         Suppression.tenant == tenant)).scalar_one()
         ids = list(cause_event_ids)
         if ids:
-            conn.execute(_insert(conn, SuppressionCause.__table__).on_conflict_do_nothing(),
+            conn.execute(dialect_insert(conn, SuppressionCause.__table__).on_conflict_do_nothing(),
                          [{"suppression_id": sid, "event_id": e} for e in ids])
         conn.execute(insert(Change).values(kind="suppression", address=addr, tenant=tenant, active=True,
                                                       reason=reason, created_at=now, expires_at=expires_at,

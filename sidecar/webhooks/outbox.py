@@ -25,7 +25,8 @@ from sqlalchemy.orm import aliased
 from sidecar.config import redact_url
 from sidecar.store.models import Change, Event, WebhookCursor, WebhookDelivery
 from sidecar.suppression.changefeed import ChangeCursor
-from sidecar.suppression.store import _insert, iso
+from sidecar.store.db import dialect_insert
+from sidecar.suppression.store import iso
 
 EVENT_KINDS = {"bounce": "bounce.recorded", "complaint": "complaint.recorded", "ratelimit": "ratelimit.exceeded"}
 STATUSES = ("pending", "delivered", "dead")
@@ -155,7 +156,7 @@ class Outbox:
                     after = rows[-1].id
             items.sort(key=lambda i: (i[0], i[1] != "e", i[2]))   # bounce before the suppression it caused
             if items:
-                ins = _insert(conn, WebhookDelivery.__table__).on_conflict_do_nothing(
+                ins = dialect_insert(conn, WebhookDelivery.__table__).on_conflict_do_nothing(
                     index_elements=["subscription", "source", "source_id"]).returning(D.id)
                 res = conn.execute(ins, [
                     {"subscription": sub.name, "event_type": etype, "source": src, "source_id": sid,

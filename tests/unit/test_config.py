@@ -1,6 +1,7 @@
 import pytest
 
-from sidecar.config import ConfigError, iter_documented_keys, load_config, parse_duration, parse_size
+from sidecar.config import ConfigError, iter_documented_keys, load_config
+from sidecar.units import parse_duration, parse_size
 
 
 def write(tmp_path, text):
@@ -118,3 +119,19 @@ def test_webhook_urls_with_credentials_and_duplicate_names_are_refused(tmp_path)
     (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
     cfg = load_config(write(tmp_path, sub.format("https://h.example/") + 'ca_file = "ca.pem"\n'))
     assert cfg.webhooks.subscriptions[0].ca_file == str(tmp_path / "ca.pem")
+
+
+@pytest.mark.parametrize("value, ok", [
+    ("DUNNO", True), ("dunno", True), ("OK", True), ("DEFER_IF_PERMIT 4.7.1 later", True), ("defer later", True),
+    ("451 4.3.5 later", True), ("550 5.1.1 gone", True), ("REJECT", True), ("PERMIT", True),
+    ("MAYBE", False), ("4511 x", False), ("DUNNOX", False), ("", False),
+])
+def test_one_action_grammar_for_replies_and_the_default_action(tmp_path, value, ok) -> None:
+    """server.safe_action, the replies and postfix.default_action accept the same actions."""
+    for text in (f'[server]\nsafe_action = "{value}"\n', f'[postfix]\ndefault_action = "{value}"\n',
+                 f'[suppression]\nreply = "{value}"\n'):
+        if ok:
+            load_config(write(tmp_path, text))
+        else:
+            with pytest.raises(ConfigError, match="action"):
+                load_config(write(tmp_path, text))

@@ -128,3 +128,31 @@ def test_inlined_gcra_matches_the_pure_algorithm():
         if expect:
             tats = [ratelimit.force(w, tats[i], now) for i, w in enumerate(ws)]
         assert lim.state.get("r:a@shop.test") == (tuple(tats) if tats[0] is not None else None)
+
+
+def test_verdicts_match_the_reference_gcra_over_random_sequences():
+    """RateLimiter.check against a model that steps each window with sidecar.ratelimit.check."""
+    import random
+
+    from sidecar import ratelimit
+
+    requests = {s: rcpt(sender=s) for s in ("a@x.test", "b@x.test")}
+    for seed in range(200):
+        rnd = random.Random(seed)
+        limits = tuple(LimitConfig(rnd.randint(1, 5), rnd.choice([1.0, 7.5, 60.0]), rnd.randint(0, 3))
+                       for _ in range(rnd.randint(1, 3)))
+        lim = RateLimiter([rule(limits=limits)])
+        windows = [ratelimit.Window(w.rate, w.per, w.burst) for w in limits]
+        model: dict[str, list[float | None]] = {}
+        now = NOW
+        for _ in range(60):
+            now += rnd.choice([0.0, 0.0, 0.01, 0.3, 1.0, 5.0, 30.0])
+            sender = rnd.choice(sorted(requests))
+            tats = model.setdefault(sender, [None] * len(windows))
+            verdicts = [ratelimit.check(w, t, now) for w, t in zip(windows, tats, strict=True)]
+            allowed = all(v.allowed for v in verdicts)
+            if allowed:
+                model[sender] = [v.tat for v in verdicts]
+            got = lim.check(requests[sender], "RCPT", now)
+            assert (got is None) == allowed, (seed, now, sender)
+            assert list(lim.state.get(f"r:{sender}", (None,) * len(windows))) == model[sender]

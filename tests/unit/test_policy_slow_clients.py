@@ -6,7 +6,8 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import StringTransport
 
-from sidecar.policy.protocol import MAX_ACTION_BYTES, PolicyFactory, reply_bytes
+from sidecar.policy.protocol import PolicyFactory
+from sidecar.policy.request import MAX_ACTION_BYTES, reply_bytes
 from tests.harness.policy import encode, rcpt
 
 INJECTED = "hard\n\naction=REJECT injected\n\naction=OK"

@@ -88,9 +88,27 @@ def test_half_request_then_close_is_logged(caplog):
 
 
 def test_idle_sweep():
-    rec, f, p1, t1 = connect()
-    p1.last_seen -= 1000
-    assert f.sweep_idle(600) == 1 and t1.disconnecting
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    rec, f, p1, t1 = connect(clock=clock)
+    clock.advance(400)
+    p2, t2 = _open(f)
+    clock.advance(201)          # p1 idle for 601 s, p2 for 201 s
+    assert f.sweep_idle(600) == 1 and t1.disconnecting and not t2.disconnecting
+    p1.connectionLost(None)     # what the close does (StringTransport only records it)
+    p2.dataReceived(encode({"request": "smtpd_access_policy", "protocol_state": "RCPT"}))
+    clock.advance(599)
+    assert f.sweep_idle(600) == 0 and not t2.disconnecting
+    clock.advance(2)
+    assert f.sweep_idle(600) == 1 and t2.disconnecting
+
+
+def _open(f):
+    p = f.buildProtocol(None)
+    t = StringTransport()
+    p.makeConnection(t)
+    return p, t
 
 
 def test_deferred_decisions_answer_in_order_one_at_a_time():
@@ -138,7 +156,7 @@ def test_request_reads_attributes_like_a_dict_of_its_lines():
     (b"alone", "alone"),
 ])
 def test_parse_names_the_first_line_without_equals(block, bad):
-    from sidecar.policy.protocol import BadRequest
+    from sidecar.policy.request import BadRequest
 
     with pytest.raises(BadRequest, match="line without '='") as e:
         PolicyFactory(Recorder()).parse(block)
@@ -146,7 +164,7 @@ def test_parse_names_the_first_line_without_equals(block, bad):
 
 
 def test_parse_request_type_is_the_last_request_line():
-    from sidecar.policy.protocol import BadRequest
+    from sidecar.policy.request import BadRequest
 
     f = PolicyFactory(Recorder())
     assert f.parse(b"request=smtpd_access_policy\nsender=a@x.test")["sender"] == "a@x.test"

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from sidecar.config import parse_duration as config_parse_duration
+from sidecar.config.schema import parse_duration as config_parse_duration
 from sidecar.suppression.fields import check_text
 from sidecar.suppression.rows import csv_escape, csv_unescape
 from sidecar.units import MAX_TIME, InvalidValue, iso, parse_duration, parse_time

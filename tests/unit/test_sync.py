@@ -1,0 +1,97 @@
+"""StateSync (the service's periodic jobs) on a task.Clock, with the in-memory suppression store."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.task import Clock
+
+from sidecar.config import Config, LimitConfig, RateLimitRule
+from sidecar.policy.limits import RateLimiter
+from sidecar.store.db import make_engine, upgrade
+from sidecar.suppression.index import SuppressionIndex
+from sidecar.suppression.memory import MemorySuppressionStore
+from sidecar.sync import StateSync
+from tests.harness.policy import rcpt
+
+T0 = 1_795_000_000.0
+
+
+@pytest.fixture
+def world():
+    clock = Clock()
+    clock.advance(T0)
+    store = MemorySuppressionStore()
+    engine = make_engine("sqlite://")   # only for the counters, refusals and retention jobs
+    upgrade(engine)
+    index = SuppressionIndex(False, ())
+    limiter = RateLimiter([RateLimitRule(name="r", key=("sender",), limits=(LimitConfig(5, 60.0, 0),),
+                                         count="recipients")])
+    sync = StateSync(Config(), store, engine, clock, maybeDeferred, index, limiter)
+    yield clock, store, index, limiter, sync
+    if sync.running:
+        sync.stopService()
+    gc.unfreeze()
+    engine.dispose()
+
+
+def test_load_then_the_change_feed_on_each_tick(world):
+    clock, store, index, limiter, sync = world
+    store.add("old@x.test", reason="hard", now=T0 - 100)
+    store.add("gone@x.test", reason="hard", now=T0 - 100, expires_at=T0 - 1)
+    sync.load()
+    assert sync.ready and len(index) == 1 and index.lookup("old@x.test", "", T0) is not None
+    sync.startService()
+
+    store.add("new@x.test", reason="complaint", now=T0, expires_at=T0 + 40)
+    store.remove("old@x.test", now=T0)
+    assert index.lookup("new@x.test", "", T0) is None          # not before the next tick
+    clock.advance(Config().database.sync_interval)
+    assert index.lookup("new@x.test", "", clock.seconds()) is not None
+    assert index.lookup("old@x.test", "", clock.seconds()) is None
+    assert sync.db_ok and sync.cursor.high == store.last_change_id()
+
+
+def test_limit_reset_counters_saved_and_housekeeping(world):
+    clock, store, index, limiter, sync = world
+    sync.load()
+    sync.startService()
+    req = rcpt(sender="a@shop.test")
+    assert limiter.check(req, "RCPT", clock.seconds()) is None
+    assert "r:a@shop.test" in limiter.dirty
+    clock.advance(1.0)                                          # ratelimit.persist_interval
+    assert not limiter.dirty and sync.db_ok
+
+    store.reset_limit("r:a@shop.test")
+    clock.advance(0.5)
+    assert "r:a@shop.test" not in limiter.state
+
+    store.add("brief@x.test", reason="soft", now=clock.seconds(), expires_at=clock.seconds() + 10)
+    clock.advance(0.5)
+    assert len(index) == 1
+    assert limiter.check(req, "RCPT", clock.seconds()) is None
+    clock.advance(30.0)                                         # housekeeping: expired entries and idle keys go
+    clock.advance(0)                                            # the prune's next slice (callLater(0))
+    assert len(index) == 0 and not limiter.state
+
+
+def test_a_failed_poll_is_logged_and_retried_next_tick(world, caplog):
+    clock, store, index, limiter, sync = world
+    sync.load()
+    calls = []
+
+    def broken(*a):
+        calls.append(a)
+        raise RuntimeError("database is locked")
+
+    store.changes_since = broken     # type: ignore[method-assign]
+    sync.startService()
+    assert len(calls) == 1 and "database changes sync failed" in caplog.text
+    clock.advance(0.5)
+    assert len(calls) == 2
+    del store.changes_since
+    store.add("later@x.test", reason="hard", now=clock.seconds())
+    clock.advance(0.5)
+    assert len(calls) == 2 and len(index) == 1 and sync.db_ok
