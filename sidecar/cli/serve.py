@@ -1,6 +1,4 @@
-"""Handlers for the administrative subcommands (serve, check-config, db, limits).
-
-The ``suppressions`` actions live in :mod:`sidecar.http.operations` (database or ``--api``)."""
+"""``sidecar serve | check-config | postfix-config | db upgrade``: each ``cmd_<name>(args, cfg) -> exit code``."""
 
 from __future__ import annotations
 
@@ -9,12 +7,11 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
+from sidecar.cli.output import EX_CONFIG
 from sidecar.config import Config
 
-Handler = Callable[[argparse.Namespace, Config], int]
 log = logging.getLogger("sidecar")
 
 
@@ -24,13 +21,12 @@ def setup_logging(level: str) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-def _engine(cfg: Config, upgrade: bool = True) -> Any:
-    from sidecar.store.db import make_engine
-    from sidecar.store.db import upgrade as do_upgrade
+def upgraded_engine(cfg: Config) -> Any:
+    """The configured database, its schema created or upgraded first."""
+    from sidecar.store.db import make_engine, upgrade
 
     engine = make_engine(cfg.database.url)
-    if upgrade:
-        do_upgrade(engine)
+    upgrade(engine)
     return engine
 
 
@@ -86,7 +82,7 @@ def cmd_postfix_config(args: argparse.Namespace, cfg: Config) -> int:
         parameters = main_cf_parameters(out["main.cf"])
     except TemplateError as e:
         print(f"sidecar: postfix-config: {e}", file=sys.stderr)
-        return 78
+        return EX_CONFIG
     if getattr(args, "format", "text") == "json":
         # for deployment tools: postconf -e the parameters, put master.cf in a managed block
         print(json.dumps({"main.cf": out["main.cf"], "main.cf parameters": parameters,
@@ -101,94 +97,6 @@ def cmd_postfix_config(args: argparse.Namespace, cfg: Config) -> int:
 def cmd_db_upgrade(args: argparse.Namespace, cfg: Config) -> int:
     from sidecar.store.db import current_revision
 
-    engine = _engine(cfg)
+    engine = upgraded_engine(cfg)
     print(f"database {_safe_url(cfg.database.url)} at schema revision {current_revision(engine)}")
     return 0
-
-
-def _limit_rule(cfg: Config, key: str) -> Any:
-    from sidecar.policy.limits import compile_rule
-
-    name = key.partition(":")[0]
-    for r in cfg.ratelimit.rules:
-        if r.name == name:
-            return compile_rule(r)
-    known = ", ".join(r.name for r in cfg.ratelimit.rules) or "none configured"
-    raise KeyError(f"{key!r}: no rate-limit rule named {name!r} (rules: {known}); KEY is RULE:VALUE")
-
-
-def cmd_limits_show(args: argparse.Namespace, cfg: Config) -> int:
-    from sidecar import ratelimit
-    from sidecar.policy.limits import human_duration
-    from sidecar.store.counters import counters_for
-
-    try:
-        rule = _limit_rule(cfg, args.key)
-    except KeyError as e:
-        print(f"sidecar: {e.args[0]}", file=sys.stderr)
-        return 2
-    now = time.time()
-    if cfg.ratelimit.backend == "redis":
-        tats, now = _redis_tats(cfg, args.key, len(rule.windows))
-    else:
-        tats = dict(counters_for(_engine(cfg), args.key))
-    out = []
-    for i, w in enumerate(rule.windows):
-        used, remaining = ratelimit.usage(w, tats.get(f"{args.key}#{i}"), now)
-        out.append({"key": args.key, "window": f"{w.rate}/{human_duration(w.per)}", "burst": w.burst,
-                    "used": used, "remaining": remaining, "capacity": w.capacity})
-    if args.json:
-        print(json.dumps(out))
-    else:
-        for o in out:
-            print(f"{o['key']}  {o['window']} (+{o['burst']} burst): used {o['used']}, remaining {o['remaining']}")
-    return 0
-
-
-def _redis_tats(cfg: Config, key: str, n: int) -> tuple[dict[str, float], float]:
-    import redis
-
-    from sidecar.policy.redis_limits import redis_key
-
-    r = redis.Redis.from_url(cfg.ratelimit.redis_url, socket_timeout=5)
-    secs, micros = r.time()
-    values = r.mget([redis_key(key, i) for i in range(n)])
-    return {f"{key}#{i}": float(v) for i, v in enumerate(values) if v is not None}, secs + micros / 1e6
-
-
-def _redis_reset(cfg: Config, key: str, n: int) -> int:
-    import redis
-
-    from sidecar.policy.redis_limits import redis_key
-
-    r = redis.Redis.from_url(cfg.ratelimit.redis_url, socket_timeout=5)
-    return int(r.delete(*[redis_key(key, i) for i in range(n)]))
-
-
-def cmd_limits_reset(args: argparse.Namespace, cfg: Config) -> int:
-    from sidecar.store.counters import reset_key
-
-    try:
-        _limit_rule(cfg, args.key)
-    except KeyError as e:
-        print(f"sidecar: {e.args[0]}", file=sys.stderr)
-        return 2
-    if cfg.ratelimit.backend == "redis":
-        n = _redis_reset(cfg, args.key, len(_limit_rule(cfg, args.key).windows))
-        print(f"reset {args.key} in Redis ({n} keys cleared)")
-        return 0
-    n = reset_key(_engine(cfg), args.key, time.time())
-    print(f"reset {args.key} ({n} counter rows cleared; running servers apply it within a second)")
-    return 0
-
-
-def dispatch(args: argparse.Namespace, ap: argparse.ArgumentParser) -> Handler:
-    c = args.command
-    sub = {"db": "db_command", "suppressions": "sup_command", "limits": "limits_command"}.get(c)
-    name = c.replace("-", "_")
-    if sub:
-        action = getattr(args, sub)
-        if not action:
-            ap.parse_args([c, "--help"])
-        name = {"db": "db", "suppressions": "sup", "limits": "limits"}[c] + "_" + action
-    return globals()[f"cmd_{name}"]  # type: ignore[no-any-return]
