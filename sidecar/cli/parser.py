@@ -110,10 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--tenant", default="", help="scope to this tenant (SASL user or sender domain); default global")
     q.add_argument("--expires", metavar="WHEN", help='expiry: a duration ("30d") or ISO 8601 time; default never')
     q.add_argument("--note", help="free text kept with the suppression")
+    _api_opts(q)
+    q.set_defaults(handler=sup.cmd_sup_add)
     q = ssub.add_parser("remove", help="reactivate addresses (history is kept)")
     common(q)
     q.add_argument("addresses", nargs="+", metavar="ADDRESS")
     q.add_argument("--tenant", default="", help="the tenant scope to remove from (default global)")
+    _api_opts(q)
+    q.set_defaults(handler=sup.cmd_sup_remove)
     q = ssub.add_parser("list", help="list active suppressions")
     common(q)
     q.add_argument("--tenant", help="only this tenant ('' = global only)")
@@ -121,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--prefix", help="only addresses starting with this")
     q.add_argument("--limit", type=int, default=None, help="at most this many rows")
     q.add_argument("--json", action="store_true", help="one JSON object per line")
+    _api_opts(q)
+    q.add_argument("--category", help="only this category")
+    q.add_argument("--since", help='created at or after (ISO 8601, or a duration like "7d" = that long ago)')
+    q.add_argument("--until", help="created before")
+    q.add_argument("--all", action="store_true", help="inactive (removed) rows too")
+    q.set_defaults(handler=sup.cmd_sup_list)
     q = ssub.add_parser("import", help="import suppressions from CSV",
                         description="CSV with a header line; columns: address (required), tenant, reason, category, "
                                     "created_at, expires_at, source, note. '-' reads stdin.")
@@ -129,11 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--reason", default="imported", help="reason for rows without one")
     q.add_argument("--tenant", default="", help="tenant for rows without one")
     q.add_argument("--expires", metavar="WHEN", help="expiry for rows without one")
+    _api_opts(q)
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.set_defaults(handler=sup.cmd_sup_import)
     q = ssub.add_parser("export", help="export active suppressions as CSV ('-' = stdout)")
     common(q)
     q.add_argument("file", metavar="FILE.csv", nargs="?", default="-")
     q.add_argument("--tenant", help="only this tenant")
     q.add_argument("--reason", help="only this reason")
+    _api_opts(q)
+    q.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    q.set_defaults(handler=sup.cmd_sup_export)
+    q = _add(ssub, "why", sup.cmd_why, "show an address's suppressions and the events and messages that caused them")
+    q.add_argument("address", metavar="ADDRESS")
 
     p = sub.add_parser("limits", help="inspect or reset rate-limit keys")
     lsub = p.add_subparsers(dest="limits_command", metavar="ACTION", required=True)
@@ -144,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("key", metavar="KEY")
         if name == "show":
             q.add_argument("--json", action="store_true")
+        _api_opts(q)
+        q.set_defaults(handler=admin.cmd_limits_show if name == "show" else admin.cmd_limits_reset)
 
     # Bounce handling: sidecar.cli.bounces (run without loading the configuration first).
     p = sub.add_parser("ingest", help="read one bounce on stdin (the pipe(8) command)",
@@ -176,25 +196,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--apply", action="store_true", help="apply the changes (default: only show them)")
     p.add_argument("--state", choices=("all", "unparsed", "parsed"), default="all")
     p.add_argument("--json", action="store_true")
-    # The operator's commands (database or --api): the suppressions and limits actions above get
-    # --api/--token/--json and their handlers (after their own options, so --help reads as before).
-    p = _add(ssub, "why", sup.cmd_why, "show an address's suppressions and the events and messages that caused them")
-    p.add_argument("address", metavar="ADDRESS")
-    for name, fn in (("list", sup.cmd_sup_list), ("add", sup.cmd_sup_add), ("remove", sup.cmd_sup_remove),
-                     ("import", sup.cmd_sup_import), ("export", sup.cmd_sup_export)):
-        q = ssub.choices[name]
-        _api_opts(q)
-        q.set_defaults(handler=fn)
-    lst = ssub.choices["list"]
-    lst.add_argument("--category", help="only this category")
-    lst.add_argument("--since", help='created at or after (ISO 8601, or a duration like "7d" = that long ago)')
-    lst.add_argument("--until", help="created before")
-    lst.add_argument("--all", action="store_true", help="inactive (removed) rows too")
-    ssub.choices["export"].add_argument("--format", choices=("csv", "jsonl"), default="csv")
-    ssub.choices["import"].add_argument("--no-progress", action="store_true", help="no progress bar")
-    for name, fn in (("show", admin.cmd_limits_show), ("reset", admin.cmd_limits_reset)):
-        _api_opts(lsub.choices[name])
-        lsub.choices[name].set_defaults(handler=fn)
 
     e = sub.add_parser("events", help="bounces, complaints, auto-replies, delays and rate-limit refusals")
     esub = e.add_subparsers(dest="events_command", metavar="ACTION", required=True)
