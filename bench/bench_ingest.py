@@ -61,7 +61,7 @@ def samples(n: int) -> list[bytes]:
 ENTRY = {
     "cli": [str(SIDECAR), "ingest"],
     "fast": [str(ROOT / ".venv/bin/python"), "-c",
-             "import sys; from sidecar.bounce.commands import ingest_main; sys.exit(ingest_main(sys.argv[1:]))"],
+             "import sys; from sidecar.cli.bounces import ingest_main; sys.exit(ingest_main(sys.argv[1:]))"],
 }
 
 

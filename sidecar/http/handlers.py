@@ -242,10 +242,10 @@ def _live_tats(c: Call, key: str) -> dict[str, float | None] | None:
 
 
 def _redis_usage(cfg: Any, key: str) -> list[dict[str, Any]]:
-    from sidecar.commands import _redis_tats
+    from sidecar.policy.redis_admin import redis_tats
 
     n = len(q.limit_usage(cfg, key, {}, None))
-    tats, now = _redis_tats(cfg, key, n)
+    tats, now = redis_tats(cfg, key, n)
     return q.limit_usage(cfg, key, tats, None, now)
 
 
@@ -270,9 +270,9 @@ def reset_limit(c: Call) -> Any:
         c.api.limiter.reset(key)
     out = {"key": key, "reset": True, "rows": n}
     if c.api.cfg.ratelimit.backend == "redis":
-        from sidecar.commands import _redis_reset
+        from sidecar.policy.redis_admin import redis_reset
 
-        out["redis_keys"] = yield c.api.run(_redis_reset, c.api.cfg, key, windows)
+        out["redis_keys"] = yield c.api.run(redis_reset, c.api.cfg, key, windows)
     return out
 
 

@@ -87,8 +87,8 @@ def test_fast_settings_defer_to_the_full_loader_when_unsure(tmp_path) -> None:
 
 
 def test_ingest_parser_matches_the_cli_subparser() -> None:
-    from sidecar.bounce.commands import ingest_parser
-    from sidecar.cli import build_parser
+    from sidecar.cli.bounces import ingest_parser
+    from sidecar.cli.parser import build_parser
 
     sub = next(a for a in build_parser()._subparsers._group_actions).choices["ingest"]  # type: ignore[union-attr]
     cli = {(tuple(a.option_strings), a.dest, a.default) for a in sub._actions if a.dest != "help"}
@@ -97,7 +97,7 @@ def test_ingest_parser_matches_the_cli_subparser() -> None:
 
 
 def test_bad_arguments_defer_instead_of_exit_2(capsys) -> None:
-    from sidecar.bounce.commands import ingest_main
+    from sidecar.cli.bounces import ingest_main
 
     assert ingest_main(["--no-such-option"]) == 75
     assert capsys.readouterr().err.startswith("sidecar ingest: temporary failure")

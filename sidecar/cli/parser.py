@@ -1,16 +1,23 @@
-"""The ``sidecar`` command: argument handling only; the work happens in the modules named.
+"""The ``sidecar`` argument parser: every subcommand, its options and its handler.
 
-Imports are lazy: ``sidecar ingest`` runs once per bounce, so start-up must stay cheap.
+Each subcommand sets ``handler`` (``handler(args, cfg) -> exit code``), except the bounce commands
+(ingest, parse, import, replay: :mod:`sidecar.cli.bounces`), which load the configuration themselves.
+Commands with ``--api URL`` (or SIDECAR_API_URL) call the HTTP API; otherwise they use the database.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import os
+from collections.abc import Callable
 from typing import Any
 
-EX_OK, EX_USAGE, EX_CONFIG, EX_TEMPFAIL, EX_UNAVAILABLE = 0, 2, 78, 75, 69
-EX_SIGPIPE = 128 + 13   # what a shell reports for a tool killed by SIGPIPE
+from sidecar.cli import admin, recipients, serve
+from sidecar.cli import suppressions as sup
+from sidecar.cli import webhooks as wh
+from sidecar.config import WEBHOOK_EVENTS, Config
+
+Handler = Callable[[argparse.Namespace, Config], int]
 
 DESCRIPTION = """\
 postfix-sidecar: suppression, rate limits and bounce handling beside Postfix.
@@ -31,10 +38,33 @@ With no --config the defaults serve: policy on tcp:10031 and HTTP on tcp:9731, b
 """
 
 
-def _common(p: argparse.ArgumentParser, db: bool = True) -> None:
+def common(p: argparse.ArgumentParser, db: bool = True) -> None:
     p.add_argument("--config", "-c", metavar="FILE", help="TOML configuration file (default: built-in defaults)")
     if db:
         p.add_argument("--db", metavar="URL", help="database URL; overrides database.url from the config")
+
+
+def _api_opts(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
+    p.add_argument("--api", metavar="URL", default=os.environ.get("SIDECAR_API_URL"),
+                   help="call the HTTP API at URL instead of the database (env SIDECAR_API_URL)")
+    p.add_argument("--token", default=os.environ.get("SIDECAR_API_TOKEN"),
+                   help="bearer token for --api (env SIDECAR_API_TOKEN)")
+    if json_flag and not any(a.dest == "json" for a in p._actions):
+        p.add_argument("--json", action="store_true", help="JSON output (one object per line for lists)")
+
+
+def _page_opts(p: argparse.ArgumentParser, default: int | None = 100) -> None:
+    p.add_argument("--limit", type=int, default=default, help=f"at most this many rows (default {default or 'all'})")
+    p.add_argument("--cursor", help="start after this cursor (next_cursor of a previous page)")
+
+
+def _add(parent: Any, name: str, fn: Handler, help: str, **kw: Any) -> argparse.ArgumentParser:
+    """A database-or-API command: --config, --db, --api, --token, --json."""
+    p = parent.add_parser(name, help=help, description=help, **kw)
+    common(p)
+    _api_opts(p)
+    p.set_defaults(handler=fn)
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,77 +76,101 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the policy server and the HTTP listener",
                        description="Run the policy server (Postfix check_policy_service), the HTTP listener "
                                    "(/metrics, /healthz) and the ingest hand-off socket. Upgrades the schema first.")
-    _common(p)
+    common(p)
     p.add_argument("--policy", action="append", metavar="ENDPOINT",
                    help="policy listener, a Twisted endpoint (repeatable), e.g. tcp:10031:interface=127.0.0.1")
     p.add_argument("--http", metavar="ENDPOINT", help="HTTP listener endpoint, e.g. tcp:9731:interface=127.0.0.1")
+    p.set_defaults(handler=serve.cmd_serve)
 
     p = sub.add_parser("check-config", help="validate a configuration file and exit",
                        description="Load and validate the configuration; exit 0 if good, 78 with the key path "
                                    "of the problem if not.")
-    _common(p, db=False)
+    common(p, db=False)
+    p.set_defaults(handler=serve.cmd_check_config)
 
     p = sub.add_parser("postfix-config", help="print the Postfix main.cf and master.cf lines for this config")
-    _common(p, db=False)
+    common(p, db=False)
     p.add_argument("--format", choices=("text", "json"), default="text",
                    help='text (default): the lines to paste; json: {"main.cf": TEXT, "main.cf parameters": '
                         '{NAME: VALUE}, "master.cf": TEXT} for deployment tools')
+    p.set_defaults(handler=serve.cmd_postfix_config)
 
     p = sub.add_parser("db", help="database schema")
     dsub = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     q = dsub.add_parser("upgrade", help="create or upgrade the schema to the current version")
-    _common(q)
+    common(q)
+    q.set_defaults(handler=serve.cmd_db_upgrade)
 
     p = sub.add_parser("suppressions", help="manage the suppression list")
     ssub = p.add_subparsers(dest="sup_command", metavar="ACTION", required=True)
     q = ssub.add_parser("add", help="suppress addresses")
-    _common(q)
+    common(q)
     q.add_argument("addresses", nargs="+", metavar="ADDRESS")
     q.add_argument("--reason", default="manual", help="reason shown in the reject reply (default: manual)")
     q.add_argument("--tenant", default="", help="scope to this tenant (SASL user or sender domain); default global")
     q.add_argument("--expires", metavar="WHEN", help='expiry: a duration ("30d") or ISO 8601 time; default never')
     q.add_argument("--note", help="free text kept with the suppression")
+    _api_opts(q)
+    q.set_defaults(handler=sup.cmd_sup_add)
     q = ssub.add_parser("remove", help="reactivate addresses (history is kept)")
-    _common(q)
+    common(q)
     q.add_argument("addresses", nargs="+", metavar="ADDRESS")
     q.add_argument("--tenant", default="", help="the tenant scope to remove from (default global)")
+    _api_opts(q)
+    q.set_defaults(handler=sup.cmd_sup_remove)
     q = ssub.add_parser("list", help="list active suppressions")
-    _common(q)
+    common(q)
     q.add_argument("--tenant", help="only this tenant ('' = global only)")
     q.add_argument("--reason", help="only this reason")
     q.add_argument("--prefix", help="only addresses starting with this")
     q.add_argument("--limit", type=int, default=None, help="at most this many rows")
     q.add_argument("--json", action="store_true", help="one JSON object per line")
+    _api_opts(q)
+    q.add_argument("--category", help="only this category")
+    q.add_argument("--since", help='created at or after (ISO 8601, or a duration like "7d" = that long ago)')
+    q.add_argument("--until", help="created before")
+    q.add_argument("--all", action="store_true", help="inactive (removed) rows too")
+    q.set_defaults(handler=sup.cmd_sup_list)
     q = ssub.add_parser("import", help="import suppressions from CSV",
                         description="CSV with a header line; columns: address (required), tenant, reason, category, "
                                     "created_at, expires_at, source, note. '-' reads stdin.")
-    _common(q)
+    common(q)
     q.add_argument("file", metavar="FILE.csv")
     q.add_argument("--reason", default="imported", help="reason for rows without one")
     q.add_argument("--tenant", default="", help="tenant for rows without one")
     q.add_argument("--expires", metavar="WHEN", help="expiry for rows without one")
+    _api_opts(q)
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.set_defaults(handler=sup.cmd_sup_import)
     q = ssub.add_parser("export", help="export active suppressions as CSV ('-' = stdout)")
-    _common(q)
+    common(q)
     q.add_argument("file", metavar="FILE.csv", nargs="?", default="-")
     q.add_argument("--tenant", help="only this tenant")
     q.add_argument("--reason", help="only this reason")
+    _api_opts(q)
+    q.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    q.set_defaults(handler=sup.cmd_sup_export)
+    q = _add(ssub, "why", sup.cmd_why, "show an address's suppressions and the events and messages that caused them")
+    q.add_argument("address", metavar="ADDRESS")
 
     p = sub.add_parser("limits", help="inspect or reset rate-limit keys")
     lsub = p.add_subparsers(dest="limits_command", metavar="ACTION", required=True)
     for name, text in (("show", "print use and remaining quota for KEY"), ("reset", "clear the counters of KEY")):
         q = lsub.add_parser(name, help=text, description=text + ". KEY is RULE:VALUE, e.g. per-user:alice "
                                                                "(several key parts joined with '|').")
-        _common(q)
+        common(q)
         q.add_argument("key", metavar="KEY")
         if name == "show":
             q.add_argument("--json", action="store_true")
+        _api_opts(q)
+        q.set_defaults(handler=admin.cmd_limits_show if name == "show" else admin.cmd_limits_reset)
 
-    # Bounce handling: implemented in sidecar.bounce.commands.
+    # Bounce handling: sidecar.cli.bounces (run without loading the configuration first).
     p = sub.add_parser("ingest", help="read one bounce on stdin (the pipe(8) command)",
                        description="Read one message on stdin, as Postfix's pipe(8) delivers it, parse it and "
                                    "record events and suppressions. Exit 0 once stored (or deliberately set aside); "
                                    "75 on any transient or internal failure so Postfix keeps the message and retries.")
-    _common(p)
+    common(p)
     p.add_argument("--sender", default="", help="envelope sender (${sender})")
     p.add_argument("--recipient", default="", help="envelope recipient (${recipient})")
     p.add_argument("--queue-id", default="", help="Postfix queue id (${queue_id})")
@@ -131,88 +185,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paths-from-stdin", action="store_true", help="read file paths from stdin, one per line")
 
     p = sub.add_parser("import", help="import historical bounces from an mbox or Maildir")
-    _common(p)
+    common(p)
     p.add_argument("path", metavar="PATH")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--require-record", action="store_true",
                    help="suppress only addresses a VERP token or the record of recipients confirms (as the pipe)")
 
     p = sub.add_parser("replay", help="re-run parsing and the suppression policy over stored messages")
-    _common(p)
+    common(p)
     p.add_argument("--apply", action="store_true", help="apply the changes (default: only show them)")
     p.add_argument("--state", choices=("all", "unparsed", "parsed"), default="all")
     p.add_argument("--json", action="store_true")
-    from sidecar import opscli, recipient_cli
-    opscli.register(sub)
-    recipient_cli.register(sub)
+
+    e = sub.add_parser("events", help="bounces, complaints, auto-replies, delays and rate-limit refusals")
+    esub = e.add_subparsers(dest="events_command", metavar="ACTION", required=True)
+    p = _add(esub, "list", admin.cmd_events_list, "list events (oldest first)")
+    p.add_argument("--kind", choices=("bounce", "delay", "complaint", "auto-reply", "delivered", "ratelimit"))
+    for f in ("address", "tenant", "category", "since", "until"):
+        p.add_argument(f"--{f}")
+    _page_opts(p, None)
+    p = _add(esub, "message", admin.cmd_message, "print a stored raw message (as received)")
+    p.add_argument("id", type=int, metavar="MESSAGE_ID")
+
+    p = _add(sub, "stats", admin.cmd_stats, "counts by kind, category and tenant over a time window")
+    p.add_argument("--since", default="24h", help='start (ISO 8601 or a duration like "24h" = that long ago)')
+    p.add_argument("--until", help="end (default now)")
+
+    w = sub.add_parser("webhooks", help="webhook subscriptions and deliveries")
+    wsub = w.add_subparsers(dest="webhooks_command", metavar="ACTION", required=True)
+    _add(wsub, "status", wh.cmd_wh_status, "subscriptions, delivery counts by status, feed cursors")
+    p = _add(wsub, "deliveries", wh.cmd_wh_deliveries, "list deliveries (dead letters: --status dead)")
+    p.add_argument("--subscription")
+    p.add_argument("--status", choices=("pending", "delivered", "dead"))
+    p.add_argument("--event-type", choices=WEBHOOK_EVENTS)
+    p.add_argument("--address")
+    _page_opts(p, None)
+    p = _add(wsub, "redeliver", wh.cmd_wh_redeliver, "send deliveries again, from a delivery id (a cursor) on")
+    p.add_argument("from_id", type=int, metavar="FROM_ID")
+    p.add_argument("--to-id", type=int)
+    p.add_argument("--subscription")
+    p.add_argument("--status", choices=("delivered", "dead"), help="only these (default: both)")
+
+    p = sub.add_parser("recipients", help="the record of recipients that corroborates bounces")
+    rsub = p.add_subparsers(dest="recipients_command", metavar="ACTION", required=True)
+    text = ("print the tenants that sent to ADDRESS within recipients.retention, as the ingester sees them "
+            "(exit 0 when any did, 1 when none did; a Bloom filter: 'yes' is probable, 'no' is certain)")
+    q = rsub.add_parser("check", help="which tenants sent to ADDRESS", description=text)
+    common(q)
+    q.add_argument("address", metavar="ADDRESS")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(handler=recipients.cmd_check)
     return ap
-
-
-def _load(args: argparse.Namespace) -> Any:
-    from sidecar.config import load_config
-
-    overrides: dict[str, Any] = {"database.url": getattr(args, "db", None)}
-    if getattr(args, "policy", None):
-        overrides["server.policy"] = args.policy
-    if getattr(args, "http", None):
-        overrides["server.http"] = args.http
-    return load_config(args.config, overrides)
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["ingest"] and not {"-h", "--help"} & set(argv):
-        # the pipe(8) command, once per bounce: skip building the whole CLI
-        from sidecar.bounce.commands import ingest_main
-
-        return ingest_main(argv[1:])
-    ap = build_parser()
-    args = ap.parse_args(argv)
-    if not args.command:
-        ap.print_help()
-        return EX_USAGE
-    return _guarded(lambda: _run(ap, args), args)
-
-
-def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    if args.command in ("ingest", "parse", "import", "replay"):
-        from sidecar.bounce import commands
-
-        return int(getattr(commands, f"cmd_{args.command}")(args))
-    from sidecar.config import ConfigError
-
-    try:
-        cfg = _load(args)
-    except ConfigError as e:
-        print(f"sidecar: configuration error: {e}", file=sys.stderr)
-        return EX_CONFIG
-    from sidecar import commands as admin
-
-    handler = getattr(args, "ops_handler", None) or admin.dispatch(args, ap)
-    return int(handler(args, cfg))
-
-
-def _guarded(run: Any, args: argparse.Namespace) -> int:
-    """Expected failures as one line on stderr, never a traceback."""
-    try:
-        code = int(run())
-        sys.stdout.flush()   # a closed pipe shows here, not in the interpreter's exit
-        return code
-    except BrokenPipeError:
-        # `sidecar ... --json | head`: stop quietly, as other Unix tools do (they die of SIGPIPE)
-        import os
-
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())   # the interpreter's last flush must not fail again
-        return EX_SIGPIPE
-    except Exception as e:
-        from sidecar.errors import is_database_error, one_line
-
-        if not is_database_error(e):
-            raise
-        print(f"sidecar {args.command}: database unavailable: {one_line(e)}", file=sys.stderr)
-        return EX_UNAVAILABLE
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

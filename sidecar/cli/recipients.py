@@ -5,23 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Any
 
 from sidecar.config import Config
-
-
-def register(sub: Any) -> None:
-    from sidecar.cli import _common
-
-    p = sub.add_parser("recipients", help="the record of recipients that corroborates bounces")
-    rsub = p.add_subparsers(dest="recipients_command", metavar="ACTION", required=True)
-    text = ("print the tenants that sent to ADDRESS within recipients.retention, as the ingester sees them "
-            "(exit 0 when any did, 1 when none did; a Bloom filter: 'yes' is probable, 'no' is certain)")
-    q = rsub.add_parser("check", help="which tenants sent to ADDRESS", description=text)
-    _common(q)
-    q.add_argument("address", metavar="ADDRESS")
-    q.add_argument("--json", action="store_true")
-    q.set_defaults(ops_handler=cmd_check)
 
 
 def cmd_check(args: argparse.Namespace, cfg: Config) -> int:

@@ -8,7 +8,8 @@ import time
 from typing import Any
 
 from sidecar.config import Config, redact_url
-from sidecar.http.operations import _client, _engine, _paged, emit, handled, table
+from sidecar.cli.admin import open_client, open_engine, paged
+from sidecar.cli.output import emit, handled, table
 
 DELIVERY_COLS = ["id", "subscription", "event_type", "address", "status", "attempts", "last_attempt_at",
                  "last_error"]
@@ -19,9 +20,9 @@ def cmd_wh_status(args: argparse.Namespace, cfg: Config) -> int:
     from sidecar.webhooks import outbox
 
     if args.api:
-        data = _client(args).request("GET", "/webhooks")
+        data = open_client(args).request("GET", "/webhooks")
     else:
-        engine = _engine(cfg)
+        engine = open_engine(cfg)
         data = {"subscriptions": [{"name": s.name, "url": redact_url(s.url), "events": sorted(s.events)}
                                   for s in outbox.subscriptions(cfg.webhooks.subscriptions)],
                 "deliveries": outbox.summary(engine), "cursors": outbox.cursors(engine)}
@@ -42,14 +43,14 @@ def cmd_wh_deliveries(args: argparse.Namespace, cfg: Config) -> int:
 
     params = {"subscription": args.subscription, "status": args.status, "event_type": args.event_type,
               "address": args.address}
-    engine: Any = None if args.api else _engine(cfg)
+    engine: Any = None if args.api else open_engine(cfg)
 
     def direct(after: int, n: int) -> tuple[list[dict[str, Any]], int | None]:
         rows = outbox.list_deliveries(engine, subscription=args.subscription, status=args.status,
                                       event_type=args.event_type, address=args.address, after_id=after, limit=n)
         return rows, rows[-1]["id"] if len(rows) == n else None
 
-    items = _paged(args, "/webhooks/deliveries", params, direct)
+    items = paged(args, "/webhooks/deliveries", params, direct)
     emit(args, items, DELIVERY_COLS)
     return 0
 
@@ -61,10 +62,10 @@ def cmd_wh_redeliver(args: argparse.Namespace, cfg: Config) -> int:
     if args.api:
         body = {"from_id": args.from_id, "to_id": args.to_id, "subscription": args.subscription,
                 "status": args.status}
-        out = _client(args).request("POST", "/webhooks/redeliver", body={k: v for k, v in body.items()
+        out = open_client(args).request("POST", "/webhooks/redeliver", body={k: v for k, v in body.items()
                                                                            if v is not None})
     else:
-        out = {"queued": outbox.redeliver(_engine(cfg), from_id=args.from_id, to_id=args.to_id,
+        out = {"queued": outbox.redeliver(open_engine(cfg), from_id=args.from_id, to_id=args.to_id,
                                           subscription=args.subscription, status=args.status, now=time.time())}
     print(json.dumps(out) if args.json else f"queued {out['queued']} deliveries again")
     return 0

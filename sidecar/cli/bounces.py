@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import sys
 
+from sidecar.cli.output import EX_CONFIG, EX_OK, EX_TEMPFAIL, EX_USAGE
+
 TYPE_CHECKING = False  # typing costs ~10 ms at start-up, paid once per bounce
 if TYPE_CHECKING:
     from typing import Any
-
-EX_OK, EX_USAGE, EX_TEMPFAIL, EX_CONFIG = 0, 2, 75, 78
 
 
 def _one_line(e: BaseException) -> str:
@@ -43,7 +43,7 @@ class _IngestArgs(Exception):
 
 
 def ingest_parser() -> Any:
-    """Only the ``ingest`` options (same as cli.py's subparser; a test keeps them equal).
+    """Only the ``ingest`` options (same as the full parser's; a test keeps them equal).
 
     Building the full ``sidecar`` parser costs ~35 ms, more than the rest of the hand-off.
     """
@@ -66,7 +66,7 @@ def ingest_parser() -> Any:
 
 
 def ingest_main(argv: list[str]) -> int:
-    """``sidecar ingest ARGS`` without building the whole CLI: for cli.main's fast path."""
+    """``sidecar ingest ARGS`` without building the whole CLI: for sidecar.cli.main's fast path."""
     try:
         args = ingest_parser().parse_args(argv)
     except BaseException as e:  # noqa: BLE001 - a bad master.cf line must defer, not bounce
@@ -144,12 +144,10 @@ def cmd_parse(args: Any) -> int:
 # -- import / replay ----------------------------------------------------------------------------
 def _recorder(args: Any, corroborate: bool | None = None) -> Any:
     from sidecar.bounce.record import Recorder
-    from sidecar.store.db import make_engine, upgrade
+    from sidecar.cli.serve import upgraded_engine
 
     cfg = _load_config(args)
-    engine = make_engine(cfg.database.url)
-    upgrade(engine)
-    return Recorder(cfg, engine, corroborate=corroborate)
+    return Recorder(cfg, upgraded_engine(cfg), corroborate=corroborate)
 
 
 def cmd_import(args: Any) -> int:
@@ -190,5 +188,5 @@ def cmd_replay(args: Any) -> int:
     return EX_OK
 
 
-if __name__ == "__main__":  # python -m sidecar.bounce.commands ARGS: the pipe command without cli.py
+if __name__ == "__main__":  # python -m sidecar.cli.bounces ARGS: the pipe command without the parser
     sys.exit(ingest_main(sys.argv[1:]))

@@ -1,0 +1,83 @@
+"""The ``sidecar`` command: ``main()`` and the ``sidecar ingest`` fast path.
+
+The parser is :mod:`sidecar.cli.parser`; the handlers are in the modules beside it. Imports are
+lazy: ``sidecar ingest`` runs once per bounce, so start-up must stay cheap.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from sidecar.cli.output import EX_CONFIG, EX_SIGPIPE, EX_UNAVAILABLE, EX_USAGE
+
+TYPE_CHECKING = False  # typing costs ~10 ms at start-up, paid once per bounce
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
+
+BOUNCE_COMMANDS = ("ingest", "parse", "import", "replay")   # sidecar.cli.bounces: cmd_<name>(args)
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from sidecar.config import load_config
+
+    overrides: dict[str, Any] = {"database.url": getattr(args, "db", None)}
+    if getattr(args, "policy", None):
+        overrides["server.policy"] = args.policy
+    if getattr(args, "http", None):
+        overrides["server.http"] = args.http
+    return load_config(args.config, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ingest"] and not {"-h", "--help"} & set(argv):
+        # the pipe(8) command, once per bounce: skip building the whole CLI
+        from sidecar.cli.bounces import ingest_main
+
+        return ingest_main(argv[1:])
+    from sidecar.cli.parser import build_parser
+
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if not args.command:
+        ap.print_help()
+        return EX_USAGE
+    return _guarded(lambda: _run(args), args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command in BOUNCE_COMMANDS:
+        from sidecar.cli import bounces
+
+        return int(getattr(bounces, f"cmd_{args.command}")(args))
+    from sidecar.config import ConfigError
+
+    try:
+        cfg = _load(args)
+    except ConfigError as e:
+        print(f"sidecar: configuration error: {e}", file=sys.stderr)
+        return EX_CONFIG
+    return int(args.handler(args, cfg))
+
+
+def _guarded(run: Any, args: argparse.Namespace) -> int:
+    """Expected failures as one line on stderr, never a traceback."""
+    try:
+        code = int(run())
+        sys.stdout.flush()   # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # `sidecar ... --json | head`: stop quietly, as other Unix tools do (they die of SIGPIPE)
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())   # the interpreter's last flush must not fail again
+        return EX_SIGPIPE
+    except Exception as e:
+        from sidecar.errors import is_database_error, one_line
+
+        if not is_database_error(e):
+            raise
+        print(f"sidecar {args.command}: database unavailable: {one_line(e)}", file=sys.stderr)
+        return EX_UNAVAILABLE

@@ -1,0 +1,102 @@
+"""``sidecar serve | check-config | postfix-config | db upgrade``: each ``cmd_<name>(args, cfg) -> exit code``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from sidecar.cli.output import EX_CONFIG
+from sidecar.config import Config
+
+log = logging.getLogger("sidecar")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def upgraded_engine(cfg: Config) -> Any:
+    """The configured database, its schema created or upgraded first."""
+    from sidecar.store.db import make_engine, upgrade
+
+    engine = make_engine(cfg.database.url)
+    upgrade(engine)
+    return engine
+
+
+def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
+    setup_logging(args.log_level)
+    from twisted.internet import reactor
+    from twisted.logger import STDLibLogObserver, globalLogBeginner
+
+    from sidecar.errors import one_line
+    from sidecar.service import makeService, stop_started
+
+    globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
+    t0 = time.monotonic()
+    try:
+        top = makeService(cfg, reactor)   # schema upgrade and initial load: nothing listens yet
+    except Exception as e:  # noqa: BLE001 - an unreachable database, a schema from a newer version ...
+        log.error("cannot start: database %s: %s", _safe_url(cfg.database.url), one_line(e))
+        return 1
+    try:
+        top.startService()
+    except Exception as e:  # noqa: BLE001 - a port in use, an ingest socket owned by another service ...
+        # Close what did start (listeners, thread pool) and leave: a half-started server would
+        # accept policy connections and never answer them.
+        log.error("cannot start: %s", one_line(e))
+        reactor.callWhenRunning(lambda: stop_started(top).addBoth(lambda _: reactor.stop()))
+        reactor.run()  # type: ignore[attr-defined]
+        return 1
+    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
+    log.info("serving policy on %s, HTTP on %s, database %s (ready in %.2fs)",
+             ", ".join(cfg.server.policy), cfg.server.http, _safe_url(cfg.database.url), time.monotonic() - t0)
+    reactor.run()  # type: ignore[attr-defined]
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def cmd_check_config(args: argparse.Namespace, cfg: Config) -> int:
+    rules = ", ".join(r.name for r in cfg.ratelimit.rules) or "none"
+    print(f"{args.config or '(defaults)'}: configuration OK (policy {', '.join(cfg.server.policy)}; "
+          f"http {cfg.server.http}; rate-limit rules: {rules})")
+    return 0
+
+
+def cmd_postfix_config(args: argparse.Namespace, cfg: Config) -> int:
+    from sidecar.postfix_config import TemplateError, main_cf_parameters, render, values_from_config
+
+    try:
+        out = render(values_from_config(cfg))
+        parameters = main_cf_parameters(out["main.cf"])
+    except TemplateError as e:
+        print(f"sidecar: postfix-config: {e}", file=sys.stderr)
+        return EX_CONFIG
+    if getattr(args, "format", "text") == "json":
+        # for deployment tools: postconf -e the parameters, put master.cf in a managed block
+        print(json.dumps({"main.cf": out["main.cf"], "main.cf parameters": parameters,
+                          "master.cf": out["master.cf"]}, indent=2))
+        return 0
+    for name, text in out.items():
+        print(f"# ---- {name} ----")
+        print(text.rstrip("\n"))
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace, cfg: Config) -> int:
+    from sidecar.store.db import current_revision
+
+    engine = upgraded_engine(cfg)
+    print(f"database {_safe_url(cfg.database.url)} at schema revision {current_revision(engine)}")
+    return 0
