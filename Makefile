@@ -39,6 +39,7 @@ test-postfix: system-deps venv
 	$(BIN)/python -m pytest -m postfix tests/integration/postfix $(PYTEST_ARGS)
 
 lint: venv
+	$(BIN)/ruff format --check sidecar tests bench
 	$(BIN)/ruff check sidecar tests bench
 	$(BIN)/mypy sidecar
 

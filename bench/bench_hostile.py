@@ -274,7 +274,7 @@ def _child(name: str, root: str) -> None:
 
     parse_message(HEAD + b"\nuser unknown: warm@up.example\n")  # imports, regex compilation
     try:
-        import flufl.bounce  # noqa: F401 - imported lazily by the parser: not part of the parse
+        import flufl.bounce
 
         flufl.bounce.all_failures(__import__("email").message_from_bytes(HEAD + b"\nx\n"))
     except ImportError:

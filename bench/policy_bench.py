@@ -28,10 +28,10 @@ import json
 import os
 import re
 import resource
-import statistics
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile

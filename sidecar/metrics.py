@@ -12,7 +12,6 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
 
-
 class PolicyStats:
     """``sidecar_policy_requests`` and ``sidecar_policy_decision_seconds``, counted cheaply.
 

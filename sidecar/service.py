@@ -50,7 +50,7 @@ class Listener(StreamServerEndpointService):
         self.what = what
         self._raiseSynchronously = True
 
-    def privilegedStartService(self) -> None:  # noqa: N802 - Twisted API
+    def privilegedStartService(self) -> None:
         try:
             super().privilegedStartService()
         except Exception as e:

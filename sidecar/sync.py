@@ -220,13 +220,13 @@ class StateSync(service.MultiService):
         if self.recorder is not None:
             try:   # last flush, synchronously (the pool may be stopped already)
                 recipient_days.flush(self.engine, self.recorder, self.node, self.recorder.take(), self.clock.seconds())
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 log.warning("could not save the record of recipients at shutdown: %s", e)
         if self.limiter and self.limiter.dirty:
             try:   # last save, synchronously: we are shutting down anyway
                 now = self.clock.seconds()
                 counters.save_counters(self.engine, self.limiter.take_dirty(now), now)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 log.warning("could not save rate-limit counters at shutdown: %s", e)
         return d
 

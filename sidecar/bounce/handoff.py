@@ -55,18 +55,18 @@ class HandoffProtocol(protocol.Protocol, TimeoutMixin):
         self.received = 0
         self.busy = False
 
-    def connectionMade(self) -> None:  # noqa: N802 - Twisted API
+    def connectionMade(self) -> None:
         self.factory.active += 1
         self.setTimeout(IDLE_TIMEOUT)
 
-    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self.factory.active -= 1
         self.setTimeout(None)
         if self.spool is not None:   # a body still arriving (a spool handed to a thread is closed there)
             self.spool.close()
         self.spool = None
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         if self.busy:
             return
         self.resetTimeout()
@@ -144,7 +144,7 @@ class HandoffProtocol(protocol.Protocol, TimeoutMixin):
             tr.write(line.encode("utf-8", "replace") + b"\n")
             tr.loseConnection()
 
-    def timeoutConnection(self) -> None:  # noqa: N802
+    def timeoutConnection(self) -> None:
         tr: Any = self.transport
         tr.abortConnection()
 
@@ -170,7 +170,7 @@ class HandoffFactory(protocol.Factory):
         self.active = 0
         self.refused = 0
 
-    def buildProtocol(self, addr: Any) -> HandoffProtocol | None:  # noqa: N802
+    def buildProtocol(self, addr: Any) -> HandoffProtocol | None:
         if self.active >= self.max_connections:
             # Closed unanswered: `sidecar ingest` then records the message itself.
             self.refused += 1
@@ -257,7 +257,7 @@ class HandoffService(Service):
         self.path = cfg.ingest.socket
         self.port: Any = None
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         super().startService()
         if not self.path:
             log.info("ingest hand-off socket disabled (ingest.socket is empty)")
@@ -284,7 +284,7 @@ class HandoffService(Service):
         log.info("ingest hand-off listening on %s (mode %o, group %s)", self.path, SOCKET_MODE,
                  _group_name(os.stat(self.path).st_gid))
 
-    def stopService(self) -> Any:  # noqa: N802
+    def stopService(self) -> Any:
         super().stopService()
         port, self.port = self.port, None
         if port is None:

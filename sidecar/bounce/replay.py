@@ -104,7 +104,7 @@ def replay_one(recorder: Recorder, row: Any, apply: bool) -> MessageChange:
     raw = zlib.decompress(row.content)
     try:
         d: Derived = recorder.derive(raw, env)
-    except Exception as e:  # noqa: BLE001 - report and go on with the next message
+    except Exception as e:
         return MessageChange(row.id, row.queue_id, (row.state, row.state), error=f"{type(e).__name__}: {e}")
     recorder.assess(d, row.received_at)  # record look-ups, before the transaction
     ch = MessageChange(row.id, row.queue_id, (row.state, d.state))

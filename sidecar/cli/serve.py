@@ -42,12 +42,12 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     t0 = time.monotonic()
     try:
         top = makeService(cfg, reactor)   # schema upgrade and initial load: nothing listens yet
-    except Exception as e:  # noqa: BLE001 - an unreachable database, a schema from a newer version ...
+    except Exception as e:
         log.error("cannot start: database %s: %s", _safe_url(cfg.database.url), one_line(e))
         return 1
     try:
         top.startService()
-    except Exception as e:  # noqa: BLE001 - a port in use, an ingest socket owned by another service ...
+    except Exception as e:
         # Close what did start (listeners, thread pool) and leave: a half-started server would
         # accept policy connections and never answer them.
         log.error("cannot start: %s", one_line(e))

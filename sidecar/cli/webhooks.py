@@ -7,9 +7,9 @@ import json
 import time
 from typing import Any
 
-from sidecar.config import Config, redact_url
 from sidecar.cli.admin import open_client, open_engine, paged
 from sidecar.cli.output import emit, handled, table
+from sidecar.config import Config, redact_url
 
 DELIVERY_COLS = ["id", "subscription", "event_type", "address", "status", "attempts", "last_attempt_at",
                  "last_error"]

@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from sidecar.config.fields import RATE_KEYS, ConfigError, redact_url, non_negative_int
+from sidecar.config.fields import RATE_KEYS, ConfigError, non_negative_int, redact_url
 from sidecar.config.schema import Config
 from sidecar.units import parse_duration
 

@@ -17,12 +17,12 @@ from urllib.parse import unquote
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
-from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
 
-from sidecar.metrics import API_REQUESTS
 from sidecar.http.auth import TokenAuth
 from sidecar.http.queries import InvalidParameter
+from sidecar.metrics import API_REQUESTS
 from sidecar.suppression.store import SuppressionStore
 from sidecar.units import InvalidValue
 

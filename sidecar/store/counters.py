@@ -6,8 +6,8 @@ from collections.abc import Mapping
 
 from sqlalchemy import Engine, delete, insert, select
 
-from sidecar.store.models import Change, RateLimitCounter
 from sidecar.store.db import dialect_insert
+from sidecar.store.models import Change, RateLimitCounter
 
 
 def load_counters(engine: Engine, now: float) -> list[tuple[str, float]]:

@@ -7,11 +7,12 @@ Everything here blocks: the service calls it from its database thread pool; the 
 from __future__ import annotations
 
 import threading
+
 from sqlalchemy import Engine, delete, select
 
 from sidecar.recipient_filters import DayFilters, RecipientRecorder, day_of, first_day
-from sidecar.store.models import RecipientFilter, RecipientTenant
 from sidecar.store.db import dialect_insert
+from sidecar.store.models import RecipientFilter, RecipientTenant
 
 F, T = RecipientFilter.__table__, RecipientTenant.__table__
 

@@ -16,8 +16,22 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-from sqlalchemy import (BigInteger, Boolean, Column, Connection, Engine, Float, MetaData, Table, Text, func, insert,
-                        literal, select, update)
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    MetaData,
+    Table,
+    Text,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql
 
 from sidecar.store.db import dialect_insert
@@ -209,7 +223,7 @@ class SuppressionStore:
             spool.seek(0)
             done = 0
             while done < total:
-                part: list[ImportRow] = pickle.load(spool)  # noqa: S301 - our own spool file
+                part: list[ImportRow] = pickle.load(spool)
                 try:
                     with self.engine.begin() as conn:
                         write(conn, part, now)

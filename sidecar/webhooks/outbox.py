@@ -23,9 +23,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import aliased
 
 from sidecar.config import redact_url
+from sidecar.store.db import dialect_insert
 from sidecar.store.models import Change, Event, WebhookCursor, WebhookDelivery
 from sidecar.suppression.changefeed import ChangeCursor
-from sidecar.store.db import dialect_insert
 from sidecar.suppression.store import iso
 
 EVENT_KINDS = {"bounce": "bounce.recorded", "complaint": "complaint.recorded", "ratelimit": "ratelimit.exceeded"}
@@ -131,7 +131,7 @@ class Outbox:
         for sub in self.subs:
             try:
                 made += self._materialise_one(sub, now)
-            except Exception as e:   # noqa: BLE001 - kept for the caller; the next round reads the same rows
+            except Exception as e:
                 self.failures[sub.name] = one_line(e)
         return made
 
@@ -191,7 +191,7 @@ def _derive(derive: Any, src: str, row: Any) -> tuple[str, str, str, str | None]
     try:
         d = derive(row)
         return None if d is None else (d[0], d[1] or "", json.dumps(d[2], separators=(",", ":")), None)
-    except Exception as e:   # noqa: BLE001 - one bad row must not stall the feed
+    except Exception as e:
         etype = (EVENT_KINDS.get(row.kind) if src == "e" else None if row.kind != "suppression" else
                  "suppression.added" if row.active else "suppression.removed")
         if etype is None:

@@ -10,8 +10,8 @@ from sqlalchemy import insert
 
 from sidecar.store.db import make_engine
 from sidecar.store.models import Event
-from tests.harness.sidecar import run_cli
 from tests.harness.api import ApiServer
+from tests.harness.sidecar import run_cli
 
 TOKEN = "cli-token"
 CONFIG = f"""

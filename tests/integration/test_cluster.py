@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.sidecar import BIN, SidecarProcess, run_cli
 from tests.harness.policy import rcpt
+from tests.harness.sidecar import BIN, SidecarProcess, run_cli
 
 TOKEN = "cluster-token"
 DSN = Path(__file__).resolve().parents[1] / "data" / "bounces" / "postfix" / "dsn-failed-550-5.1.1.eml"

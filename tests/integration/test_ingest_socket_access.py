@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.sidecar import BIN, SidecarProcess
 from tests.harness.ingest import HARD, q, variant
+from tests.harness.sidecar import BIN, SidecarProcess
 
 CONNECT = """
 import socket, sys

@@ -191,10 +191,10 @@ def _many(n: int):
 
 def test_a_message_naming_100000_addresses_records_at_most_the_caps(tmp_path: Path) -> None:
     """The recording transaction is bounded by the caps (bench/bench_ingest_caps.py measures it)."""
+    from prometheus_client import REGISTRY
+
     from sidecar.bounce.envelope import Envelope
     from sidecar.recipients import InMemoryRecipients
-
-    from prometheus_client import REGISTRY
 
     def caps(cap: str) -> float:
         return REGISTRY.get_sample_value("sidecar_ingest_caps_reached_total", {"cap": cap}) or 0.0

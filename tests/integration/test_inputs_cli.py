@@ -18,9 +18,9 @@ from sidecar.store.models import Change, Event, Suppression
 from sidecar.suppression.address import AddressError, split
 from sidecar.suppression.store import SuppressionStore
 from sidecar.units import InvalidValue
-from tests.harness.sidecar import run_cli
 from tests.harness.api import ApiServer
 from tests.harness.ingest import HARD, ingest
+from tests.harness.sidecar import run_cli
 
 TOKEN = "inputs-cli-token"
 

@@ -11,8 +11,8 @@ from sidecar.recipients import open_lookup
 from sidecar.store import recipient_days
 from sidecar.store.db import make_engine, upgrade
 from sidecar.store.models import RecipientFilter
-from tests.harness.sidecar import SidecarProcess, run_cli
 from tests.harness.policy import rcpt
+from tests.harness.sidecar import SidecarProcess, run_cli
 
 FAST = """
 [recipients]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.sidecar import SidecarProcess, run_cli
 from tests.harness.policy import fixtures, rcpt
+from tests.harness.sidecar import SidecarProcess, run_cli
 
 LIMIT = """
 [ratelimit]
@@ -158,8 +158,9 @@ def test_import_export_roundtrip(tmp_path):
 def test_check_config_names_the_key(tmp_path):
     cfg = tmp_path / "bad.toml"
     cfg.write_text("[server]\npolicy = [\"nope\"]\n")
-    from tests.harness.sidecar import BIN
     import subprocess
+
+    from tests.harness.sidecar import BIN
 
     r = subprocess.run([str(BIN), "check-config", "--config", str(cfg)], capture_output=True, text=True)
     assert r.returncode == 78 and "server.policy[0]" in r.stderr

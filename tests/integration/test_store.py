@@ -181,8 +181,8 @@ def test_a_running_server_learns_every_row_of_an_import(pg_url, tmp_path):
     reads the change feed and another writer adds suppressions in between: all of them apply."""
     import threading
 
-    from tests.harness.sidecar import SidecarProcess, run_cli
     from tests.harness.policy import rcpt
+    from tests.harness.sidecar import SidecarProcess, run_cli
 
     n = 120_000
     csv_path = tmp_path / "in.csv"

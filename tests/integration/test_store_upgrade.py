@@ -36,7 +36,7 @@ def concurrent_upgrades(url: str, n: int) -> list[BaseException]:
         barrier.wait()
         try:
             upgrade(engine)  # type: ignore[arg-type]
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
 
     threads = [threading.Thread(target=run, args=(e,)) for e in engines]

@@ -11,9 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 import sidecar.bounce.parse as parse_pkg
-from sidecar.bounce.parse import budget, dsn, mime, notifications
+from sidecar.bounce.parse import budget, dsn, mime, notifications, textbounce
 from sidecar.bounce.parse import message as parse
-from sidecar.bounce.parse import textbounce
 from sidecar.bounce.parse.budget import MAX_RECIPIENTS, Budget, split_long_lines
 from sidecar.bounce.parse.results import Kind, Limit
 

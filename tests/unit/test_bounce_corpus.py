@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from sidecar.bounce.parse import parse_bytes, parse_message
 from sidecar.bounce.parse.classify import CATEGORY_OF
 from sidecar.bounce.parse.results import Category, Kind
-from sidecar.bounce.parse import parse_bytes, parse_message
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "bounces" / "corpus"
 LABELS = [json.loads(line) for line in (CORPUS / "labels.jsonl").read_text().splitlines() if line.strip()]

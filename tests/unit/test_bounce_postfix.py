@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sidecar.bounce.parse.results import Category, Kind, ParsedMessage
 from sidecar.bounce.parse import parse_message
+from sidecar.bounce.parse.results import Category, Kind, ParsedMessage
 
 FIXTURES = Path(__file__).resolve().parent.parent / "data" / "bounces" / "postfix"
 

@@ -9,8 +9,8 @@ from twisted.internet import defer
 from twisted.internet.testing import StringTransport
 
 from sidecar.bounce import handoff
-from sidecar.bounce.envelope import Envelope
 from sidecar.bounce.derive import Outcome
+from sidecar.bounce.envelope import Envelope
 
 
 class FakeRecorder:

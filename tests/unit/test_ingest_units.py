@@ -9,10 +9,10 @@ import tomllib
 import pytest
 
 from sidecar.bounce import pipe
-from sidecar.bounce.envelope import Envelope
-from sidecar.bounce.pipe import fast_settings, read_message
-from sidecar.bounce.parse.results import Category, FailedRecipient, Kind, ParsedMessage
 from sidecar.bounce.derive import derive, looks_like_report
+from sidecar.bounce.envelope import Envelope
+from sidecar.bounce.parse.results import Category, FailedRecipient, Kind, ParsedMessage
+from sidecar.bounce.pipe import fast_settings, read_message
 from sidecar.bounce.verp import make_verp_token
 
 

@@ -16,7 +16,7 @@ class FakeResponse:
     def __init__(self) -> None:
         self.aborted = 0
 
-    def deliverBody(self, proto) -> None:  # noqa: N802
+    def deliverBody(self, proto) -> None:
         outer = self
 
         class Transport:

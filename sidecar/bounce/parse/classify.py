@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass
 
 from sidecar.bounce.parse.budget import MAX_DIAGNOSTIC
-from sidecar.bounce.parse.results import Category
-from sidecar.bounce.parse.remote_host import remote_reason
 from sidecar.bounce.parse.reasons import decide
+from sidecar.bounce.parse.remote_host import remote_reason
+from sidecar.bounce.parse.results import Category
 from sidecar.bounce.parse.status import find as find_status
 from sidecar.bounce.parse.status import prefer as prefer_status
 

@@ -33,7 +33,7 @@ def from_flufl(raw: bytes, budget: Budget) -> list[FailedRecipient]:
         return []
     try:
         temporary, permanent = all_failures(email.message_from_bytes(raw))
-    except Exception:  # noqa: BLE001 - third-party heuristics must not break parsing
+    except Exception:
         return []
     out = []
     for raw, is_permanent in [(a, True) for a in permanent] + [(a, False) for a in temporary if a not in permanent]:

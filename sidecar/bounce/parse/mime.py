@@ -17,8 +17,16 @@ from email.message import Message
 from email.parser import Parser
 from email.policy import compat32
 
-from sidecar.bounce.parse.budget import MAX_DEPTH, MAX_HEADER_BYTES, MAX_HEADERS, MAX_MESSAGE_BYTES, MAX_PARTS, MAX_TEXT
-from sidecar.bounce.parse.budget import MAX_PARAM_HEADER, Budget
+from sidecar.bounce.parse.budget import (
+    MAX_DEPTH,
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    MAX_MESSAGE_BYTES,
+    MAX_PARAM_HEADER,
+    MAX_PARTS,
+    MAX_TEXT,
+    Budget,
+)
 from sidecar.bounce.parse.results import Limit
 
 _STR_PARSER = Parser(policy=compat32)
@@ -54,7 +62,7 @@ def _parse_part(text: str, budget: Budget | None = None) -> Message:
         else:
             head, body = (text, "") if cut < 0 else (text[: cut + 1], text[cut + 2 :])
     msg = _parse_head(head)
-    headers = msg._headers  # type: ignore[attr-defined]  # noqa: SLF001 - the list _parse_head built
+    headers = msg._headers  # type: ignore[attr-defined]
     cut = len(headers) > MAX_HEADERS
     if cut:
         del headers[MAX_HEADERS:]
@@ -113,7 +121,7 @@ def _parse_head(head: str) -> Message:
         name, value = line[:i], line[i + 1 :].lstrip(" \t")
     if name is not None:
         headers.append((name, value.rstrip("\r\n")))
-    msg._headers = headers  # type: ignore[attr-defined]  # noqa: SLF001 - what Message.set_raw appends to
+    msg._headers = headers  # type: ignore[attr-defined]
     return msg
 
 
@@ -122,7 +130,7 @@ def _first_headers(msg: Message) -> dict[str, tuple[str, str]]:
     first = msg.__dict__.get("_first_headers")
     if first is None:
         first = {}
-        for k, v in msg._headers:  # type: ignore[attr-defined]  # noqa: SLF001 - Message.get() scans the same list per call
+        for k, v in msg._headers:  # type: ignore[attr-defined]
             first.setdefault(k.lower(), (k, v))
         msg.__dict__["_first_headers"] = first
     return first
@@ -139,7 +147,7 @@ def header(msg: Message, name: str) -> str:
         if found is None:
             return ""
         value = msg.policy.header_fetch_parse(*found)
-    except Exception:  # noqa: BLE001 - defective headers must not stop parsing
+    except Exception:
         return ""
     if not isinstance(value, str):
         value = str(value)

@@ -143,7 +143,7 @@ def make_lab(request: pytest.FixtureRequest, postfix_installed: None) -> Generat
         for cleanup in reversed(cleanups):
             try:
                 cleanup()
-            except BaseException as exc:  # noqa: BLE001 - keep cleaning up; re-raised below
+            except BaseException as exc:
                 errors.append(exc)
         if errors:
             raise errors[0]

@@ -367,7 +367,7 @@ class PostfixLab:
                         with lock:
                             refused.extend((c, m.decode()) for c, m in exc.recipients.values())
                         smtp.rset()
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            except BaseException as exc:
                 errors.append(exc)
             finally:
                 with contextlib.suppress(smtplib.SMTPException, OSError):

@@ -85,7 +85,7 @@ def db_rows(db_url: str, table: str) -> list[dict[str, Any]]:
     path = db_url.removeprefix("sqlite:///")
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as conn:
         conn.row_factory = sqlite3.Row
-        return [dict(row) for row in conn.execute(f"SELECT * FROM {table} ORDER BY id")]  # noqa: S608
+        return [dict(row) for row in conn.execute(f"SELECT * FROM {table} ORDER BY id")]
 
 
 def db_scalar(db_url: str, sql: str) -> Any:

@@ -62,7 +62,7 @@ class SmtpSink:
         try:
             self._server = loop.run_until_complete(asyncio.start_server(self._handle, self.host, self.port))
             self.port = self._server.sockets[0].getsockname()[1]
-        except BaseException as exc:  # noqa: BLE001 - re-raised by start()
+        except BaseException as exc:
             self._error = exc
             self._ready.set()
             loop.close()

@@ -254,7 +254,7 @@ def deployment(request: pytest.FixtureRequest, postfix_installed: None) -> Gener
         for step in (dep.stop_sidecar, postfix.stop, sink.stop, _remove_role_user):
             try:
                 step()
-            except BaseException as exc:  # noqa: BLE001 - keep cleaning up; re-raised below
+            except BaseException as exc:
                 errors.append(exc)
         shutil.rmtree(root, ignore_errors=True)
         if errors:

@@ -191,7 +191,7 @@ class Load:
                 step(n)
                 n += 1
                 self.stop.wait(pause)
-        except BaseException as exc:  # noqa: BLE001 - reported by join()
+        except BaseException as exc:
             self.errors.append(exc)
 
     def _send(self, n: int) -> None:
@@ -473,7 +473,7 @@ class Garbage:
         try:
             while not self.stop.is_set():
                 self._one(kind, payload, read_reply)
-        except BaseException as exc:  # noqa: BLE001 - reported by join()
+        except BaseException as exc:
             self.errors.append(exc)
 
     def _probe(self) -> None:
@@ -484,7 +484,7 @@ class Garbage:
                 action = policy_query(self.port, {"recipient": "probe@example.test"}, timeout=10)
                 self.probes.append((time.monotonic() - t0, action))
                 self.stop.wait(0.05)
-        except BaseException as exc:  # noqa: BLE001 - reported by join()
+        except BaseException as exc:
             self.errors.append(exc)
 
     def open_idle(self, n: int) -> None:

@@ -149,7 +149,7 @@ class Dribbler:
             while not self.stop.is_set():
                 self.tick()
                 self.stop.wait(1.0)
-        except BaseException as exc:  # noqa: BLE001 - reported by finish()
+        except BaseException as exc:
             self.errors.append(exc)
 
     def start(self) -> Dribbler:
