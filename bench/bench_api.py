@@ -46,9 +46,13 @@ def seed(db: str, n: int) -> float:
 
     def rows():
         for i in range(n):
-            yield {"address": f"user{i:07d}@d{i % 997}.example", "tenant": f"t{i % 50}" if i % 3 else "",
-                   "reason": REASONS[i % 4], "category": CATEGORIES[i % 5] or "",
-                   "created_at": str(now - 86400 * 365 + i * (86400 * 365 / n))}
+            yield {
+                "address": f"user{i:07d}@d{i % 997}.example",
+                "tenant": f"t{i % 50}" if i % 3 else "",
+                "reason": REASONS[i % 4],
+                "category": CATEGORIES[i % 5] or "",
+                "created_at": str(now - 86400 * 365 + i * (86400 * 365 / n)),
+            }
 
     t0 = time.monotonic()
     SuppressionStore(engine).import_rows(rows(), batch=20000)
@@ -91,8 +95,15 @@ def export(server: ApiServer) -> dict[str, float]:
     elapsed = time.monotonic() - t0
     stop.set()
     t.join()
-    return {"seconds": elapsed, "first_byte_s": first or 0.0, "rows": lines - 1, "mb": size / 1e6,
-            "rss_before_mb": before / 1024, "rss_peak_mb": max(peak) / 1024, "status": resp.status}
+    return {
+        "seconds": elapsed,
+        "first_byte_s": first or 0.0,
+        "rows": lines - 1,
+        "mb": size / 1e6,
+        "rss_before_mb": before / 1024,
+        "rss_peak_mb": max(peak) / 1024,
+        "status": resp.status,
+    }
 
 
 def listing(server: ApiServer, calls: int) -> dict[str, dict[str, float]]:
@@ -117,10 +128,13 @@ def listing(server: ApiServer, calls: int) -> dict[str, dict[str, float]]:
             body = json.loads(r.read())
             times.append((time.perf_counter() - t0) * 1000)
             assert r.status == 200, body
-            cursor = body["next_cursor"] or ""   # walk forward through the result
+            cursor = body["next_cursor"] or ""  # walk forward through the result
         times.sort()
-        out[name] = {"p50_ms": statistics.median(times), "p99_ms": times[int(len(times) * 0.99) - 1],
-                     "items": len(body["items"])}
+        out[name] = {
+            "p50_ms": statistics.median(times),
+            "p99_ms": times[int(len(times) * 0.99) - 1],
+            "items": len(body["items"]),
+        }
     return out
 
 
@@ -138,17 +152,28 @@ def main() -> None:
         print(f"  seeded in {seed(db, args.rows):.1f}s", flush=True)
     server = ApiServer(tmp, f'[[api.tokens]]\ntoken = "{TOKEN}"\nscope = "read"\n', db=db).start()
     try:
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), platform.processor())
-        print(f"machine: {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, SQLite, "
-              f"{time.strftime('%Y-%m-%d')}")
+        cpu = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        print(
+            f"machine: {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, SQLite, "
+            f"{time.strftime('%Y-%m-%d')}"
+        )
         e = export(server)
-        print(f"export CSV: {e['rows']:,} rows, {e['mb']:.0f} MB in {e['seconds']:.1f}s "
-              f"({e['rows'] / e['seconds']:,.0f} rows/s, first byte {e['first_byte_s'] * 1000:.0f} ms); "
-              f"server RSS {e['rss_before_mb']:.0f} MB before, peak {e['rss_peak_mb']:.0f} MB during")
+        print(
+            f"export CSV: {e['rows']:,} rows, {e['mb']:.0f} MB in {e['seconds']:.1f}s "
+            f"({e['rows'] / e['seconds']:,.0f} rows/s, first byte {e['first_byte_s'] * 1000:.0f} ms); "
+            f"server RSS {e['rss_before_mb']:.0f} MB before, peak {e['rss_peak_mb']:.0f} MB during"
+        )
         for name, r in listing(server, args.calls).items():
-            print(f"list page of 100, {name:24}: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms "
-                  f"({args.calls} calls)")
+            print(
+                f"list page of 100, {name:24}: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms ({args.calls} calls)"
+            )
     finally:
         server.stop()
         if not args.keep:

@@ -45,7 +45,12 @@ def _text_bounce(body: bytes, extra: bytes = b"") -> bytes:
 def _report(status_part: bytes, ctype: bytes = b"message/delivery-status", text: bytes = b"failed\n") -> bytes:
     return (
         HEAD + b'MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary="b"\n\n'
-        b"--b\nContent-Type: text/plain\n\n" + text + b"\n--b\nContent-Type: " + ctype + b"\n\n" + status_part
+        b"--b\nContent-Type: text/plain\n\n"
+        + text
+        + b"\n--b\nContent-Type: "
+        + ctype
+        + b"\n\n"
+        + status_part
         + b"\n--b--\n"
     )
 
@@ -135,9 +140,15 @@ def nested_whole_copies() -> bytes:
     inner = b"Content-Type: text/plain\n\n" + _fill(b"unknown user\n", 75_000)
     for level in range(3):
         boundary = b"L%d" % level
-        inner = b'Content-Type: multipart/mixed; boundary="' + boundary + b'"\n\n' + b"".join(
-            b"--" + boundary + b"\n" + inner + b"\n" for _ in range(5)
-        ) + b"--" + boundary + b"--\n"
+        inner = (
+            b'Content-Type: multipart/mixed; boundary="'
+            + boundary
+            + b'"\n\n'
+            + b"".join(b"--" + boundary + b"\n" + inner + b"\n" for _ in range(5))
+            + b"--"
+            + boundary
+            + b"--\n"
+        )
     return HEAD + inner
 
 
@@ -157,7 +168,8 @@ def nested_in_original() -> bytes:
     return (
         HEAD + b'Content-Type: multipart/mixed; boundary="o"\n\n--o\nContent-Type: text/plain\n\n'
         b"nothing found here\n--o\nContent-Type: message/rfc822\n\nSubject: original\n"
-        + nest + b"Content-Type: text/plain\n\nhi\n--o--\n"
+        + nest
+        + b"Content-Type: text/plain\n\nhi\n--o--\n"
     )
 
 
@@ -207,8 +219,10 @@ def fml_refusals() -> bytes:
         b"From: list-admin@ml.example.jp\nX-MLServer: fml [fml 4.0]\nSubject: error\n"
         b"Message-ID: <20010101.FML12345.list@ml.example.jp>\nContent-Type: text/plain\n\n"
     )
-    return head + b"You are not a member of this mailing list.\n" + b"".join(
-        b"<user%d@example.com>.\n" % i for i in range(100_000)
+    return (
+        head
+        + b"You are not a member of this mailing list.\n"
+        + b"".join(b"<user%d@example.com>.\n" % i for i in range(100_000))
     )
 
 
@@ -338,8 +352,10 @@ def main() -> None:
         )
         worst_time = max(worst_time, (r["seconds"], name))
         worst_mem = max(worst_mem, (r["peak_mb"], name))
-    print(f"parser {version}: worst time {worst_time[0]:.3f} s ({worst_time[1]}), "
-          f"worst peak RSS {worst_mem[0]:.0f} MB ({worst_mem[1]})")
+    print(
+        f"parser {version}: worst time {worst_time[0]:.3f} s ({worst_time[1]}), "
+        f"worst peak RSS {worst_mem[0]:.0f} MB ({worst_mem[1]})"
+    )
 
 
 if __name__ == "__main__":

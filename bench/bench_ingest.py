@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SIDECAR = ROOT / ".venv" / "bin" / "sidecar"
 DATA = ROOT / "tests" / "data" / "bounces"
 
-SERVICE = r'''
+SERVICE = r"""
 import sys
 from twisted.internet import reactor
 from twisted.python.threadpool import ThreadPool
@@ -45,7 +45,7 @@ svc = HandoffService(cfg, engine, reactor, pool)
 reactor.callWhenRunning(lambda: (svc.startService(), print("ready", flush=True)))
 reactor.addSystemEventTrigger("before", "shutdown", lambda: (svc.stopService(), pool.stop()))
 reactor.run()
-'''
+"""
 
 
 def samples(n: int) -> list[bytes]:
@@ -60,8 +60,11 @@ def samples(n: int) -> list[bytes]:
 # proposed cli.main hook (argv[0] == "ingest" -> commands.ingest_main, no full argparse tree).
 ENTRY = {
     "cli": [str(SIDECAR), "ingest"],
-    "fast": [str(ROOT / ".venv/bin/python"), "-c",
-             "import sys; from sidecar.cli.bounces import ingest_main; sys.exit(ingest_main(sys.argv[1:]))"],
+    "fast": [
+        str(ROOT / ".venv/bin/python"),
+        "-c",
+        "import sys; from sidecar.cli.bounces import ingest_main; sys.exit(ingest_main(sys.argv[1:]))",
+    ],
 }
 
 
@@ -76,11 +79,21 @@ def regular_install(work: Path) -> None:
     ENTRY["fast"][0] = str(venv / "bin/python")
 
 
-def run_pipe(cfg: Path, msgs: list[bytes], concurrency: int, cwd: str,
-             entry: str = "cli") -> tuple[float, dict[int, int]]:
+def run_pipe(
+    cfg: Path, msgs: list[bytes], concurrency: int, cwd: str, entry: str = "cli"
+) -> tuple[float, dict[int, int]]:
     env = {"PATH": "/usr/bin:/bin", "LANG": "C"}
-    cmd = [*ENTRY[entry], "--config", str(cfg), "--sender", "MAILER-DAEMON",
-           "--recipient", "bounces@bounce.example", "--queue-id", "BENCH"]
+    cmd = [
+        *ENTRY[entry],
+        "--config",
+        str(cfg),
+        "--sender",
+        "MAILER-DAEMON",
+        "--recipient",
+        "bounces@bounce.example",
+        "--queue-id",
+        "BENCH",
+    ]
 
     def one(raw: bytes) -> int:
         return subprocess.run(cmd, input=raw, capture_output=True, env=env, cwd=cwd).returncode
@@ -119,8 +132,10 @@ def bench(mode: str, n: int, concurrency: int, work: Path, entry: str) -> float:
     with sqlite3.connect(db) as c:
         stored = c.execute("select count(*) from raw_messages").fetchone()[0]
     rate = n / elapsed
-    print(f"{mode:<9} entry={entry:<4} {n} messages, concurrency {concurrency}: {elapsed:6.2f} s  "
-          f"{rate:6.1f} messages/s  exit codes {codes}  stored {stored}")
+    print(
+        f"{mode:<9} entry={entry:<4} {n} messages, concurrency {concurrency}: {elapsed:6.2f} s  "
+        f"{rate:6.1f} messages/s  exit codes {codes}  stored {stored}"
+    )
     return rate
 
 
@@ -129,13 +144,22 @@ def main() -> int:
     ap.add_argument("--messages", type=int, default=300)
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--mode", choices=("both", "handoff", "fallback"), default="both")
-    ap.add_argument("--entry", choices=("cli", "fast", "both"), default="both",
-                    help="pipe command: .venv/bin/sidecar as is, or the proposed fast entry (default both)")
-    ap.add_argument("--regular-install", action="store_true",
-                    help="run the fast entry from a venv laid out like a non-editable install")
+    ap.add_argument(
+        "--entry",
+        choices=("cli", "fast", "both"),
+        default="both",
+        help="pipe command: .venv/bin/sidecar as is, or the proposed fast entry (default both)",
+    )
+    ap.add_argument(
+        "--regular-install",
+        action="store_true",
+        help="run the fast entry from a venv laid out like a non-editable install",
+    )
     args = ap.parse_args()
-    print(f"# {platform.node()} {platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"{time.strftime('%Y-%m-%d')}")
+    print(
+        f"# {platform.node()} {platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"{time.strftime('%Y-%m-%d')}"
+    )
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     os.chmod(work, 0o755)
     try:
@@ -143,15 +167,21 @@ def main() -> int:
             regular_install(work)
         modes = ("handoff", "fallback") if args.mode == "both" else (args.mode,)
         entries = ("cli", "fast") if args.entry == "both" else (args.entry,)
-        rates = {(m, e): bench(m, args.messages if m == "handoff" else max(args.messages // 5, 20),
-                               args.concurrency, work, e)
-                 for m in modes for e in entries}
+        rates = {
+            (m, e): bench(
+                m, args.messages if m == "handoff" else max(args.messages // 5, 20), args.concurrency, work, e
+            )
+            for m in modes
+            for e in entries
+        }
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for (m, e), rate in rates.items():
         if m == "handoff":
-            print(f"target >= 40 messages/s through the pipe (service running, entry {e}): "
-                  f"{'met' if rate >= 40 else 'NOT met'} ({rate:.1f})")
+            print(
+                f"target >= 40 messages/s through the pipe (service running, entry {e}): "
+                f"{'met' if rate >= 40 else 'NOT met'} ({rate:.1f})"
+            )
     return 0
 
 

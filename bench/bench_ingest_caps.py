@@ -37,13 +37,19 @@ def run(n: int, capped: bool, workdir: Path) -> tuple[float, float, int, int]:
     record = InMemoryRecipients()
     for a in addresses:
         record.add("acme", a, now)
-    parsed = ParsedMessage(Kind.BOUNCE, [FailedRecipient(a, Category.INVALID_RECIPIENT, "userunknown", True, "5.1.1",
-                                                         "failed", None, None) for a in addresses])
+    parsed = ParsedMessage(
+        Kind.BOUNCE,
+        [
+            FailedRecipient(a, Category.INVALID_RECIPIENT, "userunknown", True, "5.1.1", "failed", None, None)
+            for a in addresses
+        ],
+    )
     db = workdir / f"caps-{n}-{capped}.db"
     cfg = load_config(None, {"database.url": f"sqlite:///{db}"})
     if not capped:
-        cfg = dataclasses.replace(cfg, ingest=dataclasses.replace(
-            cfg.ingest, max_failed_recipients=10**9, max_suppressions_per_message=10**9))
+        cfg = dataclasses.replace(
+            cfg, ingest=dataclasses.replace(cfg.ingest, max_failed_recipients=10**9, max_suppressions_per_message=10**9)
+        )
     engine = make_engine(cfg.database.url)
     upgrade(engine)
     rec = Recorder(cfg, engine, lambda raw: parsed, recipients=record)
@@ -76,8 +82,10 @@ def main() -> None:
                 continue
             held, total, recipients, suppressions = run(n, capped, Path(d))
             label = "default caps" if capped else "no caps     "
-            print(f"{label} {n:>7} addresses: events {recipients:>6}, suppressions {suppressions:>6}; "
-                  f"write transaction (inserts) {held:7.3f} s, whole record() {total:7.3f} s")
+            print(
+                f"{label} {n:>7} addresses: events {recipients:>6}, suppressions {suppressions:>6}; "
+                f"write transaction (inserts) {held:7.3f} s, whole record() {total:7.3f} s"
+            )
 
 
 if __name__ == "__main__":

@@ -70,11 +70,15 @@ def main() -> None:
     print(f"{a.per_day:,} pairs over {a.tenants} tenants, false_positive_rate {a.rate:g}")
     print(f"  add (reactor, per RCPT):      {t_add / a.per_day * 1e9:,.0f} ns each ({t_add:.2f} s in all)")
     print(f"  flush hashing (thread pool):  {t_apply / a.per_day * 1e9:,.0f} ns a pair ({t_apply:.2f} s for the day)")
-    print(f"  filter: {size:,} bytes ({size / 2**20:.2f} MiB, {size * 8 / a.per_day:.1f} bits a pair), "
-          f"estimated pairs {rows[0][2]:,.0f}")
-    print(f"  RSS: {rss0:.1f} MB at start, {rss_pairs:.1f} MB with the bench's pairs, "
-          f"{rss_pending:.1f} MB with the pending set of the whole day, "
-          f"{rss1:.1f} MB after hashing it in (the pending set is normally a few seconds' worth)")
+    print(
+        f"  filter: {size:,} bytes ({size / 2**20:.2f} MiB, {size * 8 / a.per_day:.1f} bits a pair), "
+        f"estimated pairs {rows[0][2]:,.0f}"
+    )
+    print(
+        f"  RSS: {rss0:.1f} MB at start, {rss_pairs:.1f} MB with the bench's pairs, "
+        f"{rss_pending:.1f} MB with the pending set of the whole day, "
+        f"{rss1:.1f} MB after hashing it in (the pending set is normally a few seconds' worth)"
+    )
 
     view = DayFilters()
     day = day_of(NOW)
@@ -87,10 +91,14 @@ def main() -> None:
     fp = sum(pair_hash(tenants[0], f"never{i}@example.test") in bloom for i in range(a.tests))
     t_test = time.perf_counter() - t0
     per_lookup = 1 - (1 - a.rate) ** (a.tenants * a.days)
-    print(f"  false positives: {fp} of {a.tests:,} never-recorded pairs = {fp / a.tests:.2e} "
-          f"(configured {a.rate:g}); {t_test / a.tests * 1e9:,.0f} ns a test")
-    print(f"  a lookup tests {a.tenants} tenants x {a.days} days: a never-sent address is corroborated with "
-          f"probability <= {per_lookup:.2e} at a full day every day")
+    print(
+        f"  false positives: {fp} of {a.tests:,} never-recorded pairs = {fp / a.tests:.2e} "
+        f"(configured {a.rate:g}); {t_test / a.tests * 1e9:,.0f} ns a test"
+    )
+    print(
+        f"  a lookup tests {a.tenants} tenants x {a.days} days: a never-sent address is corroborated with "
+        f"probability <= {per_lookup:.2e} at a full day every day"
+    )
 
     # The ingester's side: a store with the window's filters of every node.
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,12 +108,16 @@ def main() -> None:
         from sqlalchemy import insert
 
         from sidecar.store.models import RecipientFilter, RecipientTenant
+
         lo = first_day(NOW, (a.days - 1) * DAY)
         with engine.begin() as conn:
             for d in range(lo, day + 1):
                 for n in range(a.nodes):
-                    conn.execute(insert(RecipientFilter).values(day=d, node=f"relay-{n}", bits=rows[0][1],
-                                                                items=rows[0][2], updated_at=NOW))
+                    conn.execute(
+                        insert(RecipientFilter).values(
+                            day=d, node=f"relay-{n}", bits=rows[0][1], items=rows[0][2], updated_at=NOW
+                        )
+                    )
                 conn.execute(insert(RecipientTenant), [{"day": d, "tenant": t} for t in tenants])
         engine.dispose()
         total = a.days * a.nodes * size
@@ -122,9 +134,11 @@ def main() -> None:
                 lookup.tenants_for("rcpt7@example7.test", NOW)
             t_cached = (time.perf_counter() - t0) / 100
             assert got == {tenants[7 % a.tenants]}, got
-            print(f"  lookup over {a.days} days x {a.nodes} nodes ({total / 2**20:.0f} MiB stored): first "
-                  f"tenants_for {t_first * 1000:.0f} ms (load and OR the filters), then {t_cached * 1000:.2f} ms "
-                  f"(stamps read, filters cached); +{rss_b - rss_a:.0f} MB RSS" + (" [again]" if attempt else ""))
+            print(
+                f"  lookup over {a.days} days x {a.nodes} nodes ({total / 2**20:.0f} MiB stored): first "
+                f"tenants_for {t_first * 1000:.0f} ms (load and OR the filters), then {t_cached * 1000:.2f} ms "
+                f"(stamps read, filters cached); +{rss_b - rss_a:.0f} MB RSS" + (" [again]" if attempt else "")
+            )
             engine.dispose()
             del lookup
 

@@ -109,8 +109,9 @@ class Server:
     def start(self, timeout: float) -> None:
         log = open(self.log_path, "wb")  # noqa: SIM115 - closed with the process
         t0 = self.t0 = time.monotonic()
-        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True
+        )
         log.close()
         while time.monotonic() - t0 < timeout:
             if self.proc.poll() is not None:
@@ -179,13 +180,30 @@ def wait_quiet(threshold: float, max_wait: float) -> float:
         time.sleep(0.5)
 
 
-def run_load(port: int, args: argparse.Namespace, *, expect: str, server_pid: int | None = None,
-             warmup_only: bool = False) -> dict:
-    argv = [PY, str(BENCH / "policy_load.py"), "--port", str(port), "--json",
-            "--duration", str(args.duration), "--connections", str(args.connections),
-            "--procs", str(args.procs), "--senders", str(args.keys),
-            "--suppressed", str(args.suppressions),
-            "--suppressed-fraction", str(args.suppressed_fraction), "--expect", expect]
+def run_load(
+    port: int, args: argparse.Namespace, *, expect: str, server_pid: int | None = None, warmup_only: bool = False
+) -> dict:
+    argv = [
+        PY,
+        str(BENCH / "policy_load.py"),
+        "--port",
+        str(port),
+        "--json",
+        "--duration",
+        str(args.duration),
+        "--connections",
+        str(args.connections),
+        "--procs",
+        str(args.procs),
+        "--senders",
+        str(args.keys),
+        "--suppressed",
+        str(args.suppressions),
+        "--suppressed-fraction",
+        str(args.suppressed_fraction),
+        "--expect",
+        expect,
+    ]
     if warmup_only:
         argv.append("--warmup-only")
     limit = args.duration + 600 + (args.keys / 1000 if warmup_only else 0)
@@ -202,8 +220,11 @@ def run_load(port: int, args: argparse.Namespace, *, expect: str, server_pid: in
         raise RuntimeError(f"load generator failed ({out.returncode}):\n{out.stderr[-3000:]}")
     res = json.loads(lines[-1])
     other_s = (cpu_ticks() - sys0 - srv_ticks) / hz - gen_s
-    res.update(server_cpu=round(srv_ticks / hz / wall, 2), generator_cpu=round(gen_s / wall, 2),
-               other_cpu=round(max(0.0, other_s) / wall, 2))
+    res.update(
+        server_cpu=round(srv_ticks / hz / wall, 2),
+        generator_cpu=round(gen_s / wall, 2),
+        other_cpu=round(max(0.0, other_s) / wall, 2),
+    )
     return res
 
 
@@ -240,15 +261,20 @@ def seeded_db(args: argparse.Namespace, cache: Path, workdir: Path, n: int) -> t
         tmp = cache / f"import-{os.getpid()}.db"
         tmp.unlink(missing_ok=True)
         t0 = time.monotonic()
-        res = subprocess.run([args.sidecar, "suppressions", "import", str(csv_path),
-                              "--db", f"sqlite:///{tmp}"], check=False, capture_output=True,
-                             text=True,
-                             timeout=1800, cwd=ROOT)
+        res = subprocess.run(
+            [args.sidecar, "suppressions", "import", str(csv_path), "--db", f"sqlite:///{tmp}"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            cwd=ROOT,
+        )
         import_s = time.monotonic() - t0
         if res.returncode != 0:
             tmp.unlink(missing_ok=True)
-            raise RuntimeError(f"suppressions import failed ({res.returncode}):\n"
-                               f"{res.stdout[-2000:]}{res.stderr[-3000:]}")
+            raise RuntimeError(
+                f"suppressions import failed ({res.returncode}):\n{res.stdout[-2000:]}{res.stderr[-3000:]}"
+            )
         tmp.rename(cached)
         for old in cache.glob(f"bench-{n}-*.db"):
             if old != cached:
@@ -265,8 +291,10 @@ def wait_ready(srv: Server, http_port: int, n_suppressed: int, timeout: float) -
         out["suppressed_550_s"] = 0.0
     while time.monotonic() - srv.t0 < timeout and None in out.values():
         if out["healthz_s"] is None:
-            with contextlib.suppress(OSError), urllib.request.urlopen(
-                    f"http://127.0.0.1:{http_port}/healthz", timeout=2) as r:
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=2) as r,
+            ):
                 if r.status == 200:
                     out["healthz_s"] = round(time.monotonic() - srv.t0, 2)
         if out["suppressed_550_s"] is None:
@@ -300,17 +328,28 @@ def start_sidecar(args: argparse.Namespace, workdir: Path, cache: Path) -> tuple
     cfg = workdir / "bench.toml"
     cfg.write_text(Path(args.config).read_text() if args.config else CONFIG_TOML)
     port, http_port = free_port(), free_port()
-    argv = [args.sidecar, "serve", "--config", str(cfg),
-            "--policy", f"tcp:{port}:interface=127.0.0.1",
-            "--http", f"tcp:{http_port}:interface=127.0.0.1",
-            "--db", f"sqlite:///{db}"]
+    argv = [
+        args.sidecar,
+        "serve",
+        "--config",
+        str(cfg),
+        "--policy",
+        f"tcp:{port}:interface=127.0.0.1",
+        "--http",
+        f"tcp:{http_port}:interface=127.0.0.1",
+        "--db",
+        f"sqlite:///{db}",
+    ]
     srv = Server("sidecar", argv, port, workdir)
     srv.start(timeout=args.startup_timeout)
     print(f"  sidecar answered {srv.startup_s:.2f} s after spawn", flush=True)
     ready = wait_ready(srv, http_port, args.suppressions, args.startup_timeout)
-    info: dict = dict(startup_s=round(srv.startup_s or 0, 2), **ready,
-                      import_s=None if import_s is None else round(import_s, 1),
-                      rss_idle_mb=round(srv.rss_kb().get("VmRSS", 0) / 1024, 1))
+    info: dict = dict(
+        startup_s=round(srv.startup_s or 0, 2),
+        **ready,
+        import_s=None if import_s is None else round(import_s, 1),
+        rss_idle_mb=round(srv.rss_kb().get("VmRSS", 0) / 1024, 1),
+    )
     gauges = ("sidecar_suppressions", "sidecar_ratelimit_keys")
     info["metrics_ready"] = metrics(http_port, gauges)
     print(f"  ready {ready}, {info['metrics_ready']}; warming {args.keys:,} keys ...", flush=True)
@@ -319,19 +358,31 @@ def start_sidecar(args: argparse.Namespace, workdir: Path, cache: Path) -> tuple
     info["warmup"] = warm["warmup"]
     info["metrics_warm"] = metrics(http_port, gauges)
     info["rss_warm_mb"] = round(srv.rss_kb().get("VmRSS", 0) / 1024, 1)
-    print(f"  warm-up: {warm['warmup']['requests']:,} requests in {warm['warmup']['seconds']} s,"
-          f" {info['metrics_warm']}, RSS {info['rss_warm_mb']} MB", flush=True)
+    print(
+        f"  warm-up: {warm['warmup']['requests']:,} requests in {warm['warmup']['seconds']} s,"
+        f" {info['metrics_warm']}, RSS {info['rss_warm_mb']} MB",
+        flush=True,
+    )
     info["http_port"] = http_port
     return srv, info
 
 
 def sidecar_end(srv: Server, info: dict) -> dict:
     rss = srv.rss_kb()
-    info.update(rss_mb=round(rss.get("VmRSS", 0) / 1024, 1),
-                hwm_mb=round(rss.get("VmHWM", 0) / 1024, 1),
-                metrics_end=metrics(info["http_port"], (
-                    "sidecar_suppressions", "sidecar_ratelimit_keys", "sidecar_policy_errors_total",
-                    "sidecar_ratelimit_rejections_total", "sidecar_suppressed_recipients_total")))
+    info.update(
+        rss_mb=round(rss.get("VmRSS", 0) / 1024, 1),
+        hwm_mb=round(rss.get("VmHWM", 0) / 1024, 1),
+        metrics_end=metrics(
+            info["http_port"],
+            (
+                "sidecar_suppressions",
+                "sidecar_ratelimit_keys",
+                "sidecar_policy_errors_total",
+                "sidecar_ratelimit_rejections_total",
+                "sidecar_suppressed_recipients_total",
+            ),
+        ),
+    )
     if srv.proc is not None and srv.proc.poll() is not None:
         info["note"] = f"sidecar exited with {srv.proc.returncode}"
     return info
@@ -342,11 +393,15 @@ def combine(rounds: list[dict]) -> dict:
     req/s, the worst latency of all rounds; errors and mismatches summed."""
     best = max(rounds, key=lambda r: r["rps"])
     med = {k: best[k] for k in ("rps", "p50_ms", "p99_ms", "p999_ms", "other_cpu", "server_cpu")}
-    med.update(rps_median=round(statistics.median(r["rps"] for r in rounds), 1),
-               rps_min=min(r["rps"] for r in rounds), max_ms=max(r["max_ms"] for r in rounds),
-               errors=sum(r["errors"] for r in rounds),
-               mismatches=sum(r["mismatches"] for r in rounds),
-               samples=[x for r in rounds for x in r["samples"]][:10], rounds=rounds)
+    med.update(
+        rps_median=round(statistics.median(r["rps"] for r in rounds), 1),
+        rps_min=min(r["rps"] for r in rounds),
+        max_ms=max(r["max_ms"] for r in rounds),
+        errors=sum(r["errors"] for r in rounds),
+        mismatches=sum(r["mismatches"] for r in rounds),
+        samples=[x for r in rounds for x in r["samples"]][:10],
+        rounds=rounds,
+    )
     return med
 
 
@@ -392,9 +447,20 @@ def startup(r: dict) -> str:
 
 def table(results: dict[str, dict]) -> str:
     base = results.get("linereceiver", {}).get("rps")
-    head = ("server", "req/s", "vs LineReceiver", "p50 ms", "p99 ms", "p99.9 ms",
-            "max ms (all rounds)", "req/s median (min)", "errors / mismatches", "other CPU",
-            "RSS MB", "start-up s: answer / ready")
+    head = (
+        "server",
+        "req/s",
+        "vs LineReceiver",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms (all rounds)",
+        "req/s median (min)",
+        "errors / mismatches",
+        "other CPU",
+        "RSS MB",
+        "start-up s: answer / ready",
+    )
     rows = []
     for name, r in results.items():
         if "error" in r:
@@ -403,11 +469,22 @@ def table(results: dict[str, dict]) -> str:
         if "rps" not in r:
             continue
         ratio = f"{r['rps'] / base:.2f}x" if base else "-"
-        rows.append((name, f"{r['rps']:,.0f}", ratio, f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
-                     f"{r['p999_ms']:.2f}", f"{r['max_ms']:.1f}",
-                     f"{r['rps_median']:,.0f} ({r['rps_min']:,.0f})",
-                     f"{r['errors']} / {r['mismatches']}", f"{r['other_cpu']:.0%}",
-                     fmt(r.get("rss_mb"), ".0f"), startup(r)))
+        rows.append(
+            (
+                name,
+                f"{r['rps']:,.0f}",
+                ratio,
+                f"{r['p50_ms']:.2f}",
+                f"{r['p99_ms']:.2f}",
+                f"{r['p999_ms']:.2f}",
+                f"{r['max_ms']:.1f}",
+                f"{r['rps_median']:,.0f} ({r['rps_min']:,.0f})",
+                f"{r['errors']} / {r['mismatches']}",
+                f"{r['other_cpu']:.0%}",
+                fmt(r.get("rss_mb"), ".0f"),
+                startup(r),
+            )
+        )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
@@ -428,11 +505,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=float, default=10.0, help="timed seconds per server per round")
     p.add_argument("--rounds", type=int, default=3, help="rounds; figures are the best round's")
-    p.add_argument("--max-other-cpu", type=float, default=0.15,
-                   help="redo a round when other processes used more CPU than this (cores)")
+    p.add_argument(
+        "--max-other-cpu",
+        type=float,
+        default=0.15,
+        help="redo a round when other processes used more CPU than this (cores)",
+    )
     p.add_argument("--retries", type=int, default=3, help="redos of a disturbed round")
-    p.add_argument("--quiet-wait", type=float, default=60.0,
-                   help="before each round, wait up to this long for an idle machine")
+    p.add_argument(
+        "--quiet-wait", type=float, default=60.0, help="before each round, wait up to this long for an idle machine"
+    )
     p.add_argument("--connections", type=int, default=50)
     p.add_argument("--procs", type=int, default=1, help="load-generator processes")
     p.add_argument("--suppressions", type=int, default=1_000_000)
@@ -442,8 +524,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sidecar", default=SIDECAR, help="the sidecar executable")
     p.add_argument("--config", metavar="TOML", help="sidecar config instead of the built-in one")
     p.add_argument("--startup-timeout", type=float, default=180.0)
-    p.add_argument("--cache-dir", default="/tmp/sidecar-bench-cache",
-                   help="keeps the generated CSV and seeded DB between runs")
+    p.add_argument(
+        "--cache-dir", default="/tmp/sidecar-bench-cache", help="keeps the generated CSV and seeded DB between runs"
+    )
     p.add_argument("--py-spy", metavar="BIN", help="profile the sidecar's timed rounds with py-spy")
     p.add_argument("--py-spy-out", default="/tmp/sidecar-bench-profile.txt")
     p.add_argument("--py-spy-gil", action="store_true", help="only samples holding the GIL (py-spy --gil)")
@@ -460,9 +543,12 @@ def main(argv: list[str] | None = None) -> int:
     servers: dict[str, Server] = {}
     results: dict[str, dict] = {n: {} for n in names}
     profiler = None
-    print(f"{args.connections} connections, {args.rounds} x {args.duration:g} s per server, "
-          f"{args.suppressions:,} suppressions, {args.keys:,} keys, "
-          f"{args.suppressed_fraction:.0%} suppressed recipients", flush=True)
+    print(
+        f"{args.connections} connections, {args.rounds} x {args.duration:g} s per server, "
+        f"{args.suppressions:,} suppressions, {args.keys:,} keys, "
+        f"{args.suppressed_fraction:.0%} suppressed recipients",
+        flush=True,
+    )
     try:
         if "sidecar" in names:  # alone on the machine while it starts
             print("sidecar ...", flush=True)
@@ -476,18 +562,32 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             if name != "sidecar":
                 port = free_port()
-                srv = Server(name, [PY, str(BENCH / "bare_servers.py"), name, "--port", str(port)],
-                             port, workdir)
+                srv = Server(name, [PY, str(BENCH / "bare_servers.py"), name, "--port", str(port)], port, workdir)
                 srv.start(timeout=30)
                 servers[name] = srv
         if args.py_spy and "sidecar" in servers:
             pid = servers["sidecar"].proc.pid  # type: ignore[union-attr]
             budget = int(args.rounds * len(servers) * (args.duration + 30) + 60)
             profiler = subprocess.Popen(
-                [args.py_spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
-                 "--duration", str(budget), "--output", args.py_spy_out, "--nonblocking",
-                 *(["--gil"] if args.py_spy_gil else [])],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                [
+                    args.py_spy,
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "200",
+                    "--duration",
+                    str(budget),
+                    "--output",
+                    args.py_spy_out,
+                    "--nonblocking",
+                    *(["--gil"] if args.py_spy_gil else []),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         rounds: dict[str, list[dict]] = {n: [] for n in servers}
         for i in range(args.rounds):
             for name in names:
@@ -496,18 +596,24 @@ def main(argv: list[str] | None = None) -> int:
                 srv = servers[name]
                 for attempt in range(args.retries + 1):
                     wait_quiet(0.1, args.quiet_wait)
-                    res = run_load(srv.port, args, server_pid=srv.proc.pid,  # type: ignore[union-attr]
-                                   expect="policy" if name == "sidecar" else "dunno")
+                    res = run_load(
+                        srv.port,
+                        args,
+                        server_pid=srv.proc.pid,  # type: ignore[union-attr]
+                        expect="policy" if name == "sidecar" else "dunno",
+                    )
                     if res["other_cpu"] <= args.max_other_cpu or attempt == args.retries:
                         break
-                    print(f"round {i + 1} {name}: disturbed (other CPU {res['other_cpu']:.0%}),"
-                          " again", flush=True)
+                    print(f"round {i + 1} {name}: disturbed (other CPU {res['other_cpu']:.0%}), again", flush=True)
                 res["attempts"] = attempt + 1
                 rounds[name].append(res)
-                print(f"round {i + 1} {name}: {res['rps']:,.0f} req/s, p99 {res['p99_ms']:.2f} ms,"
-                      f" {res['errors']} errors, {res['mismatches']} mismatches, CPU server"
-                      f" {res['server_cpu']:.0%} generator {res['generator_cpu']:.0%}"
-                      f" other {res['other_cpu']:.0%}", flush=True)
+                print(
+                    f"round {i + 1} {name}: {res['rps']:,.0f} req/s, p99 {res['p99_ms']:.2f} ms,"
+                    f" {res['errors']} errors, {res['mismatches']} mismatches, CPU server"
+                    f" {res['server_cpu']:.0%} generator {res['generator_cpu']:.0%}"
+                    f" other {res['other_cpu']:.0%}",
+                    flush=True,
+                )
                 for line in res["samples"][:3]:
                     print("    " + line)
         stop_profiler(profiler)
@@ -527,14 +633,19 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     sc = results.get("sidecar", {})
     if "rps" in sc:
-        print(f"\nsidecar: first answer {sc['startup_s']} s after spawn, /healthz 200 at "
-              f"{fmt(sc['healthz_s'])} s, suppressed probe refused at {fmt(sc['suppressed_550_s'])} s"
-              f" ({args.suppressions:,} suppressions; import "
-              f"{fmt(sc['import_s']) + ' s' if sc['import_s'] is not None else 'cached'})")
-        print(f"sidecar RSS: idle {sc['rss_idle_mb']} MB, after warm-up {sc['rss_warm_mb']} MB,"
-              f" after the run {sc['rss_mb']} MB (peak {sc['hwm_mb']} MB)")
-        print(f"sidecar metrics: ready {sc['metrics_ready']}, after warm-up "
-              f"{sc['metrics_warm']}, end {sc['metrics_end']}")
+        print(
+            f"\nsidecar: first answer {sc['startup_s']} s after spawn, /healthz 200 at "
+            f"{fmt(sc['healthz_s'])} s, suppressed probe refused at {fmt(sc['suppressed_550_s'])} s"
+            f" ({args.suppressions:,} suppressions; import "
+            f"{fmt(sc['import_s']) + ' s' if sc['import_s'] is not None else 'cached'})"
+        )
+        print(
+            f"sidecar RSS: idle {sc['rss_idle_mb']} MB, after warm-up {sc['rss_warm_mb']} MB,"
+            f" after the run {sc['rss_mb']} MB (peak {sc['hwm_mb']} MB)"
+        )
+        print(
+            f"sidecar metrics: ready {sc['metrics_ready']}, after warm-up {sc['metrics_warm']}, end {sc['metrics_end']}"
+        )
         if profiler is not None and os.path.exists(args.py_spy_out):
             print(f"\npy-spy profile of the sidecar's rounds ({args.py_spy_out}):")
             print(profile_summary(args.py_spy_out))

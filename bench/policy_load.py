@@ -90,7 +90,7 @@ class ZipfSampler:
         total = 0.0
         cum = array("d")
         for k in range(1, n + 1):
-            total += k ** -s
+            total += k**-s
             cum.append(total)
         self._cum = cum
         self._total = total
@@ -375,10 +375,19 @@ def _worker(args: argparse.Namespace, index: int, conns: int, requests: int, q, 
     src = RequestSource(w, random.Random(w.seed * 1000 + index))
     q.put(("ready", index))
     go.get()  # start together, once every worker has built its workload
-    res = run_load(args.addr, args.port, conns, src, requests=requests,
-                   duration=args.duration, expect=args.expect, timeout=args.timeout)
-    q.put(("done", index, res.requests, res.errors, res.mismatches, res.elapsed,
-           res.latencies_ns.tobytes(), res.samples))
+    res = run_load(
+        args.addr,
+        args.port,
+        conns,
+        src,
+        requests=requests,
+        duration=args.duration,
+        expect=args.expect,
+        timeout=args.timeout,
+    )
+    q.put(
+        ("done", index, res.requests, res.errors, res.mismatches, res.elapsed, res.latencies_ns.tobytes(), res.samples)
+    )
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -392,9 +401,10 @@ def run_procs(args: argparse.Namespace) -> dict:
     q_go = [ctx.Queue() for _ in range(args.procs)]
     conns = _split(args.connections, args.procs)
     reqs = _split(args.requests, args.procs) if args.requests else [0] * args.procs
-    procs = [ctx.Process(target=_worker, args=(args, i, conns[i], reqs[i], q, q_go[i]),
-                         daemon=True)
-             for i in range(args.procs)]
+    procs = [
+        ctx.Process(target=_worker, args=(args, i, conns[i], reqs[i], q, q_go[i]), daemon=True)
+        for i in range(args.procs)
+    ]
     for p in procs:
         p.start()
     for _ in procs:
@@ -405,8 +415,7 @@ def run_procs(args: argparse.Namespace) -> dict:
     wait = (args.duration or 3600) + args.timeout + 60
     for _ in procs:
         msg = q.get(timeout=wait)
-        r = Result(requests=msg[2], errors=msg[3], mismatches=msg[4], elapsed=msg[5],
-                   samples=msg[7])
+        r = Result(requests=msg[2], errors=msg[3], mismatches=msg[4], elapsed=msg[5], samples=msg[7])
         r.latencies_ns.frombytes(msg[6])
         results.append(r)
     for p in procs:
@@ -426,16 +435,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--procs", type=int, default=1, help="worker processes")
     p.add_argument("--senders", type=int, default=100_000)
     p.add_argument("--recipients", type=int, default=200_000, help="distinct clean recipients")
-    p.add_argument("--suppressed", type=int, default=1_000_000,
-                   help="size of the suppressed set the server was seeded with")
+    p.add_argument(
+        "--suppressed", type=int, default=1_000_000, help="size of the suppressed set the server was seeded with"
+    )
     p.add_argument("--suppressed-fraction", type=float, default=0.1)
     p.add_argument("--zipf", type=float, default=1.1, help="Zipf exponent s")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--expect", choices=(EXPECT_NONE, EXPECT_DUNNO, EXPECT_POLICY),
-                   default=EXPECT_NONE,
-                   help="policy: 550 for suppressed recipients, DUNNO otherwise")
-    p.add_argument("--warmup", action="store_true",
-                   help="first send one untimed request per sender (activates every key)")
+    p.add_argument(
+        "--expect",
+        choices=(EXPECT_NONE, EXPECT_DUNNO, EXPECT_POLICY),
+        default=EXPECT_NONE,
+        help="policy: 550 for suppressed recipients, DUNNO otherwise",
+    )
+    p.add_argument(
+        "--warmup", action="store_true", help="first send one untimed request per sender (activates every key)"
+    )
     p.add_argument("--warmup-only", action="store_true", help="the warm-up pass, then exit")
     p.add_argument("--timeout", type=float, default=10.0, help="per-reply timeout, seconds")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -454,12 +468,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.warmup or args.warmup_only:
         src = RequestSource(_workload(args), random.Random(args.seed))
         t0 = time.monotonic()
-        wres = run_load(args.addr, args.port, args.connections, None,
-                        fixed=src.warmup(args.senders), timeout=args.timeout,
-                        expect=EXPECT_NONE if args.expect == EXPECT_NONE else EXPECT_DUNNO)
-        out["warmup"] = {"requests": wres.requests, "errors": wres.errors,
-                         "mismatches": wres.mismatches, "samples": wres.samples,
-                         "seconds": round(time.monotonic() - t0, 2)}
+        wres = run_load(
+            args.addr,
+            args.port,
+            args.connections,
+            None,
+            fixed=src.warmup(args.senders),
+            timeout=args.timeout,
+            expect=EXPECT_NONE if args.expect == EXPECT_NONE else EXPECT_DUNNO,
+        )
+        out["warmup"] = {
+            "requests": wres.requests,
+            "errors": wres.errors,
+            "mismatches": wres.mismatches,
+            "samples": wres.samples,
+            "seconds": round(time.monotonic() - t0, 2),
+        }
         bad += wres.errors + wres.mismatches
         del src
     if not args.warmup_only:
@@ -467,8 +491,16 @@ def main(argv: list[str] | None = None) -> int:
             out.update(run_procs(args))
         else:
             src = RequestSource(_workload(args), random.Random(args.seed))
-            res = run_load(args.addr, args.port, args.connections, src, requests=args.requests,
-                           duration=args.duration, expect=args.expect, timeout=args.timeout)
+            res = run_load(
+                args.addr,
+                args.port,
+                args.connections,
+                src,
+                requests=args.requests,
+                duration=args.duration,
+                expect=args.expect,
+                timeout=args.timeout,
+            )
             out.update(summarize([res]))
         bad += out["errors"] + out["mismatches"]
     if args.json:
@@ -476,14 +508,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if bad else 0
     if "warmup" in out:
         wu = out["warmup"]
-        print(f"warm-up: {wu['requests']} requests in {wu['seconds']} s, "
-              f"{wu['errors']} errors, {wu['mismatches']} mismatches")
+        print(
+            f"warm-up: {wu['requests']} requests in {wu['seconds']} s, "
+            f"{wu['errors']} errors, {wu['mismatches']} mismatches"
+        )
         for s in wu["samples"]:
             print("  " + s)
     if "requests" in out:
         print(f"requests {out['requests']} in {out['elapsed_s']} s: {out['rps']:.0f} req/s")
-        print(f"latency ms: p50 {out['p50_ms']:.3f}  p99 {out['p99_ms']:.3f}  "
-              f"p99.9 {out['p999_ms']:.3f}  max {out['max_ms']:.3f}")
+        print(
+            f"latency ms: p50 {out['p50_ms']:.3f}  p99 {out['p99_ms']:.3f}  "
+            f"p99.9 {out['p999_ms']:.3f}  max {out['max_ms']:.3f}"
+        )
         print(f"errors {out['errors']}  mismatches {out['mismatches']}")
         for s in out["samples"]:
             print("  " + s)

@@ -29,9 +29,18 @@ class DurablePostgres(PostgresServer):
         if self.user:
             shutil.chown(self.dir, self.user)
         self._run(str(self.bindir / "initdb"), "-A", "trust", "-U", "postgres", "-D", str(self.dir / "data"))
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.dir / "data"), "-w", "-l", str(self.dir / "log"),
-                  "-o", f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.dir} "
-                        "-c max_connections=200", "start")
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.dir / "data"),
+            "-w",
+            "-l",
+            str(self.dir / "log"),
+            "-o",
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.dir} "
+            "-c max_connections=200",
+            "start",
+        )
         return self
 
 
@@ -44,9 +53,11 @@ def pg_settings(pg: PostgresServer) -> dict[str, str]:
     import psycopg
 
     with psycopg.connect(f"host=127.0.0.1 port={pg.port} user=postgres dbname=postgres") as conn:
-        rows = conn.execute("SELECT name, setting FROM pg_settings WHERE name IN "
-                            "('fsync', 'synchronous_commit', 'full_page_writes', 'shared_buffers', "
-                            "'server_version')").fetchall()
+        rows = conn.execute(
+            "SELECT name, setting FROM pg_settings WHERE name IN "
+            "('fsync', 'synchronous_commit', 'full_page_writes', 'shared_buffers', "
+            "'server_version')"
+        ).fetchall()
     return dict(rows)
 
 
@@ -81,8 +92,7 @@ def db_counts(pg: PostgresServer, db: str) -> tuple[int, int]:
 
     with psycopg.connect(f"host=127.0.0.1 port={pg.port} user=postgres dbname={db}") as conn:
         sup = conn.execute("SELECT count(*) FROM suppressions WHERE active").fetchone()[0]
-        feed = conn.execute("SELECT count(DISTINCT address) FROM changes WHERE kind = 'suppression'"
-                            ).fetchone()[0]
+        feed = conn.execute("SELECT count(DISTINCT address) FROM changes WHERE kind = 'suppression'").fetchone()[0]
     return sup, feed
 
 
@@ -96,7 +106,7 @@ class CpuWatch:
     hz = os.sysconf("SC_CLK_TCK")
 
     def __init__(self, pids: list[int], pg: PostgresServer | None = None) -> None:
-        self.pg = pg   # its backends started during the window are ours too
+        self.pg = pg  # its backends started during the window are ours too
         self.pids = [os.getpid(), *pids]
         self.every0 = self._every()
         self.t0, self.all0, self.pid0, self.ch0 = time.monotonic(), cpu_ticks(), self._ticks(), os.times()
@@ -119,7 +129,7 @@ class CpuWatch:
             with contextlib.suppress(OSError, IndexError):
                 out[pid] = cpu_ticks(pid)
         with contextlib.suppress(OSError, IndexError, ValueError):
-            if self.pg:   # backends that ended: the postmaster reaps them into its children's time
+            if self.pg:  # backends that ended: the postmaster reaps them into its children's time
                 top = pg_pids(self.pg)[0]
                 with open(f"/proc/{top}/stat") as f:
                     v = f.read().rsplit(")", 1)[1].split()
@@ -133,7 +143,7 @@ class CpuWatch:
         ch1, pid1, all1 = os.times(), self._ticks(), cpu_ticks()
         used = {pid: pid1[pid] - self.pid0[pid] for pid in pid1 if pid in self.pid0}
         for pid in [*(late or []), *(pg_pids(self.pg) if self.pg else [])]:
-            if pid not in self.pid0:   # e.g. a backend born during the window
+            if pid not in self.pid0:  # e.g. a backend born during the window
                 with contextlib.suppress(OSError, IndexError):
                     used[pid] = cpu_ticks(pid)
         children = (ch1.children_user - self.ch0.children_user) + (ch1.children_system - self.ch0.children_system)
@@ -141,9 +151,17 @@ class CpuWatch:
         top = []
         if other > 0.1 * wall:
             every1 = self._every()
-            diff = [(t - self.every0.get(pid, ("", 0))[1], f"{name}[{pid}]") for pid, (name, t) in every1.items()
-                    if pid not in used]
+            diff = [
+                (t - self.every0.get(pid, ("", 0))[1], f"{name}[{pid}]")
+                for pid, (name, t) in every1.items()
+                if pid not in used
+            ]
             top = [f"{who} {t / self.hz / wall:.0%}" for t, who in sorted(diff, reverse=True)[:4] if t > 0]
-        return {"wall_s": round(wall, 2), "children_cpu": round(children / wall, 2), "other_top": top,
-                "first_pid_cpu": round(used.get(self.pids[1], 0) / self.hz / wall, 2) if len(self.pids) > 1 else 0,
-                "other_cpu": round(max(0.0, other) / wall, 2), "loadavg": round(os.getloadavg()[0], 2)}
+        return {
+            "wall_s": round(wall, 2),
+            "children_cpu": round(children / wall, 2),
+            "other_top": top,
+            "first_pid_cpu": round(used.get(self.pids[1], 0) / self.hz / wall, 2) if len(self.pids) > 1 else 0,
+            "other_cpu": round(max(0.0, other) / wall, 2),
+            "loadavg": round(os.getloadavg()[0], 2),
+        }

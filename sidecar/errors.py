@@ -6,7 +6,7 @@ from __future__ import annotations
 def one_line(e: BaseException, limit: int = 400) -> str:
     """``e`` as a single line: whitespace collapsed, SQLAlchemy's wrapper and "Background on this
     error" link dropped (the driver's own message is what an operator can act on)."""
-    orig = getattr(e, "orig", None)   # sqlalchemy.exc.DBAPIError: the driver's exception
+    orig = getattr(e, "orig", None)  # sqlalchemy.exc.DBAPIError: the driver's exception
     text = str(orig) if isinstance(orig, BaseException) else str(e)
     text = " ".join(text.split()) or type(e).__name__
     return text[:limit]

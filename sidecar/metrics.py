@@ -24,13 +24,14 @@ class PolicyStats:
 
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str], int] = {}
-        self.latency_counts = [0] * (len(self.BUCKETS) + 1)   # last: above every bucket (+Inf)
+        self.latency_counts = [0] * (len(self.BUCKETS) + 1)  # last: above every bucket (+Inf)
         self.latency_sum = 0.0
         self._created: dict[tuple[str, str], float] = {}
         self._latency_created = time.time()
 
-    def count(self, state: str, action: str, seconds: float, _bisect: Any = bisect_left,
-              _buckets: tuple[float, ...] = BUCKETS) -> None:
+    def count(
+        self, state: str, action: str, seconds: float, _bisect: Any = bisect_left, _buckets: tuple[float, ...] = BUCKETS
+    ) -> None:
         """One answered request (``action``'s first word is the label)."""
         self.latency_counts[_bisect(_buckets, seconds)] += 1
         self.latency_sum += seconds
@@ -64,46 +65,68 @@ class PolicyStats:
 POLICY_STATS = PolicyStats()
 REGISTRY.register(POLICY_STATS)  # type: ignore[arg-type]
 POLICY_ERRORS = Counter("sidecar_policy_errors", "Unexpected errors while deciding (safe action returned)")
-POLICY_BAD_INPUT = Counter("sidecar_policy_bad_input",
-                           "Connections closed for malformed input, a request not complete in time "
-                           "(request-timeout) or to make room (evicted), by problem",
-                           ["problem"])
+POLICY_BAD_INPUT = Counter(
+    "sidecar_policy_bad_input",
+    "Connections closed for malformed input, a request not complete in time "
+    "(request-timeout) or to make room (evicted), by problem",
+    ["problem"],
+)
 POLICY_CONNECTIONS = Gauge("sidecar_policy_connections", "Open policy connections")
 SUPPRESSIONS = Gauge("sidecar_suppressions", "Suppressions in the in-memory index")
 SUPPRESSED = Counter("sidecar_suppressed_recipients", "Recipients refused because they are suppressed")
-RATELIMIT_REJECTIONS = Counter("sidecar_ratelimit_rejections", "Requests refused by a rate limit, by rule",
-                               ["rule"])
+RATELIMIT_REJECTIONS = Counter("sidecar_ratelimit_rejections", "Requests refused by a rate limit, by rule", ["rule"])
 RATELIMIT_KEYS = Gauge("sidecar_ratelimit_keys", "Active rate-limit keys in memory")
 RATELIMIT_REDIS_UP = Gauge("sidecar_ratelimit_redis_up", "1 while the Redis rate-limit backend is connected")
-RATELIMIT_FALLBACK = Counter("sidecar_ratelimit_fallback", "Rate-limit decisions made by the fallback instead of "
-                             "Redis, by cause (down, timeout, error)", ["cause"])
-RATELIMIT_REDIS_BATCH = Histogram("sidecar_ratelimit_redis_batch", "Decisions sent to Redis in one script call",
-                                  buckets=(1, 2, 5, 10, 20, 50, 100))
+RATELIMIT_FALLBACK = Counter(
+    "sidecar_ratelimit_fallback",
+    "Rate-limit decisions made by the fallback instead of Redis, by cause (down, timeout, error)",
+    ["cause"],
+)
+RATELIMIT_REDIS_BATCH = Histogram(
+    "sidecar_ratelimit_redis_batch", "Decisions sent to Redis in one script call", buckets=(1, 2, 5, 10, 20, 50, 100)
+)
 CHANGE_FEED_LAG = Gauge("sidecar_change_feed_last_id", "Last change-feed id applied to the in-memory index")
 DB_ERRORS = Counter("sidecar_db_errors", "Database operations that failed, by operation", ["operation"])
 
-INGEST_MESSAGES = Counter("sidecar_ingest_messages", "Messages ingested, by outcome (parsed, unparsed, duplicate, "
-                          "tempfail)", ["outcome"])
-INGEST_RECIPIENTS = Counter("sidecar_ingest_recipients", "Failed recipients recorded, by category and hard/soft",
-                            ["category", "hard"])
-INGEST_SUPPRESSIONS = Counter("sidecar_ingest_suppressions", "Suppressions created by the ingester, by reason",
-                              ["reason"])
-INGEST_WITHHELD = Counter("sidecar_ingest_withheld", "Suppressions a message asked for but was not trusted for, by "
-                          "decision (uncorroborated, unverified, no-tenant)", ["decision"])
-INGEST_CAPS = Counter("sidecar_ingest_caps_reached", "Messages that hit a per-message cap, by cap (recipients, "
-                      "suppressions)", ["cap"])
+INGEST_MESSAGES = Counter(
+    "sidecar_ingest_messages", "Messages ingested, by outcome (parsed, unparsed, duplicate, tempfail)", ["outcome"]
+)
+INGEST_RECIPIENTS = Counter(
+    "sidecar_ingest_recipients", "Failed recipients recorded, by category and hard/soft", ["category", "hard"]
+)
+INGEST_SUPPRESSIONS = Counter(
+    "sidecar_ingest_suppressions", "Suppressions created by the ingester, by reason", ["reason"]
+)
+INGEST_WITHHELD = Counter(
+    "sidecar_ingest_withheld",
+    "Suppressions a message asked for but was not trusted for, by decision (uncorroborated, unverified, no-tenant)",
+    ["decision"],
+)
+INGEST_CAPS = Counter(
+    "sidecar_ingest_caps_reached", "Messages that hit a per-message cap, by cap (recipients, suppressions)", ["cap"]
+)
 INGEST_LATENCY = Histogram("sidecar_ingest_seconds", "Time to parse and record one message")
 
-API_REQUESTS = Counter("sidecar_api_requests", "Management API requests answered, by route and HTTP status",
-                       ["route", "status"])
-WEBHOOK_DELIVERIES = Counter("sidecar_webhook_deliveries", "Webhook delivery attempts, by subscription and outcome "
-                             "(delivered, failed: retried later, dead: retries exhausted)",
-                             ["subscription", "outcome"])
-WEBHOOK_ERRORS = Counter("sidecar_webhook_dispatch_errors", "Dispatcher errors: a subscription's new deliveries "
-                         "not derived, or a round that failed (both retried next round)")
+API_REQUESTS = Counter(
+    "sidecar_api_requests", "Management API requests answered, by route and HTTP status", ["route", "status"]
+)
+WEBHOOK_DELIVERIES = Counter(
+    "sidecar_webhook_deliveries",
+    "Webhook delivery attempts, by subscription and outcome "
+    "(delivered, failed: retried later, dead: retries exhausted)",
+    ["subscription", "outcome"],
+)
+WEBHOOK_ERRORS = Counter(
+    "sidecar_webhook_dispatch_errors",
+    "Dispatcher errors: a subscription's new deliveries not derived, or a round that failed (both retried next round)",
+)
 
-RECIPIENT_RECORD_ADDS = Counter("sidecar_recipient_record_adds", "Distinct (tenant, recipient) pairs added to this "
-                                "relay's record of recipients (counted per flush)")
+RECIPIENT_RECORD_ADDS = Counter(
+    "sidecar_recipient_record_adds",
+    "Distinct (tenant, recipient) pairs added to this relay's record of recipients (counted per flush)",
+)
 RECIPIENT_RECORD_BYTES = Gauge("sidecar_recipient_record_bytes", "Size of this relay's record filters in memory")
-RECIPIENT_RECORD_ITEMS = Gauge("sidecar_recipient_record_items", "Estimated pairs in today's filter of this relay "
-                               "(above recipients.expected_per_day, false positives grow)")
+RECIPIENT_RECORD_ITEMS = Gauge(
+    "sidecar_recipient_record_items",
+    "Estimated pairs in today's filter of this relay (above recipients.expected_per_day, false positives grow)",
+)

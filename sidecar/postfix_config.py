@@ -229,7 +229,7 @@ def values_from_config(cfg: Any) -> dict[str, str]:
         # queue_directory, so a relative SQLite path must be made absolute here.
         values["INGEST_OPTIONS"] = f"--db={absolute_sqlite_url(str(db_url))}"
         sock = getattr(getattr(cfg, "ingest", None), "socket", "")
-        if sock:   # the running service's hand-off socket, absolute for the same reason
+        if sock:  # the running service's hand-off socket, absolute for the same reason
             values["INGEST_OPTIONS"] += f" --socket={Path(sock).resolve()}"
     return values
 

@@ -30,8 +30,8 @@ class Window:
 @dataclass(frozen=True, slots=True)
 class Verdict:
     allowed: bool
-    tat: float          # new state (unchanged when not allowed or when only checking)
-    remaining: int      # units still available after this decision
+    tat: float  # new state (unchanged when not allowed or when only checking)
+    remaining: int  # units still available after this decision
     retry_after: float  # seconds until one unit is available (0 when allowed)
 
 

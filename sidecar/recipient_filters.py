@@ -74,7 +74,7 @@ class RecipientRecorder:
         self.rate = false_positive_rate
         self.case_sensitive_local = case_sensitive_local
         self._pending: dict[int, set[tuple[str, str]]] = {}
-        self._in_flight: dict[int, set[tuple[str, str]]] = {}   # taken by a flush, maybe not applied yet
+        self._in_flight: dict[int, set[tuple[str, str]]] = {}  # taken by a flush, maybe not applied yet
         self._current: set[tuple[str, str]] = set()
         self._day_end = 0.0
         self.filters: dict[int, DayFilter] = {}
@@ -92,8 +92,8 @@ class RecipientRecorder:
     def take(self) -> dict[int, set[tuple[str, str]]]:
         """The pending pairs by day, handed to the flush; O(1)."""
         pending, self._pending = self._pending, {}
-        self._in_flight = pending   # still answered by tenants_for until the next take
-        self._day_end = 0.0   # the next add starts a new set
+        self._in_flight = pending  # still answered by tenants_for until the next take
+        self._day_end = 0.0  # the next add starts a new set
         return pending
 
     def put_back(self, pending: Mapping[int, set[tuple[str, str]]]) -> None:
@@ -119,8 +119,11 @@ class RecipientRecorder:
 
     def dirty(self) -> list[tuple[int, bytes, float, list[str]]]:
         """(day, filter bytes, estimated pairs, tenants) of each filter changed since it was saved."""
-        return [(day, f.bloom.save_bytes(), f.bloom.approx_items, sorted(f.tenants))
-                for day, f in sorted(self.filters.items()) if f.dirty]
+        return [
+            (day, f.bloom.save_bytes(), f.bloom.approx_items, sorted(f.tenants))
+            for day, f in sorted(self.filters.items())
+            if f.dirty
+        ]
 
     def saved(self, days: Iterable[int], now: float) -> None:
         """The flush wrote ``days``; filters of days before yesterday are dropped from memory."""
@@ -163,7 +166,7 @@ class DayFilters:
     are kept (one per day when every node sizes its filters alike)."""
 
     def __init__(self) -> None:
-        self.stamps: dict[int, dict[str, float]] = {}   # day -> node -> updated_at
+        self.stamps: dict[int, dict[str, float]] = {}  # day -> node -> updated_at
         self.blooms: dict[int, list[Bloom]] = {}
         self.tenants: dict[int, frozenset[str]] = {}
 

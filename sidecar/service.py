@@ -73,7 +73,7 @@ def return_freed_memory() -> None:
         import ctypes
 
         libc = ctypes.CDLL(None)
-        libc.mallopt(-3, 128 * 1024)   # M_MMAP_THRESHOLD
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):  # not glibc: nothing to do
         pass
 
@@ -91,10 +91,14 @@ def makeService(cfg: Config, reactor: Any) -> service.MultiService:
     index = SuppressionIndex(cfg.suppression.local_part_case_sensitive, cfg.suppression.allowlist)
     limiter = RateLimiter(cfg.ratelimit.rules)
     rc = cfg.recipients
-    recorder = (RecipientRecorder(rc.expected_per_day, rc.false_positive_rate,
-                                  cfg.suppression.local_part_case_sensitive) if rc.enabled else None)
-    sync = StateSync(cfg, store, engine, reactor, lambda f, *a: deferToThreadPool(reactor, pool, f, *a),
-                     index, limiter, recorder)
+    recorder = (
+        RecipientRecorder(rc.expected_per_day, rc.false_positive_rate, cfg.suppression.local_part_case_sensitive)
+        if rc.enabled
+        else None
+    )
+    sync = StateSync(
+        cfg, store, engine, reactor, lambda f, *a: deferToThreadPool(reactor, pool, f, *a), index, limiter, recorder
+    )
     sync.load()
     sync.setServiceParent(top)
 
@@ -105,29 +109,43 @@ def makeService(cfg: Config, reactor: Any) -> service.MultiService:
 
         shared = RedisRateLimiter(limiter, rl.redis_url, rl.redis_timeout, rl.redis_fallback, reactor)
         reactor.addSystemEventTrigger("before", "shutdown", shared.close)
-    decide = GuardedDecider(PolicyEngine(cfg, index, shared, sync.refusals,
-                                         recorder.add if recorder is not None else None),
-                            cfg.server.safe_action, reactor.seconds)
+    decide = GuardedDecider(
+        PolicyEngine(cfg, index, shared, sync.refusals, recorder.add if recorder is not None else None),
+        cfg.server.safe_action,
+        reactor.seconds,
+    )
     s = cfg.server
-    factory = PolicyFactory(decide, max_line_length=s.max_line_length, max_attributes=s.max_attributes,
-                            max_request_size=s.max_request_size, max_connections=s.max_connections,
-                            request_timeout=s.request_timeout, clock=reactor)
+    factory = PolicyFactory(
+        decide,
+        max_line_length=s.max_line_length,
+        max_attributes=s.max_attributes,
+        max_request_size=s.max_request_size,
+        max_connections=s.max_connections,
+        request_timeout=s.request_timeout,
+        clock=reactor,
+    )
     for ep in s.policy:
-        Listener("policy listener " + ep, endpoints.serverFromString(reactor, _with_backlog(ep)), factory
-                 ).setServiceParent(top)
+        Listener(
+            "policy listener " + ep, endpoints.serverFromString(reactor, _with_backlog(ep)), factory
+        ).setServiceParent(top)
     TimerService(min(30.0, s.idle_timeout / 2), factory.sweep_idle, s.idle_timeout).setServiceParent(top)
 
     def status() -> dict[str, object]:
-        return {"ready": sync.ready, "database": "ok" if sync.db_ok else "unavailable",
-                "suppressions": len(index), "connections": len(factory.connections),
-                "last_change": sync.cursor.high}
+        return {
+            "ready": sync.ready,
+            "database": "ok" if sync.db_ok else "unavailable",
+            "suppressions": len(index),
+            "connections": len(factory.connections),
+            "last_change": sync.cursor.high,
+        }
 
     from sidecar.http.api import Api
     from sidecar.webhooks.service import WebhookService
 
     api = Api(cfg, engine, reactor, pool, limiter=limiter)
-    Listener("HTTP listener " + s.http, endpoints.serverFromString(reactor, s.http), make_site(status, api=api)
-             ).setServiceParent(top)
+    Listener(
+        "HTTP listener " + s.http, endpoints.serverFromString(reactor, s.http), make_site(status, api=api)
+    ).setServiceParent(top)
 
     if cfg.ingest.socket:
         try:
@@ -136,7 +154,7 @@ def makeService(cfg: Config, reactor: Any) -> service.MultiService:
             log.warning("ingest hand-off not available")
         else:
             lookup = None
-            if recorder is not None:   # this relay's unflushed recipients count too
+            if recorder is not None:  # this relay's unflushed recipients count too
                 from sidecar.recipients import EitherLookup, open_lookup
 
                 lookup = EitherLookup(recorder, open_lookup(cfg, engine))

@@ -33,15 +33,23 @@ from sidecar.suppression.interface import SuppressionSource
 
 log = logging.getLogger("sidecar.service")
 CHANGE_BATCH = 50000
-PRUNE_SLICE = 2000   # rate-limit keys looked at per reactor turn by housekeeping (~1 ms)
+PRUNE_SLICE = 2000  # rate-limit keys looked at per reactor turn by housekeeping (~1 ms)
 
 
 class StateSync(service.MultiService):
     """Keeps the in-memory index and counters in step with the database."""
 
-    def __init__(self, cfg: Config, store: SuppressionSource, engine: Engine, clock: IReactorTime,
-                 run_in_pool: Callable[..., Deferred], index: SuppressionIndex, limiter: RateLimiter,
-                 recorder: RecipientRecorder | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        store: SuppressionSource,
+        engine: Engine,
+        clock: IReactorTime,
+        run_in_pool: Callable[..., Deferred],
+        index: SuppressionIndex,
+        limiter: RateLimiter,
+        recorder: RecipientRecorder | None = None,
+    ) -> None:
         super().__init__()
         self.cfg, self.store, self.engine, self.clock = cfg, store, engine, clock
         self._in_pool = run_in_pool
@@ -85,8 +93,9 @@ class StateSync(service.MultiService):
         gc.collect()
         gc.freeze()
         self.ready = True
-        log.info("loaded %d suppressions and %d rate-limit counters in %.2fs", len(self.index), n,
-                 self.clock.seconds() - t0)
+        log.info(
+            "loaded %d suppressions and %d rate-limit counters in %.2fs", len(self.index), n, self.clock.seconds() - t0
+        )
 
     def _guard(self, name: str, f: Any) -> Deferred | None:
         """Run one periodic job at a time; a database error is logged, counted, and retried next tick."""
@@ -176,22 +185,25 @@ class StateSync(service.MultiService):
             metrics.RECIPIENT_RECORD_ITEMS.set(rec.items_today(now))
 
         def failed(err: Any) -> Any:
-            rec.put_back(pending)   # the days not hashed in yet (flush removes those it applied)
+            rec.put_back(pending)  # the days not hashed in yet (flush removes those it applied)
             return err
 
         return self._in_pool(work).addCallbacks(done, failed)
 
     def prune_old(self) -> Deferred:
         # The record's old days too (also once recording is turned off: they still leave the store).
-        self._in_pool(recipient_days.prune, self.engine, self.clock.seconds(), self.cfg.recipients.retention
-                      ).addErrback(lambda err: log.warning("pruning the record of recipients failed: %s",
-                                                            err.getErrorMessage()))
+        self._in_pool(
+            recipient_days.prune, self.engine, self.clock.seconds(), self.cfg.recipients.retention
+        ).addErrback(lambda err: log.warning("pruning the record of recipients failed: %s", err.getErrorMessage()))
         d = self._in_pool(retention.prune, self.engine, self.clock.seconds(), self.cfg.ingest.retention_days)
 
         def done(counts: tuple[int, int]) -> None:
             if any(counts):
-                log.info("retention: pruned %d events and %d raw messages older than %d days", *counts,
-                         self.cfg.ingest.retention_days)
+                log.info(
+                    "retention: pruned %d events and %d raw messages older than %d days",
+                    *counts,
+                    self.cfg.ingest.retention_days,
+                )
 
         return d.addCallback(done)
 
@@ -218,12 +230,12 @@ class StateSync(service.MultiService):
             self._prune_call.cancel()
         self._pruning = None
         if self.recorder is not None:
-            try:   # last flush, synchronously (the pool may be stopped already)
+            try:  # last flush, synchronously (the pool may be stopped already)
                 recipient_days.flush(self.engine, self.recorder, self.node, self.recorder.take(), self.clock.seconds())
             except Exception as e:
                 log.warning("could not save the record of recipients at shutdown: %s", e)
         if self.limiter and self.limiter.dirty:
-            try:   # last save, synchronously: we are shutting down anyway
+            try:  # last save, synchronously: we are shutting down anyway
                 now = self.clock.seconds()
                 counters.save_counters(self.engine, self.limiter.take_dirty(now), now)
             except Exception as e:

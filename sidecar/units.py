@@ -14,13 +14,13 @@ import datetime as dt
 import math
 import re
 
-MIN_TIME = 0.0                  # 1970-01-01T00:00:00Z
-MAX_TIME = 253402300799.0       # 9999-12-31T23:59:59Z
+MIN_TIME = 0.0  # 1970-01-01T00:00:00Z
+MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z
 NEVER = ("never", "none")
 
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
-_SECONDS = re.compile(r"^\s*[0-9]{1,15}(?:\.[0-9]{1,9})?\s*$")   # POSIX seconds, ASCII digits only
+_SECONDS = re.compile(r"^\s*[0-9]{1,15}(?:\.[0-9]{1,9})?\s*$")  # POSIX seconds, ASCII digits only
 _TIME_HELP = 'expected an ISO 8601 date/time, POSIX seconds or a duration like "7d"'
 
 
@@ -68,8 +68,7 @@ def check_time(ts: float, field: str) -> float:
     return float(ts)
 
 
-def parse_time(value: object, field: str, *, now: float, past: bool = False,
-               allow_never: bool = False) -> float | None:
+def parse_time(value: object, field: str, *, now: float, past: bool = False, allow_never: bool = False) -> float | None:
     """A user-typed time as POSIX seconds (``None`` for empty, or "never" if ``allow_never``).
 
     Durations count back from ``now`` when ``past`` (``since=24h``), forward otherwise
@@ -104,7 +103,7 @@ def parse_time(value: object, field: str, *, now: float, past: bool = False,
         when = when.replace(tzinfo=dt.UTC)
     try:
         return check_time(when.timestamp(), field)
-    except (OverflowError, OSError, ValueError):   # e.g. 9999-12-31T23:59:59-05:00
+    except (OverflowError, OSError, ValueError):  # e.g. 9999-12-31T23:59:59-05:00
         raise InvalidValue(field, "out of range: times must be within 1970-01-01 .. 9999-12-31") from None
 
 

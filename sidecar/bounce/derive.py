@@ -135,8 +135,9 @@ def _enclosed_verp(key: str, sender: str | None) -> Any:
     return verp if error is None else None
 
 
-_REPORT = re.compile(rb"^content-type:[ \t]*(?:multipart/report|message/(?:delivery-status|feedback-report))",
-                     re.I | re.M)
+_REPORT = re.compile(
+    rb"^content-type:[ \t]*(?:multipart/report|message/(?:delivery-status|feedback-report))", re.I | re.M
+)
 
 
 def looks_like_report(raw: bytes) -> bool:
@@ -144,8 +145,14 @@ def looks_like_report(raw: bytes) -> bool:
     return _REPORT.search(raw[:262144]) is not None
 
 
-def derive(parsed: Any, env: Envelope, verp_key: str, canonical: Callable[[str], str],
-           raw: bytes = b"", max_recipients: int | None = None) -> Derived:
+def derive(
+    parsed: Any,
+    env: Envelope,
+    verp_key: str,
+    canonical: Callable[[str], str],
+    raw: bytes = b"",
+    max_recipients: int | None = None,
+) -> Derived:
     """Turn a ParsedMessage into what gets recorded. Pure: no database.
 
     The VERP token is the envelope's (``${extension}``) or, without one, a valid token in the
@@ -167,7 +174,7 @@ def derive(parsed: Any, env: Envelope, verp_key: str, canonical: Callable[[str],
     if max_recipients is not None and len(recipients) > max_recipients:
         dropped = len(recipients) - max_recipients
         recipients = recipients[:max_recipients]
-    if verp is None:   # the parser's own bound (a hostile message): those were named too, only counted
+    if verp is None:  # the parser's own bound (a hostile message): those were named too, only counted
         dropped += int(getattr(parsed, "recipients_omitted", 0) or 0)
     tenant = verp.tenant if verp is not None and verp.tenant else ""
     findings = []

@@ -26,8 +26,15 @@ class Envelope:
     __slots__ = ("sender", "recipient", "queue_id", "extension", "size", "truncated")
     FIELDS = __slots__
 
-    def __init__(self, sender: str = "", recipient: str = "", queue_id: str = "", extension: str = "",
-                 size: int = 0, truncated: bool = False) -> None:
+    def __init__(
+        self,
+        sender: str = "",
+        recipient: str = "",
+        queue_id: str = "",
+        extension: str = "",
+        size: int = 0,
+        truncated: bool = False,
+    ) -> None:
         self.sender, self.recipient, self.queue_id, self.extension = sender, recipient, queue_id, extension
         self.size, self.truncated = size, truncated
 

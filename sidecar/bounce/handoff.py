@@ -38,7 +38,7 @@ from sidecar.bounce.record import Recorder
 log = logging.getLogger("sidecar.bounce.handoff")
 
 IDLE_TIMEOUT = 60.0
-SPOOL_MEMORY = 256 * 1024   # a message larger than this is spooled to a temporary file
+SPOOL_MEMORY = 256 * 1024  # a message larger than this is spooled to a temporary file
 
 
 class HandoffProtocol(protocol.Protocol, TimeoutMixin):
@@ -49,7 +49,7 @@ class HandoffProtocol(protocol.Protocol, TimeoutMixin):
     def __init__(self, factory: HandoffFactory) -> None:
         self.factory = factory
         self.env: Envelope | None = None
-        self.buf = bytearray()     # the header line only (at most MAX_HEADER bytes)
+        self.buf = bytearray()  # the header line only (at most MAX_HEADER bytes)
         self.spool: Any = None
         self.length = 0
         self.received = 0
@@ -62,7 +62,7 @@ class HandoffProtocol(protocol.Protocol, TimeoutMixin):
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self.factory.active -= 1
         self.setTimeout(None)
-        if self.spool is not None:   # a body still arriving (a spool handed to a thread is closed there)
+        if self.spool is not None:  # a body still arriving (a spool handed to a thread is closed there)
             self.spool.close()
         self.spool = None
 
@@ -95,18 +95,21 @@ class HandoffProtocol(protocol.Protocol, TimeoutMixin):
         if self.length > self.factory.max_size:
             # Decided before reading the body. No answer: a client with a larger limit of its own
             # then records the message in-process; anything else learns nothing.
-            log.warning("ingest hand-off: declared length %d exceeds ingest.max_message_size %d; closed",
-                        self.length, self.factory.max_size)
+            log.warning(
+                "ingest hand-off: declared length %d exceeds ingest.max_message_size %d; closed",
+                self.length,
+                self.factory.max_size,
+            )
             self._drop()
             return
         self.env = env
-        rest = bytes(self.buf[nl + 1:])
+        rest = bytes(self.buf[nl + 1 :])
         self.buf = bytearray()
         self.spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 - closed after recording
         self._body(rest)
 
     def _body(self, data: bytes) -> None:
-        part = data[: self.length - self.received]   # bytes past the declared length are ignored
+        part = data[: self.length - self.received]  # bytes past the declared length are ignored
         if part:
             self.spool.write(part)
             self.received += len(part)
@@ -118,8 +121,9 @@ class HandoffProtocol(protocol.Protocol, TimeoutMixin):
         self.setTimeout(None)
         assert self.env is not None
         spool, self.spool = self.spool, None
-        d = deferToThreadPool(self.factory.reactor, self.factory.threadpool, _record_spooled,
-                              self.factory.recorder, spool, self.env)
+        d = deferToThreadPool(
+            self.factory.reactor, self.factory.threadpool, _record_spooled, self.factory.recorder, spool, self.env
+        )
         d.addCallbacks(lambda out: self._reply(f"OK {out.summary()}"), self._failed)
 
     def _failed(self, f: Failure) -> None:
@@ -160,8 +164,9 @@ def _record_spooled(recorder: Recorder, spool: Any, env: Envelope) -> Any:
 
 
 class HandoffFactory(protocol.Factory):
-    def __init__(self, recorder: Recorder, reactor: Any, threadpool: Any, max_size: int,
-                 max_connections: int = 32) -> None:
+    def __init__(
+        self, recorder: Recorder, reactor: Any, threadpool: Any, max_size: int, max_connections: int = 32
+    ) -> None:
         self.recorder = recorder
         self.reactor = reactor
         self.threadpool = threadpool
@@ -175,8 +180,11 @@ class HandoffFactory(protocol.Factory):
             # Closed unanswered: `sidecar ingest` then records the message itself.
             self.refused += 1
             if self.refused == 1 or self.refused % 100 == 0:
-                log.warning("ingest hand-off: %d connections open (ingest.max_handoffs); refused %d so far",
-                            self.active, self.refused)
+                log.warning(
+                    "ingest hand-off: %d connections open (ingest.max_handoffs); refused %d so far",
+                    self.active,
+                    self.refused,
+                )
             return None
         return HandoffProtocol(self)
 
@@ -205,8 +213,10 @@ def _set_group(path: Path, gid: int | None, mode: int) -> None:
             os.chown(path, -1, gid)
         os.chmod(path, mode)
     except PermissionError as e:
-        raise RuntimeError(f"ingest.socket: cannot give {path} to group {_group_name(gid)} "
-                           f"(the service's user must belong to it): {e.strerror}") from None
+        raise RuntimeError(
+            f"ingest.socket: cannot give {path} to group {_group_name(gid)} "
+            f"(the service's user must belong to it): {e.strerror}"
+        ) from None
 
 
 def _group_name(gid: int | None) -> str:
@@ -248,8 +258,9 @@ class HandoffService(Service):
 
     name = "ingest-handoff"  # type: ignore[assignment]
 
-    def __init__(self, cfg: Any, engine: Any, reactor: Any, threadpool: Any, parse: Any = None,
-                 recipients: Any = None) -> None:
+    def __init__(
+        self, cfg: Any, engine: Any, reactor: Any, threadpool: Any, parse: Any = None, recipients: Any = None
+    ) -> None:
         self.cfg = cfg
         self.reactor = reactor
         self.threadpool = threadpool
@@ -270,8 +281,9 @@ class HandoffService(Service):
             directory.mkdir(mode=0o750, parents=True, exist_ok=True)
             _set_group(directory, gid, 0o750)
         remove_stale_socket(self.path)
-        factory = HandoffFactory(self.recorder, self.reactor, self.threadpool, self.cfg.ingest.max_message_size,
-                                 self.cfg.ingest.max_handoffs)
+        factory = HandoffFactory(
+            self.recorder, self.reactor, self.threadpool, self.cfg.ingest.max_message_size, self.cfg.ingest.max_handoffs
+        )
         # 0660: the service's user and the pipe user's group. Anyone else could forge bounces
         # (and suppress any address); Twisted binds under the process umask, then chmods.
         self.port = self.reactor.listenUNIX(self.path, factory, mode=SOCKET_MODE, backlog=128, wantPID=False)
@@ -281,8 +293,12 @@ class HandoffService(Service):
             self.port.stopListening()
             self.port = None
             raise
-        log.info("ingest hand-off listening on %s (mode %o, group %s)", self.path, SOCKET_MODE,
-                 _group_name(os.stat(self.path).st_gid))
+        log.info(
+            "ingest hand-off listening on %s (mode %o, group %s)",
+            self.path,
+            SOCKET_MODE,
+            _group_name(os.stat(self.path).st_gid),
+        )
 
     def stopService(self) -> Any:
         super().stopService()

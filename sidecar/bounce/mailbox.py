@@ -39,9 +39,11 @@ class ImportStats:
 
     def summary(self) -> str:
         rate = self.messages / self.elapsed if self.elapsed > 0 else 0.0
-        return (f"imported {self.messages} messages in {self.elapsed:.1f}s ({rate:.0f}/s): "
-                f"{self.recipients} recipients, {self.suppressions} suppressions, {self.duplicates} duplicates, "
-                f"{self.unparsed} unparsed, {self.not_bounce} not bounces")
+        return (
+            f"imported {self.messages} messages in {self.elapsed:.1f}s ({rate:.0f}/s): "
+            f"{self.recipients} recipients, {self.suppressions} suppressions, {self.duplicates} duplicates, "
+            f"{self.unparsed} unparsed, {self.not_bounce} not bounces"
+        )
 
 
 def open_source(path: str) -> tuple[str, int, Iterator[bytes]]:
@@ -51,8 +53,11 @@ def open_source(path: str) -> tuple[str, int, Iterator[bytes]]:
             md = mailbox.Maildir(path, factory=None, create=False)
             keys = sorted(md.keys())
             return "maildir", len(keys), (md.get_bytes(k) for k in keys)
-        files = sorted(os.path.join(path, f) for f in os.listdir(path)
-                       if os.path.isfile(os.path.join(path, f)) and not f.startswith("."))
+        files = sorted(
+            os.path.join(path, f)
+            for f in os.listdir(path)
+            if os.path.isfile(os.path.join(path, f)) and not f.startswith(".")
+        )
         return "directory", len(files), (_read(f) for f in files)
     if not os.path.isfile(path):
         raise MailboxError(f"{path}: no such file or directory")
@@ -101,8 +106,10 @@ class Progress:
         pct = 100.0 * done / self.total if self.total else 100.0
         width = 30
         bar = "#" * int(width * pct / 100) + "-" * (width - int(width * pct / 100))
-        return (f"[{bar}] {done}/{self.total} {pct:3.0f}% {done / elapsed:.0f} msg/s "
-                f"sup={stats.suppressions} dup={stats.duplicates} unparsed={stats.unparsed}")
+        return (
+            f"[{bar}] {done}/{self.total} {pct:3.0f}% {done / elapsed:.0f} msg/s "
+            f"sup={stats.suppressions} dup={stats.duplicates} unparsed={stats.unparsed}"
+        )
 
     def update(self, done: int, stats: ImportStats, final: bool = False) -> None:
         if not self.enabled:

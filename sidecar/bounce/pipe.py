@@ -154,7 +154,7 @@ def fast_settings(config_path: str | None) -> tuple[str, int] | None:
         limit = section.get("max_message_size", limit)
     if not isinstance(socket_path, str) or isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
         return None
-    if socket_path and not os.path.isabs(socket_path):   # as config.resolve_path: the file's directory
+    if socket_path and not os.path.isabs(socket_path):  # as config.resolve_path: the file's directory
         base = os.path.dirname(os.path.abspath(config_path)) if config_path else os.getcwd()
         socket_path = os.path.join(base, socket_path)
     return socket_path, limit
@@ -178,12 +178,18 @@ def run(args: Any, stdin: IO[bytes] | None = None) -> int:
     cfg: Any = _config(args) if fast is None else None
     socket_path, limit = fast if fast is not None else (cfg.ingest.socket, cfg.ingest.max_message_size)
     if stdin is None:
-        if sys.stdin is None:   # started with standard input closed: nothing to read, nothing to lose
+        if sys.stdin is None:  # started with standard input closed: nothing to read, nothing to lose
             raise TempFail("standard input is closed (no message to read)")
         stdin = sys.stdin.buffer
     data, total, truncated = read_message(stdin, limit)
-    env = Envelope(sender=args.sender or "", recipient=args.recipient or "", queue_id=args.queue_id or "",
-                   extension=args.extension or "", size=total, truncated=truncated)
+    env = Envelope(
+        sender=args.sender or "",
+        recipient=args.recipient or "",
+        queue_id=args.queue_id or "",
+        extension=args.extension or "",
+        size=total,
+        truncated=truncated,
+    )
     socket_path = getattr(args, "socket", None) or socket_path
     if not args.no_handoff and socket_path:
         reply = handoff(socket_path, env, data)

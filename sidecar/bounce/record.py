@@ -76,8 +76,15 @@ class Recorder:
     (its own material: the bounce's structure is enough) unless ``--require-record``.
     """
 
-    def __init__(self, cfg: Any, engine: Engine, parse: Callable[[bytes], Any] | None = None, *,
-                 recipients: RecipientLookup | None = None, corroborate: bool | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Any,
+        engine: Engine,
+        parse: Callable[[bytes], Any] | None = None,
+        *,
+        recipients: RecipientLookup | None = None,
+        corroborate: bool | None = None,
+    ) -> None:
         self.cfg = cfg
         self.icfg = cfg.ingest
         self.engine = engine
@@ -94,8 +101,7 @@ class Recorder:
 
     def derive(self, raw: bytes, env: Envelope) -> Derived:
         """Parse (outside any transaction) and tell where the message came from."""
-        d = derive_raw(raw, env, self.icfg.verp_key, self.store.canonical, self.parse,
-                       self.icfg.max_failed_recipients)
+        d = derive_raw(raw, env, self.icfg.verp_key, self.store.canonical, self.parse, self.icfg.max_failed_recipients)
         d.feedback_loop = trust.is_feedback_loop(env.recipient, env.extension, env.sender, self.icfg.feedback_loops)
         return d
 
@@ -106,8 +112,9 @@ class Recorder:
         return d.standings
 
     # -- one message ---------------------------------------------------------------------------
-    def record(self, raw: bytes, env: Envelope, *, now: float | None = None,
-               keep_parse_errors: bool = False) -> Outcome:
+    def record(
+        self, raw: bytes, env: Envelope, *, now: float | None = None, keep_parse_errors: bool = False
+    ) -> Outcome:
         """Store ``raw`` with its events and decisions in one transaction, or find it a duplicate.
 
         A parser crash propagates (the pipe exits 75 and Postfix retries) unless
@@ -165,8 +172,9 @@ class Recorder:
 
     def gate(self, d: Derived, when: float) -> trust.Gate:
         c = self.icfg
-        return trust.Gate(c.require_verp, self.corroborate, c.complaint_scope, d.verified, d.feedback_loop,
-                          self.assess(d, when))
+        return trust.Gate(
+            c.require_verp, self.corroborate, c.complaint_scope, d.verified, d.feedback_loop, self.assess(d, when)
+        )
 
     def apply(
         self,
@@ -221,42 +229,57 @@ class Recorder:
             self._cap_event(conn, message_id, when, out.recipients, dropped, capped)
 
     def _event(self, conn: Connection, message_id: int | None, when: float, f: Finding, decision: Decision) -> int:
-        return int(conn.execute(
-            insert(Event)
-            .values(
-                created_at=when,
-                kind=f.kind,
-                address=f.address,
-                tenant=f.tenant,
-                category=f.category,
-                reason=f.reason,
-                hard=f.hard,
-                status=(f.status or None) and f.status[:16],
-                action=(f.action or None) and f.action[:16],
-                remote_mta=(f.remote_mta or None) and f.remote_mta[:255],
-                diagnostic=f.diagnostic,
-                decision=decision,
-                message_id=message_id,
-            )
-            .returning(Event.id)
-        ).scalar_one())
+        return int(
+            conn.execute(
+                insert(Event)
+                .values(
+                    created_at=when,
+                    kind=f.kind,
+                    address=f.address,
+                    tenant=f.tenant,
+                    category=f.category,
+                    reason=f.reason,
+                    hard=f.hard,
+                    status=(f.status or None) and f.status[:16],
+                    action=(f.action or None) and f.action[:16],
+                    remote_mta=(f.remote_mta or None) and f.remote_mta[:255],
+                    diagnostic=f.diagnostic,
+                    decision=decision,
+                    message_id=message_id,
+                )
+                .returning(Event.id)
+            ).scalar_one()
+        )
 
-    def _cap_event(self, conn: Connection, message_id: int, when: float, recorded: int, dropped: int,
-                   capped: int) -> None:
+    def _cap_event(
+        self, conn: Connection, message_id: int, when: float, recorded: int, dropped: int, capped: int
+    ) -> None:
         c = self.icfg
         parts = []
         if dropped:
             metrics.INGEST_CAPS.labels("recipients").inc()
-            parts.append(f"{recorded + dropped} recipients named, {recorded} recorded, {dropped} only counted "
-                         f"(ingest.max_failed_recipients = {c.max_failed_recipients})")
+            parts.append(
+                f"{recorded + dropped} recipients named, {recorded} recorded, {dropped} only counted "
+                f"(ingest.max_failed_recipients = {c.max_failed_recipients})"
+            )
         if capped:
             metrics.INGEST_CAPS.labels("suppressions").inc()
-            parts.append(f"{capped} suppressions withheld "
-                         f"(ingest.max_suppressions_per_message = {c.max_suppressions_per_message})")
+            parts.append(
+                f"{capped} suppressions withheld "
+                f"(ingest.max_suppressions_per_message = {c.max_suppressions_per_message})"
+            )
         log.warning("message %s: %s", message_id, "; ".join(parts))
-        conn.execute(insert(Event).values(created_at=when, kind=EventKind.CAP_REACHED, address=None, tenant="",
-                                          decision=Decision.CAP_REACHED, diagnostic="; ".join(parts),
-                                          message_id=message_id))
+        conn.execute(
+            insert(Event).values(
+                created_at=when,
+                kind=EventKind.CAP_REACHED,
+                address=None,
+                tenant="",
+                decision=Decision.CAP_REACHED,
+                diagnostic="; ".join(parts),
+                message_id=message_id,
+            )
+        )
 
     # -- policy --------------------------------------------------------------------------------
     def decide(
@@ -339,7 +362,7 @@ class Recorder:
                 cause_event_ids=causes,
                 conn=conn,
             )
-        except InvalidValue as e:   # a value the store refuses: retrying the message would not help
+        except InvalidValue as e:  # a value the store refuses: retrying the message would not help
             log.warning("not suppressing %r: %s", f.address, e)
             return Suppressed.REFUSED
         metrics.INGEST_SUPPRESSIONS.labels(reason).inc()

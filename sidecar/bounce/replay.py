@@ -62,14 +62,25 @@ class ReplayStats:
 
     def summary(self) -> str:
         tail = "applied" if self.applied else "dry run: nothing written; use --apply to apply"
-        return (f"{self.examined} messages examined, {self.changed} changed: +{self.added} / -{self.removed} "
-                f"recipient events, {self.suppressions} new suppressions, {self.errors} parser errors ({tail})")
+        return (
+            f"{self.examined} messages examined, {self.changed} changed: +{self.added} / -{self.removed} "
+            f"recipient events, {self.suppressions} new suppressions, {self.errors} parser errors ({tail})"
+        )
 
 
 def _messages(recorder: Recorder, state: str, chunk: int = 500) -> Iterator[Any]:
     t = RawMessage.__table__.c
-    q = select(t.id, t.queue_id, t.envelope_sender, t.envelope_recipient, t.extension, t.size, t.received_at,
-               t.state, t.content).order_by(t.id)
+    q = select(
+        t.id,
+        t.queue_id,
+        t.envelope_sender,
+        t.envelope_recipient,
+        t.extension,
+        t.size,
+        t.received_at,
+        t.state,
+        t.content,
+    ).order_by(t.id)
     if state == "parsed":
         q = q.where(t.state == MessageState.PARSED)
     elif state == "unparsed":
@@ -85,8 +96,15 @@ def _messages(recorder: Recorder, state: str, chunk: int = 500) -> Iterator[Any]
 
 
 def _event_finding(e: Any) -> Finding:
-    return Finding(address=e.address, tenant=e.tenant, kind=EventKind(e.kind), category=e.category, reason=e.reason,
-                   hard=e.hard, status=e.status)
+    return Finding(
+        address=e.address,
+        tenant=e.tenant,
+        kind=EventKind(e.kind),
+        category=e.category,
+        reason=e.reason,
+        hard=e.hard,
+        status=e.status,
+    )
 
 
 def _brief(f: Finding, decision: str | None = None) -> dict[str, Any]:
@@ -99,8 +117,13 @@ def _brief(f: Finding, decision: str | None = None) -> dict[str, Any]:
 
 
 def replay_one(recorder: Recorder, row: Any, apply: bool) -> MessageChange:
-    env = Envelope(sender=row.envelope_sender or "", recipient=row.envelope_recipient or "",
-                   queue_id=row.queue_id or "", extension=row.extension or "", size=row.size)
+    env = Envelope(
+        sender=row.envelope_sender or "",
+        recipient=row.envelope_recipient or "",
+        queue_id=row.queue_id or "",
+        extension=row.extension or "",
+        size=row.size,
+    )
     raw = zlib.decompress(row.content)
     try:
         d: Derived = recorder.derive(raw, env)
@@ -112,11 +135,11 @@ def replay_one(recorder: Recorder, row: Any, apply: bool) -> MessageChange:
     with recorder.engine.connect() as conn:
         trans = conn.begin()
         try:
-            old = conn.execute(select(ec.id, ec.address, ec.tenant, ec.kind, ec.category, ec.reason, ec.hard,
-                                      ec.status)
-                               .where(ec.message_id == row.id, ec.decision != Decision.SUPERSEDED,
-                                      ec.kind != EventKind.CAP_REACHED)
-                               .order_by(ec.id)).all()
+            old = conn.execute(
+                select(ec.id, ec.address, ec.tenant, ec.kind, ec.category, ec.reason, ec.hard, ec.status)
+                .where(ec.message_id == row.id, ec.decision != Decision.SUPERSEDED, ec.kind != EventKind.CAP_REACHED)
+                .order_by(ec.id)
+            ).all()
             pending = {ev.id: _event_finding(ev) for ev in old}
             added: list[Finding] = []
             for f in d.findings:
@@ -135,15 +158,19 @@ def replay_one(recorder: Recorder, row: Any, apply: bool) -> MessageChange:
                 prev = next((g for g in gone if g.address == f.address and g.kind == f.kind), None)
                 if prev is not None:
                     gone.remove(prev)
-                    ch.changed.append({"address": f.address, "from": _brief(prev),
-                                       "to": _brief(f, decisions.get(f.address))})
+                    ch.changed.append(
+                        {"address": f.address, "from": _brief(prev), "to": _brief(f, decisions.get(f.address))}
+                    )
                 else:
                     ch.added.append(_brief(f, decisions.get(f.address)))
             ch.removed = [_brief(g) for g in gone]
             ch.suppressions = [a for a, dec in out.decisions if dec in _SUPPRESSING]  # not "(covered)" etc.
             if row.state != d.state or added or pending:
-                conn.execute(update(RawMessage).where(RawMessage.id == row.id).values(
-                    state=d.state, kind=d.kind, parser_version=d.parser_version, error=d.error))
+                conn.execute(
+                    update(RawMessage)
+                    .where(RawMessage.id == row.id)
+                    .values(state=d.state, kind=d.kind, parser_version=d.parser_version, error=d.error)
+                )
             if apply:
                 trans.commit()
             else:
@@ -164,15 +191,18 @@ def _text(ch: MessageChange) -> list[str]:
     for r in ch.removed:
         lines.append(f"  - {r['address']} {r['kind']} {r['category'] or '-'} hard={r['hard']}")
     for c in ch.changed:
-        lines.append(f"  ~ {c['address']} {c['from']['kind']}/{c['from']['category']}/hard={c['from']['hard']} -> "
-                     f"{c['to']['kind']}/{c['to']['category']}/hard={c['to']['hard']} -> {c['to'].get('decision')}")
+        lines.append(
+            f"  ~ {c['address']} {c['from']['kind']}/{c['from']['category']}/hard={c['from']['hard']} -> "
+            f"{c['to']['kind']}/{c['to']['category']}/hard={c['to']['hard']} -> {c['to'].get('decision')}"
+        )
     for s in ch.suppressions:
         lines.append(f"  ! new suppression: {s}")
     return lines
 
 
-def replay(recorder: Recorder, *, state: str = "all", apply: bool = False, as_json: bool = False,
-           out: IO[str] | None = None) -> ReplayStats:
+def replay(
+    recorder: Recorder, *, state: str = "all", apply: bool = False, as_json: bool = False, out: IO[str] | None = None
+) -> ReplayStats:
     stats = ReplayStats(applied=apply)
     for row in _messages(recorder, state):
         stats.examined += 1

@@ -63,8 +63,9 @@ def may_suppress(kind: EventKind, category: str | None) -> bool:
     return kind == EventKind.COMPLAINT or (kind == EventKind.BOUNCE and category != "block")
 
 
-def assess(findings: Iterable[Any], verified: bool, lookup: RecipientLookup, when: float,
-           case_sensitive_local: bool) -> dict[str, Standing]:
+def assess(
+    findings: Iterable[Any], verified: bool, lookup: RecipientLookup, when: float, case_sensitive_local: bool
+) -> dict[str, Standing]:
     """Standing of each address that may suppress. With a valid VERP token every finding is the
     token's recipient (see ``derive.derive``): confirmed, with the token's tenant if it has one."""
     out: dict[str, Standing] = {}

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any
 
-BOUNCE_COMMANDS = ("ingest", "parse", "import", "replay")   # sidecar.cli.bounces: cmd_<name>(args)
+BOUNCE_COMMANDS = ("ingest", "parse", "import", "replay")  # sidecar.cli.bounces: cmd_<name>(args)
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -65,14 +65,14 @@ def _guarded(run: Any, args: argparse.Namespace) -> int:
     """Expected failures as one line on stderr, never a traceback."""
     try:
         code = int(run())
-        sys.stdout.flush()   # a closed pipe shows here, not in the interpreter's exit
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         return code
     except BrokenPipeError:
         # `sidecar ... --json | head`: stop quietly, as other Unix tools do (they die of SIGPIPE)
         import os
 
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())   # the interpreter's last flush must not fail again
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not fail again
         return EX_SIGPIPE
     except Exception as e:
         from sidecar.errors import is_database_error, one_line

@@ -61,8 +61,12 @@ def option(name: str, value: str | None, max_len: int | None = None) -> str | No
         raise ValueError(f"--{name}: {e.message}") from None
 
 
-def paged(args: argparse.Namespace, path: str, params: dict[str, Any],
-           direct: Callable[[Any, int], tuple[list[dict[str, Any]], Any]]) -> Iterator[dict[str, Any]]:
+def paged(
+    args: argparse.Namespace,
+    path: str,
+    params: dict[str, Any],
+    direct: Callable[[Any, int], tuple[list[dict[str, Any]], Any]],
+) -> Iterator[dict[str, Any]]:
     """Items of a list, through the API or from ``direct(after, limit)`` pages."""
     from sidecar.http.queries import decode_cursor
 
@@ -90,15 +94,15 @@ def cmd_limits_show(args: argparse.Namespace, cfg: Config) -> int:
 
     if args.api:
         windows = open_client(args).request("GET", "/limits/" + quote(args.key, safe=""))["windows"]
-    elif cfg.ratelimit.backend == "redis":   # cluster-wide counters live in Redis, not the database
+    elif cfg.ratelimit.backend == "redis":  # cluster-wide counters live in Redis, not the database
         from sidecar.policy.redis_admin import redis_tats
 
-        n = len(queries.limit_usage(cfg, args.key, {}, None))   # validates the key
+        n = len(queries.limit_usage(cfg, args.key, {}, None))  # validates the key
         tats, now = redis_tats(cfg, args.key, n)
         windows = queries.limit_usage(cfg, args.key, tats, None, now)
     else:
         windows = queries.limit_usage(cfg, args.key, None, open_engine(cfg))
-    if args.json:   # one JSON list, as before the API existed
+    if args.json:  # one JSON list, as before the API existed
         print(json.dumps(windows))
     for w in [] if args.json else windows:
         print(f"{w['key']}  {w['window']} (+{w['burst']} burst): used {w['used']}, remaining {w['remaining']}")
@@ -120,8 +124,11 @@ def cmd_limits_reset(args: argparse.Namespace, cfg: Config) -> int:
             from sidecar.policy.redis_admin import redis_reset
 
             out["redis_keys"] = redis_reset(cfg, args.key, n)
-    print(json.dumps(out) if args.json else
-          f"reset {args.key} ({out['rows']} counter rows cleared; running servers apply it within a second)")
+    print(
+        json.dumps(out)
+        if args.json
+        else f"reset {args.key} ({out['rows']} counter rows cleared; running servers apply it within a second)"
+    )
     return 0
 
 
@@ -132,8 +139,14 @@ def cmd_events_list(args: argparse.Namespace, cfg: Config) -> int:
     params = {k: getattr(args, k) for k in ("kind", "address", "tenant", "category", "since", "until")}
     engine: Any = None if args.api else open_engine(cfg)
     addr = open_store(cfg).canonical(args.address) if args.address and not args.api else args.address
-    f = queries.EventFilter(kind=args.kind, address=addr, tenant=args.tenant, category=args.category,
-                            since=when(args.since, "since"), until=when(args.until, "until"))
+    f = queries.EventFilter(
+        kind=args.kind,
+        address=addr,
+        tenant=args.tenant,
+        category=args.category,
+        since=when(args.since, "since"),
+        until=when(args.until, "until"),
+    )
     items = paged(args, "/events", params, lambda after, n: queries.page_events(engine, f, after, n))
     emit(args, items, EVENT_COLS)
     return 0
@@ -145,8 +158,11 @@ def cmd_message(args: argparse.Namespace, cfg: Config) -> int:
 
     if not 0 <= args.id <= 2**62:
         raise ValueError(f"MESSAGE_ID: expected an integer from 0 to {2**62}")
-    raw = (open_client(args).request("GET", f"/messages/{args.id}") if args.api
-           else queries.raw_message(open_engine(cfg), args.id))
+    raw = (
+        open_client(args).request("GET", f"/messages/{args.id}")
+        if args.api
+        else queries.raw_message(open_engine(cfg), args.id)
+    )
     if raw is None:
         print(f"sidecar: no stored message {args.id}", file=sys.stderr)
         return 1

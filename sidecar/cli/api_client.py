@@ -24,8 +24,14 @@ class ApiClient:
         self.token = token
         self.timeout = timeout
 
-    def _open(self, method: str, path: str, params: dict[str, Any] | None = None, data: bytes | None = None,
-              ctype: str = "application/json") -> Any:
+    def _open(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        data: bytes | None = None,
+        ctype: str = "application/json",
+    ) -> Any:
         q = {k: v for k, v in (params or {}).items() if v is not None}
         url = self.base + path + ("?" + urllib.parse.urlencode(q) if q else "")
         headers = {"Accept": "application/json"}
@@ -45,8 +51,15 @@ class ApiClient:
         except urllib.error.URLError as e:
             raise ApiClientError(0, f"cannot reach {self.base}: {e.reason}") from None
 
-    def request(self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None,
-                data: bytes | None = None, ctype: str = "application/json") -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+        data: bytes | None = None,
+        ctype: str = "application/json",
+    ) -> Any:
         if body is not None:
             data = json.dumps(body).encode()
         with self._open(method, path, params, data, ctype) as r:
@@ -81,8 +94,9 @@ class ApiClient:
                 if progress:
                     progress(lines)
 
-    def upload_csv(self, path: str, params: dict[str, Any], fh: IO[str], limit: int,
-                   progress: Callable[[int], None] | None = None) -> int:
+    def upload_csv(
+        self, path: str, params: dict[str, Any], fh: IO[str], limit: int, progress: Callable[[int], None] | None = None
+    ) -> int:
         """POST a CSV file in bodies of about ``limit`` bytes (each with the header line); returns the
         rows imported. A refused body raises ApiClientError saying how many rows earlier bodies imported."""
         n = 0

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from sidecar.config import Config
 
 EX_OK, EX_USAGE, EX_CONFIG, EX_TEMPFAIL, EX_UNAVAILABLE = 0, 2, 78, 75, 69
-EX_SIGPIPE = 128 + 13   # what a shell reports for a tool killed by SIGPIPE
+EX_SIGPIPE = 128 + 13  # what a shell reports for a tool killed by SIGPIPE
 
 
 def table(rows: Iterable[dict[str, Any]], cols: list[str]) -> None:
@@ -26,7 +26,7 @@ def table(rows: Iterable[dict[str, Any]], cols: list[str]) -> None:
     width = {c: min(max([len(c)] + [len(r[c]) for r in cells]), 48) for c in cols}
     print("  ".join(c.upper().ljust(width[c]) for c in cols).rstrip())
     for r in cells:
-        print("  ".join(r[c][:width[c]].ljust(width[c]) for c in cols).rstrip())
+        print("  ".join(r[c][: width[c]].ljust(width[c]) for c in cols).rstrip())
 
 
 def emit(args: argparse.Namespace, data: Any, cols: list[str] | None = None) -> None:
@@ -60,6 +60,7 @@ def progress(label: str, every: int = 10000) -> Callable[[int], None]:
 
 def handled(fn: Callable[[argparse.Namespace, Config], int]) -> Callable[[argparse.Namespace, Config], int]:
     """Errors become one line on stderr: exit 1 for "not found"/unreachable, 2 for bad input."""
+
     def run(args: argparse.Namespace, cfg: Config) -> int:
         from sidecar.cli.api_client import ApiClientError
         from sidecar.http.queries import InvalidParameter

@@ -45,10 +45,15 @@ def common(p: argparse.ArgumentParser, db: bool = True) -> None:
 
 
 def _api_opts(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
-    p.add_argument("--api", metavar="URL", default=os.environ.get("SIDECAR_API_URL"),
-                   help="call the HTTP API at URL instead of the database (env SIDECAR_API_URL)")
-    p.add_argument("--token", default=os.environ.get("SIDECAR_API_TOKEN"),
-                   help="bearer token for --api (env SIDECAR_API_TOKEN)")
+    p.add_argument(
+        "--api",
+        metavar="URL",
+        default=os.environ.get("SIDECAR_API_URL"),
+        help="call the HTTP API at URL instead of the database (env SIDECAR_API_URL)",
+    )
+    p.add_argument(
+        "--token", default=os.environ.get("SIDECAR_API_TOKEN"), help="bearer token for --api (env SIDECAR_API_TOKEN)"
+    )
     if json_flag and not any(a.dest == "json" for a in p._actions):
         p.add_argument("--json", action="store_true", help="JSON output (one object per line for lists)")
 
@@ -68,31 +73,45 @@ def _add(parent: Any, name: str, fn: Handler, help: str, **kw: Any) -> argparse.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="sidecar", description=DESCRIPTION,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="sidecar", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("serve", help="run the policy server and the HTTP listener",
-                       description="Run the policy server (Postfix check_policy_service), the HTTP listener "
-                                   "(/metrics, /healthz) and the ingest hand-off socket. Upgrades the schema first.")
+    p = sub.add_parser(
+        "serve",
+        help="run the policy server and the HTTP listener",
+        description="Run the policy server (Postfix check_policy_service), the HTTP listener "
+        "(/metrics, /healthz) and the ingest hand-off socket. Upgrades the schema first.",
+    )
     common(p)
-    p.add_argument("--policy", action="append", metavar="ENDPOINT",
-                   help="policy listener, a Twisted endpoint (repeatable), e.g. tcp:10031:interface=127.0.0.1")
+    p.add_argument(
+        "--policy",
+        action="append",
+        metavar="ENDPOINT",
+        help="policy listener, a Twisted endpoint (repeatable), e.g. tcp:10031:interface=127.0.0.1",
+    )
     p.add_argument("--http", metavar="ENDPOINT", help="HTTP listener endpoint, e.g. tcp:9731:interface=127.0.0.1")
     p.set_defaults(handler=serve.cmd_serve)
 
-    p = sub.add_parser("check-config", help="validate a configuration file and exit",
-                       description="Load and validate the configuration; exit 0 if good, 78 with the key path "
-                                   "of the problem if not.")
+    p = sub.add_parser(
+        "check-config",
+        help="validate a configuration file and exit",
+        description="Load and validate the configuration; exit 0 if good, 78 with the key path of the problem if not.",
+    )
     common(p, db=False)
     p.set_defaults(handler=serve.cmd_check_config)
 
     p = sub.add_parser("postfix-config", help="print the Postfix main.cf and master.cf lines for this config")
     common(p, db=False)
-    p.add_argument("--format", choices=("text", "json"), default="text",
-                   help='text (default): the lines to paste; json: {"main.cf": TEXT, "main.cf parameters": '
-                        '{NAME: VALUE}, "master.cf": TEXT} for deployment tools')
+    p.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help='text (default): the lines to paste; json: {"main.cf": TEXT, "main.cf parameters": '
+        '{NAME: VALUE}, "master.cf": TEXT} for deployment tools',
+    )
     p.set_defaults(handler=serve.cmd_postfix_config)
 
     p = sub.add_parser("db", help="database schema")
@@ -131,9 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--until", help="created before")
     q.add_argument("--all", action="store_true", help="inactive (removed) rows too")
     q.set_defaults(handler=sup.cmd_sup_list)
-    q = ssub.add_parser("import", help="import suppressions from CSV",
-                        description="CSV with a header line; columns: address (required), tenant, reason, category, "
-                                    "created_at, expires_at, source, note. '-' reads stdin.")
+    q = ssub.add_parser(
+        "import",
+        help="import suppressions from CSV",
+        description="CSV with a header line; columns: address (required), tenant, reason, category, "
+        "created_at, expires_at, source, note. '-' reads stdin.",
+    )
     common(q)
     q.add_argument("file", metavar="FILE.csv")
     q.add_argument("--reason", default="imported", help="reason for rows without one")
@@ -156,8 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("limits", help="inspect or reset rate-limit keys")
     lsub = p.add_subparsers(dest="limits_command", metavar="ACTION", required=True)
     for name, text in (("show", "print use and remaining quota for KEY"), ("reset", "clear the counters of KEY")):
-        q = lsub.add_parser(name, help=text, description=text + ". KEY is RULE:VALUE, e.g. per-user:alice "
-                                                               "(several key parts joined with '|').")
+        q = lsub.add_parser(
+            name,
+            help=text,
+            description=text + ". KEY is RULE:VALUE, e.g. per-user:alice (several key parts joined with '|').",
+        )
         common(q)
         q.add_argument("key", metavar="KEY")
         if name == "show":
@@ -166,17 +191,23 @@ def build_parser() -> argparse.ArgumentParser:
         q.set_defaults(handler=admin.cmd_limits_show if name == "show" else admin.cmd_limits_reset)
 
     # Bounce handling: sidecar.cli.bounces (run without loading the configuration first).
-    p = sub.add_parser("ingest", help="read one bounce on stdin (the pipe(8) command)",
-                       description="Read one message on stdin, as Postfix's pipe(8) delivers it, parse it and "
-                                   "record events and suppressions. Exit 0 once stored (or deliberately set aside); "
-                                   "75 on any transient or internal failure so Postfix keeps the message and retries.")
+    p = sub.add_parser(
+        "ingest",
+        help="read one bounce on stdin (the pipe(8) command)",
+        description="Read one message on stdin, as Postfix's pipe(8) delivers it, parse it and "
+        "record events and suppressions. Exit 0 once stored (or deliberately set aside); "
+        "75 on any transient or internal failure so Postfix keeps the message and retries.",
+    )
     common(p)
     p.add_argument("--sender", default="", help="envelope sender (${sender})")
     p.add_argument("--recipient", default="", help="envelope recipient (${recipient})")
     p.add_argument("--queue-id", default="", help="Postfix queue id (${queue_id})")
     p.add_argument("--extension", default="", help="address extension, the VERP token (${extension})")
-    p.add_argument("--socket", metavar="PATH",
-                   help="the running service's hand-off socket (default: ingest.socket from the config)")
+    p.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="the running service's hand-off socket (default: ingest.socket from the config)",
+    )
     p.add_argument("--no-handoff", action="store_true", help="do not hand the message to the running service")
 
     p = sub.add_parser("parse", help="parse bounces and print the failed recipients (no database)")
@@ -188,8 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("path", metavar="PATH")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--require-record", action="store_true",
-                   help="suppress only addresses a VERP token or the record of recipients confirms (as the pipe)")
+    p.add_argument(
+        "--require-record",
+        action="store_true",
+        help="suppress only addresses a VERP token or the record of recipients confirms (as the pipe)",
+    )
 
     p = sub.add_parser("replay", help="re-run parsing and the suppression policy over stored messages")
     common(p)
@@ -228,8 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("recipients", help="the record of recipients that corroborates bounces")
     rsub = p.add_subparsers(dest="recipients_command", metavar="ACTION", required=True)
-    text = ("print the tenants that sent to ADDRESS within recipients.retention, as the ingester sees them "
-            "(exit 0 when any did, 1 when none did; a Bloom filter: 'yes' is probable, 'no' is certain)")
+    text = (
+        "print the tenants that sent to ADDRESS within recipients.retention, as the ingester sees them "
+        "(exit 0 when any did, 1 when none did; a Bloom filter: 'yes' is probable, 'no' is certain)"
+    )
     q = rsub.add_parser("check", help="which tenants sent to ADDRESS", description=text)
     common(q)
     q.add_argument("address", metavar="ADDRESS")

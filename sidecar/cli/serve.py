@@ -16,8 +16,11 @@ log = logging.getLogger("sidecar")
 
 
 def setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
@@ -41,7 +44,7 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
     t0 = time.monotonic()
     try:
-        top = makeService(cfg, reactor)   # schema upgrade and initial load: nothing listens yet
+        top = makeService(cfg, reactor)  # schema upgrade and initial load: nothing listens yet
     except Exception as e:
         log.error("cannot start: database %s: %s", _safe_url(cfg.database.url), one_line(e))
         return 1
@@ -55,8 +58,13 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
         reactor.run()  # type: ignore[attr-defined]
         return 1
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
-    log.info("serving policy on %s, HTTP on %s, database %s (ready in %.2fs)",
-             ", ".join(cfg.server.policy), cfg.server.http, _safe_url(cfg.database.url), time.monotonic() - t0)
+    log.info(
+        "serving policy on %s, HTTP on %s, database %s (ready in %.2fs)",
+        ", ".join(cfg.server.policy),
+        cfg.server.http,
+        _safe_url(cfg.database.url),
+        time.monotonic() - t0,
+    )
     reactor.run()  # type: ignore[attr-defined]
     return 0
 
@@ -69,8 +77,10 @@ def _safe_url(url: str) -> str:
 
 def cmd_check_config(args: argparse.Namespace, cfg: Config) -> int:
     rules = ", ".join(r.name for r in cfg.ratelimit.rules) or "none"
-    print(f"{args.config or '(defaults)'}: configuration OK (policy {', '.join(cfg.server.policy)}; "
-          f"http {cfg.server.http}; rate-limit rules: {rules})")
+    print(
+        f"{args.config or '(defaults)'}: configuration OK (policy {', '.join(cfg.server.policy)}; "
+        f"http {cfg.server.http}; rate-limit rules: {rules})"
+    )
     return 0
 
 
@@ -85,8 +95,11 @@ def cmd_postfix_config(args: argparse.Namespace, cfg: Config) -> int:
         return EX_CONFIG
     if getattr(args, "format", "text") == "json":
         # for deployment tools: postconf -e the parameters, put master.cf in a managed block
-        print(json.dumps({"main.cf": out["main.cf"], "main.cf parameters": parameters,
-                          "master.cf": out["master.cf"]}, indent=2))
+        print(
+            json.dumps(
+                {"main.cf": out["main.cf"], "main.cf parameters": parameters, "master.cf": out["master.cf"]}, indent=2
+            )
+        )
         return 0
     for name, text in out.items():
         print(f"# ---- {name} ----")

@@ -35,16 +35,22 @@ def cmd_why(args: argparse.Namespace, cfg: Config) -> int:
         return 0
     for s in data["suppressions"]:
         state = "ACTIVE" if s["active"] else "removed"
-        print(f"{s['address']}  tenant={s['tenant'] or '(global)'}  {state}  reason={s['reason']}  "
-              f"category={s['category'] or '-'}  source={s['source']}  since {s['created_at']}  "
-              f"expires {s['expires_at'] or 'never'}")
+        print(
+            f"{s['address']}  tenant={s['tenant'] or '(global)'}  {state}  reason={s['reason']}  "
+            f"category={s['category'] or '-'}  source={s['source']}  since {s['created_at']}  "
+            f"expires {s['expires_at'] or 'never'}"
+        )
         for c in s["causes"]:
             m = c.get("message") or {}
-            print(f"  caused by event {c['id']} {c['created_at']} {c['kind']} {c['status'] or ''} "
-                  f"{c['category'] or ''}: {(c['diagnostic'] or '')[:100]}")
+            print(
+                f"  caused by event {c['id']} {c['created_at']} {c['kind']} {c['status'] or ''} "
+                f"{c['category'] or ''}: {(c['diagnostic'] or '')[:100]}"
+            )
             if m:
-                print(f"    message {m['id']} queue_id={m['queue_id'] or '-'} received {m['received_at']} "
-                      f"({m['size']} bytes): sidecar events message {m['id']}")
+                print(
+                    f"    message {m['id']} queue_id={m['queue_id'] or '-'} received {m['received_at']} "
+                    f"({m['size']} bytes): sidecar events message {m['id']}"
+                )
         if not s["causes"]:
             print("  no recorded cause (added by hand, imported, or by the API)")
     print("history:")
@@ -57,11 +63,24 @@ def cmd_why(args: argparse.Namespace, cfg: Config) -> int:
 def cmd_sup_list(args: argparse.Namespace, cfg: Config) -> int:
     from sidecar.http import queries
 
-    params = {"tenant": args.tenant, "reason": args.reason, "prefix": args.prefix, "category": args.category,
-              "since": args.since, "until": args.until, "active": "all" if args.all else "true"}
-    f = queries.SuppressionFilter(reason=args.reason, category=args.category, tenant=args.tenant,
-                                  since=when(args.since, "since"), until=when(args.until, "until"),
-                                  prefix=args.prefix, active=None if args.all else True)
+    params = {
+        "tenant": args.tenant,
+        "reason": args.reason,
+        "prefix": args.prefix,
+        "category": args.category,
+        "since": args.since,
+        "until": args.until,
+        "active": "all" if args.all else "true",
+    }
+    f = queries.SuppressionFilter(
+        reason=args.reason,
+        category=args.category,
+        tenant=args.tenant,
+        since=when(args.since, "since"),
+        until=when(args.until, "until"),
+        prefix=args.prefix,
+        active=None if args.all else True,
+    )
     engine: Any = None if args.api else open_engine(cfg)
 
     def direct(after: Any, n: int) -> tuple[list[dict[str, Any]], Any]:
@@ -78,7 +97,7 @@ def cmd_sup_add(args: argparse.Namespace, cfg: Config) -> int:
     from sidecar.http.queries import suppression_dict
     from sidecar.suppression.address import canonical
 
-    for name in ("tenant", "reason", "note"):   # every input checked before anything is written
+    for name in ("tenant", "reason", "note"):  # every input checked before anything is written
         option(name, getattr(args, name))
     expires = when(args.expires, "expires", past=False)
     for a in args.addresses:
@@ -87,15 +106,23 @@ def cmd_sup_add(args: argparse.Namespace, cfg: Config) -> int:
     store = None if args.api else open_store(cfg)
     for a in args.addresses:
         if store is None:
-            body = {"address": a, "tenant": args.tenant, "reason": args.reason, "note": args.note,
-                    "expires_at": args.expires}
+            body = {
+                "address": a,
+                "tenant": args.tenant,
+                "reason": args.reason,
+                "note": args.note,
+                "expires_at": args.expires,
+            }
             out.append(open_client(args).request("POST", "/suppressions", body={k: v for k, v in body.items() if v}))
         else:
             store.add(a, tenant=args.tenant, reason=args.reason, source="cli", note=args.note, expires_at=expires)
             out.append(next(suppression_dict(r) for r in store.get(a) if r.tenant == args.tenant))
     for row in out:
-        print(json.dumps(row) if args.json else
-              f"suppressed {row['address']}" + (f" for tenant {row['tenant']}" if row["tenant"] else ""))
+        print(
+            json.dumps(row)
+            if args.json
+            else f"suppressed {row['address']}" + (f" for tenant {row['tenant']}" if row["tenant"] else "")
+        )
     return 0
 
 
@@ -107,8 +134,9 @@ def cmd_sup_remove(args: argparse.Namespace, cfg: Config) -> int:
     for a in args.addresses:
         if args.api:
             try:
-                open_client(args).request("DELETE", "/suppressions/" + quote(a, safe="@"),
-                                          {"tenant": args.tenant or None})
+                open_client(args).request(
+                    "DELETE", "/suppressions/" + quote(a, safe="@"), {"tenant": args.tenant or None}
+                )
                 ok = True
             except ApiClientError as e:
                 if e.status != 404:
@@ -159,8 +187,9 @@ def cmd_sup_import(args: argparse.Namespace, cfg: Config) -> int:
         if args.api:
             n = _api_import(args, fh, show)
         else:
-            n = open_store(cfg).import_csv(fh, default_reason=args.reason, default_tenant=args.tenant,
-                                       default_expires=expires, progress=show)
+            n = open_store(cfg).import_csv(
+                fh, default_reason=args.reason, default_tenant=args.tenant, default_expires=expires, progress=show
+            )
     finally:
         if fh is not sys.stdin:
             fh.close()
@@ -179,8 +208,9 @@ def cmd_sup_export(args: argparse.Namespace, cfg: Config) -> int:
     show = progress("exported") if args.file != "-" else None
     try:
         if args.api:
-            n = open_client(args).download("/suppressions/export", {"tenant": args.tenant, "reason": args.reason,
-                                                                "format": args.format}, out, show)
+            n = open_client(args).download(
+                "/suppressions/export", {"tenant": args.tenant, "reason": args.reason, "format": args.format}, out, show
+            )
             n -= args.format == "csv"
         else:
             from sidecar.http.export import format_chunk

@@ -11,8 +11,7 @@ from sidecar.cli.admin import open_client, open_engine, paged
 from sidecar.cli.output import emit, handled, table
 from sidecar.config import Config, redact_url
 
-DELIVERY_COLS = ["id", "subscription", "event_type", "address", "status", "attempts", "last_attempt_at",
-                 "last_error"]
+DELIVERY_COLS = ["id", "subscription", "event_type", "address", "status", "attempts", "last_attempt_at", "last_error"]
 
 
 @handled
@@ -23,9 +22,14 @@ def cmd_wh_status(args: argparse.Namespace, cfg: Config) -> int:
         data = open_client(args).request("GET", "/webhooks")
     else:
         engine = open_engine(cfg)
-        data = {"subscriptions": [{"name": s.name, "url": redact_url(s.url), "events": sorted(s.events)}
-                                  for s in outbox.subscriptions(cfg.webhooks.subscriptions)],
-                "deliveries": outbox.summary(engine), "cursors": outbox.cursors(engine)}
+        data = {
+            "subscriptions": [
+                {"name": s.name, "url": redact_url(s.url), "events": sorted(s.events)}
+                for s in outbox.subscriptions(cfg.webhooks.subscriptions)
+            ],
+            "deliveries": outbox.summary(engine),
+            "cursors": outbox.cursors(engine),
+        }
     if args.json:
         print(json.dumps(data))
         return 0
@@ -41,13 +45,24 @@ def cmd_wh_status(args: argparse.Namespace, cfg: Config) -> int:
 def cmd_wh_deliveries(args: argparse.Namespace, cfg: Config) -> int:
     from sidecar.webhooks import outbox
 
-    params = {"subscription": args.subscription, "status": args.status, "event_type": args.event_type,
-              "address": args.address}
+    params = {
+        "subscription": args.subscription,
+        "status": args.status,
+        "event_type": args.event_type,
+        "address": args.address,
+    }
     engine: Any = None if args.api else open_engine(cfg)
 
     def direct(after: int, n: int) -> tuple[list[dict[str, Any]], int | None]:
-        rows = outbox.list_deliveries(engine, subscription=args.subscription, status=args.status,
-                                      event_type=args.event_type, address=args.address, after_id=after, limit=n)
+        rows = outbox.list_deliveries(
+            engine,
+            subscription=args.subscription,
+            status=args.status,
+            event_type=args.event_type,
+            address=args.address,
+            after_id=after,
+            limit=n,
+        )
         return rows, rows[-1]["id"] if len(rows) == n else None
 
     items = paged(args, "/webhooks/deliveries", params, direct)
@@ -60,12 +75,20 @@ def cmd_wh_redeliver(args: argparse.Namespace, cfg: Config) -> int:
     from sidecar.webhooks import outbox
 
     if args.api:
-        body = {"from_id": args.from_id, "to_id": args.to_id, "subscription": args.subscription,
-                "status": args.status}
-        out = open_client(args).request("POST", "/webhooks/redeliver", body={k: v for k, v in body.items()
-                                                                           if v is not None})
+        body = {"from_id": args.from_id, "to_id": args.to_id, "subscription": args.subscription, "status": args.status}
+        out = open_client(args).request(
+            "POST", "/webhooks/redeliver", body={k: v for k, v in body.items() if v is not None}
+        )
     else:
-        out = {"queued": outbox.redeliver(open_engine(cfg), from_id=args.from_id, to_id=args.to_id,
-                                          subscription=args.subscription, status=args.status, now=time.time())}
+        out = {
+            "queued": outbox.redeliver(
+                open_engine(cfg),
+                from_id=args.from_id,
+                to_id=args.to_id,
+                subscription=args.subscription,
+                status=args.status,
+                now=time.time(),
+            )
+        }
     print(json.dumps(out) if args.json else f"queued {out['queued']} deliveries again")
     return 0

@@ -27,8 +27,14 @@ def positive_duration(value: object) -> float:
     return seconds
 
 
-def opt(default: Any = dataclasses.MISSING, *, parse: Any = None, choices: tuple[str, ...] | None = None,
-       doc: str = "", factory: Any = dataclasses.MISSING) -> Any:
+def opt(
+    default: Any = dataclasses.MISSING,
+    *,
+    parse: Any = None,
+    choices: tuple[str, ...] | None = None,
+    doc: str = "",
+    factory: Any = dataclasses.MISSING,
+) -> Any:
     meta = {"parse": parse, "choices": choices, "doc": doc}
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=meta)
@@ -52,7 +58,7 @@ def postfix_action(value: object) -> str:
         rendered = postfix_default_action(value)
     except TemplateError:
         raise ValueError("expected fail-open, fail-closed or a Postfix action such as DUNNO or 451 4.3.5 ...") from None
-    return value.strip().lower() if rendered != " ".join(value.split()) else value   # an alias: its usual spelling
+    return value.strip().lower() if rendered != " ".join(value.split()) else value  # an alias: its usual spelling
 
 
 def endpoint(value: object) -> str:
@@ -97,9 +103,15 @@ def exemption(value: object) -> str:
             raise ValueError(f"{v!r} is not a valid CIDR network") from None
     return v.lower()
 
+
 def mailbox(value: object) -> str:
-    if not isinstance(value, str) or value.count("@") != 1 or value.startswith("@") or value.endswith("@") \
-            or any(c.isspace() for c in value):
+    if (
+        not isinstance(value, str)
+        or value.count("@") != 1
+        or value.startswith("@")
+        or value.endswith("@")
+        or any(c.isspace() for c in value)
+    ):
         raise ValueError('expected an address like "fbl-yahoo@bounce.example.com"')
     return value.strip().lower()
 
@@ -149,8 +161,13 @@ def redact_url(url: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
 
 
-WEBHOOK_EVENTS = ("bounce.recorded", "complaint.recorded", "suppression.added", "suppression.removed",
-                  "ratelimit.exceeded")
+WEBHOOK_EVENTS = (
+    "bounce.recorded",
+    "complaint.recorded",
+    "suppression.added",
+    "suppression.removed",
+    "ratelimit.exceeded",
+)
 
 
 def event_name(value: object) -> str:

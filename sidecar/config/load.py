@@ -113,8 +113,10 @@ def _check(cfg: Config) -> None:
             raise ConfigError(f"webhooks.subscriptions[{i}].secret: expected a non-empty secret")
         name = sub.name or redact_url(sub.url)
         if name in sub_names:
-            raise ConfigError(f"webhooks.subscriptions[{i}].name: {name!r} is already "
-                              f"webhooks.subscriptions[{sub_names[name]}]'s name (give each subscription a name)")
+            raise ConfigError(
+                f"webhooks.subscriptions[{i}].name: {name!r} is already "
+                f"webhooks.subscriptions[{sub_names[name]}]'s name (give each subscription a name)"
+            )
         sub_names[name] = i
     if cfg.recipients.flush_interval <= 0:
         raise ConfigError("recipients.flush_interval: expected a positive duration")
@@ -148,17 +150,23 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
             continue
         section, key = dotted.split(".", 1)
         if dotted == "database.url" and isinstance(value, str):
-            value = absolute_sqlite_url(value, Path.cwd())   # a command-line path is relative to here
+            value = absolute_sqlite_url(value, Path.cwd())  # a command-line path is relative to here
         raw.setdefault(section, {})[key] = value
     cfg = _build(Config, raw, "")
     _check(cfg)
     base = Path(path).resolve().parent if path else Path.cwd()
     cfg = dataclasses.replace(
-        cfg, config_path=str(Path(path).resolve()) if path else None,
+        cfg,
+        config_path=str(Path(path).resolve()) if path else None,
         database=dataclasses.replace(cfg.database, url=absolute_sqlite_url(cfg.database.url, base)),
         ingest=dataclasses.replace(cfg.ingest, socket=resolve_path(cfg.ingest.socket, base)),
-        webhooks=dataclasses.replace(cfg.webhooks, subscriptions=tuple(
-            dataclasses.replace(s, ca_file=resolve_path(s.ca_file, base)) for s in cfg.webhooks.subscriptions)))
+        webhooks=dataclasses.replace(
+            cfg.webhooks,
+            subscriptions=tuple(
+                dataclasses.replace(s, ca_file=resolve_path(s.ca_file, base)) for s in cfg.webhooks.subscriptions
+            ),
+        ),
+    )
     for i, sub in enumerate(cfg.webhooks.subscriptions):
         if not sub.ca_file:
             continue
@@ -184,7 +192,7 @@ def absolute_sqlite_url(url: str, base: Path) -> str:
     prefix = next((p for p in ("sqlite:///", "sqlite+pysqlite:///") if url.startswith(p)), None)
     if prefix is None:
         return url
-    rest = url[len(prefix):]
+    rest = url[len(prefix) :]
     if not rest or rest.startswith("/") or rest.startswith(":memory:"):
         return url
     return prefix + resolve_path(rest, base)

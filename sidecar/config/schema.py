@@ -34,46 +34,68 @@ from sidecar.units import parse_duration, parse_size
 
 @dataclass(frozen=True)
 class ServerConfig:
-    policy: tuple[str, ...] = opt(("tcp:10031:interface=127.0.0.1",), parse=endpoint,
-                                 doc="Policy listeners (Twisted endpoint strings); "
-                                     "Postfix's check_policy_service connects here.")
+    policy: tuple[str, ...] = opt(
+        ("tcp:10031:interface=127.0.0.1",),
+        parse=endpoint,
+        doc="Policy listeners (Twisted endpoint strings); Postfix's check_policy_service connects here.",
+    )
     http: str = opt("tcp:9731:interface=127.0.0.1", parse=endpoint, doc="HTTP listener for /metrics and /healthz.")
-    safe_action: str = opt("DUNNO", parse=access_action,
-                          doc="Action returned when deciding fails unexpectedly (DUNNO = fail open).")
+    safe_action: str = opt(
+        "DUNNO", parse=access_action, doc="Action returned when deciding fails unexpectedly (DUNNO = fail open)."
+    )
     max_line_length: int = opt(2048, parse=positive_int, doc="Longest accepted attribute line, bytes.")
     max_attributes: int = opt(100, parse=positive_int, doc="Most attributes in one request.")
     max_request_size: int = opt(65536, parse=positive_int, doc="Largest accepted request, bytes.")
-    idle_timeout: float = opt(600.0, parse=parse_duration,
-                             doc="Close a connection idle this long (Postfix's smtpd_policy_service_max_idle is 300s).")
-    request_timeout: float = opt(5.0, parse=positive_duration,
-                                doc="A request must be complete this long after its first byte arrived, or its "
-                                    "connection is closed (Postfix sends each request whole).")
-    max_connections: int = opt(2000, parse=positive_int,
-                              doc="Open connections at most. When full, a new connection evicts the oldest one "
-                                  "stalled mid-request or never answered, else the least recently active; it is "
-                                  "refused only when every connection awaits a decision.")
+    idle_timeout: float = opt(
+        600.0,
+        parse=parse_duration,
+        doc="Close a connection idle this long (Postfix's smtpd_policy_service_max_idle is 300s).",
+    )
+    request_timeout: float = opt(
+        5.0,
+        parse=positive_duration,
+        doc="A request must be complete this long after its first byte arrived, or its "
+        "connection is closed (Postfix sends each request whole).",
+    )
+    max_connections: int = opt(
+        2000,
+        parse=positive_int,
+        doc="Open connections at most. When full, a new connection evicts the oldest one "
+        "stalled mid-request or never answered, else the least recently active; it is "
+        "refused only when every connection awaits a decision.",
+    )
     db_threads: int = opt(4, parse=positive_int, doc="Size of the thread pool that runs database work.")
 
 
 @dataclass(frozen=True)
 class DatabaseConfig:
-    url: str = opt(f"sqlite:///{DEFAULT_DATA_DIR}/sidecar.db", parse=db_url,
-                  doc="SQLAlchemy URL. A relative SQLite path is relative to the config file's directory "
-                      "(the working directory without a file).")
-    sync_interval: float = opt(0.5, parse=parse_duration,
-                              doc="How often the server reads the change feed (suppressions added elsewhere).")
+    url: str = opt(
+        f"sqlite:///{DEFAULT_DATA_DIR}/sidecar.db",
+        parse=db_url,
+        doc="SQLAlchemy URL. A relative SQLite path is relative to the config file's directory "
+        "(the working directory without a file).",
+    )
+    sync_interval: float = opt(
+        0.5, parse=parse_duration, doc="How often the server reads the change feed (suppressions added elsewhere)."
+    )
 
 
 @dataclass(frozen=True)
 class SuppressionConfig:
-    reply: str = opt("550 5.1.1 <{address}>: recipient suppressed ({reason} {date})", parse=access_action,
-                    doc="Reply for a suppressed recipient; {address}, {reason}, {date}, {tenant} are filled in.")
+    reply: str = opt(
+        "550 5.1.1 <{address}>: recipient suppressed ({reason} {date})",
+        parse=access_action,
+        doc="Reply for a suppressed recipient; {address}, {reason}, {date}, {tenant} are filled in.",
+    )
     local_part_case_sensitive: bool = opt(False, doc="Compare local parts case-sensitively (domains never are).")
-    tenant_from: str = opt("sasl_username_or_sender_domain",
-                          choices=("sasl_username_or_sender_domain", "sasl_username", "sender_domain", "none"),
-                          doc="How a request's tenant is found, for tenant-scoped suppressions.")
-    allowlist: tuple[str, ...] = opt((), parse=address_pattern,
-                                    doc='Addresses ("a@example.com") or domains ("@example.com") never suppressed.')
+    tenant_from: str = opt(
+        "sasl_username_or_sender_domain",
+        choices=("sasl_username_or_sender_domain", "sasl_username", "sender_domain", "none"),
+        doc="How a request's tenant is found, for tenant-scoped suppressions.",
+    )
+    allowlist: tuple[str, ...] = opt(
+        (), parse=address_pattern, doc='Addresses ("a@example.com") or domains ("@example.com") never suppressed.'
+    )
     skip_null_sender: bool = opt(True, doc="Do not check mail with the null sender <> (bounces).")
 
 
@@ -89,86 +111,131 @@ class RateLimitRule:
     name: str = opt(doc="Rule name; appears in replies, metrics and keys.")
     key: tuple[str, ...] = opt(choices=RATE_KEYS, doc="Request attributes that together form the key.")
     limits: tuple[LimitConfig, ...] = opt(doc="One or more windows, all must admit the request.")
-    count: str = opt("messages", choices=("messages", "recipients"),
-                    doc="messages: once per message (checked at DATA, committed at END-OF-MESSAGE); "
-                        "recipients: per RCPT.")
+    count: str = opt(
+        "messages",
+        choices=("messages", "recipients"),
+        doc="messages: once per message (checked at DATA, committed at END-OF-MESSAGE); recipients: per RCPT.",
+    )
     ipv4_prefix: int = opt(32, parse=non_negative_int, doc="Prefix length for client_address keys (IPv4).")
     ipv6_prefix: int = opt(64, parse=non_negative_int, doc="Prefix length for client_address keys (IPv6).")
-    exempt: tuple[str, ...] = opt((), parse=exemption,
-                                 doc="Key values (or CIDR networks for client_address) that are never limited.")
-    reply: str = opt("DEFER_IF_PERMIT 4.7.1 rate limit {rule} exceeded ({rate} per {per}), try again later",
-                    parse=access_action, doc="Reply when exceeded; {rule}, {rate}, {per}, {key} are filled in.")
+    exempt: tuple[str, ...] = opt(
+        (), parse=exemption, doc="Key values (or CIDR networks for client_address) that are never limited."
+    )
+    reply: str = opt(
+        "DEFER_IF_PERMIT 4.7.1 rate limit {rule} exceeded ({rate} per {per}), try again later",
+        parse=access_action,
+        doc="Reply when exceeded; {rule}, {rate}, {per}, {key} are filled in.",
+    )
 
 
 @dataclass(frozen=True)
 class RateLimitConfig:
     rules: tuple[RateLimitRule, ...] = opt(())
     persist_interval: float = opt(1.0, parse=parse_duration, doc="How often counters are written to the database.")
-    backend: str = opt("memory", choices=("memory", "redis"),
-                      doc="memory: per-relay counters (saved to the database); redis: shared by every relay.")
-    redis_url: str = opt("redis://127.0.0.1:6379/0", doc="Redis URL for backend = \"redis\".")
-    redis_timeout: float = opt(0.05, parse=parse_duration,
-                              doc="Longest wait for Redis before the fallback decides that request.")
-    redis_fallback: str = opt("local", choices=("local", "allow", "defer"),
-                             doc="When Redis is unavailable: local in-memory limits, allow everything, or defer.")
+    backend: str = opt(
+        "memory",
+        choices=("memory", "redis"),
+        doc="memory: per-relay counters (saved to the database); redis: shared by every relay.",
+    )
+    redis_url: str = opt("redis://127.0.0.1:6379/0", doc='Redis URL for backend = "redis".')
+    redis_timeout: float = opt(
+        0.05, parse=parse_duration, doc="Longest wait for Redis before the fallback decides that request."
+    )
+    redis_fallback: str = opt(
+        "local",
+        choices=("local", "allow", "defer"),
+        doc="When Redis is unavailable: local in-memory limits, allow everything, or defer.",
+    )
 
 
 @dataclass(frozen=True)
 class FeedbackLoop:
-    recipient: str = opt(parse=mailbox, doc="Envelope recipient on the bounce domain given only to this feedback-"
-                                            "loop provider, e.g. fbl-yahoo@bounce.example.com.")
-    sender_domain: str = opt("", parse=domain_name,
-                            doc="If set, the envelope sender must be in this domain (or a subdomain) too.")
+    recipient: str = opt(
+        parse=mailbox,
+        doc="Envelope recipient on the bounce domain given only to this feedback-"
+        "loop provider, e.g. fbl-yahoo@bounce.example.com.",
+    )
+    sender_domain: str = opt(
+        "", parse=domain_name, doc="If set, the envelope sender must be in this domain (or a subdomain) too."
+    )
 
 
 @dataclass(frozen=True)
 class IngestConfig:
     max_message_size: int = opt(10 * 1024 * 1024, parse=parse_size, doc="Largest message read from stdin.")
-    socket: str = opt(f"{DEFAULT_DATA_DIR}/ingest.sock",
-                     doc="Unix socket where the running service accepts messages from `sidecar ingest`; empty "
-                         "disables. Relative to the config file's directory.")
-    socket_group: str = opt("", doc="Group of the hand-off socket (mode 0660) and of its directory when the service "
-                                   "creates it (0750); empty = the primary group of postfix.pipe_user when that "
-                                   "user exists, else the service's own group.")
-    max_handoffs: int = opt(32, parse=positive_int,
-                           doc="Hand-off connections served at once; more are closed unanswered (that "
-                               "`sidecar ingest` then records in-process).")
+    socket: str = opt(
+        f"{DEFAULT_DATA_DIR}/ingest.sock",
+        doc="Unix socket where the running service accepts messages from `sidecar ingest`; empty "
+        "disables. Relative to the config file's directory.",
+    )
+    socket_group: str = opt(
+        "",
+        doc="Group of the hand-off socket (mode 0660) and of its directory when the service "
+        "creates it (0750); empty = the primary group of postfix.pipe_user when that "
+        "user exists, else the service's own group.",
+    )
+    max_handoffs: int = opt(
+        32,
+        parse=positive_int,
+        doc="Hand-off connections served at once; more are closed unanswered (that "
+        "`sidecar ingest` then records in-process).",
+    )
     verp_key: str = opt("", doc="HMAC key for VERP tokens (bounces+TOKEN@domain); empty disables VERP.")
     soft_threshold: int = opt(3, parse=positive_int, doc="Soft bounces within soft_window that suppress an address.")
     soft_window: float = opt(7 * 86400.0, parse=parse_duration, doc="Window for counting soft bounces.")
     soft_suppression: float = opt(7 * 86400.0, parse=parse_duration, doc="How long a soft-bounce suppression lasts.")
-    hard_suppression: float = opt(0.0, parse=parse_duration,
-                                 doc="How long a hard-bounce suppression lasts; 0 = permanent.")
-    complaint_scope: str = opt("tenant", choices=("tenant", "global"),
-                              doc="Scope of complaint suppressions from a feedback_loops source; complaints from "
-                                  "anywhere else only ever suppress for a tenant.")
-    require_verp: bool = opt(False, doc="Only a message with a valid VERP token may suppress; others are recorded "
-                                       "with decision unverified.")
-    require_corroboration: bool = opt(True, doc="An address suppresses only when the VERP token or the relay's "
-                                               "record of recipients confirms it (else decision uncorroborated).")
-    feedback_loops: tuple[FeedbackLoop, ...] = opt((), doc="Feedback-loop sources: the only complaints that may "
-                                                          "suppress globally.")
-    max_failed_recipients: int = opt(100, parse=positive_int,
-                                    doc="Recipients of one message recorded one by one; the rest are only counted.")
-    max_suppressions_per_message: int = opt(10, parse=non_negative_int,
-                                           doc="Suppressions one message may cause; the rest are withheld.")
+    hard_suppression: float = opt(
+        0.0, parse=parse_duration, doc="How long a hard-bounce suppression lasts; 0 = permanent."
+    )
+    complaint_scope: str = opt(
+        "tenant",
+        choices=("tenant", "global"),
+        doc="Scope of complaint suppressions from a feedback_loops source; complaints from "
+        "anywhere else only ever suppress for a tenant.",
+    )
+    require_verp: bool = opt(
+        False, doc="Only a message with a valid VERP token may suppress; others are recorded with decision unverified."
+    )
+    require_corroboration: bool = opt(
+        True,
+        doc="An address suppresses only when the VERP token or the relay's "
+        "record of recipients confirms it (else decision uncorroborated).",
+    )
+    feedback_loops: tuple[FeedbackLoop, ...] = opt(
+        (), doc="Feedback-loop sources: the only complaints that may suppress globally."
+    )
+    max_failed_recipients: int = opt(
+        100, parse=positive_int, doc="Recipients of one message recorded one by one; the rest are only counted."
+    )
+    max_suppressions_per_message: int = opt(
+        10, parse=non_negative_int, doc="Suppressions one message may cause; the rest are withheld."
+    )
     retention_days: int = opt(90, parse=non_negative_int, doc="Days raw messages are kept; 0 = forever.")
 
 
 @dataclass(frozen=True)
 class RecipientsConfig:
-    enabled: bool = opt(True, doc="Keep the record of accepted recipients that corroborates bounces "
-                                 "(docs/recipients.md).")
-    expected_per_day: int = opt(1_000_000, parse=positive_int,
-                               doc="Distinct (tenant, recipient) pairs a day across all relays: sizes each day's "
-                                   "filter.")
-    false_positive_rate: float = opt(1e-6, parse=probability,
-                                    doc="Chance that one test of a day's filter says yes for a pair never "
-                                        "recorded, at expected_per_day pairs.")
-    retention: float = opt(14 * 86400.0, parse=parse_duration,
-                          doc="How long a recipient stays in the record (whole UTC days are kept and dropped).")
-    flush_interval: float = opt(5.0, parse=parse_duration,
-                               doc="How often each relay writes its filters to the database.")
+    enabled: bool = opt(
+        True, doc="Keep the record of accepted recipients that corroborates bounces (docs/recipients.md)."
+    )
+    expected_per_day: int = opt(
+        1_000_000,
+        parse=positive_int,
+        doc="Distinct (tenant, recipient) pairs a day across all relays: sizes each day's filter.",
+    )
+    false_positive_rate: float = opt(
+        1e-6,
+        parse=probability,
+        doc="Chance that one test of a day's filter says yes for a pair never recorded, at expected_per_day pairs.",
+    )
+    retention: float = opt(
+        14 * 86400.0,
+        parse=parse_duration,
+        doc="How long a recipient stays in the record (whole UTC days are kept and dropped).",
+    )
+    flush_interval: float = opt(
+        5.0, parse=parse_duration, doc="How often each relay writes its filters to the database."
+    )
     node: str = opt("", doc="This relay's name for its rows in the record; empty = the host name.")
 
 
@@ -177,9 +244,12 @@ class PostfixConfig:
     bounce_domain: str = opt("bounce.localhost", doc="Domain whose mail Postfix routes to the ingester.")
     pipe_user: str = opt("sidecar", doc="Unprivileged user pipe(8) runs `sidecar ingest` as.")
     sidecar_bin: str = opt("/opt/postfix-sidecar/bin/sidecar", doc="Path of the sidecar executable for master.cf.")
-    default_action: str = opt("DUNNO", parse=postfix_action,
-                             doc="smtpd_policy_service_default_action: DUNNO or fail-open = fail open; "
-                                 "fail-closed (451 4.3.5 ...) or your own 4xx action = fail closed.")
+    default_action: str = opt(
+        "DUNNO",
+        parse=postfix_action,
+        doc="smtpd_policy_service_default_action: DUNNO or fail-open = fail open; "
+        "fail-closed (451 4.3.5 ...) or your own 4xx action = fail closed.",
+    )
     policy_timeout: float = opt(10.0, parse=parse_duration, doc="smtpd_policy_service_timeout.")
 
 
@@ -202,10 +272,16 @@ class WebhookSubscription:
     url: str = opt(parse=http_url, doc="Where deliveries are POSTed.")
     secret: str = opt(doc="HMAC-SHA256 key for the signature header.")
     events: tuple[str, ...] = opt(WEBHOOK_EVENTS, parse=event_name, doc="Event types to deliver.")
-    name: str = opt("", doc="Subscription name, used in metrics, logs and lists (default: the URL's "
-                           "scheme://host:port; give one when two subscriptions share a host).")
-    ca_file: str = opt("", doc="PEM file of the CA certificates that https:// deliveries trust instead of the "
-                              "system's (a private CA or a self-signed receiver).")
+    name: str = opt(
+        "",
+        doc="Subscription name, used in metrics, logs and lists (default: the URL's "
+        "scheme://host:port; give one when two subscriptions share a host).",
+    )
+    ca_file: str = opt(
+        "",
+        doc="PEM file of the CA certificates that https:// deliveries trust instead of the "
+        "system's (a private CA or a self-signed receiver).",
+    )
 
 
 @dataclass(frozen=True)
@@ -214,8 +290,11 @@ class WebhooksConfig:
     retry_for: float = opt(86400.0, parse=parse_duration, doc="Keep retrying a delivery this long, then dead-letter.")
     timeout: float = opt(10.0, parse=parse_duration, doc="HTTP timeout of one delivery attempt.")
     poll_interval: float = opt(1.0, parse=parse_duration, doc="How often new events are looked for.")
-    backoff: float = opt(10.0, parse=parse_duration,
-                        doc="Wait before the first retry of a failed delivery; doubles with each further failure.")
+    backoff: float = opt(
+        10.0,
+        parse=parse_duration,
+        doc="Wait before the first retry of a failed delivery; doubles with each further failure.",
+    )
     backoff_max: float = opt(3600.0, parse=parse_duration, doc="Longest wait between two retries of one delivery.")
 
 

@@ -44,7 +44,7 @@ class Reply:
     content_type: bytes = b"application/json"
 
 
-STREAMING = object()   # a handler that writes and finishes the request itself returns this
+STREAMING = object()  # a handler that writes and finishes the request itself returns this
 
 
 class LimitedRequest(Request):
@@ -106,7 +106,7 @@ Handler = Callable[[Call], Any]
 @dataclass(frozen=True)
 class Route:
     method: bytes
-    parts: tuple[str, ...]   # "{name}" is a variable segment
+    parts: tuple[str, ...]  # "{name}" is a variable segment
     scope: str
     handler: Handler
     summary: str = ""
@@ -171,7 +171,8 @@ class ApiResource(Resource):
 
     def render(self, request: Request) -> Any:
         request.notifyFinish().addBoth(
-            lambda _: API_REQUESTS.labels(getattr(request, "sidecar_route", "unmatched"), str(request.code)).inc())
+            lambda _: API_REQUESTS.labels(getattr(request, "sidecar_route", "unmatched"), str(request.code)).inc()
+        )
         try:
             call = self._prepare(request)
         except ApiError as e:
@@ -182,8 +183,9 @@ class ApiResource(Resource):
         finished: list[bool] = []
         request.notifyFinish().addBoth(lambda _: finished.append(True))
         d = maybeDeferred(call[0].handler, call[1])
-        d.addCallbacks(lambda result: self._done(request, result, finished),
-                       lambda f: self._failed(request, f, finished))
+        d.addCallbacks(
+            lambda result: self._done(request, result, finished), lambda f: self._failed(request, f, finished)
+        )
         return NOT_DONE_YET
 
     def _prepare(self, request: Request) -> tuple[Route, Call]:
@@ -195,11 +197,17 @@ class ApiResource(Resource):
         request.sidecar_route = f"{route.method.decode()} /" + "/".join(route.parts)  # type: ignore[attr-defined]
         ident = self.api.auth.identify(request.getHeader(b"authorization"))
         if ident is None:
-            raise ApiError(401, "missing or invalid bearer token" if self.api.auth else
-                           "the API is disabled: no [[api.tokens]] configured", "authorization")
+            raise ApiError(
+                401,
+                "missing or invalid bearer token"
+                if self.api.auth
+                else "the API is disabled: no [[api.tokens]] configured",
+                "authorization",
+            )
         if not TokenAuth.allows(ident[0], route.scope):
-            raise ApiError(403, f"token {ident[1]!r} has scope {ident[0]}; this call needs {route.scope}",
-                           "authorization")
+            raise ApiError(
+                403, f"token {ident[1]!r} has scope {ident[0]}; this call needs {route.scope}", "authorization"
+            )
         if getattr(request, "too_big", False):
             raise ApiError(413, f"request body larger than api.max_body ({self.api.cfg.api.max_body} bytes)", "body")
         params: dict[str, str] = {}
@@ -234,7 +242,6 @@ class ApiResource(Resource):
         elif isinstance(err, (InvalidParameter, InvalidValue)):
             write_json(request, 400, error_body(err.message, err.field))
         else:
-            log.error("API %s %s failed: %s", request.method.decode(), request.path.decode("latin-1"),
-                      f.getTraceback())
+            log.error("API %s %s failed: %s", request.method.decode(), request.path.decode("latin-1"), f.getTraceback())
             code = 503 if "OperationalError" in type(err).__name__ else 500
             write_json(request, code, error_body(f"internal error: {type(err).__name__}"))

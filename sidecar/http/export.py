@@ -31,15 +31,30 @@ def format_chunk(rows: list[Any], fmt: str, header: bool) -> bytes:
         w = csv.writer(buf, lineterminator="\r\n")
         if header:
             w.writerow(CSV_FIELDS)
-        esc = csv_escape   # a cell a spreadsheet would run as a formula gets a leading ' (import takes it off)
-        w.writerows((esc(r[1]), esc(r[2]), esc(r[3]), esc(r[4] or ""), iso(r[5]), iso(r[6]), esc(r[7]),
-                     esc(r[8] or "")) for r in rows)
+        esc = csv_escape  # a cell a spreadsheet would run as a formula gets a leading ' (import takes it off)
+        w.writerows(
+            (esc(r[1]), esc(r[2]), esc(r[3]), esc(r[4] or ""), iso(r[5]), iso(r[6]), esc(r[7]), esc(r[8] or ""))
+            for r in rows
+        )
     else:
         dumps = json.dumps
         for r in rows:
-            buf.write(dumps({"address": r[1], "tenant": r[2], "reason": r[3], "category": r[4],
-                             "created_at": iso(r[5]), "expires_at": iso(r[6]) or None, "source": r[7],
-                             "note": r[8], "active": bool(r[9])}, separators=(",", ":")))
+            buf.write(
+                dumps(
+                    {
+                        "address": r[1],
+                        "tenant": r[2],
+                        "reason": r[3],
+                        "category": r[4],
+                        "created_at": iso(r[5]),
+                        "expires_at": iso(r[6]) or None,
+                        "source": r[7],
+                        "note": r[8],
+                        "active": bool(r[9]),
+                    },
+                    separators=(",", ":"),
+                )
+            )
             buf.write("\n")
     return buf.getvalue().encode("utf-8")
 

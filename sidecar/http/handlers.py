@@ -81,10 +81,15 @@ def suppression_filter(c: Call) -> q.SuppressionFilter:
     prefix = p_str(c, "prefix")
     if prefix and not c.api.cfg.suppression.local_part_case_sensitive:
         prefix = prefix.lower()
-    return q.SuppressionFilter(reason=p_str(c, "reason", 64), category=p_str(c, "category", 32),
-                               tenant=p_str(c, "tenant", 255), since=when(c.params.get("since"), "since"),
-                               until=when(c.params.get("until"), "until"), prefix=prefix or None,
-                               active=None if active == "all" else active == "true")
+    return q.SuppressionFilter(
+        reason=p_str(c, "reason", 64),
+        category=p_str(c, "category", 32),
+        tenant=p_str(c, "tenant", 255),
+        since=when(c.params.get("since"), "since"),
+        until=when(c.params.get("until"), "until"),
+        prefix=prefix or None,
+        active=None if active == "all" else active == "true",
+    )
 
 
 def cursor(c: Call) -> int:
@@ -100,8 +105,13 @@ def page(items: list[Any], nxt: int | None) -> dict[str, Any]:
 
 @inlineCallbacks
 def list_suppressions(c: Call) -> Any:
-    rows, nxt = yield c.api.run(q.page_suppressions, c.api.engine, suppression_filter(c),
-                                q.decode_cursor(c.params.get("cursor")), p_int(c, "limit", 100, 1, q.MAX_PAGE))
+    rows, nxt = yield c.api.run(
+        q.page_suppressions,
+        c.api.engine,
+        suppression_filter(c),
+        q.decode_cursor(c.params.get("cursor")),
+        p_int(c, "limit", 100, 1, q.MAX_PAGE),
+    )
     return {"items": [q.suppression_dict(r) for r in rows], "next_cursor": q.encode_cursor(nxt)}
 
 
@@ -124,9 +134,16 @@ def add_suppression(c: Call) -> Any:
     tenant = body_str(data, "tenant", "", 255) or ""
     reason = body_str(data, "reason", "manual", 64) or "manual"
     expires = when(data.get("expires_at"), "expires_at", past=False)
-    yield c.api.run(c.api.store.add, addr, tenant=tenant, reason=reason,
-                    category=body_str(data, "category", None, 32), note=body_str(data, "note", None, 4000),
-                    source="api", expires_at=expires)
+    yield c.api.run(
+        c.api.store.add,
+        addr,
+        tenant=tenant,
+        reason=reason,
+        category=body_str(data, "category", None, 32),
+        note=body_str(data, "note", None, 4000),
+        source="api",
+        expires_at=expires,
+    )
     rows = yield c.api.run(c.api.store.get, addr)
     row = next(r for r in rows if r.tenant == tenant)
     return Reply(201, q.suppression_dict(row))
@@ -163,11 +180,15 @@ def _jsonl_rows(fh: IO[str]) -> Iterator[dict[str, str]]:
 @inlineCallbacks
 def import_suppressions(c: Call) -> Any:
     ctype = (c.request.getHeader(b"content-type") or b"").decode("latin-1").split(";")[0].strip()
-    fmt = p_choice(c, "format", ("csv", "jsonl"), "jsonl" if ctype in ("application/x-ndjson",
-                                                                         "application/jsonl") else "csv")
+    fmt = p_choice(
+        c, "format", ("csv", "jsonl"), "jsonl" if ctype in ("application/x-ndjson", "application/jsonl") else "csv"
+    )
     kw: dict[str, Any] = {
-        "default_reason": p_str(c, "reason", 64) or "imported", "default_tenant": p_str(c, "tenant", 255) or "",
-        "default_expires": when(c.params.get("expires_at"), "expires_at", past=False), "source": "api"}
+        "default_reason": p_str(c, "reason", 64) or "imported",
+        "default_tenant": p_str(c, "tenant", 255) or "",
+        "default_expires": when(c.params.get("expires_at"), "expires_at", past=False),
+        "source": "api",
+    }
 
     def work() -> int:
         content: Any = c.request.content
@@ -180,7 +201,7 @@ def import_suppressions(c: Call) -> Any:
         n = yield c.api.run(work)
     except ImportIncomplete as e:
         raise ApiError(500, str(e), "body") from None
-    except (ValueError, UnicodeDecodeError, csv.Error) as e:   # nothing was written
+    except (ValueError, UnicodeDecodeError, csv.Error) as e:  # nothing was written
         raise ApiError(400, str(e), "body") from None
     return {"imported": n}
 
@@ -203,9 +224,14 @@ def export_suppressions(c: Call) -> Any:
 def list_events(c: Call) -> Any:
     kind = p_choice(c, "kind", q.EVENT_KINDS)
     addr = address(c, c.params["address"]) if c.params.get("address") else None
-    flt = q.EventFilter(kind=kind, address=addr, tenant=p_str(c, "tenant", 255),
-                        category=p_str(c, "category", 32), since=when(c.params.get("since"), "since"),
-                        until=when(c.params.get("until"), "until"))
+    flt = q.EventFilter(
+        kind=kind,
+        address=addr,
+        tenant=p_str(c, "tenant", 255),
+        category=p_str(c, "category", 32),
+        since=when(c.params.get("since"), "since"),
+        until=when(c.params.get("until"), "until"),
+    )
     rows, nxt = yield c.api.run(q.page_events, c.api.engine, flt, cursor(c), p_int(c, "limit", 100, 1, q.MAX_PAGE))
     return page(rows, nxt)
 
@@ -251,8 +277,8 @@ def _redis_usage(cfg: Any, key: str) -> list[dict[str, Any]]:
 
 @inlineCallbacks
 def get_limit(c: Call) -> Any:
-    key = c.vars["key"]   # checked as stored text by q.limit_usage
-    if c.api.cfg.ratelimit.backend == "redis":   # the cluster-wide counters (blocking client, in the pool)
+    key = c.vars["key"]  # checked as stored text by q.limit_usage
+    if c.api.cfg.ratelimit.backend == "redis":  # the cluster-wide counters (blocking client, in the pool)
         windows = yield c.api.run(_redis_usage, c.api.cfg, key)
     else:
         windows = yield c.api.run(q.limit_usage, c.api.cfg, key, _live_tats(c, key), c.api.engine)
@@ -264,7 +290,7 @@ def reset_limit(c: Call) -> Any:
     from sidecar.store.counters import reset_key
 
     key = c.vars["key"]
-    windows = len(q.limit_usage(c.api.cfg, key, {}, c.api.engine))   # validates the key
+    windows = len(q.limit_usage(c.api.cfg, key, {}, c.api.engine))  # validates the key
     n = yield c.api.run(reset_key, c.api.engine, key, time.time())
     if c.api.limiter is not None:
         c.api.limiter.reset(key)
@@ -281,8 +307,10 @@ def reset_limit(c: Call) -> Any:
 
 @inlineCallbacks
 def get_webhooks(c: Call) -> Any:
-    subs = [{"name": s.name, "url": redact_url(s.url), "events": sorted(s.events)}
-            for s in outbox.subscriptions(c.api.cfg.webhooks.subscriptions)]
+    subs = [
+        {"name": s.name, "url": redact_url(s.url), "events": sorted(s.events)}
+        for s in outbox.subscriptions(c.api.cfg.webhooks.subscriptions)
+    ]
     summary = yield c.api.run(outbox.summary, c.api.engine)
     cursors = yield c.api.run(outbox.cursors, c.api.engine)
     return {"subscriptions": subs, "deliveries": summary, "cursors": cursors}
@@ -291,10 +319,16 @@ def get_webhooks(c: Call) -> Any:
 @inlineCallbacks
 def list_deliveries(c: Call) -> Any:
     limit = p_int(c, "limit", 100, 1, q.MAX_PAGE)
-    rows = yield c.api.run(outbox.list_deliveries, c.api.engine, subscription=p_str(c, "subscription", 255),
-                           status=p_choice(c, "status", outbox.STATUSES),
-                           event_type=p_choice(c, "event_type", WEBHOOK_EVENTS),
-                           address=p_str(c, "address", 512), after_id=cursor(c), limit=limit + 1)
+    rows = yield c.api.run(
+        outbox.list_deliveries,
+        c.api.engine,
+        subscription=p_str(c, "subscription", 255),
+        status=p_choice(c, "status", outbox.STATUSES),
+        event_type=p_choice(c, "event_type", WEBHOOK_EVENTS),
+        address=p_str(c, "address", 512),
+        after_id=cursor(c),
+        limit=limit + 1,
+    )
     nxt = rows[limit - 1]["id"] if len(rows) > limit else None
     return page(rows[:limit], nxt)
 
@@ -317,8 +351,15 @@ def redeliver(c: Call) -> Any:
     if status not in (None, "delivered", "dead"):
         raise ApiError(400, "expected delivered or dead (or leave out for both)", "status")
     sub = body_str(data, "subscription", None, 255)
-    n = yield c.api.run(outbox.redeliver, c.api.engine, from_id=ids["from_id"], to_id=ids["to_id"],
-                        subscription=sub, status=status, now=time.time())
+    n = yield c.api.run(
+        outbox.redeliver,
+        c.api.engine,
+        from_id=ids["from_id"],
+        to_id=ids["to_id"],
+        subscription=sub,
+        status=status,
+        now=time.time(),
+    )
     return {"queued": n}
 
 

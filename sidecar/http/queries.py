@@ -52,7 +52,7 @@ class SuppressionFilter:
     since: float | None = None
     until: float | None = None
     prefix: str | None = None
-    active: bool | None = True   # None: both
+    active: bool | None = True  # None: both
 
     def apply(self, q: Select[Any]) -> Select[Any]:
         if self.active is not None:
@@ -96,8 +96,9 @@ def decode_cursor(value: str | None) -> Any:
     raise InvalidParameter("cursor", "not a cursor returned by this API (next_cursor)")
 
 
-def page_suppressions(engine: Engine, f: SuppressionFilter, after: Any = 0,
-                      limit: int = 100) -> tuple[list[SuppressionRow], Any]:
+def page_suppressions(
+    engine: Engine, f: SuppressionFilter, after: Any = 0, limit: int = 100
+) -> tuple[list[SuppressionRow], Any]:
     """(rows, next cursor key or None): ordered by id, or by (address, tenant) with a prefix filter
     (so the address index serves both the range and the order)."""
     q = f.apply(select(*Suppression.__table__.c))
@@ -117,8 +118,16 @@ def page_suppressions(engine: Engine, f: SuppressionFilter, after: Any = 0,
 
 def export_chunk(engine: Engine, f: SuppressionFilter, after: int, limit: int) -> list[Any]:
     """Raw tuples (id, address, tenant, reason, category, created_at, expires_at, source, note, active)."""
-    q = f.apply(select(S.id, S.address, S.tenant, S.reason, S.category, S.created_at, S.expires_at, S.source,
-                       S.note, S.active)).where(S.id > after).order_by(S.id).limit(limit)
+    q = (
+        f.apply(
+            select(
+                S.id, S.address, S.tenant, S.reason, S.category, S.created_at, S.expires_at, S.source, S.note, S.active
+            )
+        )
+        .where(S.id > after)
+        .order_by(S.id)
+        .limit(limit)
+    )
     with engine.connect() as conn:
         return list(conn.execute(q).all())
 
@@ -128,47 +137,87 @@ def suppression_dict(r: SuppressionRow) -> dict[str, Any]:
 
 
 def event_dict(m: Any) -> dict[str, Any]:
-    out = {k: m[k] for k in ("id", "kind", "address", "tenant", "category", "reason", "hard", "status", "action",
-                             "remote_mta", "diagnostic", "decision", "message_id")}
+    out = {
+        k: m[k]
+        for k in (
+            "id",
+            "kind",
+            "address",
+            "tenant",
+            "category",
+            "reason",
+            "hard",
+            "status",
+            "action",
+            "remote_mta",
+            "diagnostic",
+            "decision",
+            "message_id",
+        )
+    }
     out["created_at"] = iso(m["created_at"])
     return out
 
 
 def message_meta(m: Any) -> dict[str, Any]:
-    return {"id": m["id"], "received_at": iso(m["received_at"]), "queue_id": m["queue_id"],
-            "envelope_sender": m["envelope_sender"], "envelope_recipient": m["envelope_recipient"],
-            "size": m["size"], "state": m["state"], "kind": m["kind"], "raw": f"/messages/{m['id']}"}
+    return {
+        "id": m["id"],
+        "received_at": iso(m["received_at"]),
+        "queue_id": m["queue_id"],
+        "envelope_sender": m["envelope_sender"],
+        "envelope_recipient": m["envelope_recipient"],
+        "size": m["size"],
+        "state": m["state"],
+        "kind": m["kind"],
+        "raw": f"/messages/{m['id']}",
+    }
 
 
 def why(engine: Engine, address: str, history: int = 50) -> dict[str, Any] | None:
     """Every suppression row for ``address`` with the events (and messages) that caused it, and history."""
     sup = Suppression.__table__
     with engine.connect() as conn:
-        rows = [SuppressionRow(*r) for r in conn.execute(select(*sup.c).where(S.address == address)
-                                                         .order_by(S.tenant))]
+        rows = [SuppressionRow(*r) for r in conn.execute(select(*sup.c).where(S.address == address).order_by(S.tenant))]
         if not rows:
             return None
         out = []
         for r in rows:
-            cause_q = (select(Event.__table__).join(SuppressionCause.__table__, SuppressionCause.event_id == E.id)
-                       .where(SuppressionCause.suppression_id == r.id).order_by(E.id))
+            cause_q = (
+                select(Event.__table__)
+                .join(SuppressionCause.__table__, SuppressionCause.event_id == E.id)
+                .where(SuppressionCause.suppression_id == r.id)
+                .order_by(E.id)
+            )
             causes = [event_dict(e._mapping) for e in conn.execute(cause_q)]
             mids = sorted({c["message_id"] for c in causes if c["message_id"] is not None})
             msgs = {}
             if mids:
-                mq = select(*[c for c in RawMessage.__table__.c if c.name != "content"]).where(
-                    RawMessage.id.in_(mids))
+                mq = select(*[c for c in RawMessage.__table__.c if c.name != "content"]).where(RawMessage.id.in_(mids))
                 msgs = {m.id: message_meta(m._mapping) for m in conn.execute(mq)}
             for c in causes:
                 c["message"] = msgs.get(c["message_id"])
             out.append({**suppression_dict(r), "causes": causes})
         ch = Change.__table__.c
-        hist = conn.execute(select(ch.id, ch.tenant, ch.active, ch.reason, ch.changed_at)
-                            .where(ch.kind == "suppression", ch.address == address)
-                            .order_by(ch.id.desc()).limit(history)).all()
-    return {"address": address, "suppressions": out,
-            "history": [{"change_id": h.id, "tenant": h.tenant, "action": "added" if h.active else "removed",
-                         "reason": h.reason, "at": iso(h.changed_at)} for h in reversed(hist)]}
+        hist = conn.execute(
+            select(ch.id, ch.tenant, ch.active, ch.reason, ch.changed_at)
+            .where(ch.kind == "suppression", ch.address == address)
+            .order_by(ch.id.desc())
+            .limit(history)
+        ).all()
+    return {
+        "address": address,
+        "suppressions": out,
+        "history": [
+            {
+                "change_id": h.id,
+                "tenant": h.tenant,
+                "action": "added" if h.active else "removed",
+                "reason": h.reason,
+                "at": iso(h.changed_at),
+            }
+            for h in reversed(hist)
+        ],
+    }
 
 
 def raw_message(engine: Engine, message_id: int) -> bytes | None:
@@ -187,8 +236,12 @@ class EventFilter:
     until: float | None = None
 
     def apply(self, q: Select[Any]) -> Select[Any]:
-        for col, v in ((E.kind, self.kind), (E.address, self.address), (E.tenant, self.tenant),
-                       (E.category, self.category)):
+        for col, v in (
+            (E.kind, self.kind),
+            (E.address, self.address),
+            (E.tenant, self.tenant),
+            (E.category, self.category),
+        ):
             if v is not None:
                 q = q.where(col == v)
         if self.since is not None:
@@ -198,8 +251,12 @@ class EventFilter:
         return q
 
 
-def page_events(engine: Engine, f: EventFilter, after: int = 0, limit: int = 100,
-                ) -> tuple[list[dict[str, Any]], int | None]:
+def page_events(
+    engine: Engine,
+    f: EventFilter,
+    after: int = 0,
+    limit: int = 100,
+) -> tuple[list[dict[str, Any]], int | None]:
     q = f.apply(select(Event.__table__)).where(E.id > after).order_by(E.id).limit(limit + 1)
     with engine.connect() as conn:
         rows = [event_dict(r._mapping) for r in conn.execute(q)]
@@ -210,26 +267,40 @@ def page_events(engine: Engine, f: EventFilter, after: int = 0, limit: int = 100
 
 def stats(engine: Engine, since: float, until: float) -> dict[str, Any]:
     """Counts over [since, until): events by kind, category and tenant; suppressions added by category and tenant."""
-    eq = (select(E.kind, E.category, E.tenant, func.count()).where(E.created_at >= since, E.created_at < until)
-          .group_by(E.kind, E.category, E.tenant).order_by(E.kind, E.category, E.tenant))
-    sq = (select(S.category, S.tenant, func.count()).where(S.created_at >= since, S.created_at < until)
-          .group_by(S.category, S.tenant).order_by(S.category, S.tenant))
+    eq = (
+        select(E.kind, E.category, E.tenant, func.count())
+        .where(E.created_at >= since, E.created_at < until)
+        .group_by(E.kind, E.category, E.tenant)
+        .order_by(E.kind, E.category, E.tenant)
+    )
+    sq = (
+        select(S.category, S.tenant, func.count())
+        .where(S.created_at >= since, S.created_at < until)
+        .group_by(S.category, S.tenant)
+        .order_by(S.category, S.tenant)
+    )
     with engine.connect() as conn:
         ev = [{"kind": k, "category": c, "tenant": t, "count": n} for k, c, t, n in conn.execute(eq)]
         su = [{"category": c, "tenant": t, "count": n} for c, t, n in conn.execute(sq)]
         active = conn.execute(select(func.count()).select_from(Suppression).where(S.active.is_(True))).scalar_one()
-    return {"since": iso(since), "until": iso(until), "events": ev, "suppressions_added": su,
-            "active_suppressions": active}
+    return {
+        "since": iso(since),
+        "until": iso(until),
+        "events": ev,
+        "suppressions_added": su,
+        "active_suppressions": active,
+    }
 
 
-def limit_usage(cfg: Any, key: str, tats: Mapping[str, float | None] | None, engine: Engine | None,
-                now: float | None = None) -> list[dict[str, Any]]:
+def limit_usage(
+    cfg: Any, key: str, tats: Mapping[str, float | None] | None, engine: Engine | None, now: float | None = None
+) -> list[dict[str, Any]]:
     """Use and remaining quota per window of ``key`` (RULE:VALUE); ``tats`` from a live limiter, else the DB."""
     from sidecar import ratelimit
     from sidecar.policy.limits import compile_rule, human_duration
     from sidecar.store.counters import counters_for
 
-    check_text("key", key, 512)   # stored by a reset (the change feed's limit-reset rows)
+    check_text("key", key, 512)  # stored by a reset (the change feed's limit-reset rows)
     name = key.partition(":")[0]
     rule = next((compile_rule(r) for r in cfg.ratelimit.rules if r.name == name), None)
     if rule is None or ":" not in key:
@@ -243,6 +314,17 @@ def limit_usage(cfg: Any, key: str, tats: Mapping[str, float | None] | None, eng
     out = []
     for i, w in enumerate(rule.windows):
         used, remaining = ratelimit.usage(w, tats.get(f"{key}#{i}"), now)
-        out.append({"key": key, "rule": name, "window": f"{w.rate}/{human_duration(w.per)}", "rate": w.rate,
-                    "per": w.per, "burst": w.burst, "capacity": w.capacity, "used": used, "remaining": remaining})
+        out.append(
+            {
+                "key": key,
+                "rule": name,
+                "window": f"{w.rate}/{human_duration(w.per)}",
+                "rate": w.rate,
+                "per": w.per,
+                "burst": w.burst,
+                "capacity": w.capacity,
+                "used": used,
+                "remaining": remaining,
+            }
+        )
     return out

@@ -22,11 +22,16 @@ log = logging.getLogger("sidecar.policy")
 
 
 class PolicyEngine:
-    def __init__(self, cfg: Config, index: SuppressionIndex, limiter: RateLimiter,
-                 on_ratelimit: Callable[[str, str, float], None] | None = None,
-                 record: Callable[[str, str, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        index: SuppressionIndex,
+        limiter: RateLimiter,
+        on_ratelimit: Callable[[str, str, float], None] | None = None,
+        record: Callable[[str, str, float], None] | None = None,
+    ) -> None:
         self.index = index
-        self.record = record   # (tenant, recipient, now) for each recipient let through
+        self.record = record  # (tenant, recipient, now) for each recipient let through
         self.on_ratelimit = on_ratelimit
         self.limiter = limiter
         s = cfg.suppression
@@ -35,7 +40,7 @@ class PolicyEngine:
         self.tenant_from = s.tenant_from
         self._suppressed = metrics.SUPPRESSED
         self._rejections: dict[str, object] = {}
-        self._check_limits = limiter.check if limiter else None   # rules are fixed at start
+        self._check_limits = limiter.check if limiter else None  # rules are fixed at start
 
     def tenant(self, attrs: Mapping[str, str], sender: str | None = None) -> str:
         how = self.tenant_from
@@ -64,7 +69,7 @@ class PolicyEngine:
                 if index.tenant_scoped:
                     tenant = self.tenant(attrs, sender)
                     entry = index.lookup(recipient, tenant, now)
-                else:   # only global suppressions: the tenant is needed for the reply alone
+                else:  # only global suppressions: the tenant is needed for the reply alone
                     entry = index.lookup(recipient, "", now)
                     tenant = self.tenant(attrs, sender) if entry is not None else ""
                 if entry is not None:
@@ -76,7 +81,7 @@ class PolicyEngine:
         if check is not None:
             hit = check(attrs, state, now)
             if hit is not None:
-                if isinstance(hit, Deferred):   # a shared (Redis) backend answers later
+                if isinstance(hit, Deferred):  # a shared (Redis) backend answers later
                     return hit.addCallback(self._limited, now)
                 return self._limited(hit, now)
         return DUNNO
@@ -89,13 +94,13 @@ class PolicyEngine:
             hit = check(attrs, state, now)
             if hit is not None:
                 if isinstance(hit, Deferred):
-                    return hit.addCallback(self._limited, now).addCallback(self._record_through, attrs,
-                                                                           recipient, sender, now)
+                    return hit.addCallback(self._limited, now).addCallback(
+                        self._record_through, attrs, recipient, sender, now
+                    )
                 action = self._limited(hit, now)
         return self._record_through(action, attrs, recipient, sender, now)
 
-    def _record_through(self, action: str, attrs: Mapping[str, str], recipient: str, sender: str,
-                        now: float) -> str:
+    def _record_through(self, action: str, attrs: Mapping[str, str], recipient: str, sender: str, now: float) -> str:
         if action is DUNNO or action.partition(" ")[0].upper() in THROUGH:
             self.record(self.tenant(attrs, sender), recipient, now)  # type: ignore[misc]
         return action
@@ -146,8 +151,9 @@ class GuardedDecider:
         if err is None:
             log.exception("error deciding policy request (answering %s): %r", self.safe_action, what)
         else:
-            log.error("error deciding policy request (answering %s): %r\n%s", self.safe_action, what,
-                      err.getTraceback())
+            log.error(
+                "error deciding policy request (answering %s): %r\n%s", self.safe_action, what, err.getTraceback()
+            )
         return self.safe_action
 
     def _done(self, action: str, t0: float, state: str) -> str:

@@ -51,7 +51,7 @@ class CompiledRule:
     def name(self) -> str:
         return self.rule.name
 
-    prefix: str = ""          # "RULE:"
+    prefix: str = ""  # "RULE:"
     plain: str | None = None  # the attribute, when the key is that one attribute as is (lower-cased)
 
     def key_value(self, attrs: Mapping[str, str]) -> str | None:
@@ -88,8 +88,9 @@ class CompiledRule:
         return any(ip in n for n in self.exempt_networks if n.version == ip.version)
 
     def reply(self, key: str, window: ratelimit.Window) -> str:
-        return self.rule.reply.format(rule=self.rule.name, rate=window.rate, per=human_duration(window.per),
-                                      key=key.partition(":")[2])
+        return self.rule.reply.format(
+            rule=self.rule.name, rate=window.rate, per=human_duration(window.per), key=key.partition(":")[2]
+        )
 
 
 def compile_rule(rule: RateLimitRule) -> CompiledRule:
@@ -100,8 +101,15 @@ def compile_rule(rule: RateLimitRule) -> CompiledRule:
         else:
             values.add(e.lower())
     plain = rule.key[0] if len(rule.key) == 1 and rule.key[0] not in _DERIVED_KEYS else None
-    return CompiledRule(rule, tuple(ratelimit.Window(w.rate, w.per, w.burst) for w in rule.limits),
-                        frozenset(values), tuple(nets), rule.count == "messages", f"{rule.name}:", plain)
+    return CompiledRule(
+        rule,
+        tuple(ratelimit.Window(w.rate, w.per, w.burst) for w in rule.limits),
+        frozenset(values),
+        tuple(nets),
+        rule.count == "messages",
+        f"{rule.name}:",
+        plain,
+    )
 
 
 class RateLimiter:
@@ -122,21 +130,23 @@ class RateLimiter:
         self._committed_max = committed_instances
         # (rule, (interval, capacity * interval) per window, consume) for the states that check:
         # RCPT consumes per-recipient rules' units, DATA only checks per-message rules
-        plan = [(r, tuple((w.interval, w.capacity * w.interval) for w in r.windows), not r.messages)
-                for r in self.rules]
+        plan = [
+            (r, tuple((w.interval, w.capacity * w.interval) for w in r.windows), not r.messages) for r in self.rules
+        ]
         self._plans = {"RCPT": plan, "DATA": [p for p in plan if p[0].messages]}
 
     def __bool__(self) -> bool:
         return bool(self.rules)
 
-    def _admit(self, rule: CompiledRule, params: tuple[tuple[float, float], ...], key: str, now: float,
-               consume: bool) -> str | None:
+    def _admit(
+        self, rule: CompiledRule, params: tuple[tuple[float, float], ...], key: str, now: float, consume: bool
+    ) -> str | None:
         """The reply when a window of ``rule`` refuses ``key`` at ``now``, else None (units consumed if ``consume``).
 
         ``params``: (interval, capacity * interval) of each window, for ``ratelimit.step``.
         """
         tats = self.state.get(key)
-        if len(params) == 1:   # the usual rule: one window
+        if len(params) == 1:  # the usual rule: one window
             interval, limit = params[0]
             new = ratelimit.step(tats[0] if tats is not None else None, now, interval, limit)
             if new is None:
@@ -165,7 +175,7 @@ class RateLimiter:
             return None
         for rule, params, consume in plan:
             plain = rule.plain
-            if plain is not None:   # key_value's one-attribute case, inlined
+            if plain is not None:  # key_value's one-attribute case, inlined
                 v = attrs.get(plain, "").lower()
                 if not v or v in rule.exempt_values:
                     continue
@@ -267,7 +277,7 @@ class RateLimiter:
         state = self.state
         for i in range(0, len(keys), step):
             n = 0
-            for k in keys[i:i + step]:
+            for k in keys[i : i + step]:
                 tats = state.get(k)
                 if tats is None:
                     continue

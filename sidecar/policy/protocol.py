@@ -36,24 +36,26 @@ class PolicyProtocol(Protocol):
         self.f = factory
         self.buf = b""
         self.waiting = False
-        self.answered = False             # has a request been answered on this connection?
+        self.answered = False  # has a request been answered on this connection?
         self._seconds = factory.clock.seconds
         self.last_seen = self._seconds()
         self.peer = "?"
         self._sock: Any = None
-        self._deadline: IDelayedCall | None = None   # set while a request is incomplete
+        self._deadline: IDelayedCall | None = None  # set while a request is incomplete
 
     def connectionMade(self) -> None:
         f = self.f
         if len(f.connections) >= f.max_connections and not f.make_room():
-            self._drop("too-many-connections", f"more than {f.max_connections} open connections, "
-                                               "all of them awaiting a decision")
+            self._drop(
+                "too-many-connections",
+                f"more than {f.max_connections} open connections, all of them awaiting a decision",
+            )
             return
         f.connections[self] = None
         metrics.POLICY_CONNECTIONS.inc()
         t = self.transport
         if getattr(t, "TLS", True) is False and hasattr(t, "_tempDataBuffer") and hasattr(t, "dataBuffer"):
-            self._sock = getattr(t, "socket", None)   # a plain TCP or UNIX connection: see _write
+            self._sock = getattr(t, "socket", None)  # a plain TCP or UNIX connection: see _write
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         self.peer = f"{getattr(peer, 'host', '')}:{getattr(peer, 'port', '')}".strip(":") or "unix"
 
@@ -65,8 +67,9 @@ class PolicyProtocol(Protocol):
                 self._deadline.cancel()
             self._deadline = None
         if self.buf.strip():
-            log.info("policy client %s went away in the middle of a request (%d bytes unanswered)",
-                     self.peer, len(self.buf))
+            log.info(
+                "policy client %s went away in the middle of a request (%d bytes unanswered)", self.peer, len(self.buf)
+            )
         self.buf = b""
 
     def _forget(self) -> None:
@@ -105,15 +108,15 @@ class PolicyProtocol(Protocol):
                     self._drop("request-too-large", f"request over {f.max_request_size} bytes")
                     return
                 self.buf = buf
-                if self._deadline is None:   # this request's first bytes: it has request_timeout to finish
+                if self._deadline is None:  # this request's first bytes: it has request_timeout to finish
                     self._deadline = f.clock.callLater(f.request_timeout, self._too_slow)
                 return
-            if self._deadline is not None:   # the request it timed is complete
+            if self._deadline is not None:  # the request it timed is complete
                 self._stop_deadline()
-            if end + 2 == len(buf):   # the usual case: exactly one request arrived
+            if end + 2 == len(buf):  # the usual case: exactly one request arrived
                 block, buf = buf[:end], b""
             else:
-                block, buf = buf[:end], buf[end + 2:]
+                block, buf = buf[:end], buf[end + 2 :]
             if end > f.max_request_size:
                 self._drop("request-too-large", f"request over {f.max_request_size} bytes")
                 return
@@ -124,7 +127,7 @@ class PolicyProtocol(Protocol):
                 self._drop(e.problem, str(e))
                 return
             self.answered = True
-            if action.__class__ is not str and not isinstance(action, str):   # a Deferred: answer when it fires
+            if action.__class__ is not str and not isinstance(action, str):  # a Deferred: answer when it fires
                 self.buf = buf
                 self.waiting = True
                 action.addCallback(self._answer_later)
@@ -144,8 +147,11 @@ class PolicyProtocol(Protocol):
     def _too_slow(self) -> None:
         self._deadline = None
         if self.connected and self.buf and not self.waiting:
-            self._drop("request-timeout", f"request not complete {self.f.request_timeout:g}s after its first "
-                                          f"byte ({len(self.buf)} bytes so far)", abort=True)
+            self._drop(
+                "request-timeout",
+                f"request not complete {self.f.request_timeout:g}s after its first byte ({len(self.buf)} bytes so far)",
+                abort=True,
+            )
 
     def _answer_later(self, action: str) -> None:
         self.waiting = False
@@ -169,7 +175,7 @@ class PolicyProtocol(Protocol):
         if sock is not None and not t.dataBuffer and not t._tempDataBuffer and t.connected and not t.disconnecting:
             try:
                 n = sock.send(reply)
-            except OSError:    # would block, interrupted, or the connection broke: Twisted sees to it
+            except OSError:  # would block, interrupted, or the connection broke: Twisted sees to it
                 n = 0
             if n == len(reply):
                 return
@@ -197,9 +203,17 @@ class PolicyFactory(Factory):
 
     noisy = False
 
-    def __init__(self, decide: Callable[[Mapping[str, str]], Any], *, max_line_length: int = 2048,
-                 max_attributes: int = 100, max_request_size: int = 65536, max_connections: int = 2000,
-                 request_timeout: float = 5.0, clock: IReactorTime | None = None) -> None:
+    def __init__(
+        self,
+        decide: Callable[[Mapping[str, str]], Any],
+        *,
+        max_line_length: int = 2048,
+        max_attributes: int = 100,
+        max_request_size: int = 65536,
+        max_connections: int = 2000,
+        request_timeout: float = 5.0,
+        clock: IReactorTime | None = None,
+    ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[no-redef]
         self.clock: Any = clock
@@ -209,7 +223,7 @@ class PolicyFactory(Factory):
         self.max_request_size = max_request_size
         self.max_connections = max_connections
         self.request_timeout = request_timeout
-        self.connections: dict[PolicyProtocol, None] = {}   # insertion-ordered: oldest connection first
+        self.connections: dict[PolicyProtocol, None] = {}  # insertion-ordered: oldest connection first
         self.replies: dict[str, bytes] = {}
 
     def reply(self, action: str) -> bytes:
@@ -235,8 +249,12 @@ class PolicyFactory(Factory):
                 return False
             victim = min(idle, key=attrgetter("last_seen"))
         state = "mid-request" if victim.buf else "idle"
-        victim._drop("evicted", f"evicted for a new connection: {self.max_connections} connections open, this "
-                                f"one {state}{'' if victim.answered else ' and never answered'}", abort=True)
+        victim._drop(
+            "evicted",
+            f"evicted for a new connection: {self.max_connections} connections open, this "
+            f"one {state}{'' if victim.answered else ' and never answered'}",
+            abort=True,
+        )
         return True
 
     def buildProtocol(self, addr: Any) -> PolicyProtocol:
@@ -260,8 +278,9 @@ class PolicyFactory(Factory):
         if not (text.startswith("request=smtpd_access_policy\n") and "\nrequest=" not in text):
             kind = req.get("request")
             if kind != "smtpd_access_policy":
-                raise BadRequest("bad-request-type",
-                                 f"request={(kind or '')[:40]!r}, expected request=smtpd_access_policy")
+                raise BadRequest(
+                    "bad-request-type", f"request={(kind or '')[:40]!r}, expected request=smtpd_access_policy"
+                )
         return req
 
     def sweep_idle(self, idle_timeout: float) -> int:

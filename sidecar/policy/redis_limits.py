@@ -71,7 +71,7 @@ end
 return out
 """
 CONNECT_TIMEOUT = 2.0
-MAX_BATCH = 100   # decisions per script call: keeps each call short for the other relays
+MAX_BATCH = 100  # decisions per script call: keeps each call short for the other relays
 
 
 def redis_key(key: str, window: int) -> str:
@@ -82,8 +82,9 @@ def redis_key(key: str, window: int) -> str:
 class RedisRateLimiter:
     """Same interface as RateLimiter.check, but answers with a Deferred while Redis is up."""
 
-    def __init__(self, local: RateLimiter, url: str, timeout: float, fallback: str, reactor: Any,
-                 pool_size: int = 1) -> None:
+    def __init__(
+        self, local: RateLimiter, url: str, timeout: float, fallback: str, reactor: Any, pool_size: int = 1
+    ) -> None:
         import txredisapi
 
         self.local = local
@@ -93,9 +94,15 @@ class RedisRateLimiter:
         self.reactor = reactor
         u = urlsplit(url)
         dbid = int(u.path.strip("/") or 0)
-        self.redis = txredisapi.lazyConnectionPool(host=u.hostname or "127.0.0.1", port=u.port or 6379,
-                                                   dbid=dbid, poolsize=pool_size, reconnect=True,
-                                                   password=u.password, connectTimeout=CONNECT_TIMEOUT)
+        self.redis = txredisapi.lazyConnectionPool(
+            host=u.hostname or "127.0.0.1",
+            port=u.port or 6379,
+            dbid=dbid,
+            poolsize=pool_size,
+            reconnect=True,
+            password=u.password,
+            connectTimeout=CONNECT_TIMEOUT,
+        )
         self._was_up: bool | None = None
         self._starting = True
         self._connect_deadline = reactor.seconds() + CONNECT_TIMEOUT
@@ -120,8 +127,9 @@ class RedisRateLimiter:
         if up != self._was_up:
             self._was_up = up
             metrics.RATELIMIT_REDIS_UP.set(1 if up else 0)
-            (log.info if up else log.warning)("Redis rate-limit backend %s", "connected" if up else
-                                              f"unavailable: fallback '{self.fallback}' applies")
+            (log.info if up else log.warning)(
+                "Redis rate-limit backend %s", "connected" if up else f"unavailable: fallback '{self.fallback}' applies"
+            )
         return up
 
     def _fallback(self, attrs: Mapping[str, str], state: str, now: float, why: str) -> Any:
@@ -140,7 +148,7 @@ class RedisRateLimiter:
             return None
         d: Deferred = Deferred()
         self._queue.append((todo, d))
-        if self._flush_call is None:   # once per reactor turn: everything read in this turn goes in one call
+        if self._flush_call is None:  # once per reactor turn: everything read in this turn goes in one call
             self._flush_call = self.reactor.callLater(0, self._flush)
         d.addTimeout(self.timeout, self.reactor)
 
@@ -176,9 +184,9 @@ class RedisRateLimiter:
     def _flush(self) -> None:
         self._flush_call = None
         queue, self._queue = self._queue, []
-        pending = [(todo, d) for todo, d in queue if not d.called]   # not timed out meanwhile
+        pending = [(todo, d) for todo, d in queue if not d.called]  # not timed out meanwhile
         for i in range(0, len(pending), MAX_BATCH):
-            batch = pending[i:i + MAX_BATCH]
+            batch = pending[i : i + MAX_BATCH]
             metrics.RATELIMIT_REDIS_BATCH.observe(len(batch))
             keys: list[str] = []
             args: list[Any] = [len(batch)]
@@ -190,13 +198,14 @@ class RedisRateLimiter:
                         args += [repr(w.interval), repr(w.capacity * w.interval)]
                         keys.append(redis_key(key, n))
             # txredisapi's eval sends EVALSHA once Redis has the script, the script again after NOSCRIPT
-            self.redis.eval(GCRA_SCRIPT, keys, args).addCallbacks(self._answer, self._failed, callbackArgs=(batch,),
-                                                                  errbackArgs=(batch,))
+            self.redis.eval(GCRA_SCRIPT, keys, args).addCallbacks(
+                self._answer, self._failed, callbackArgs=(batch,), errbackArgs=(batch,)
+            )
 
     @staticmethod
     def _answer(res: Any, batch: list[tuple[list[tuple[CompiledRule, str, int]], Deferred]]) -> None:
         for i, (todo, d) in enumerate(batch):
-            if d.called:   # timed out: the fallback has answered it
+            if d.called:  # timed out: the fallback has answered it
                 continue
             refused = int(res[2 * i])
             if refused == 0:

@@ -26,9 +26,18 @@ class RefusalLog:
         for k in done:
             rule, key, m = k
             n = self.counts.pop(k)
-            rows.append({"kind": "ratelimit", "created_at": m * 60.0, "address": key.partition(":")[2][:320],
-                         "tenant": "", "reason": rule, "category": "ratelimit", "decision": "deferred",
-                         "diagnostic": f"{n} request(s) refused by rate limit {rule} for {key} in this minute"})
+            rows.append(
+                {
+                    "kind": "ratelimit",
+                    "created_at": m * 60.0,
+                    "address": key.partition(":")[2][:320],
+                    "tenant": "",
+                    "reason": rule,
+                    "category": "ratelimit",
+                    "decision": "deferred",
+                    "diagnostic": f"{n} request(s) refused by rate limit {rule} for {key} in this minute",
+                }
+            )
         return rows
 
     def put_back(self, rows: list[dict[str, Any]]) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 log = logging.getLogger("sidecar.policy")
 
 _split_attribute = methodcaller("split", "=", 1)
-_NEEDLES: dict[str, str] = {}   # attribute name -> "\nname="
+_NEEDLES: dict[str, str] = {}  # attribute name -> "\nname="
 
 # The longest action value sent, in bytes: Postfix passes a "550 ..." action's text on as the
 # SMTP reply, and RFC 5321 (4.5.3.1.5) bounds a reply line at 512 octets with its CRLF.

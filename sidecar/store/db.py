@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 log = logging.getLogger("sidecar.store")
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-PG_CONNECT_TIMEOUT = 10   # seconds
+PG_CONNECT_TIMEOUT = 10  # seconds
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -52,8 +52,9 @@ def make_engine(url: str, *, create_dir: bool = True, pool_size: int = 5) -> Eng
 
         return engine
     # A host that drops packets must not hold start-up (or a database thread) for the TCP timeout.
-    return create_engine(url, pool_size=pool_size, pool_pre_ping=True,
-                         connect_args={"connect_timeout": PG_CONNECT_TIMEOUT})
+    return create_engine(
+        url, pool_size=pool_size, pool_pre_ping=True, connect_args={"connect_timeout": PG_CONNECT_TIMEOUT}
+    )
 
 
 def dialect_insert(conn: Connection, table: Any) -> Any:
@@ -72,16 +73,16 @@ def create_private(path: str) -> None:
     """
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DB_FILE_MODE)
-    except OSError:   # exists already; or cannot be created, which SQLite then reports itself
+    except OSError:  # exists already; or cannot be created, which SQLite then reports itself
         return
     try:
-        os.fchmod(fd, DB_FILE_MODE)   # whatever the umask
+        os.fchmod(fd, DB_FILE_MODE)  # whatever the umask
     finally:
         os.close(fd)
 
 
 # pg_advisory_xact_lock key for schema upgrades: any constant, the same in every process.
-UPGRADE_LOCK = 0x73696465636172   # "sidecar"
+UPGRADE_LOCK = 0x73696465636172  # "sidecar"
 
 
 def _alembic_config(engine: Engine):  # type: ignore[no-untyped-def]
@@ -100,14 +101,14 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
     cfg = _alembic_config(engine)
     if revision == "head" and current_revision(engine) in ScriptDirectory.from_config(cfg).get_heads():
-        return   # the usual case, without taking the lock: nothing to do
+        return  # the usual case, without taking the lock: nothing to do
     with engine.begin() as conn:
         # One upgrade at a time: several relays (or serve and `sidecar db upgrade`) starting
         # together would otherwise all create the same tables. Held until commit.
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({UPGRADE_LOCK})")
         elif conn.dialect.name == "sqlite":
-            conn.exec_driver_sql("BEGIN IMMEDIATE")   # the write lock now; others wait (busy_timeout)
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock now; others wait (busy_timeout)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 

@@ -40,8 +40,10 @@ class Suppression(Base):
     """Current state of one (address, tenant) pair; tenant "" means global."""
 
     __tablename__ = "suppressions"
-    __table_args__ = (UniqueConstraint("address", "tenant", name="uq_suppressions_address_tenant"),
-                      Index("ix_suppressions_created_at", "created_at"))
+    __table_args__ = (
+        UniqueConstraint("address", "tenant", name="uq_suppressions_address_tenant"),
+        Index("ix_suppressions_created_at", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     address: Mapped[str] = mapped_column(String(320))
@@ -115,8 +117,9 @@ class Event(Base):
     remote_mta: Mapped[str | None] = mapped_column(String(255), nullable=True)
     diagnostic: Mapped[str | None] = mapped_column(Text, nullable=True)
     decision: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    message_id: Mapped[int | None] = mapped_column(ForeignKey("raw_messages.id", ondelete="SET NULL"),
-                                                   nullable=True, index=True)
+    message_id: Mapped[int | None] = mapped_column(
+        ForeignKey("raw_messages.id", ondelete="SET NULL"), nullable=True, index=True
+    )
 
 
 class SuppressionCause(Base):
@@ -150,9 +153,11 @@ class WebhookDelivery(Base):
     """
 
     __tablename__ = "webhook_deliveries"
-    __table_args__ = (UniqueConstraint("subscription", "source", "source_id", name="uq_webhook_deliveries_source"),
-                      Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
-                      Index("ix_webhook_deliveries_order", "subscription", "address", "id"))
+    __table_args__ = (
+        UniqueConstraint("subscription", "source", "source_id", name="uq_webhook_deliveries_source"),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_order", "subscription", "address", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     subscription: Mapped[str] = mapped_column(String(255))
@@ -199,12 +204,12 @@ class RecipientFilter(Base):
 
     __tablename__ = "recipient_filters"
 
-    day: Mapped[int] = mapped_column(Integer, primary_key=True)   # days since the epoch (UTC)
+    day: Mapped[int] = mapped_column(Integer, primary_key=True)  # days since the epoch (UTC)
     node: Mapped[str] = mapped_column(String(255), primary_key=True)
-    items: Mapped[float] = mapped_column(Float)                    # estimated pairs held
+    items: Mapped[float] = mapped_column(Float)  # estimated pairs held
     updated_at: Mapped[float] = mapped_column(Float)
     # Last: SQLite reads a row's columns in order, so the stamps are read without the megabytes.
-    bits: Mapped[bytes] = mapped_column(LargeBinary)               # rbloom's save_bytes()
+    bits: Mapped[bytes] = mapped_column(LargeBinary)  # rbloom's save_bytes()
 
 
 class RecipientTenant(Base):

@@ -17,8 +17,9 @@ from sidecar.store.models import RecipientFilter, RecipientTenant
 F, T = RecipientFilter.__table__, RecipientTenant.__table__
 
 
-def flush(engine: Engine, recorder: RecipientRecorder, node: str, pending: dict[int, set[tuple[str, str]]],
-          now: float) -> int:
+def flush(
+    engine: Engine, recorder: RecipientRecorder, node: str, pending: dict[int, set[tuple[str, str]]], now: float
+) -> int:
     """Hash ``pending`` into the recorder's filters, then write every changed filter and its
     tenants. A day's filter not in memory yet starts from this node's stored row (a restart
     within the day keeps what was recorded before it). The days applied are removed from
@@ -35,13 +36,20 @@ def flush(engine: Engine, recorder: RecipientRecorder, node: str, pending: dict[
         with engine.begin() as conn:
             for day, data, items, tenants in rows:
                 ins = dialect_insert(conn, F)
-                conn.execute(ins.values(day=day, node=node, bits=data, items=items, updated_at=now)
-                             .on_conflict_do_update(index_elements=["day", "node"],   # the blob is sent once
-                                                    set_={"bits": ins.excluded.bits, "items": ins.excluded["items"],
-                                                          "updated_at": ins.excluded.updated_at}))
+                conn.execute(
+                    ins.values(day=day, node=node, bits=data, items=items, updated_at=now).on_conflict_do_update(
+                        index_elements=["day", "node"],  # the blob is sent once
+                        set_={
+                            "bits": ins.excluded.bits,
+                            "items": ins.excluded["items"],
+                            "updated_at": ins.excluded.updated_at,
+                        },
+                    )
+                )
                 if tenants:
-                    conn.execute(dialect_insert(conn, T).on_conflict_do_nothing(),
-                                 [{"day": day, "tenant": t} for t in tenants])
+                    conn.execute(
+                        dialect_insert(conn, T).on_conflict_do_nothing(), [{"day": day, "tenant": t} for t in tenants]
+                    )
         recorder.saved([r[0] for r in rows], now)
     return added
 
@@ -71,12 +79,23 @@ class StoredRecipients:
     def refresh(self, now: float) -> None:
         lo, hi = first_day(now, self.retention), day_of(now)
         with self.engine.connect() as conn:
-            stamps = {(d, n): at for d, n, at in conn.execute(
-                select(F.c.day, F.c.node, F.c.updated_at).where(F.c.day >= lo, F.c.day <= hi))}
+            stamps = {
+                (d, n): at
+                for d, n, at in conn.execute(
+                    select(F.c.day, F.c.node, F.c.updated_at).where(F.c.day >= lo, F.c.day <= hi)
+                )
+            }
             stale = self.days.stale(stamps)
-            for day in stale:   # every node's filter of a day that changed, one day at a time
-                self.days.put_day(day, [(n, at, bits) for n, at, bits in conn.execute(
-                    select(F.c.node, F.c.updated_at, F.c.bits).where(F.c.day == day).order_by(F.c.node))])
+            for day in stale:  # every node's filter of a day that changed, one day at a time
+                self.days.put_day(
+                    day,
+                    [
+                        (n, at, bits)
+                        for n, at, bits in conn.execute(
+                            select(F.c.node, F.c.updated_at, F.c.bits).where(F.c.day == day).order_by(F.c.node)
+                        )
+                    ],
+                )
             tenants: dict[int, set[str]] = {}
             for d, t in conn.execute(select(T.c.day, T.c.tenant).where(T.c.day >= lo, T.c.day <= hi)):
                 tenants.setdefault(d, set()).add(t)

@@ -18,17 +18,21 @@ def prune(engine: Engine, now: float, days: int, batch: int = 5000) -> tuple[int
     cutoff = now - days * 86400.0
     ev = evs = 0
     with engine.begin() as conn:
-        old_events = select(Event.id).where(
-            Event.created_at < cutoff,
-            ~exists().where(SuppressionCause.event_id == Event.id)).limit(batch)
+        old_events = (
+            select(Event.id)
+            .where(Event.created_at < cutoff, ~exists().where(SuppressionCause.event_id == Event.id))
+            .limit(batch)
+        )
         while True:
             ids = [r[0] for r in conn.execute(old_events)]
             if not ids:
                 break
             ev += conn.execute(delete(Event).where(Event.id.in_(ids))).rowcount
-        old_messages = select(RawMessage.id).where(
-            RawMessage.received_at < cutoff,
-            ~exists().where(and_(Event.message_id == RawMessage.id))).limit(batch)
+        old_messages = (
+            select(RawMessage.id)
+            .where(RawMessage.received_at < cutoff, ~exists().where(and_(Event.message_id == RawMessage.id)))
+            .limit(batch)
+        )
         while True:
             ids = [r[0] for r in conn.execute(old_messages)]
             if not ids:

@@ -12,14 +12,16 @@ class AddressError(ValueError):
 
 
 # Deliberately permissive on the local part (quoted forms, UTF-8 per RFC 6531), strict on shape.
-_DOMAIN = re.compile(r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
-                     r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?$|^\[[0-9A-Fa-f:.IPv]+\]$")
+_DOMAIN = re.compile(
+    r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
+    r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?$|^\[[0-9A-Fa-f:.IPv]+\]$"
+)
 
 
 def split(address: str) -> tuple[str, str]:
     """Return (local part, domain) or raise AddressError naming what is wrong."""
     problem = control_problem(address)
-    if problem:   # even at the ends (strip() would hide CR, LF ...), even quoted: never stored, never logged raw
+    if problem:  # even at the ends (strip() would hide CR, LF ...), even quoted: never stored, never logged raw
         raise AddressError(f"{address!r}: {problem}")
     a = address.strip()
     if a.startswith("<") and a.endswith(">"):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class Entry:
     reason: str
-    date: str          # YYYY-MM-DD of creation, for the reply text
+    date: str  # YYYY-MM-DD of creation, for the reply text
     expires_at: float | None
 
 
@@ -26,7 +26,7 @@ class SuppressionIndex:
     def __init__(self, case_sensitive_local: bool = False, allowlist: tuple[str, ...] = ()) -> None:
         self.case_sensitive_local = case_sensitive_local
         self._by_tenant: dict[str, dict[str, Entry]] = {"": {}}
-        self.tenant_scoped = False   # True once any suppression for a tenant (not global) was added
+        self.tenant_scoped = False  # True once any suppression for a tenant (not global) was added
         self._entries: dict[tuple[str, str, float | None], Entry] = {}
         self._days: dict[int, str] = {}
         self._reasons: dict[str, str] = {}
@@ -80,8 +80,13 @@ class SuppressionIndex:
                 d = by_tenant[tenant] = {}
                 self.tenant_scoped = True
             # rows mostly repeat the previous one's reason and expiry within a day: skip the lookups
-            if last is None or created >= day_end or created < day_end - 86400 or last[0] != reason \
-                    or last[2] != expires:
+            if (
+                last is None
+                or created >= day_end
+                or created < day_end - 86400
+                or last[0] != reason
+                or last[2] != expires
+            ):
                 e = entry(reason, created, expires)
                 last = (reason, created, expires)
                 day_end = (created // 86400 + 1) * 86400
@@ -98,8 +103,15 @@ class SuppressionIndex:
         if d is not None:
             d.pop(self.key(address), None)
 
-    def apply(self, address: str, tenant: str, active: bool, reason: str | None,
-              created_at: float | None, expires_at: float | None) -> None:
+    def apply(
+        self,
+        address: str,
+        tenant: str,
+        active: bool,
+        reason: str | None,
+        created_at: float | None,
+        expires_at: float | None,
+    ) -> None:
         if active:
             self.put(address, tenant, reason or "suppressed", created_at or 0.0, expires_at)
         else:
@@ -137,8 +149,12 @@ class SuppressionIndex:
             if e is not None and e.expires_at is not None and e.expires_at <= now:
                 del d[k]  # type: ignore[union-attr]
                 n += 1
-        if len(heap) > 2 * len(self) + 10000:   # mostly stale records (re-puts, removals): rebuild
-            self._expiring = [(e.expires_at, t, k) for t, d in self._by_tenant.items()
-                              for k, e in d.items() if e.expires_at is not None]
+        if len(heap) > 2 * len(self) + 10000:  # mostly stale records (re-puts, removals): rebuild
+            self._expiring = [
+                (e.expires_at, t, k)
+                for t, d in self._by_tenant.items()
+                for k, e in d.items()
+                if e.expires_at is not None
+            ]
             heapq.heapify(self._expiring)
         return n

@@ -35,9 +35,19 @@ class SuppressionStoreProtocol(SuppressionSource, Protocol):
     def canonical(self, address: str) -> str:
         """The stored form of ``address``."""
 
-    def add(self, address: str, *, tenant: str = "", reason: str, category: str | None = None,
-            source: str = "manual", note: str | None = None, expires_at: float | None = None,
-            now: float | None = None, cause_event_ids: Iterable[int] = ()) -> int:
+    def add(
+        self,
+        address: str,
+        *,
+        tenant: str = "",
+        reason: str,
+        category: str | None = None,
+        source: str = "manual",
+        note: str | None = None,
+        expires_at: float | None = None,
+        now: float | None = None,
+        cause_event_ids: Iterable[int] = (),
+    ) -> int:
         """Suppress ``address`` for ``tenant`` ("" = global); returns the suppression id."""
 
     def remove(self, address: str, *, tenant: str = "", now: float | None = None) -> bool:
@@ -47,7 +57,7 @@ class SuppressionStoreProtocol(SuppressionSource, Protocol):
         """Every row (active or not) of ``address``, by tenant."""
 
 
-def _conforms() -> None:   # checked by mypy: the real store and the fake both fit the protocol
+def _conforms() -> None:  # checked by mypy: the real store and the fake both fit the protocol
     from sidecar.suppression.memory import MemorySuppressionStore
     from sidecar.suppression.store import SuppressionStore
 

@@ -24,19 +24,38 @@ class MemorySuppressionStore:
         a = canonical(address)
         return a if self.case_sensitive_local else a.lower()
 
-    def _change(self, kind: str, address: str, tenant: str, active: bool, reason: str | None = None,
-                created_at: float | None = None, expires_at: float | None = None) -> None:
+    def _change(
+        self,
+        kind: str,
+        address: str,
+        tenant: str,
+        active: bool,
+        reason: str | None = None,
+        created_at: float | None = None,
+        expires_at: float | None = None,
+    ) -> None:
         self.changes.append((len(self.changes) + 1, kind, address, tenant, active, reason, created_at, expires_at))
 
-    def add(self, address: str, *, tenant: str = "", reason: str, category: str | None = None,
-            source: str = "manual", note: str | None = None, expires_at: float | None = None,
-            now: float | None = None, cause_event_ids: Iterable[int] = ()) -> int:
+    def add(
+        self,
+        address: str,
+        *,
+        tenant: str = "",
+        reason: str,
+        category: str | None = None,
+        source: str = "manual",
+        note: str | None = None,
+        expires_at: float | None = None,
+        now: float | None = None,
+        cause_event_ids: Iterable[int] = (),
+    ) -> int:
         now = time.time() if now is None else now
         addr = self.canonical(address)
         old = self.rows.get((addr, tenant))
         sid = old.id if old is not None else len(self.rows) + 1
-        self.rows[addr, tenant] = SuppressionRow(sid, addr, tenant, reason, category, source, note, True, now, now,
-                                                 expires_at)
+        self.rows[addr, tenant] = SuppressionRow(
+            sid, addr, tenant, reason, category, source, note, True, now, now, expires_at
+        )
         self._change("suppression", addr, tenant, True, reason, now, expires_at)
         return sid
 
@@ -46,8 +65,19 @@ class MemorySuppressionStore:
         row = self.rows.get((addr, tenant))
         if row is None or not row.active:
             return False
-        self.rows[addr, tenant] = SuppressionRow(row.id, addr, tenant, row.reason, row.category, row.source,
-                                                 row.note, False, row.created_at, now, row.expires_at)
+        self.rows[addr, tenant] = SuppressionRow(
+            row.id,
+            addr,
+            tenant,
+            row.reason,
+            row.category,
+            row.source,
+            row.note,
+            False,
+            row.created_at,
+            now,
+            row.expires_at,
+        )
         self._change("suppression", addr, tenant, False)
         return True
 
@@ -63,10 +93,13 @@ class MemorySuppressionStore:
         return len(self.changes)
 
     def iter_active(self, now: float, batch: int = 20000) -> Iterator[Sequence[Any]]:
-        rows = [(r.address, r.tenant, r.reason, r.created_at, r.expires_at) for r in self.rows.values()
-                if r.active and (r.expires_at is None or r.expires_at > now)]
+        rows = [
+            (r.address, r.tenant, r.reason, r.created_at, r.expires_at)
+            for r in self.rows.values()
+            if r.active and (r.expires_at is None or r.expires_at > now)
+        ]
         for i in range(0, len(rows), batch):
-            yield rows[i:i + batch]
+            yield rows[i : i + batch]
 
     def changes_since(self, last_id: int, limit: int = 50000) -> list[Any]:
-        return self.changes[last_id:last_id + limit]
+        return self.changes[last_id : last_id + limit]

@@ -32,10 +32,16 @@ def csv_unescape(value: str) -> str:
     return value
 
 
-
-def normalise_row(r: dict[str, str], canon: Callable[[str], str], *, default_reason: str = "imported",
-                  default_tenant: str = "", default_expires: float | None = None, source: str = "import",
-                  now: float) -> tuple[str, str, str, str | None, str, str | None, float, float | None]:
+def normalise_row(
+    r: dict[str, str],
+    canon: Callable[[str], str],
+    *,
+    default_reason: str = "imported",
+    default_tenant: str = "",
+    default_expires: float | None = None,
+    source: str = "import",
+    now: float,
+) -> tuple[str, str, str, str | None, str, str | None, float, float | None]:
     """One import row checked and normalised; InvalidValue (naming the field) if it cannot be stored."""
     try:
         addr = canon(r.get("address") or "")
@@ -45,16 +51,27 @@ def normalise_row(r: dict[str, str], canon: Callable[[str], str], *, default_rea
     reason = (r.get("reason") or default_reason).strip()
     category, src, note = r.get("category") or None, r.get("source") or source, r.get("note") or None
     # one search over all of them (a million rows; limits as fields.MAX_LEN): the slow path names the field
-    if CONTROL.search(f"{tenant} {reason} {category or ''} {src} {note or ''}") or len(tenant) > 255 or \
-            len(reason) > 64 or len(category or "") > 32 or len(src) > 32 or len(note or "") > 4000:
-        for name, value in (("tenant", tenant), ("reason", reason), ("category", category), ("source", src),
-                            ("note", note)):
+    if (
+        CONTROL.search(f"{tenant} {reason} {category or ''} {src} {note or ''}")
+        or len(tenant) > 255
+        or len(reason) > 64
+        or len(category or "") > 32
+        or len(src) > 32
+        or len(note or "") > 4000
+    ):
+        for name, value in (
+            ("tenant", tenant),
+            ("reason", reason),
+            ("category", category),
+            ("source", src),
+            ("note", note),
+        ):
             check_text(name, value)
     created = parse_time(r.get("created_at"), "created_at", now=now, past=True)
-    expires = (parse_time(r["expires_at"], "expires_at", now=now, allow_never=True) if r.get("expires_at")
-               else default_expires)
-    return (addr, tenant, reason, category, src, note,
-            now if created is None else created, expires)
+    expires = (
+        parse_time(r["expires_at"], "expires_at", now=now, allow_never=True) if r.get("expires_at") else default_expires
+    )
+    return (addr, tenant, reason, category, src, note, now if created is None else created, expires)
 
 
 class Line(dict[str, str]):
@@ -71,12 +88,12 @@ class CsvRows:
         self.reader = csv.DictReader(fh)
         names = self.reader.fieldnames
         if not names or "address" not in names:
-            raise ValueError("CSV needs a header line with at least an 'address' column "
-                             f"(known columns: {', '.join(CSV_FIELDS)})")
+            raise ValueError(
+                f"CSV needs a header line with at least an 'address' column (known columns: {', '.join(CSV_FIELDS)})"
+            )
         unknown = set(names) - set(CSV_FIELDS)
         if unknown:
-            raise ValueError(f"CSV has unknown columns: {', '.join(sorted(unknown))} "
-                             f"(known: {', '.join(CSV_FIELDS)})")
+            raise ValueError(f"CSV has unknown columns: {', '.join(sorted(unknown))} (known: {', '.join(CSV_FIELDS)})")
         self.line = 1
 
     def __iter__(self) -> Iterator[dict[str, str]]:
@@ -90,8 +107,9 @@ class CsvRows:
             yield r
 
 
-def check_rows(rows: Iterable[dict[str, str]], canon: Callable[[str], str] = canonical,
-               **kw: Any) -> Iterator[tuple[Any, ...]]:
+def check_rows(
+    rows: Iterable[dict[str, str]], canon: Callable[[str], str] = canonical, **kw: Any
+) -> Iterator[tuple[Any, ...]]:
     """normalise_row over ``rows``; a bad one raises ValueError("line N: field: problem")."""
     for lineno, r in enumerate(rows, start=2):
         try:

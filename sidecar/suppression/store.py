@@ -64,10 +64,18 @@ class SuppressionRow:
     expires_at: float | None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"address": self.address, "tenant": self.tenant, "reason": self.reason, "category": self.category,
-                "source": self.source, "note": self.note, "active": self.active,
-                "created_at": iso(self.created_at), "updated_at": iso(self.updated_at),
-                "expires_at": iso(self.expires_at) or None}
+        return {
+            "address": self.address,
+            "tenant": self.tenant,
+            "reason": self.reason,
+            "category": self.category,
+            "source": self.source,
+            "note": self.note,
+            "active": self.active,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "expires_at": iso(self.expires_at) or None,
+        }
 
 
 # -- bulk import -------------------------------------------------------------------------------
@@ -82,35 +90,71 @@ PG_IMPORT_CHUNK = 50_000
 def _write_chunk(conn: Connection, rows: list[ImportRow], now: float) -> None:
     """One chunk by executemany (SQLite, or any database without COPY)."""
     ins = dialect_insert(conn, Suppression.__table__)
-    ins = ins.on_conflict_do_update(index_elements=["address", "tenant"],
-                                    set_={k: ins.excluded[k] for k in UPSERT_COLUMNS})
-    conn.execute(ins, [dict(zip(IMPORT_COLUMNS, r[:-1], strict=True), active=True, updated_at=now)
-                       for r in rows if r[-1]])
-    conn.execute(insert(Change), [
-        {"kind": "suppression", "address": r[0], "tenant": r[1], "active": True, "reason": r[2],
-         "created_at": r[6], "expires_at": r[7], "changed_at": now} for r in rows])
+    ins = ins.on_conflict_do_update(
+        index_elements=["address", "tenant"], set_={k: ins.excluded[k] for k in UPSERT_COLUMNS}
+    )
+    conn.execute(
+        ins, [dict(zip(IMPORT_COLUMNS, r[:-1], strict=True), active=True, updated_at=now) for r in rows if r[-1]]
+    )
+    conn.execute(
+        insert(Change),
+        [
+            {
+                "kind": "suppression",
+                "address": r[0],
+                "tenant": r[1],
+                "active": True,
+                "reason": r[2],
+                "created_at": r[6],
+                "expires_at": r[7],
+                "changed_at": now,
+            }
+            for r in rows
+        ],
+    )
 
 
 def _write_chunk_pg(conn: Connection, rows: list[ImportRow], now: float) -> None:
     """One chunk on PostgreSQL: COPY into a temporary table, then upsert and feed from it."""
     cols = [Column(c, Float if c.endswith("_at") else Text) for c in IMPORT_COLUMNS]
-    tmp = Table("sidecar_import", MetaData(), *cols, Column("final", Boolean), Column("seq", BigInteger),
-                prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
+    tmp = Table(
+        "sidecar_import",
+        MetaData(),
+        *cols,
+        Column("final", Boolean),
+        Column("seq", BigInteger),
+        prefixes=["TEMPORARY"],
+        postgresql_on_commit="DROP",
+    )
     tmp.create(conn)
-    raw: Any = conn.connection.driver_connection   # psycopg.Connection, in this transaction
+    raw: Any = conn.connection.driver_connection  # psycopg.Connection, in this transaction
     names = ", ".join(c.name for c in tmp.c)
     with raw.cursor() as cur, cur.copy(f"COPY sidecar_import ({names}) FROM STDIN") as copy:
         for seq, r in enumerate(rows):
             copy.write_row((*r, seq))
     ins = postgresql.insert(Suppression).from_select(
-        [*IMPORT_COLUMNS, "active", "updated_at"],
-        select(*cols, literal(True), literal(now, Float)).where(tmp.c.final))
-    conn.execute(ins.on_conflict_do_update(index_elements=["address", "tenant"],
-                                           set_={k: ins.excluded[k] for k in UPSERT_COLUMNS}))
-    conn.execute(insert(Change).from_select(   # ids in file order: a later row of an address wins
-        ["kind", "address", "tenant", "active", "reason", "created_at", "expires_at", "changed_at"],
-        select(literal("suppression"), tmp.c.address, tmp.c.tenant, literal(True), tmp.c.reason,
-               tmp.c.created_at, tmp.c.expires_at, literal(now, Float)).order_by(tmp.c.seq)))
+        [*IMPORT_COLUMNS, "active", "updated_at"], select(*cols, literal(True), literal(now, Float)).where(tmp.c.final)
+    )
+    conn.execute(
+        ins.on_conflict_do_update(
+            index_elements=["address", "tenant"], set_={k: ins.excluded[k] for k in UPSERT_COLUMNS}
+        )
+    )
+    conn.execute(
+        insert(Change).from_select(  # ids in file order: a later row of an address wins
+            ["kind", "address", "tenant", "active", "reason", "created_at", "expires_at", "changed_at"],
+            select(
+                literal("suppression"),
+                tmp.c.address,
+                tmp.c.tenant,
+                literal(True),
+                tmp.c.reason,
+                tmp.c.created_at,
+                tmp.c.expires_at,
+                literal(now, Float),
+            ).order_by(tmp.c.seq),
+        )
+    )
 
 
 class SuppressionStore:
@@ -124,38 +168,89 @@ class SuppressionStore:
         return a if self.case_sensitive_local else a.lower()
 
     # -- writes ------------------------------------------------------------------------------
-    def add(self, address: str, *, tenant: str = "", reason: str, category: str | None = None,
-            source: str = "manual", note: str | None = None, expires_at: float | None = None,
-            now: float | None = None, cause_event_ids: Iterable[int] = (), conn: Connection | None = None) -> int:
+    def add(
+        self,
+        address: str,
+        *,
+        tenant: str = "",
+        reason: str,
+        category: str | None = None,
+        source: str = "manual",
+        note: str | None = None,
+        expires_at: float | None = None,
+        now: float | None = None,
+        cause_event_ids: Iterable[int] = (),
+        conn: Connection | None = None,
+    ) -> int:
         """Suppress ``address`` (for ``tenant``, "" = global). Returns the suppression id."""
         if conn is None:
             with self.engine.begin() as c:
-                return self.add(address, tenant=tenant, reason=reason, category=category, source=source,
-                                note=note, expires_at=expires_at, now=now, cause_event_ids=cause_event_ids, conn=c)
+                return self.add(
+                    address,
+                    tenant=tenant,
+                    reason=reason,
+                    category=category,
+                    source=source,
+                    note=note,
+                    expires_at=expires_at,
+                    now=now,
+                    cause_event_ids=cause_event_ids,
+                    conn=c,
+                )
         now = time.time() if now is None else now
         addr = self.canonical(address)
-        for name, value in (("tenant", tenant), ("reason", reason), ("category", category), ("source", source),
-                            ("note", note)):
+        for name, value in (
+            ("tenant", tenant),
+            ("reason", reason),
+            ("category", category),
+            ("source", source),
+            ("note", note),
+        ):
             check_text(name, value)
         if expires_at is not None:
             check_time(expires_at, "expires_at")
-        row = dict(address=addr, tenant=tenant, reason=reason, category=category, source=source, note=note,
-                   active=True, created_at=now, updated_at=now, expires_at=expires_at)
+        row = dict(
+            address=addr,
+            tenant=tenant,
+            reason=reason,
+            category=category,
+            source=source,
+            note=note,
+            active=True,
+            created_at=now,
+            updated_at=now,
+            expires_at=expires_at,
+        )
         ins = dialect_insert(conn, Suppression.__table__).values(**row)
         ins = ins.on_conflict_do_update(
             index_elements=["address", "tenant"],
-            set_={k: ins.excluded[k] for k in ("reason", "category", "source", "note", "active",
-                                                "created_at", "updated_at", "expires_at")})
+            set_={
+                k: ins.excluded[k]
+                for k in ("reason", "category", "source", "note", "active", "created_at", "updated_at", "expires_at")
+            },
+        )
         conn.execute(ins)
-        sid = conn.execute(select(Suppression.id).where(Suppression.address == addr,
-                                                        Suppression.tenant == tenant)).scalar_one()
+        sid = conn.execute(
+            select(Suppression.id).where(Suppression.address == addr, Suppression.tenant == tenant)
+        ).scalar_one()
         ids = list(cause_event_ids)
         if ids:
-            conn.execute(dialect_insert(conn, SuppressionCause.__table__).on_conflict_do_nothing(),
-                         [{"suppression_id": sid, "event_id": e} for e in ids])
-        conn.execute(insert(Change).values(kind="suppression", address=addr, tenant=tenant, active=True,
-                                                      reason=reason, created_at=now, expires_at=expires_at,
-                                                      changed_at=now))
+            conn.execute(
+                dialect_insert(conn, SuppressionCause.__table__).on_conflict_do_nothing(),
+                [{"suppression_id": sid, "event_id": e} for e in ids],
+            )
+        conn.execute(
+            insert(Change).values(
+                kind="suppression",
+                address=addr,
+                tenant=tenant,
+                active=True,
+                reason=reason,
+                created_at=now,
+                expires_at=expires_at,
+                changed_at=now,
+            )
+        )
         return sid
 
     def remove(self, address: str, *, tenant: str = "", now: float | None = None) -> bool:
@@ -163,19 +258,30 @@ class SuppressionStore:
         now = time.time() if now is None else now
         addr = self.canonical(address)
         with self.engine.begin() as conn:
-            res = conn.execute(update(Suppression).where(Suppression.address == addr, Suppression.tenant == tenant,
-                                                         Suppression.active.is_(True))
-                               .values(active=False, updated_at=now))
+            res = conn.execute(
+                update(Suppression)
+                .where(Suppression.address == addr, Suppression.tenant == tenant, Suppression.active.is_(True))
+                .values(active=False, updated_at=now)
+            )
             if not res.rowcount:
                 return False
-            conn.execute(insert(Change).values(kind="suppression", address=addr, tenant=tenant,
-                                                          active=False, changed_at=now))
+            conn.execute(
+                insert(Change).values(kind="suppression", address=addr, tenant=tenant, active=False, changed_at=now)
+            )
             return True
 
-    def import_rows(self, rows: Iterable[dict[str, str]], *, default_reason: str = "imported",
-                    default_tenant: str = "", default_expires: float | None = None, source: str = "import",
-                    batch: int | None = None,
-                    progress: Callable[[int], None] | None = None, now: float | None = None) -> int:
+    def import_rows(
+        self,
+        rows: Iterable[dict[str, str]],
+        *,
+        default_reason: str = "imported",
+        default_tenant: str = "",
+        default_expires: float | None = None,
+        source: str = "import",
+        batch: int | None = None,
+        progress: Callable[[int], None] | None = None,
+        now: float | None = None,
+    ) -> int:
         """Upsert many suppressions (from CSV dicts), all or nothing. Raises ValueError naming the bad line.
 
         Two passes: every row is checked first (streamed, normalised rows spooled to a temporary
@@ -200,16 +306,21 @@ class SuppressionStore:
         pg = self.engine.dialect.name == "postgresql"
         size = batch or (PG_IMPORT_CHUNK if pg else 5000)
         write = _write_chunk_pg if pg else _write_chunk
-        kw: dict[str, Any] = dict(default_reason=default_reason, default_tenant=default_tenant,
-                                  default_expires=default_expires, source=source, now=now)
+        kw: dict[str, Any] = dict(
+            default_reason=default_reason,
+            default_tenant=default_tenant,
+            default_expires=default_expires,
+            source=source,
+            now=now,
+        )
         total = 0
         with tempfile.SpooledTemporaryFile(max_size=32 << 20) as spool:
             chunk: list[ImportRow] = []
-            where: dict[tuple[str, str], int] = {}   # (address, tenant) -> its last row in chunk
+            where: dict[tuple[str, str], int] = {}  # (address, tenant) -> its last row in chunk
             for row in check_rows(rows, self.canonical, **kw):
                 key = (row[0], row[1])
                 prev = where.get(key)
-                if prev is not None:   # the later row wins
+                if prev is not None:  # the later row wins
                     chunk[prev] = (*chunk[prev][:-1], False)
                 where[key] = len(chunk)
                 chunk.append((*row, True))
@@ -231,8 +342,10 @@ class SuppressionStore:
                     if not done:
                         raise
                     log.error("import stopped after committing %d of %d rows: %s", done, total, e)
-                    raise ImportIncomplete(f"import stopped after committing {done:,} of {total:,} rows "
-                                           f"(lines 2..{done + 1}): {type(e).__name__}") from e
+                    raise ImportIncomplete(
+                        f"import stopped after committing {done:,} of {total:,} rows "
+                        f"(lines 2..{done + 1}): {type(e).__name__}"
+                    ) from e
                 done += len(part)
                 if progress:
                     progress(done)
@@ -243,9 +356,17 @@ class SuppressionStore:
         return self.import_rows(CsvRows(fh), **kw)
 
     # -- reads -------------------------------------------------------------------------------
-    def iter_rows(self, *, active_only: bool = True, tenant: str | None = None, reason: str | None = None,
-                  address_prefix: str | None = None, after_id: int = 0, limit: int | None = None,
-                  chunk: int = 10000) -> Iterator[SuppressionRow]:
+    def iter_rows(
+        self,
+        *,
+        active_only: bool = True,
+        tenant: str | None = None,
+        reason: str | None = None,
+        address_prefix: str | None = None,
+        after_id: int = 0,
+        limit: int | None = None,
+        chunk: int = 10000,
+    ) -> Iterator[SuppressionRow]:
         q = select(*[c for c in Suppression.__table__.c]).order_by(Suppression.id)
         if active_only:
             q = q.where(Suppression.active.is_(True))
@@ -272,8 +393,9 @@ class SuppressionStore:
     def get(self, address: str) -> list[SuppressionRow]:
         addr = self.canonical(address)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(*Suppression.__table__.c).where(Suppression.address == addr)
-                                .order_by(Suppression.tenant)).all()
+            rows = conn.execute(
+                select(*Suppression.__table__.c).where(Suppression.address == addr).order_by(Suppression.tenant)
+            ).all()
         return [SuppressionRow(*r) for r in rows]
 
     def export_csv(self, fh: IO[str], *, progress: Callable[[int], None] | None = None, **filters: Any) -> int:
@@ -281,8 +403,21 @@ class SuppressionStore:
         w.writerow(CSV_FIELDS)
         n = 0
         for r in self.iter_rows(**filters):
-            w.writerow([csv_escape(v) for v in (r.address, r.tenant, r.reason, r.category or "", iso(r.created_at),
-                                                iso(r.expires_at), r.source, r.note or "")])
+            w.writerow(
+                [
+                    csv_escape(v)
+                    for v in (
+                        r.address,
+                        r.tenant,
+                        r.reason,
+                        r.category or "",
+                        iso(r.created_at),
+                        iso(r.expires_at),
+                        r.source,
+                        r.note or "",
+                    )
+                ]
+            )
             n += 1
             if progress and n % 10000 == 0:
                 progress(n)
@@ -290,8 +425,9 @@ class SuppressionStore:
 
     def count(self) -> int:
         with self.engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(Suppression)
-                                .where(Suppression.active.is_(True))).scalar_one()
+            return conn.execute(
+                select(func.count()).select_from(Suppression).where(Suppression.active.is_(True))
+            ).scalar_one()
 
     # -- what the server reads ------------------------------------------------------------------
     def load_active(self, now: float) -> tuple[int, list[tuple[str, str, str, float, float | None]]]:
@@ -314,13 +450,28 @@ class SuppressionStore:
             res = conn.execution_options(stream_results=True, yield_per=batch).execute(
                 select(t.c.address, t.c.tenant, t.c.reason, t.c.created_at, t.c.expires_at)
                 .where(t.c.active.is_(True))
-                .where((t.c.expires_at.is_(None)) | (t.c.expires_at > now)))
+                .where((t.c.expires_at.is_(None)) | (t.c.expires_at > now))
+            )
             yield from res.partitions()
 
     def changes_since(self, last_id: int, limit: int = 50000) -> list[Any]:
         """Change-feed rows with id > last_id, in id order (see ChangeCursor for out-of-order commits)."""
         t = Change.__table__
         with self.engine.connect() as conn:
-            return list(conn.execute(select(t.c.id, t.c.kind, t.c.address, t.c.tenant, t.c.active, t.c.reason,
-                                            t.c.created_at, t.c.expires_at)
-                                     .where(t.c.id > last_id).order_by(t.c.id).limit(limit)).all())
+            return list(
+                conn.execute(
+                    select(
+                        t.c.id,
+                        t.c.kind,
+                        t.c.address,
+                        t.c.tenant,
+                        t.c.active,
+                        t.c.reason,
+                        t.c.created_at,
+                        t.c.expires_at,
+                    )
+                    .where(t.c.id > last_id)
+                    .order_by(t.c.id)
+                    .limit(limit)
+                ).all()
+            )

@@ -66,7 +66,7 @@ class _Bounded(Protocol):
         self.size += len(data)
         if self.size > self.limit and not self.done.called:
             self.done.callback(self.size)
-            self.abort()   # the rest is never read
+            self.abort()  # the rest is never read
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         if self.done.called:
@@ -84,8 +84,9 @@ def response_code(response: Any, limit: int = MAX_RESPONSE) -> Deferred:
     return proto.done.addCallback(lambda _size: response.code)
 
 
-def make_agent(reactor: Any, *, timeout: float, concurrency: int, ca_file: str = "",
-               persistent: bool = True) -> tuple[Any, Any]:
+def make_agent(
+    reactor: Any, *, timeout: float, concurrency: int, ca_file: str = "", persistent: bool = True
+) -> tuple[Any, Any]:
     """(agent, connection pool); with ``ca_file``, https servers are verified against those CAs only."""
     pool = HTTPConnectionPool(reactor, persistent=persistent)
     pool.maxPersistentPerHost = concurrency

@@ -39,15 +39,23 @@ class Subscription:
     url: str
     secret: str
     events: frozenset[str]
-    legacy_name: str = ""   # the full URL, an unnamed subscription's name before it was redacted
+    legacy_name: str = ""  # the full URL, an unnamed subscription's name before it was redacted
     ca_file: str = ""
 
 
 def subscriptions(cfg_subs: Iterable[Any]) -> list[Subscription]:
     """From ``cfg.webhooks.subscriptions``; the name defaults to the redacted URL."""
-    return [Subscription(s.name or redact_url(s.url), s.url, s.secret, frozenset(s.events),
-                         legacy_name="" if s.name else s.url, ca_file=s.ca_file)
-            for s in cfg_subs]
+    return [
+        Subscription(
+            s.name or redact_url(s.url),
+            s.url,
+            s.secret,
+            frozenset(s.events),
+            legacy_name="" if s.name else s.url,
+            ca_file=s.ca_file,
+        )
+        for s in cfg_subs
+    ]
 
 
 def event_payload(row: Any) -> tuple[str, str, dict[str, Any]] | None:
@@ -58,13 +66,28 @@ def event_payload(row: Any) -> tuple[str, str, dict[str, Any]] | None:
     if row.kind == "ratelimit":
         key = f"{row.reason}:{row.address or ''}"
         n = (row.diagnostic or "").split(" ", 1)[0]
-        data: dict[str, Any] = {"rule": row.reason, "key": key, "value": row.address,
-                                "refused": int(n) if n.isdigit() else None, "minute": iso(row.created_at)}
+        data: dict[str, Any] = {
+            "rule": row.reason,
+            "key": key,
+            "value": row.address,
+            "refused": int(n) if n.isdigit() else None,
+            "minute": iso(row.created_at),
+        }
         order = "ratelimit:" + key
     else:
-        data = {"address": row.address, "tenant": row.tenant, "category": row.category, "reason": row.reason,
-                "hard": row.hard, "status": row.status, "action": row.action, "remote_mta": row.remote_mta,
-                "diagnostic": row.diagnostic, "decision": row.decision, "message_id": row.message_id}
+        data = {
+            "address": row.address,
+            "tenant": row.tenant,
+            "category": row.category,
+            "reason": row.reason,
+            "hard": row.hard,
+            "status": row.status,
+            "action": row.action,
+            "remote_mta": row.remote_mta,
+            "diagnostic": row.diagnostic,
+            "decision": row.decision,
+            "message_id": row.message_id,
+        }
         order = row.address or ""
     data["event_id"] = row.id
     return etype, order, {"id": f"evt_e{row.id}", "type": etype, "created_at": iso(row.created_at), "data": data}
@@ -77,8 +100,7 @@ def change_payload(row: Any) -> tuple[str, str, dict[str, Any]] | None:
     data = {"address": row.address, "tenant": row.tenant, "change_id": row.id}
     if row.active:
         data.update(reason=row.reason, created_at=iso(row.created_at), expires_at=iso(row.expires_at) or None)
-    return etype, row.address, {"id": f"evt_c{row.id}", "type": etype, "created_at": iso(row.changed_at),
-                                "data": data}
+    return etype, row.address, {"id": f"evt_c{row.id}", "type": etype, "created_at": iso(row.changed_at), "data": data}
 
 
 SOURCES: dict[str, tuple[Any, Any, Any]] = {
@@ -97,8 +119,15 @@ class Outbox:
     the other subscriptions go on.
     """
 
-    def __init__(self, engine: Engine, subs: Sequence[Subscription], *, batch: int = 2000,
-                 max_batches: int = 10, gap_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        subs: Sequence[Subscription],
+        *,
+        batch: int = 2000,
+        max_batches: int = 10,
+        gap_timeout: float = 10.0,
+    ) -> None:
         self.engine = engine
         self.subs = list(subs)
         self.batch, self.max_batches, self.gap_timeout = batch, max_batches, gap_timeout
@@ -113,8 +142,9 @@ class Outbox:
         if row is None:
             ev = conn.execute(select(func.coalesce(func.max(Event.id), 0))).scalar_one()
             ch = conn.execute(select(func.coalesce(func.max(Change.id), 0))).scalar_one()
-            conn.execute(insert(WebhookCursor).values(subscription=sub.name, events_id=ev, changes_id=ch,
-                                                      updated_at=now))
+            conn.execute(
+                insert(WebhookCursor).values(subscription=sub.name, events_id=ev, changes_id=ch, updated_at=now)
+            )
             lows = {"e": ev, "c": ch}
         else:
             lows = {"e": row.events_id, "c": row.changes_id}
@@ -144,8 +174,9 @@ class Outbox:
                 cursor = cursors[src]
                 after = cursor.low
                 for _ in range(self.max_batches):
-                    rows: Any = conn.execute(select(table).where(table.c.id > after).order_by(table.c.id)
-                                             .limit(self.batch)).all()
+                    rows: Any = conn.execute(
+                        select(table).where(table.c.id > after).order_by(table.c.id).limit(self.batch)
+                    ).all()
                     accepted: list[Any] = cursor.accept(rows, now)
                     for r in accepted:
                         d = _derive(derive, src, r)
@@ -154,19 +185,39 @@ class Outbox:
                     if len(rows) < self.batch:
                         break
                     after = rows[-1].id
-            items.sort(key=lambda i: (i[0], i[1] != "e", i[2]))   # bounce before the suppression it caused
+            items.sort(key=lambda i: (i[0], i[1] != "e", i[2]))  # bounce before the suppression it caused
             if items:
-                ins = dialect_insert(conn, WebhookDelivery.__table__).on_conflict_do_nothing(
-                    index_elements=["subscription", "source", "source_id"]).returning(D.id)
-                res = conn.execute(ins, [
-                    {"subscription": sub.name, "event_type": etype, "source": src, "source_id": sid,
-                     "address": addr[:512], "payload": payload, "status": "dead" if error else "pending",
-                     "attempts": 0, "created_at": now, "next_attempt_at": now, "last_error": error}
-                    for _, src, sid, etype, addr, payload, error in items])
-                made += len(res.all())   # rowcount is unreliable for executemany
-            conn.execute(update(WebhookCursor).where(WebhookCursor.subscription == sub.name).values(
-                events_id=cursors["e"].low, changes_id=cursors["c"].low, updated_at=now))
-        for src, cur in cursors.items():   # committed: now the cursors may move
+                ins = (
+                    dialect_insert(conn, WebhookDelivery.__table__)
+                    .on_conflict_do_nothing(index_elements=["subscription", "source", "source_id"])
+                    .returning(D.id)
+                )
+                res = conn.execute(
+                    ins,
+                    [
+                        {
+                            "subscription": sub.name,
+                            "event_type": etype,
+                            "source": src,
+                            "source_id": sid,
+                            "address": addr[:512],
+                            "payload": payload,
+                            "status": "dead" if error else "pending",
+                            "attempts": 0,
+                            "created_at": now,
+                            "next_attempt_at": now,
+                            "last_error": error,
+                        }
+                        for _, src, sid, etype, addr, payload, error in items
+                    ],
+                )
+                made += len(res.all())  # rowcount is unreliable for executemany
+            conn.execute(
+                update(WebhookCursor)
+                .where(WebhookCursor.subscription == sub.name)
+                .values(events_id=cursors["e"].low, changes_id=cursors["c"].low, updated_at=now)
+            )
+        for src, cur in cursors.items():  # committed: now the cursors may move
             self.cursors[(sub.name, src)] = cur
         return made
 
@@ -192,8 +243,15 @@ def _derive(derive: Any, src: str, row: Any) -> tuple[str, str, str, str | None]
         d = derive(row)
         return None if d is None else (d[0], d[1] or "", json.dumps(d[2], separators=(",", ":")), None)
     except Exception as e:
-        etype = (EVENT_KINDS.get(row.kind) if src == "e" else None if row.kind != "suppression" else
-                 "suppression.added" if row.active else "suppression.removed")
+        etype = (
+            EVENT_KINDS.get(row.kind)
+            if src == "e"
+            else None
+            if row.kind != "suppression"
+            else "suppression.added"
+            if row.active
+            else "suppression.removed"
+        )
         if etype is None:
             return None
         error = f"cannot build the payload: {one_line(e)}"
@@ -208,8 +266,15 @@ def one_line(e: BaseException) -> str:
     return " ".join(f"{type(e).__name__}: {e}".split())[:500]
 
 
-def claim_due(engine: Engine, subs: Sequence[str], now: float, *, limit: int = 100, lease: float = 60.0,
-              exclude: Iterable[int] = ()) -> list[dict[str, Any]]:
+def claim_due(
+    engine: Engine,
+    subs: Sequence[str],
+    now: float,
+    *,
+    limit: int = 100,
+    lease: float = 60.0,
+    exclude: Iterable[int] = (),
+) -> list[dict[str, Any]]:
     """Pending deliveries that are due and first in line for their (subscription, address).
 
     Claimed rows get ``next_attempt_at = now + lease``, so a crash mid-delivery only delays them.
@@ -217,27 +282,53 @@ def claim_due(engine: Engine, subs: Sequence[str], now: float, *, limit: int = 1
     if not subs:
         return []
     earlier = aliased(WebhookDelivery.__table__)
-    blocked = (select(earlier.c.id).where(earlier.c.subscription == D.subscription, earlier.c.address == D.address,
-                                          earlier.c.status == "pending", earlier.c.id < D.id).exists())
+    blocked = (
+        select(earlier.c.id)
+        .where(
+            earlier.c.subscription == D.subscription,
+            earlier.c.address == D.address,
+            earlier.c.status == "pending",
+            earlier.c.id < D.id,
+        )
+        .exists()
+    )
     skip = list(exclude)
-    q = (select(D.id, D.subscription, D.event_type, D.payload, D.attempts, D.created_at, D.address)
-         .where(D.status == "pending", D.next_attempt_at <= now, D.subscription.in_(list(subs)), ~blocked)
-         .order_by(D.id).limit(limit))
+    q = (
+        select(D.id, D.subscription, D.event_type, D.payload, D.attempts, D.created_at, D.address)
+        .where(D.status == "pending", D.next_attempt_at <= now, D.subscription.in_(list(subs)), ~blocked)
+        .order_by(D.id)
+        .limit(limit)
+    )
     if skip:
         q = q.where(D.id.notin_(skip))
     with engine.begin() as conn:
         rows = [dict(r._mapping) for r in conn.execute(q)]
         if rows:
-            conn.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_([r["id"] for r in rows]))
-                         .values(next_attempt_at=now + lease))
+            conn.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id.in_([r["id"] for r in rows]))
+                .values(next_attempt_at=now + lease)
+            )
     return rows
 
 
-def record_attempt(engine: Engine, delivery_id: int, now: float, *, ok: bool, code: int | None,
-                   error: str | None, next_at: float | None) -> None:
+def record_attempt(
+    engine: Engine,
+    delivery_id: int,
+    now: float,
+    *,
+    ok: bool,
+    code: int | None,
+    error: str | None,
+    next_at: float | None,
+) -> None:
     """After one attempt: delivered; or pending again at ``next_at``; or dead when ``next_at`` is None."""
-    values: dict[str, Any] = {"attempts": WebhookDelivery.attempts + 1, "last_attempt_at": now,
-                              "response_code": code, "last_error": (error or None) and error[:2000]}
+    values: dict[str, Any] = {
+        "attempts": WebhookDelivery.attempts + 1,
+        "last_attempt_at": now,
+        "response_code": code,
+        "last_error": (error or None) and error[:2000],
+    }
     if ok:
         values.update(status="delivered", delivered_at=now, last_error=None)
     elif next_at is None:
@@ -245,12 +336,16 @@ def record_attempt(engine: Engine, delivery_id: int, now: float, *, ok: bool, co
     else:
         values.update(next_attempt_at=next_at)
     with engine.begin() as conn:
-        conn.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id,
-                                                   WebhookDelivery.status == "pending").values(**values))
+        conn.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == "pending")
+            .values(**values)
+        )
 
 
-def next_attempt(attempts: int, created_at: float, now: float, *, base: float, cap: float,
-                 retry_for: float) -> float | None:
+def next_attempt(
+    attempts: int, created_at: float, now: float, *, base: float, cap: float, retry_for: float
+) -> float | None:
     """When to try again after ``attempts`` failed attempts (exponential), or None: give up (dead)."""
     at = now + min(cap, base * 2 ** max(attempts - 1, 0))
     if now - created_at >= retry_for:
@@ -258,12 +353,23 @@ def next_attempt(attempts: int, created_at: float, now: float, *, base: float, c
     return min(at, created_at + retry_for)
 
 
-def list_deliveries(engine: Engine, *, subscription: str | None = None, status: str | None = None,
-                    event_type: str | None = None, address: str | None = None, after_id: int = 0,
-                    limit: int = 100) -> list[dict[str, Any]]:
+def list_deliveries(
+    engine: Engine,
+    *,
+    subscription: str | None = None,
+    status: str | None = None,
+    event_type: str | None = None,
+    address: str | None = None,
+    after_id: int = 0,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
     q = select(WebhookDelivery.__table__).where(D.id > after_id).order_by(D.id).limit(limit)
-    for col, v in ((D.subscription, subscription), (D.status, status), (D.event_type, event_type),
-                   (D.address, address)):
+    for col, v in (
+        (D.subscription, subscription),
+        (D.status, status),
+        (D.event_type, event_type),
+        (D.address, address),
+    ):
         if v is not None:
             q = q.where(col == v)
     with engine.connect() as conn:
@@ -271,16 +377,32 @@ def list_deliveries(engine: Engine, *, subscription: str | None = None, status: 
 
 
 def delivery_dict(m: Any) -> dict[str, Any]:
-    return {"id": m["id"], "subscription": m["subscription"], "event_type": m["event_type"],
-            "event_id": json.loads(m["payload"])["id"], "address": m["address"], "status": m["status"],
-            "attempts": m["attempts"], "created_at": iso(m["created_at"]),
-            "next_attempt_at": iso(m["next_attempt_at"]) if m["status"] == "pending" else None,
-            "last_attempt_at": iso(m["last_attempt_at"]) or None, "delivered_at": iso(m["delivered_at"]) or None,
-            "response_code": m["response_code"], "last_error": m["last_error"]}
+    return {
+        "id": m["id"],
+        "subscription": m["subscription"],
+        "event_type": m["event_type"],
+        "event_id": json.loads(m["payload"])["id"],
+        "address": m["address"],
+        "status": m["status"],
+        "attempts": m["attempts"],
+        "created_at": iso(m["created_at"]),
+        "next_attempt_at": iso(m["next_attempt_at"]) if m["status"] == "pending" else None,
+        "last_attempt_at": iso(m["last_attempt_at"]) or None,
+        "delivered_at": iso(m["delivered_at"]) or None,
+        "response_code": m["response_code"],
+        "last_error": m["last_error"],
+    }
 
 
-def redeliver(engine: Engine, *, from_id: int, subscription: str | None = None, status: str | None = None,
-              to_id: int | None = None, now: float) -> int:
+def redeliver(
+    engine: Engine,
+    *,
+    from_id: int,
+    subscription: str | None = None,
+    status: str | None = None,
+    to_id: int | None = None,
+    now: float,
+) -> int:
     """Queue deliveries with id >= ``from_id`` again (all, or only ``status``); returns how many.
 
     The retry period starts again from now.
@@ -293,20 +415,33 @@ def redeliver(engine: Engine, *, from_id: int, subscription: str | None = None, 
     if status is not None:
         cond.append(D.status == status)
     with engine.begin() as conn:
-        res = conn.execute(update(WebhookDelivery).where(and_(*cond)).values(
-            status="pending", attempts=0, created_at=now, next_attempt_at=now, last_error=None))
+        res = conn.execute(
+            update(WebhookDelivery)
+            .where(and_(*cond))
+            .values(status="pending", attempts=0, created_at=now, next_attempt_at=now, last_error=None)
+        )
     return int(res.rowcount)
 
 
 def summary(engine: Engine) -> list[dict[str, Any]]:
     """Per subscription and status: how many deliveries, and the oldest pending one's age."""
-    q = (select(D.subscription, D.status, func.count(), func.min(D.created_at))
-         .group_by(D.subscription, D.status).order_by(D.subscription, D.status))
+    q = (
+        select(D.subscription, D.status, func.count(), func.min(D.created_at))
+        .group_by(D.subscription, D.status)
+        .order_by(D.subscription, D.status)
+    )
     with engine.connect() as conn:
         return [{"subscription": s, "status": st, "count": n, "oldest": iso(t)} for s, st, n, t in conn.execute(q)]
 
 
 def cursors(engine: Engine) -> list[dict[str, Any]]:
     with engine.connect() as conn:
-        return [{"subscription": r.subscription, "events_id": r.events_id, "changes_id": r.changes_id,
-                 "updated_at": iso(r.updated_at)} for r in conn.execute(select(WebhookCursor.__table__))]
+        return [
+            {
+                "subscription": r.subscription,
+                "events_id": r.events_id,
+                "changes_id": r.changes_id,
+                "updated_at": iso(r.updated_at),
+            }
+            for r in conn.execute(select(WebhookCursor.__table__))
+        ]

@@ -37,9 +37,19 @@ USER_AGENT = b"postfix-sidecar-webhooks/1"
 class WebhookService(service.MultiService):
     """Add to the top MultiService: ``WebhookService(cfg, engine, reactor, pool)``."""
 
-    def __init__(self, cfg: Config, engine: Any, reactor: Any, pool: Any, *, backoff_base: float | None = None,
-                 backoff_cap: float | None = None, concurrency: int = 20, clock: Callable[[], float] = time.time,
-                 agent: Any = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        engine: Any,
+        reactor: Any,
+        pool: Any,
+        *,
+        backoff_base: float | None = None,
+        backoff_cap: float | None = None,
+        concurrency: int = 20,
+        clock: Callable[[], float] = time.time,
+        agent: Any = None,
+    ) -> None:
         super().__init__()
         self.cfg, self.engine, self.reactor, self.pool = cfg, engine, reactor, pool
         self.wcfg = cfg.webhooks
@@ -49,8 +59,8 @@ class WebhookService(service.MultiService):
         self.backoff_cap = self.wcfg.backoff_max if backoff_cap is None else backoff_cap
         self.concurrency = concurrency
         self.clock = clock
-        self.in_flight: dict[int, str] = {}   # delivery id -> subscription
-        self.full: set[str] = set()            # subscriptions with ``concurrency`` deliveries in flight
+        self.in_flight: dict[int, str] = {}  # delivery id -> subscription
+        self.full: set[str] = set()  # subscriptions with ``concurrency`` deliveries in flight
         self.busy = self.again = self.again_materialise = False
         self.ticks = 0
         self.errors = 0
@@ -61,10 +71,12 @@ class WebhookService(service.MultiService):
             if agent is not None:
                 self.agents[sub.ca_file] = (agent, agent)
             elif sub.ca_file not in self.agents:
-                kept, hpool = make_agent(reactor, timeout=self.wcfg.timeout, concurrency=concurrency,
-                                         ca_file=sub.ca_file)
-                fresh, _ = make_agent(reactor, timeout=self.wcfg.timeout, concurrency=concurrency,
-                                      ca_file=sub.ca_file, persistent=False)
+                kept, hpool = make_agent(
+                    reactor, timeout=self.wcfg.timeout, concurrency=concurrency, ca_file=sub.ca_file
+                )
+                fresh, _ = make_agent(
+                    reactor, timeout=self.wcfg.timeout, concurrency=concurrency, ca_file=sub.ca_file, persistent=False
+                )
                 self.agents[sub.ca_file] = (kept, fresh)
                 self._http_pools.append(hpool)
         if self.subs:
@@ -106,12 +118,12 @@ class WebhookService(service.MultiService):
         if materialise:
             self.ticks += 1
             yield self._in_pool(self.outbox.materialise, self.clock())
-            for name, error in self.outbox.failures.items():   # that subscription catches up next round
+            for name, error in self.outbox.failures.items():  # that subscription catches up next round
                 self.errors += 1
                 WEBHOOK_ERRORS.inc()
                 log.warning("webhook deliveries for %s not derived (will retry): %s", name, error)
         started = 0
-        wanting = set(self.subs)   # subscriptions that may have more due deliveries
+        wanting = set(self.subs)  # subscriptions that may have more due deliveries
         for _ in range(max_rounds):
             busy = Counter(self.in_flight.values())
             rooms = {name: self.concurrency - busy[name] for name in wanting}
@@ -130,9 +142,13 @@ class WebhookService(service.MultiService):
     def _claim(self, rooms: dict[str, int], exclude: set[int]) -> list[dict[str, Any]]:
         """Due deliveries, at most ``rooms[name]`` for each subscription (in the thread pool)."""
         now = self.clock()
-        return [r for name, room in rooms.items()
-                for r in outbox.claim_due(self.engine, [name], now, limit=room, lease=self.wcfg.timeout + 5,
-                                          exclude=exclude)]
+        return [
+            r
+            for name, room in rooms.items()
+            for r in outbox.claim_due(
+                self.engine, [name], now, limit=room, lease=self.wcfg.timeout + 5, exclude=exclude
+            )
+        ]
 
     def _deliver(self, row: dict[str, Any]) -> Deferred:
         """One attempt; always fires, with the outcome recorded (any error is this delivery's alone)."""
@@ -153,13 +169,14 @@ class WebhookService(service.MultiService):
         def failed(err: Any) -> Deferred:
             return self._record(row, False, None, describe(err))
 
-        def not_recorded(err: Any) -> None:   # the row stays leased and is tried again after the lease
-            log.warning("webhook delivery %s to %s: outcome not recorded: %s", row["id"], row["subscription"],
-                        describe(err))
+        def not_recorded(err: Any) -> None:  # the row stays leased and is tried again after the lease
+            log.warning(
+                "webhook delivery %s to %s: outcome not recorded: %s", row["id"], row["subscription"], describe(err)
+            )
 
         def settled(result: Any) -> Any:
             self.in_flight.pop(row["id"], None)
-            if self.running and (row["subscription"] in self.full or delivered):   # room again, or the next is due
+            if self.running and (row["subscription"] in self.full or delivered):  # room again, or the next is due
                 self.tick(materialise=False)
             return result
 
@@ -173,16 +190,21 @@ class WebhookService(service.MultiService):
         body = row["payload"].encode("utf-8")
         ts = int(self.clock())
         event_id = json.loads(row["payload"])["id"]
-        headers = Headers({b"content-type": [b"application/json"], b"user-agent": [USER_AGENT],
-                           HEADER.encode(): [sign(sub.secret, ts, body).encode()],
-                           b"sidecar-event-id": [event_id.encode()],
-                           b"sidecar-event-type": [row["event_type"].encode()],
-                           b"sidecar-delivery-id": [str(row["id"]).encode()],
-                           b"sidecar-delivery-attempt": [str(row["attempts"] + 1).encode()]})
+        headers = Headers(
+            {
+                b"content-type": [b"application/json"],
+                b"user-agent": [USER_AGENT],
+                HEADER.encode(): [sign(sub.secret, ts, body).encode()],
+                b"sidecar-event-id": [event_id.encode()],
+                b"sidecar-event-type": [row["event_type"].encode()],
+                b"sidecar-delivery-id": [str(row["id"]).encode()],
+                b"sidecar-delivery-attempt": [str(row["attempts"] + 1).encode()],
+            }
+        )
         kept, fresh = self.agents[sub.ca_file]
         d = kept.request(b"POST", sub.url.encode(), headers, Body(body))
 
-        def again(err: Any) -> Any:   # a kept-alive connection the receiver had closed: once more, on a new one
+        def again(err: Any) -> Any:  # a kept-alive connection the receiver had closed: once more, on a new one
             return fresh.request(b"POST", sub.url.encode(), headers, Body(body)) if closed_before_answer(err) else err
 
         d.addErrback(again)
@@ -192,15 +214,31 @@ class WebhookService(service.MultiService):
 
     def _record(self, row: dict[str, Any], ok: bool, code: int | None, error: str | None) -> Deferred:
         now = self.clock()
-        next_at = None if ok else outbox.next_attempt(row["attempts"] + 1, row["created_at"], now,
-                                                      base=self.backoff_base, cap=self.backoff_cap,
-                                                      retry_for=self.wcfg.retry_for)
+        next_at = (
+            None
+            if ok
+            else outbox.next_attempt(
+                row["attempts"] + 1,
+                row["created_at"],
+                now,
+                base=self.backoff_base,
+                cap=self.backoff_cap,
+                retry_for=self.wcfg.retry_for,
+            )
+        )
         WEBHOOK_DELIVERIES.labels(row["subscription"], "delivered" if ok else "failed" if next_at else "dead").inc()
         if not ok:
-            log.warning("webhook delivery %s to %s failed (attempt %d): %s%s", row["id"], row["subscription"],
-                     row["attempts"] + 1, error, "; dead" if next_at is None else "")
-        return self._in_pool(outbox.record_attempt, self.engine, row["id"], now, ok=ok, code=code, error=error,
-                             next_at=next_at)
+            log.warning(
+                "webhook delivery %s to %s failed (attempt %d): %s%s",
+                row["id"],
+                row["subscription"],
+                row["attempts"] + 1,
+                error,
+                "; dead" if next_at is None else "",
+            )
+        return self._in_pool(
+            outbox.record_attempt, self.engine, row["id"], now, ok=ok, code=code, error=error, next_at=next_at
+        )
 
     def stopService(self) -> Any:
         d = super().stopService()

@@ -28,8 +28,7 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={signature(secret, timestamp, body)}"
 
 
-def verify(secret: str, body: bytes, header: str | None, now: float,
-           tolerance: float = DEFAULT_TOLERANCE) -> int:
+def verify(secret: str, body: bytes, header: str | None, now: float, tolerance: float = DEFAULT_TOLERANCE) -> int:
     """Check ``header`` against ``body``; returns the signed timestamp or raises SignatureError."""
     if not header:
         raise SignatureError("missing signature header")

@@ -20,8 +20,16 @@ class ApiServer(SidecarProcess):
     def __init__(self, tmp: Path, config_text: str, db: str | None = None) -> None:
         super().__init__(tmp, db or f"sqlite:///{tmp}/sidecar.db", config_text)
 
-def call(base: str, method: str, path: str, token: str | None = None, body: Any = None,
-         data: bytes | None = None, ctype: str = "application/json") -> tuple[int, Any]:
+
+def call(
+    base: str,
+    method: str,
+    path: str,
+    token: str | None = None,
+    body: Any = None,
+    data: bytes | None = None,
+    ctype: str = "application/json",
+) -> tuple[int, Any]:
     """(status, decoded JSON or bytes) for one request."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     if body is not None:
@@ -35,4 +43,3 @@ def call(base: str, method: str, path: str, token: str | None = None, body: Any 
     except urllib.error.HTTPError as e:
         status, raw, rtype = e.code, e.read(), e.headers.get("content-type", "")
     return status, json.loads(raw) if rtype.startswith("application/json") else raw
-

@@ -26,10 +26,26 @@ def variant(path: Path, n: int) -> bytes:
     return f"X-Test-Variant: {n}\n".encode() + path.read_bytes()
 
 
-def ingest(db: Path, data: bytes, *extra: str, config: Path | None = None, timeout: float = 60,
-           python_prelude: str | None = None) -> subprocess.CompletedProcess[bytes]:
-    args = ["ingest", "--db", f"sqlite:///{db}", "--sender", "MAILER-DAEMON", "--recipient",
-            "bounces@bounce.example", "--queue-id", "ABC123", *extra]
+def ingest(
+    db: Path,
+    data: bytes,
+    *extra: str,
+    config: Path | None = None,
+    timeout: float = 60,
+    python_prelude: str | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    args = [
+        "ingest",
+        "--db",
+        f"sqlite:///{db}",
+        "--sender",
+        "MAILER-DAEMON",
+        "--recipient",
+        "bounces@bounce.example",
+        "--queue-id",
+        "ABC123",
+        *extra,
+    ]
     if config is not None:
         args = ["ingest", "--config", str(config), *args[1:]]
     if python_prelude is not None:
@@ -46,8 +62,11 @@ def recorded(*sent: tuple[str, str]) -> str:
     """A ``python_prelude`` giving ``sidecar ingest`` a record of recipients holding ``(tenant, address)``
     pairs: what the policy server records at RCPT (corroboration of a bounce without VERP)."""
     adds = "".join(f"_rec.add({t!r}, {a!r}, time.time())\n" for t, a in sent)
-    return ("import time\nimport sidecar.recipients as _r\n_rec = _r.InMemoryRecipients()\n" + adds
-            + "_r.open_lookup = lambda cfg, engine: _rec\n")
+    return (
+        "import time\nimport sidecar.recipients as _r\n_rec = _r.InMemoryRecipients()\n"
+        + adds
+        + "_r.open_lookup = lambda cfg, engine: _rec\n"
+    )
 
 
 def q(db: Path, sql: str, *params: object) -> list[tuple]:

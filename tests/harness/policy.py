@@ -42,7 +42,7 @@ class PolicyClient:
             self.buf += data
         reply, _, self.buf = self.buf.partition(b"\n\n")
         assert reply.startswith(b"action=") and b"\n" not in reply, reply
-        return reply[len(b"action="):].decode()
+        return reply[len(b"action=") :].decode()
 
     def close(self) -> None:
         self.sock.close()

@@ -43,10 +43,18 @@ class PostgresServer:
             shutil.chown(self.dir, self.user)
         if not (self.dir / "data").exists():
             self._run(str(self.bindir / "initdb"), "-A", "trust", "-U", "postgres", "-D", str(self.dir / "data"))
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.dir / "data"), "-w", "-l", str(self.dir / "log"),
-                  "-o", f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.dir} "
-                        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
-                  "start")
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.dir / "data"),
+            "-w",
+            "-l",
+            str(self.dir / "log"),
+            "-o",
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.dir} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            "start",
+        )
         wait_port(self.port, 30)
         return self
 
@@ -63,8 +71,7 @@ class PostgresServer:
     def create_database(self, name: str) -> str:
         import psycopg
 
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
@@ -80,12 +87,32 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         pidfile = self.dir / "redis.pid"
-        subprocess.run(["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--daemonize", "yes",
-                        "--pidfile", str(pidfile), "--save", "", "--appendonly", "no", "--dir", str(self.dir),
-                        "--logfile", str(self.dir / "redis.log")], check=True, timeout=30)
+        subprocess.run(
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                str(pidfile),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+                "--logfile",
+                str(self.dir / "redis.log"),
+            ],
+            check=True,
+            timeout=30,
+        )
         wait_port(self.port, 10)
         t0 = time.monotonic()
-        while True:   # the pidfile may exist before Redis has written its number into it
+        while True:  # the pidfile may exist before Redis has written its number into it
             text = pidfile.read_text().strip() if pidfile.exists() else ""
             if text.isdigit():
                 break
@@ -113,4 +140,3 @@ class RedisServer:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
-

@@ -35,10 +35,18 @@ class SidecarProcess:
     (``config_text=None`` and no ``config``: no ``--config`` at all). Its output goes to ``log``.
     """
 
-    error: type[Exception] = RuntimeError   # what start() raises when serve exits or never gets ready
+    error: type[Exception] = RuntimeError  # what start() raises when serve exits or never gets ready
 
-    def __init__(self, tmp: Path, db: str, config_text: str | None = "", host: str = "127.0.0.1", *,
-                 config: Path | None = None, log_name: str = "serve.log") -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        db: str,
+        config_text: str | None = "",
+        host: str = "127.0.0.1",
+        *,
+        config: Path | None = None,
+        log_name: str = "serve.log",
+    ) -> None:
         self.host = host
         tmp.mkdir(parents=True, exist_ok=True)
         self.tmp = tmp
@@ -51,7 +59,7 @@ class SidecarProcess:
         self.http_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tmp / log_name
-        self.started_in: float | None = None   # seconds from Popen to a healthy /healthz
+        self.started_in: float | None = None  # seconds from Popen to a healthy /healthz
 
     @property
     def url(self) -> str:
@@ -72,12 +80,14 @@ class SidecarProcess:
     def start(self, timeout: float = 30) -> SidecarProcess:
         t0 = time.monotonic()
         with open(self.log, "ab") as logf:
-            self.proc = subprocess.Popen(self.argv(), cwd=self.tmp, stdout=logf, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                self.argv(), cwd=self.tmp, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
         while time.monotonic() - t0 < timeout:
             if self.proc.poll() is not None:
-                raise self.error(f"`{' '.join(self.argv())}` exited {self.proc.returncode} before it was ready:\n"
-                                 f"{self.log_tail()}")
+                raise self.error(
+                    f"`{' '.join(self.argv())}` exited {self.proc.returncode} before it was ready:\n{self.log_tail()}"
+                )
             if self.healthz() == 200:
                 self.started_in = time.monotonic() - t0
                 return self

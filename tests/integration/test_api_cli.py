@@ -43,6 +43,7 @@ def cli(request, server):
     def run(*args: str, check: bool = True):
         extra = ("--api", server.url, "--token", TOKEN) if request.param == "api" else ()
         return run_cli(*args, *extra, db=server.db, config=server.config, check=check)
+
     run.mode = request.param
     return run
 
@@ -78,8 +79,15 @@ def test_suppressions_round_trip(cli, tmp_path):
 def test_events_stats_limits_webhooks(cli, server):
     engine = make_engine(server.db)
     with engine.begin() as conn:
-        conn.execute(insert(Event).values(created_at=time.time(), kind="bounce", address=f"{cli.mode}@ev.test",
-                                          tenant="acme", category="mailbox-full"))
+        conn.execute(
+            insert(Event).values(
+                created_at=time.time(),
+                kind="bounce",
+                address=f"{cli.mode}@ev.test",
+                tenant="acme",
+                category="mailbox-full",
+            )
+        )
     ev = lines(cli("events", "list", "--address", f"{cli.mode}@ev.test", "--json").stdout)
     assert [e["category"] for e in ev] == ["mailbox-full"]
     stats = lines(cli("stats", "--since", "1h", "--json").stdout)[0]

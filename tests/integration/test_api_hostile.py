@@ -66,27 +66,32 @@ def test_control_characters_refused_in_every_text_field(server, store, field, ch
 
 
 def test_control_characters_refused_in_import_with_line_and_field(server, store):
-    text = "address,reason,note\nok1@ctl.test,r,fine\nok2@ctl.test,r,\"two\nlines\"\n"
+    text = 'address,reason,note\nok1@ctl.test,r,fine\nok2@ctl.test,r,"two\nlines"\n'
     st, out = call(server.url, "POST", "/suppressions/import", TOKEN, data=text.encode(), ctype="text/csv")
     assert st == 400 and out["error"]["field"] == "body"
     assert "line 3: note: control character U+000A" in out["error"]["message"]
     jl = b'{"address": "ok3@ctl.test"}\n{"address": "ok4@ctl.test", "tenant": "a\\u2028b"}\n'
     st, out = call(server.url, "POST", "/suppressions/import", TOKEN, data=jl, ctype="application/x-ndjson")
     assert st == 400 and "line 2: tenant: control character U+2028" in out["error"]["message"]
-    assert all(store.get(f"ok{i}@ctl.test") == [] for i in range(1, 5))   # nothing committed
+    assert all(store.get(f"ok{i}@ctl.test") == [] for i in range(1, 5))  # nothing committed
 
 
-@pytest.mark.parametrize("raw", [b'{"address": "t@time.test", "expires_at": 1e400}',
-                                 b'{"address": "t@time.test", "expires_at": -1e300}',
-                                 b'{"address": "t@time.test", "expires_at": NaN}',
-                                 b'{"address": "t@time.test", "expires_at": Infinity}',
-                                 b'{"address": "t@time.test", "expires_at": 253402300800}',
-                                 b'{"address": "t@time.test", "expires_at": "99999999999999"}',
-                                 b'{"address": "t@time.test", "expires_at": "1e400"}',
-                                 b'{"address": "t@time.test", "expires_at": "NaN"}',
-                                 b'{"address": "t@time.test", "expires_at": "0001-01-01"}',
-                                 b'{"address": "t@time.test", "expires_at": "9999-12-31T23:59:59-05:00"}',
-                                 b'{"address": "t@time.test", "expires_at": "99999999d"}'])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"address": "t@time.test", "expires_at": 1e400}',
+        b'{"address": "t@time.test", "expires_at": -1e300}',
+        b'{"address": "t@time.test", "expires_at": NaN}',
+        b'{"address": "t@time.test", "expires_at": Infinity}',
+        b'{"address": "t@time.test", "expires_at": 253402300800}',
+        b'{"address": "t@time.test", "expires_at": "99999999999999"}',
+        b'{"address": "t@time.test", "expires_at": "1e400"}',
+        b'{"address": "t@time.test", "expires_at": "NaN"}',
+        b'{"address": "t@time.test", "expires_at": "0001-01-01"}',
+        b'{"address": "t@time.test", "expires_at": "9999-12-31T23:59:59-05:00"}',
+        b'{"address": "t@time.test", "expires_at": "99999999d"}',
+    ],
+)
 def test_out_of_range_times_refused_and_nothing_stored(server, store, raw):
     st, out = call(server.url, "POST", "/suppressions", TOKEN, data=raw)
     assert st == 400 and out["error"]["field"] == "expires_at", out
@@ -95,45 +100,61 @@ def test_out_of_range_times_refused_and_nothing_stored(server, store, raw):
 
 
 def test_times_in_range_still_accepted(server):
-    for value, expect in (("never", None), ("2030-01-01", "2030-01-01T00:00:00Z"), (1900000000, "2030-03-17T17:46:40Z"),
-                          ("1900000000", "2030-03-17T17:46:40Z"), ("9999-12-31T23:59:59Z", "9999-12-31T23:59:59Z")):
+    for value, expect in (
+        ("never", None),
+        ("2030-01-01", "2030-01-01T00:00:00Z"),
+        (1900000000, "2030-03-17T17:46:40Z"),
+        ("1900000000", "2030-03-17T17:46:40Z"),
+        ("9999-12-31T23:59:59Z", "9999-12-31T23:59:59Z"),
+    ):
         st, row = post(server, {"address": "ok@time.test", "expires_at": value})
         assert st == 201 and row["expires_at"] == expect, (value, row)
 
 
 def test_out_of_range_import_times_refused(server, store):
-    for text in ("address,created_at\nc1@time.test,100000000000000000000\n",
-                 "address,created_at\nc1@time.test,1e20\n",
-                 "address,expires_at\nc1@time.test,10000-01-01\n"):
+    for text in (
+        "address,created_at\nc1@time.test,100000000000000000000\n",
+        "address,created_at\nc1@time.test,1e20\n",
+        "address,expires_at\nc1@time.test,10000-01-01\n",
+    ):
         st, out = call(server.url, "POST", "/suppressions/import", TOKEN, data=text.encode(), ctype="text/csv")
         assert st == 400 and "line 2: " in out["error"]["message"] and "_at:" in out["error"]["message"], out
-    st, out = call(server.url, "POST", "/suppressions/import?expires_at=1e400", TOKEN, data=b"address\nc2@time.test\n",
-                   ctype="text/csv")
+    st, out = call(
+        server.url,
+        "POST",
+        "/suppressions/import?expires_at=1e400",
+        TOKEN,
+        data=b"address\nc2@time.test\n",
+        ctype="text/csv",
+    )
     assert st == 400 and out["error"]["field"] == "expires_at"
     assert store.get("c1@time.test") == store.get("c2@time.test") == []
     listing_works(server)
 
 
-@pytest.mark.parametrize("path,field", [
-    ("/suppressions?limit=%D9%A1%D9%A2", "limit"),            # Arabic-Indic digits
-    ("/suppressions?limit=%C2%B2", "limit"),                  # superscript two: isdigit() but not int()
-    ("/suppressions?limit=" + "9" * 5000, "limit"),           # past int()'s digit limit
-    ("/suppressions?cursor=%D9%A1%D9%A2", "cursor"),
-    ("/suppressions?cursor=" + "9" * 30, "cursor"),
-    ("/suppressions?cursor=a." + base64.urlsafe_b64encode(b'["\\ud800", ""]').decode(), "cursor"),  # lone surrogate
-    ("/events?cursor=%C2%B2", "cursor"),
-    ("/events?limit=" + "1" * 40, "limit"),
-    ("/messages/%C2%B2", "id"),
-    ("/messages/" + "9" * 40, "id"),
-    ("/webhooks/deliveries?cursor=%D9%A1", "cursor"),
-    ("/suppressions?tenant=a%00b", "tenant"),
-    ("/suppressions?reason=a%0Ab", "reason"),
-    ("/suppressions?since=1e400", "since"),
-    ("/suppressions?until=-5", "until"),
-    ("/stats?since=0001-01-01", "since"),
-    ("/events?since=%D9%A1%D9%A2", "since"),
-    ("/limits/a%0Ab", "key"),
-])
+@pytest.mark.parametrize(
+    "path,field",
+    [
+        ("/suppressions?limit=%D9%A1%D9%A2", "limit"),  # Arabic-Indic digits
+        ("/suppressions?limit=%C2%B2", "limit"),  # superscript two: isdigit() but not int()
+        ("/suppressions?limit=" + "9" * 5000, "limit"),  # past int()'s digit limit
+        ("/suppressions?cursor=%D9%A1%D9%A2", "cursor"),
+        ("/suppressions?cursor=" + "9" * 30, "cursor"),
+        ("/suppressions?cursor=a." + base64.urlsafe_b64encode(b'["\\ud800", ""]').decode(), "cursor"),  # lone surrogate
+        ("/events?cursor=%C2%B2", "cursor"),
+        ("/events?limit=" + "1" * 40, "limit"),
+        ("/messages/%C2%B2", "id"),
+        ("/messages/" + "9" * 40, "id"),
+        ("/webhooks/deliveries?cursor=%D9%A1", "cursor"),
+        ("/suppressions?tenant=a%00b", "tenant"),
+        ("/suppressions?reason=a%0Ab", "reason"),
+        ("/suppressions?since=1e400", "since"),
+        ("/suppressions?until=-5", "until"),
+        ("/stats?since=0001-01-01", "since"),
+        ("/events?since=%D9%A1%D9%A2", "since"),
+        ("/limits/a%0Ab", "key"),
+    ],
+)
 def test_hostile_query_parameters_are_400s(server, path, field):
     st, out = call(server.url, "GET", path, TOKEN)
     assert (st, out["error"]["field"]) == (400, field), (path, out)
@@ -149,15 +170,18 @@ def test_hostile_path_address_and_prefix(server):
         assert st == 200 and out["items"] == [], (prefix, out)
 
 
-@pytest.mark.parametrize("data,field", [
-    (b"[" * 100_000 + b"]" * 100_000, "body"),
-    (b'{"address": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "body"),
-    (b'{"address": "lone\\ud800@example.com"}', "address"),
-    (b'{"address": "a@example.com", "note": "x\\udc00"}', "note"),
-    (b'{"address": "a@example.com", "tenant": "\\ud83d"}', "tenant"),
-    (b'{"address": "a@example.com", "reason": 5}', "reason"),
-    (b"\xff{}", "body"),
-])
+@pytest.mark.parametrize(
+    "data,field",
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "body"),
+        (b'{"address": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "body"),
+        (b'{"address": "lone\\ud800@example.com"}', "address"),
+        (b'{"address": "a@example.com", "note": "x\\udc00"}', "note"),
+        (b'{"address": "a@example.com", "tenant": "\\ud83d"}', "tenant"),
+        (b'{"address": "a@example.com", "reason": 5}', "reason"),
+        (b"\xff{}", "body"),
+    ],
+)
 def test_hostile_json_bodies_are_400s(server, data, field):
     st, out = call(server.url, "POST", "/suppressions", TOKEN, data=data)
     assert (st, out["error"]["field"]) == (400, field), out
@@ -171,27 +195,46 @@ def test_hostile_redeliver_ids(server):
 
 def test_hostile_jsonl_import(server):
     for line in (b"[" * 100_000 + b"]" * 100_000, b'{"address": {"nested": 1}}', b'{"address": "x\\ud800@e.test"}'):
-        st, out = call(server.url, "POST", "/suppressions/import", TOKEN, data=line + b"\n",
-                       ctype="application/x-ndjson")
+        st, out = call(
+            server.url, "POST", "/suppressions/import", TOKEN, data=line + b"\n", ctype="application/x-ndjson"
+        )
         assert st == 400 and out["error"]["field"] == "body" and "line 1" in out["error"]["message"], out
 
 
 def test_csv_export_neutralises_formulas_and_round_trips(server, store):
-    hostile = ["=cmd@formula.test", "+sum@formula.test", "-x@formula.test", "'=quoted@formula.test",
-               "''+two@formula.test", "'plain@formula.test"]
+    hostile = [
+        "=cmd@formula.test",
+        "+sum@formula.test",
+        "-x@formula.test",
+        "'=quoted@formula.test",
+        "''+two@formula.test",
+        "'plain@formula.test",
+    ]
     for a in hostile:
         assert post(server, {"address": a, "reason": "=HYPERLINK(1)", "note": "@SUM(A1)", "tenant": "-t"})[0] == 201
     st, raw = call(server.url, "GET", "/suppressions/export?tenant=-t", TOKEN)
     rows = list(csv.DictReader(io.StringIO(raw.decode())))
     got = {r["address"] for r in rows}
-    assert got == {"'=cmd@formula.test", "'+sum@formula.test", "'-x@formula.test", "''=quoted@formula.test",
-                   "'''+two@formula.test", "'plain@formula.test"}
-    for r in rows:   # no cell a spreadsheet would evaluate
+    assert got == {
+        "'=cmd@formula.test",
+        "'+sum@formula.test",
+        "'-x@formula.test",
+        "''=quoted@formula.test",
+        "'''+two@formula.test",
+        "'plain@formula.test",
+    }
+    for r in rows:  # no cell a spreadsheet would evaluate
         assert all(v[:1] not in "=+-@\t\r" or v == "" for v in r.values()), r
         assert (r["reason"], r["note"], r["tenant"]) == ("'=HYPERLINK(1)", "'@SUM(A1)", "'-t")
     # import what we exported (into another tenant): the very same values come back
-    st, out = call(server.url, "POST", "/suppressions/import", TOKEN,
-                   data=raw.decode().replace(",'-t,", ",round,").encode(), ctype="text/csv")
+    st, out = call(
+        server.url,
+        "POST",
+        "/suppressions/import",
+        TOKEN,
+        data=raw.decode().replace(",'-t,", ",round,").encode(),
+        ctype="text/csv",
+    )
     assert (st, out) == (200, {"imported": len(hostile)})
     for a in hostile:
         again = next(r for r in store.get(a) if r.tenant == "round")

@@ -67,19 +67,44 @@ def test_tokens_and_scopes(server):
 
 
 def test_add_get_why_remove(server, engine):
-    st, row = call(server.url, "POST", "/suppressions", WRITE,
-                   {"address": "Bob@Example.COM", "reason": "manual", "tenant": "acme", "expires_at": "30d"})
+    st, row = call(
+        server.url,
+        "POST",
+        "/suppressions",
+        WRITE,
+        {"address": "Bob@Example.COM", "reason": "manual", "tenant": "acme", "expires_at": "30d"},
+    )
     assert st == 201 and row["address"] == "bob@example.com" and row["tenant"] == "acme" and row["expires_at"]
     # a bounce with its raw message, linked as the cause of a global suppression
     with engine.begin() as conn:
-        mid = conn.execute(insert(RawMessage).values(sha256="x" * 64, received_at=time.time(), size=11,
-                                                     content=zlib.compress(b"Subject: x\n"), state="parsed",
-                                                     kind="dsn", queue_id="ABC123").returning(RawMessage.id)
-                           ).scalar_one()
-        eid = conn.execute(insert(Event).values(created_at=time.time(), kind="bounce", address="bob@example.com",
-                                                tenant="", category="invalid-recipient", hard=True, status="5.1.1",
-                                                decision="suppress-hard", message_id=mid).returning(Event.id)
-                           ).scalar_one()
+        mid = conn.execute(
+            insert(RawMessage)
+            .values(
+                sha256="x" * 64,
+                received_at=time.time(),
+                size=11,
+                content=zlib.compress(b"Subject: x\n"),
+                state="parsed",
+                kind="dsn",
+                queue_id="ABC123",
+            )
+            .returning(RawMessage.id)
+        ).scalar_one()
+        eid = conn.execute(
+            insert(Event)
+            .values(
+                created_at=time.time(),
+                kind="bounce",
+                address="bob@example.com",
+                tenant="",
+                category="invalid-recipient",
+                hard=True,
+                status="5.1.1",
+                decision="suppress-hard",
+                message_id=mid,
+            )
+            .returning(Event.id)
+        ).scalar_one()
     SuppressionStore(engine).add("bob@example.com", reason="hard bounce", source="bounce", cause_event_ids=[eid])
     st, why = call(server.url, "GET", "/suppressions/bob%40example.com", READ)
     assert st == 200
@@ -95,23 +120,31 @@ def test_add_get_why_remove(server, engine):
     assert call(server.url, "GET", "/suppressions/nobody@example.com", READ)[0] == 404
 
 
-@pytest.mark.parametrize("body,field", [
-    ({"reason": "x"}, "address"),
-    ({"address": "no-at-sign"}, "address"),
-    ({"address": "a@example.com", "reason": "r" * 65}, "reason"),
-    ({"address": "a@example.com", "expires_at": "next tuesday"}, "expires_at"),
-    ({"address": "a@example.com", "colour": "red"}, "colour"),
-])
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"reason": "x"}, "address"),
+        ({"address": "no-at-sign"}, "address"),
+        ({"address": "a@example.com", "reason": "r" * 65}, "reason"),
+        ({"address": "a@example.com", "expires_at": "next tuesday"}, "expires_at"),
+        ({"address": "a@example.com", "colour": "red"}, "colour"),
+    ],
+)
 def test_bad_input_names_the_field(server, body, field):
     st, out = call(server.url, "POST", "/suppressions", WRITE, body)
     assert st == 400 and out["error"]["field"] == field
 
 
 def test_bad_query_parameters(server):
-    for path, field in (("/suppressions?limit=0", "limit"), ("/suppressions?limit=abc", "limit"),
-                        ("/suppressions?since=yesterday-ish", "since"), ("/events?kind=explosion", "kind"),
-                        ("/suppressions?cursor=-1", "cursor"), ("/limits/nokey", "key"),
-                        ("/webhooks/deliveries?status=lost", "status")):
+    for path, field in (
+        ("/suppressions?limit=0", "limit"),
+        ("/suppressions?limit=abc", "limit"),
+        ("/suppressions?since=yesterday-ish", "since"),
+        ("/events?kind=explosion", "kind"),
+        ("/suppressions?cursor=-1", "cursor"),
+        ("/limits/nokey", "key"),
+        ("/webhooks/deliveries?status=lost", "status"),
+    ):
         st, out = call(server.url, "GET", path, READ)
         assert (st, out["error"]["field"]) == (400, field), path
     st, out = call(server.url, "POST", "/suppressions", WRITE, data=b"{not json")
@@ -119,16 +152,26 @@ def test_bad_query_parameters(server):
 
 
 def test_body_limit(server):
-    st, out = call(server.url, "POST", "/suppressions/import", WRITE, data=b"address\n" + b"x@example.com\n" * 10000,
-                   ctype="text/csv")
+    st, out = call(
+        server.url,
+        "POST",
+        "/suppressions/import",
+        WRITE,
+        data=b"address\n" + b"x@example.com\n" * 10000,
+        ctype="text/csv",
+    )
     assert st == 413 and out["error"]["field"] == "body"
 
 
 def test_list_filters_and_cursor_pagination(server, engine):
     store = SuppressionStore(engine)
     for i in range(25):
-        store.add(f"page{i:02d}@list.test", reason="hard bounce" if i % 2 else "complaint",
-                  category="mailbox-full" if i % 5 == 0 else None, tenant="t1" if i < 20 else "t2")
+        store.add(
+            f"page{i:02d}@list.test",
+            reason="hard bounce" if i % 2 else "complaint",
+            category="mailbox-full" if i % 5 == 0 else None,
+            tenant="t1" if i < 20 else "t2",
+        )
     seen, cur = [], ""
     while True:
         st, pg = call(server.url, "GET", f"/suppressions?prefix=page&tenant=t1&limit=7&cursor={cur}", READ)
@@ -151,11 +194,9 @@ def test_import_and_export_csv_and_jsonl(server):
     st, out = call(server.url, "POST", "/suppressions/import", WRITE, data=text.encode(), ctype="text/csv")
     assert (st, out) == (200, {"imported": 500})
     jl = b'{"address": "j1@bulk.test", "reason": "jl"}\n{"address": "j2@bulk.test"}\n'
-    st, out = call(server.url, "POST", "/suppressions/import?reason=dflt", WRITE, data=jl,
-                   ctype="application/x-ndjson")
+    st, out = call(server.url, "POST", "/suppressions/import?reason=dflt", WRITE, data=jl, ctype="application/x-ndjson")
     assert (st, out) == (200, {"imported": 2})
-    st, out = call(server.url, "POST", "/suppressions/import", WRITE, data=b"address\nbad-address\n",
-                   ctype="text/csv")
+    st, out = call(server.url, "POST", "/suppressions/import", WRITE, data=b"address\nbad-address\n", ctype="text/csv")
     assert st == 400 and "line 2" in out["error"]["message"]
     st, raw = call(server.url, "GET", "/suppressions/export?prefix=imp", READ)
     rows = list(csv.DictReader(io.StringIO(raw.decode())))
@@ -168,8 +209,16 @@ def test_import_and_export_csv_and_jsonl(server):
 def test_events_stats_limits_and_webhooks(server, engine):
     with engine.begin() as conn:
         for kind, addr in (("bounce", "ev1@ev.test"), ("complaint", "ev2@ev.test"), ("ratelimit", "alice")):
-            conn.execute(insert(Event).values(created_at=time.time(), kind=kind, address=addr, tenant="acme",
-                                              category=kind, reason="per-user" if kind == "ratelimit" else None))
+            conn.execute(
+                insert(Event).values(
+                    created_at=time.time(),
+                    kind=kind,
+                    address=addr,
+                    tenant="acme",
+                    category=kind,
+                    reason="per-user" if kind == "ratelimit" else None,
+                )
+            )
     st, pg = call(server.url, "GET", "/events?tenant=acme&kind=complaint", READ)
     assert [e["address"] for e in pg["items"]] == ["ev2@ev.test"]
     st, pg = call(server.url, "GET", "/events?address=EV1@ev.test", READ)

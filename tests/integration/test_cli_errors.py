@@ -22,12 +22,19 @@ def one_line(stderr: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("argv", [
-    ["suppressions", "list"], ["suppressions", "add", "a@example.com"], ["limits", "reset", "x:y"],
-    ["db", "upgrade"], ["events", "list"], ["stats"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["suppressions", "list"],
+        ["suppressions", "add", "a@example.com"],
+        ["limits", "reset", "x:y"],
+        ["db", "upgrade"],
+        ["events", "list"],
+        ["stats"],
+    ],
+)
 def test_database_unreachable(argv: list[str], tmp_path: Path) -> None:
-    down = f"postgresql://postgres@127.0.0.1:{free_port()}/sidecar"   # nothing listens there
+    down = f"postgresql://postgres@127.0.0.1:{free_port()}/sidecar"  # nothing listens there
     config = tmp_path / "sidecar.toml"
     config.write_text('[[ratelimit.rules]]\nname = "x"\nkey = ["sasl_username"]\nlimits = [{ rate = 5, per = "1m" }]\n')
     r = sidecar(*argv, "--db", down, "--config", str(config))
@@ -50,8 +57,11 @@ def test_json_into_a_closed_pipe_stops_quietly(tmp_path: Path) -> None:
     csv.write_text("address\n" + "".join(f"user{n}@example.com\n" for n in range(3000)))
     assert sidecar("suppressions", "import", str(csv), "--db", db, "--no-progress").returncode == 0
     # `sidecar suppressions list --json | head -1`: far more than a pipe buffer, the reader leaves
-    proc = subprocess.Popen([str(BIN), "suppressions", "list", "--json", "--limit", "3000", "--db", db],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [str(BIN), "suppressions", "list", "--json", "--limit", "3000", "--db", db],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None and proc.stderr is not None
     assert proc.stdout.readline().startswith(b"{")
     proc.stdout.close()
@@ -61,9 +71,18 @@ def test_json_into_a_closed_pipe_stops_quietly(tmp_path: Path) -> None:
 
 
 def test_ingest_with_standard_input_closed_defers(tmp_path: Path) -> None:
-    r = sidecar("ingest", "--no-handoff", "--db", f"sqlite:///{tmp_path}/s.db", "--recipient", "b@x",
-                preexec_fn=lambda: os.close(0))
+    r = sidecar(
+        "ingest",
+        "--no-handoff",
+        "--db",
+        f"sqlite:///{tmp_path}/s.db",
+        "--recipient",
+        "b@x",
+        preexec_fn=lambda: os.close(0),
+    )
     line = one_line(r.stderr)
     assert r.returncode == 75, r
-    assert line == ("sidecar ingest: temporary failure, message kept for retry: "
-                    "TempFail: standard input is closed (no message to read)"), line
+    assert line == (
+        "sidecar ingest: temporary failure, message kept for retry: "
+        "TempFail: standard input is closed (no message to read)"
+    ), line

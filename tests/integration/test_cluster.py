@@ -61,8 +61,9 @@ def nodes(request, tmp_path, pg_url, redis_server):
     run_cli("db", "upgrade", db=pg_url)
     started = []
     for i, host in enumerate(("127.0.0.2", "127.0.0.3")):
-        sc = SidecarProcess(tmp_path / f"node{i}", pg_url, cluster_config(redis_server.url, redis_timeout, extra),
-                     host=host)
+        sc = SidecarProcess(
+            tmp_path / f"node{i}", pg_url, cluster_config(redis_server.url, redis_timeout, extra), host=host
+        )
         sc.start()
         started.append(sc)
     yield started
@@ -76,7 +77,7 @@ def test_suppression_through_one_node_is_enforced_by_the_other_within_2s(nodes):
     assert cb.ask(rcpt(recipient="dead@example.test")) == "DUNNO"
     run_cli("suppressions", "add", "dead@example.test", "--reason", "hard bounce", db=a.db)
     t0 = time.monotonic()
-    for name, c in (("the other node", cb), ("the writer's node", ca)):   # each polls on its own
+    for name, c in (("the other node", cb), ("the writer's node", ca)):  # each polls on its own
         while c.ask(rcpt(recipient="dead@example.test")) == "DUNNO":
             assert time.monotonic() - t0 < 2.0, f"not enforced by {name} within 2 s"
             time.sleep(0.05)
@@ -95,8 +96,12 @@ def test_suppressions_through_one_nodes_api_and_ingester_reach_the_other_within_
     a, b = nodes
     cb = b.connect()
     body = json.dumps({"address": "api@example.test", "reason": "manual"}).encode()
-    req = urllib.request.Request(f"http://{a.host}:{a.http_port}/suppressions", data=body, method="POST",
-                                 headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"http://{a.host}:{a.http_port}/suppressions",
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
     t0 = time.monotonic()
     with urllib.request.urlopen(req, timeout=10) as r:
         assert r.status == 201
@@ -107,10 +112,26 @@ def test_suppressions_through_one_nodes_api_and_ingester_reach_the_other_within_
     t0 = time.monotonic()
     from sidecar.bounce.verp import make_verp_token
 
-    token = make_verp_token(VERP_KEY.encode(), "hard1@example.test")   # corroborates the bounce
-    r = subprocess.run([str(BIN), "ingest", "--config", str(a.config), "--sender", "MAILER-DAEMON",
-                        "--recipient", "bounces@bounce.lab.test", "--queue-id", "CLU5T3R", "--extension", token],
-                       input=DSN.read_bytes(), capture_output=True, timeout=60)
+    token = make_verp_token(VERP_KEY.encode(), "hard1@example.test")  # corroborates the bounce
+    r = subprocess.run(
+        [
+            str(BIN),
+            "ingest",
+            "--config",
+            str(a.config),
+            "--sender",
+            "MAILER-DAEMON",
+            "--recipient",
+            "bounces@bounce.lab.test",
+            "--queue-id",
+            "CLU5T3R",
+            "--extension",
+            token,
+        ],
+        input=DSN.read_bytes(),
+        capture_output=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     _wait_refused(cb, "hard1@example.test", t0, "recorded by node a's ingester")
     assert "ingested queue_id=CLU5T3R" in a.log.read_text(), "not handed to node a's service"
@@ -133,8 +154,10 @@ def test_combined_flood_admits_at_most_limit_plus_burst(nodes):
         t.join(60)
     assert len(admitted) == 2
     # rate 50 + burst 10, across both nodes (on failure: did a fallback decide some?)
-    assert sum(admitted) == 60, (admitted, [[ln for ln in n.metrics().splitlines() if "fallback_total{" in ln]
-                                            for n in nodes])
+    assert sum(admitted) == 60, (
+        admitted,
+        [[ln for ln in n.metrics().splitlines() if "fallback_total{" in ln] for n in nodes],
+    )
     assert all(n > 0 for n in admitted)
 
 
@@ -146,8 +169,10 @@ def test_concurrent_decisions_go_to_redis_together_and_count_exactly(nodes):
 
     def flood(node):
         c = node.connect()
-        got = [c.ask(rcpt(sasl_username="batcher", sender="app@batch.example", recipient=f"r{i}@example.test"))
-               for i in range(20)]
+        got = [
+            c.ask(rcpt(sasl_username="batcher", sender="app@batch.example", recipient=f"r{i}@example.test"))
+            for i in range(20)
+        ]
         c.close()
         with lock:
             replies.extend(got)
@@ -170,7 +195,7 @@ def test_concurrent_decisions_go_to_redis_together_and_count_exactly(nodes):
                 if line.startswith(f"sidecar_ratelimit_redis_batch_{part} "):
                     batches[part] = batches.get(part, 0) + float(line.split()[1])
     assert batches["sum"] == 400
-    assert batches["count"] < 400, batches   # some script calls carried several decisions
+    assert batches["count"] < 400, batches  # some script calls carried several decisions
 
 
 def test_redis_down_falls_back_to_local_limits_at_once(nodes, redis_server):
@@ -182,7 +207,7 @@ def test_redis_down_falls_back_to_local_limits_at_once(nodes, redis_server):
         t0 = time.monotonic()
         replies = [c.ask(rcpt(sasl_username="other", recipient=f"x{i}@example.test")) for i in range(70)]
         elapsed = time.monotonic() - t0
-        assert replies.count("DUNNO") == 60        # the local fallback applies the same rule
+        assert replies.count("DUNNO") == 60  # the local fallback applies the same rule
         assert elapsed < 2.0, f"requests waited on Redis: {elapsed:.2f}s for 70"
         m = a.metrics()
         assert "sidecar_ratelimit_redis_up 0.0" in m
@@ -201,9 +226,24 @@ def test_postgresql_restart_policy_answers_from_memory_ingest_exits_75(nodes, po
         for _ in range(20):
             assert ca.ask(rcpt(recipient="known@example.test")).startswith("550")
             assert ca.ask(rcpt(recipient="fine@example.test")) == "DUNNO"
-        r = subprocess.run([str(BIN), "ingest", "--db", a.db, "--no-handoff", "--sender", "MAILER-DAEMON",
-                            "--recipient", "bounces@bounce.lab.test", "--queue-id", "ABC123"],
-                           input=DSN.read_bytes(), capture_output=True, timeout=60)
+        r = subprocess.run(
+            [
+                str(BIN),
+                "ingest",
+                "--db",
+                a.db,
+                "--no-handoff",
+                "--sender",
+                "MAILER-DAEMON",
+                "--recipient",
+                "bounces@bounce.lab.test",
+                "--queue-id",
+                "ABC123",
+            ],
+            input=DSN.read_bytes(),
+            capture_output=True,
+            timeout=60,
+        )
         assert r.returncode == 75, r.stderr
     finally:
         postgres_server.start()

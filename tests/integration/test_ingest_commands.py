@@ -74,7 +74,9 @@ def test_import_maildir_with_verp_from_delivered_to(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert b"imported 2 messages" in r.stdout
     assert sorted(q(db, "select address, tenant from suppressions")) == [
-        ("hard1@example.test", ""), ("redacted@example.net", "acme")]
+        ("hard1@example.test", ""),
+        ("redacted@example.net", "acme"),
+    ]
 
 
 def test_import_require_record_asks_for_corroboration(tmp_path: Path) -> None:
@@ -96,8 +98,9 @@ def test_import_rejects_a_non_mailbox(tmp_path: Path) -> None:
     assert r.returncode == 2 and b"not an mbox" in r.stderr
 
 
-def _record_with(db: Path, parse, raws: list[bytes], config: Path | None = None,
-                 extensions: dict[bytes, str] | None = None) -> None:
+def _record_with(
+    db: Path, parse, raws: list[bytes], config: Path | None = None, extensions: dict[bytes, str] | None = None
+) -> None:
     from sidecar.bounce.envelope import Envelope
     from sidecar.bounce.record import Recorder
     from sidecar.config import load_config
@@ -125,7 +128,7 @@ def test_replay_dry_run_then_apply(tmp_path: Path) -> None:
 
     db = tmp_path / "s.db"
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[ingest]\nverp_key = "{KEY}"\n')   # the hard bounce came with a VERP token: corroborated
+    cfg.write_text(f'[ingest]\nverp_key = "{KEY}"\n')  # the hard bounce came with a VERP token: corroborated
     token = make_verp_token(KEY.encode(), "hard1@example.test")
     _record_with(db, old_parser, [HARD.read_bytes(), BLOCK.read_bytes()], cfg, {HARD.read_bytes(): token})
     assert q(db, "select state from raw_messages order by id") == [("unparsed",), ("parsed",)]
@@ -149,7 +152,7 @@ def test_replay_dry_run_then_apply(tmp_path: Path) -> None:
     assert q(db, "select address, reason from suppressions") == [("hard1@example.test", "hard bounce")]
     assert q(db, "select state from raw_messages order by id") == [("parsed",), ("parsed",)]
     assert q(db, "select decision from events where address = 'ghost@example.test'") == [("superseded",)]
-    (sid,), = q(db, "select id from suppressions")
+    ((sid,),) = q(db, "select id from suppressions")
     assert len(q(db, "select event_id from suppression_causes where suppression_id = ?", sid)) == 1
 
     r = run("replay", "--config", str(cfg), "--db", url, "--apply", "--json")  # idempotent

@@ -19,7 +19,7 @@ import pytest
 from sidecar.bounce.verp import make_verp_token
 from tests.harness.ingest import HARD, KEY, SOFT, ingest, q, variant
 
-SERVICE = r'''
+SERVICE = r"""
 import sys
 from twisted.internet import reactor
 from twisted.python.threadpool import ThreadPool
@@ -46,7 +46,7 @@ def stop():
 reactor.callWhenRunning(ready)
 reactor.addSystemEventTrigger("before", "shutdown", stop)
 reactor.run()
-'''
+"""
 
 
 def write_config(path: Path, sock: Path, db: Path) -> Path:

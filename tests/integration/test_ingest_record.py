@@ -20,6 +20,7 @@ def cfgfile(tmp_path: Path):
         p = tmp_path / f"sidecar-{len(list(tmp_path.glob('sidecar-*.toml')))}.toml"
         p.write_text("\n".join(lines) + "\n")
         return p
+
     return make
 
 
@@ -28,12 +29,13 @@ def test_hard_bounce_stored_and_suppressed_with_causes(tmp_path: Path) -> None:
     r = ingest(db, HARD.read_bytes(), python_prelude=recorded(("acme", "hard1@example.test")))
     assert r.returncode == 0, r.stderr
     assert r.stdout == b""  # pipe(8) would read stdout as a status
-    (mid, state, kind, qid), = q(db, "select id, state, kind, queue_id from raw_messages")
+    ((mid, state, kind, qid),) = q(db, "select id, state, kind, queue_id from raw_messages")
     assert (state, kind, qid) == ("parsed", "bounce", "ABC123")
-    (eid, addr, decision, emid), = q(db, "select id, address, decision, message_id from events")
+    ((eid, addr, decision, emid),) = q(db, "select id, address, decision, message_id from events")
     assert (addr, decision, emid) == ("hard1@example.test", "suppress-hard", mid)
-    (sid, tenant, reason, category, expires), = q(
-        db, "select id, tenant, reason, category, expires_at from suppressions")
+    ((sid, tenant, reason, category, expires),) = q(
+        db, "select id, tenant, reason, category, expires_at from suppressions"
+    )
     assert (tenant, reason, category, expires) == ("", "hard bounce", "invalid-recipient", None)
     assert q(db, "select suppression_id, event_id from suppression_causes") == [(sid, eid)]
     assert q(db, "select kind, address, active from changes") == [("suppression", "hard1@example.test", 1)]
@@ -57,10 +59,10 @@ def test_three_soft_bounces_suppress_for_seven_days(tmp_path: Path, cfgfile) -> 
     for n in range(2):
         assert ingest(db, variant(SOFT, n), *verp, config=cfg).returncode == 0
     assert q(db, "select count(*) from suppressions") == [(0,)]
-    assert [d for d, in q(db, "select decision from events order by id")] == ["soft", "soft"]
+    assert [d for (d,) in q(db, "select decision from events order by id")] == ["soft", "soft"]
     t0 = time.time()
     assert ingest(db, variant(SOFT, 2), *verp, config=cfg).returncode == 0
-    (sid, reason, category, expires), = q(db, "select id, reason, category, expires_at from suppressions")
+    ((sid, reason, category, expires),) = q(db, "select id, reason, category, expires_at from suppressions")
     assert (reason, category) == ("soft bounces", "mailbox-full")
     assert abs(expires - (t0 + 7 * 86400)) < 60
     assert len(q(db, "select event_id from suppression_causes where suppression_id = ?", sid)) == 3
@@ -80,7 +82,7 @@ def test_delays_do_not_count_toward_soft_suppression(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     for n in range(2):
         assert ingest(db, variant(DELAY, n)).returncode == 0
-    expired = POSTFIX / "dsn-failed-452-4.2.2-expired.eml"   # same address, Action failed 4.2.2
+    expired = POSTFIX / "dsn-failed-452-4.2.2-expired.eml"  # same address, Action failed 4.2.2
     assert ingest(db, expired.read_bytes()).returncode == 0
     assert q(db, "select count(*) from suppressions") == [(0,)]
 
@@ -120,7 +122,7 @@ def test_bad_verp_signature_is_recorded_but_never_suppresses(tmp_path: Path, cfg
     token = make_verp_token(b"another key", "hard1@example.test")
     r = ingest(db, HARD.read_bytes(), "--extension", token, config=cfgfile(verp_key=KEY))
     assert r.returncode == 0, r.stderr
-    (state, error), = q(db, "select state, error from raw_messages")
+    ((state, error),) = q(db, "select state, error from raw_messages")
     assert state == "bad-verp" and "signature" in error
     assert q(db, "select decision from events") == [("bad-verp",)]
     assert q(db, "select count(*) from suppressions") == [(0,)]
@@ -128,9 +130,11 @@ def test_bad_verp_signature_is_recorded_but_never_suppresses(tmp_path: Path, cfg
 
 def test_malformed_mime_is_set_aside_unparsed(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
-    raw = (b"From: MAILER-DAEMON@x\nSubject: Undelivered Mail Returned to Sender\nContent-Type: multipart/report;"
-           b' report-type=delivery-status; boundary="zzz"\n\n--zzz\nContent-Type: message/delivery-status\n\n'
-           b"Reporting-MTA: dns; \x00\xff\xfe broken\n\n")
+    raw = (
+        b"From: MAILER-DAEMON@x\nSubject: Undelivered Mail Returned to Sender\nContent-Type: multipart/report;"
+        b' report-type=delivery-status; boundary="zzz"\n\n--zzz\nContent-Type: message/delivery-status\n\n'
+        b"Reporting-MTA: dns; \x00\xff\xfe broken\n\n"
+    )
     r = ingest(db, raw)
     assert r.returncode == 0, r.stderr
     assert q(db, "select state from raw_messages") == [("unparsed",)]
@@ -143,9 +147,10 @@ def test_oversized_message_keeps_the_first_part(tmp_path: Path, cfgfile) -> None
     data = HARD.read_bytes() + b"x" * 5000
     r = ingest(db, data, config=cfgfile(max_message_size=2048))
     assert r.returncode == 0, r.stderr
-    (state, size, error, content), = q(db, "select state, size, error, content from raw_messages")
+    ((state, size, error, content),) = q(db, "select state, size, error, content from raw_messages")
     assert state == "unparsed" and size == len(data) and "truncated" in error
     import zlib
+
     assert zlib.decompress(content) == data[:2048]
 
 
@@ -163,9 +168,11 @@ def test_bad_config_exits_75(tmp_path: Path) -> None:
 
 
 def test_parser_crash_exits_75(tmp_path: Path) -> None:
-    prelude = ("import sidecar.bounce.parse as p\n"
-               "def boom(raw):\n    raise RuntimeError('injected parser crash')\n"
-               "p.parse_message = boom")
+    prelude = (
+        "import sidecar.bounce.parse as p\n"
+        "def boom(raw):\n    raise RuntimeError('injected parser crash')\n"
+        "p.parse_message = boom"
+    )
     r = ingest(tmp_path / "s.db", HARD.read_bytes(), python_prelude=prelude)
     assert r.returncode == 75 and b"injected parser crash" in r.stderr
     assert q(tmp_path / "s.db", "select count(*) from raw_messages") == [(0,)]
@@ -191,8 +198,11 @@ def test_manual_suppression_is_not_downgraded(tmp_path: Path) -> None:
     assert ingest(db, variant(SOFT, 0), python_prelude=sent).returncode == 0
     now = time.time()
     with sqlite3.connect(db) as c:
-        c.execute("insert into suppressions (address, tenant, reason, source, active, created_at, updated_at) "
-                  "values ('full1@example.test', '', 'manual', 'manual', 1, ?, ?)", (now, now))
+        c.execute(
+            "insert into suppressions (address, tenant, reason, source, active, created_at, updated_at) "
+            "values ('full1@example.test', '', 'manual', 'manual', 1, ?, ?)",
+            (now, now),
+        )
     for n in (1, 2):
         assert ingest(db, variant(SOFT, n), python_prelude=sent).returncode == 0
     assert q(db, "select reason, expires_at from suppressions") == [("manual", None)]

@@ -45,8 +45,11 @@ def users() -> Iterator[tuple[str, str]]:
     tag = f"{os.getpid() % 100000}"
     pipe, other = f"sct{tag}pipe", f"sct{tag}other"
     for name in (pipe, other):
-        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                        name], check=True, capture_output=True)
+        subprocess.run(
+            ["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            check=True,
+            capture_output=True,
+        )
     try:
         yield pipe, other
     finally:
@@ -80,8 +83,16 @@ def handoff(sock: Path, data: bytes, declared: int | None = None) -> bytes:
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(60)
     s.connect(str(sock))
-    header = {"v": 1, "sender": "", "recipient": "bounces@x", "queue_id": "", "extension": "", "size": len(data),
-              "truncated": False, "length": len(data) if declared is None else declared}
+    header = {
+        "v": 1,
+        "sender": "",
+        "recipient": "bounces@x",
+        "queue_id": "",
+        "extension": "",
+        "size": len(data),
+        "truncated": False,
+        "length": len(data) if declared is None else declared,
+    }
     try:
         s.sendall(json.dumps(header).encode() + b"\n" + data)
         buf = b""
@@ -99,7 +110,7 @@ def handoff(sock: Path, data: bytes, declared: int | None = None) -> bytes:
 
 def test_only_the_pipe_users_group_reaches_the_socket(base: Path, users: tuple[str, str]) -> None:
     pipe, other = users
-    (base / "open").mkdir(mode=0o755)           # a directory anyone may traverse: the socket's mode decides
+    (base / "open").mkdir(mode=0o755)  # a directory anyone may traverse: the socket's mode decides
     sock = base / "open" / "ingest.sock"
     sidecar = serve(base, sock, f'[postfix]\npipe_user = "{pipe}"\n')
     try:
@@ -152,12 +163,12 @@ def test_connection_cap_and_declared_length(tmp_path: Path) -> None:
         held = [socket.socket(socket.AF_UNIX) for _ in range(2)]
         for s in held:
             s.connect(str(sock))
-            s.sendall(b'{"v":1,')                  # a header still arriving
+            s.sendall(b'{"v":1,')  # a header still arriving
         time.sleep(0.2)  # let the service accept both before the third connects
         third = socket.socket(socket.AF_UNIX)
         third.settimeout(10)
         third.connect(str(sock))
-        assert third.recv(100) == b""                # closed at once, unanswered
+        assert third.recv(100) == b""  # closed at once, unanswered
         third.close()
         for s in held:
             s.close()
@@ -187,9 +198,9 @@ def test_memory_stays_bounded_under_large_hand_offs(tmp_path: Path) -> None:
     try:
         assert sidecar.proc is not None
         pid = sidecar.proc.pid
-        assert handoff(sock, HARD.read_bytes()).startswith(b"OK")   # warm: parser and recorder loaded
+        assert handoff(sock, HARD.read_bytes()).startswith(b"OK")  # warm: parser and recorder loaded
         before = rss_mb(pid)
-        big = b"X-Filler: " + b"0123456789abcdef" * (11 << 16) + b"\n"   # 11 MB
+        big = b"X-Filler: " + b"0123456789abcdef" * (11 << 16) + b"\n"  # 11 MB
         fits = variant(HARD, 7) + b"\n" + b"y" * (10 * 1024 * 1024 - len(variant(HARD, 7)) - 1)  # exactly 10 MB
         replies: list[bytes] = []
 
@@ -206,9 +217,11 @@ def test_memory_stays_bounded_under_large_hand_offs(tmp_path: Path) -> None:
         for t in threads:
             t.join()
         after = rss_mb(pid)
-        print(f"hand-off flood: RSS {before:.0f} MB before, {peak:.0f} MB peak, {after:.0f} MB after "
-              f"(30 attempts: 27 x 11 MB, 3 x 10 MB)")
-        assert sorted(replies)[:27] == [b""] * 27    # 11 MB: over the limit, closed unanswered
+        print(
+            f"hand-off flood: RSS {before:.0f} MB before, {peak:.0f} MB peak, {after:.0f} MB after "
+            f"(30 attempts: 27 x 11 MB, 3 x 10 MB)"
+        )
+        assert sorted(replies)[:27] == [b""] * 27  # 11 MB: over the limit, closed unanswered
         assert sum(r.startswith(b"OK") for r in replies) == 3
         assert after - before < 25, (before, peak, after)
         assert peak - before < 120, (before, peak, after)

@@ -38,6 +38,7 @@ def cli(request, server):
     def run(*args: str):
         extra = ("--api", server.url, "--token", TOKEN) if request.param == "api" else ()
         return run_cli(*args, *extra, db=server.db, config=server.config, check=False)
+
     run.mode = request.param
     return run
 
@@ -72,8 +73,11 @@ def test_cli_add_refuses_control_characters_and_bad_times(cli, server):
 def test_cli_import_is_all_or_nothing_and_names_line_and_field(cli, server, tmp_path):
     m = cli.mode
     bad = tmp_path / "bad.csv"
-    bad.write_text("address,reason\n" + "".join(f"{m}-bulk{i}@imp.test,bulk\n" for i in range(6000))
-                   + f"{m}-last@imp.test,\"two\nlines\"\n")
+    bad.write_text(
+        "address,reason\n"
+        + "".join(f"{m}-bulk{i}@imp.test,bulk\n" for i in range(6000))
+        + f'{m}-last@imp.test,"two\nlines"\n'
+    )
     one_line_error(cli("suppressions", "import", str(bad), "--no-progress"), "line 6002", "reason", "U+000A")
     assert active(server, f"{m}-") == []
     bad.write_text("address,created_at\n" + f"{m}-x@imp.test,2020-01-01\n{m}-y@imp.test,100000000000000000000\n")
@@ -86,7 +90,7 @@ def test_cli_export_import_round_trip_of_formula_cells(cli, server, tmp_path):
     m = cli.mode
     addrs = [f"={m}cmd@rt.test", f"+{m}@rt.test", f"-{m}@rt.test", f"@{m}x@rt.test", f"'={m}q@rt.test"]
     store = SuppressionStore(make_engine(server.db))
-    for a in addrs:   # as a forged bounce could leave them
+    for a in addrs:  # as a forged bounce could leave them
         store.add(a, reason="-5+3", tenant=f"{m}-src")
     out = tmp_path / "out.csv"
     assert cli("suppressions", "export", str(out), "--tenant", f"{m}-src").returncode == 0
@@ -97,8 +101,9 @@ def test_cli_export_import_round_trip_of_formula_cells(cli, server, tmp_path):
     res = cli("suppressions", "import", str(out), "--no-progress", "--json")
     assert res.returncode == 0 and json.loads(res.stdout)["imported"] == len(addrs), res.stderr
     with make_engine(server.db).connect() as conn:
-        copied = conn.execute(select(Suppression.address, Suppression.reason)
-                              .where(Suppression.tenant == f"{m}-copy")).all()
+        copied = conn.execute(
+            select(Suppression.address, Suppression.reason).where(Suppression.tenant == f"{m}-copy")
+        ).all()
     assert sorted(copied) == sorted((a.lower(), "-5+3") for a in addrs)
 
 
@@ -106,10 +111,17 @@ def test_store_layer_refuses_control_characters_and_bad_times(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path}/s.db")
     upgrade(engine)
     store = SuppressionStore(engine)
-    for kw in ({"reason": "a\nb"}, {"reason": "r", "tenant": "\x00"}, {"reason": "r", "note": "\u2029"},
-               {"reason": "r", "category": "\x7f"}, {"reason": "r", "source": "\x85"},
-               {"reason": "r", "expires_at": float("inf")}, {"reason": "r", "expires_at": float("nan")},
-               {"reason": "r", "expires_at": -1e300}, {"reason": "r" * 65}):
+    for kw in (
+        {"reason": "a\nb"},
+        {"reason": "r", "tenant": "\x00"},
+        {"reason": "r", "note": "\u2029"},
+        {"reason": "r", "category": "\x7f"},
+        {"reason": "r", "source": "\x85"},
+        {"reason": "r", "expires_at": float("inf")},
+        {"reason": "r", "expires_at": float("nan")},
+        {"reason": "r", "expires_at": -1e300},
+        {"reason": "r" * 65},
+    ):
         with pytest.raises(InvalidValue):
             store.add("ok@store.test", **kw)
     with pytest.raises(AddressError, match=r"U\+000A"):
@@ -128,8 +140,9 @@ def test_store_layer_refuses_control_characters_and_bad_times(tmp_path):
 
 def test_ingester_ignores_a_recipient_with_a_control_character(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
-    raw = HARD.read_bytes().replace(b"Final-Recipient: rfc822; hard1@example.test",
-                                    b"Final-Recipient: rfc822; hard1\x1b@example.test")
+    raw = HARD.read_bytes().replace(
+        b"Final-Recipient: rfc822; hard1@example.test", b"Final-Recipient: rfc822; hard1\x1b@example.test"
+    )
     raw = raw.replace(b"Original-Recipient: rfc822;hard1@example.test\n", b"")
     r = ingest(db, raw)
     assert r.returncode == 0, r.stderr
@@ -142,35 +155,64 @@ def test_migration_0003_repairs_stored_times(db_url, tmp_path):
     engine = make_engine(db_url)
     upgrade(engine, "0002")
     now = time.time()
-    poison = [("inf", float("inf"), now, now), ("minus", -1e300, now, now), ("far", 1e20, 1e20, now),
-              ("ok", now + 60, now, now), ("never", None, now, float("-inf"))]
-    if engine.dialect.name == "postgresql":   # SQLite stores NaN as NULL already
+    poison = [
+        ("inf", float("inf"), now, now),
+        ("minus", -1e300, now, now),
+        ("far", 1e20, 1e20, now),
+        ("ok", now + 60, now, now),
+        ("never", None, now, float("-inf")),
+    ]
+    if engine.dialect.name == "postgresql":  # SQLite stores NaN as NULL already
         poison.append(("nan", float("nan"), float("nan"), now))
     with engine.begin() as conn:
         for name, expires, created, updated in poison:
-            conn.execute(insert(Suppression).values(address=f"{name}@poison.test", tenant="", reason="r",
-                                                    source="api", active=True, created_at=created,
-                                                    updated_at=updated, expires_at=expires))
-            conn.execute(insert(Change).values(kind="suppression", address=f"{name}@poison.test", tenant="",
-                                               active=True, created_at=created, expires_at=expires,
-                                               changed_at=updated))
-        conn.execute(insert(Event).values(created_at=float("inf"), kind="bounce", address="inf@poison.test",
-                                          tenant=""))
+            conn.execute(
+                insert(Suppression).values(
+                    address=f"{name}@poison.test",
+                    tenant="",
+                    reason="r",
+                    source="api",
+                    active=True,
+                    created_at=created,
+                    updated_at=updated,
+                    expires_at=expires,
+                )
+            )
+            conn.execute(
+                insert(Change).values(
+                    kind="suppression",
+                    address=f"{name}@poison.test",
+                    tenant="",
+                    active=True,
+                    created_at=created,
+                    expires_at=expires,
+                    changed_at=updated,
+                )
+            )
+        conn.execute(insert(Event).values(created_at=float("inf"), kind="bounce", address="inf@poison.test", tenant=""))
     engine.dispose()
     res = run_cli("db", "upgrade", db=db_url, check=False)
     assert res.returncode == 0 and "repaired" in res.stderr, res.stderr
     assert current_revision(engine) == head_revision()
     with engine.connect() as conn:
-        got = {a.split("@")[0]: (c, u, e) for a, c, u, e in conn.execute(
-            select(Suppression.address, Suppression.created_at, Suppression.updated_at, Suppression.expires_at))}
-        (ev,), = conn.execute(select(Event.created_at)).all()
+        got = {
+            a.split("@")[0]: (c, u, e)
+            for a, c, u, e in conn.execute(
+                select(Suppression.address, Suppression.created_at, Suppression.updated_at, Suppression.expires_at)
+            )
+        }
+        ((ev,),) = conn.execute(select(Event.created_at)).all()
     assert got["inf"][2] is None and got["minus"][2] == 0.0 and got["ok"][2] == pytest.approx(now + 60)
     assert got["far"] == (253402300799.0, pytest.approx(now), None)
     assert got["never"][1:] == (0.0, None) and ev == 253402300799.0
     if "nan" in got:
         assert got["nan"][:1] + got["nan"][2:] == (253402300799.0, None)
-    for args in (("suppressions", "list", "--all", "--json"), ("suppressions", "why", "inf@poison.test"),
-                 ("suppressions", "export", "-"), ("events", "list", "--json")):
+    for args in (
+        ("suppressions", "list", "--all", "--json"),
+        ("suppressions", "why", "inf@poison.test"),
+        ("suppressions", "export", "-"),
+        ("events", "list", "--json"),
+    ):
         res = run_cli(*args, db=db_url, check=False)
         assert res.returncode == 0, (args, res.stderr)
     engine.dispose()

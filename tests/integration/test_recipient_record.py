@@ -48,7 +48,7 @@ def test_serve_records_what_it_lets_through_and_the_lookup_sees_it(tmp_path):
             assert time.monotonic() - t0 < 2
             time.sleep(0.05)
         _seen(sc.config, db, "alive@example.test", {"app"})
-        _seen(sc.config, db, "dead@example.test", frozenset(), timeout=0)   # refused: not recorded
+        _seen(sc.config, db, "dead@example.test", frozenset(), timeout=0)  # refused: not recorded
         r = run_cli("recipients", "check", "<ALIVE@example.test>", db=db, config=sc.config, check=False)
         assert (r.returncode, r.stdout) == (0, "alive@example.test: recorded for tenant(s) 'app'\n"), r.stderr
         r = run_cli("recipients", "check", "dead@example.test", "--json", db=db, config=sc.config, check=False)
@@ -56,7 +56,7 @@ def test_serve_records_what_it_lets_through_and_the_lookup_sees_it(tmp_path):
         text = sc.metrics()
         values = {ln.split()[0]: float(ln.split()[1]) for ln in text.splitlines() if ln.startswith("sidecar_recip")}
         assert values["sidecar_recipient_record_adds_total"] == 1
-        assert values["sidecar_recipient_record_bytes"] == 3594397   # 1,000,000 a day at 1e-6: 3.6 MB
+        assert values["sidecar_recipient_record_bytes"] == 3594397  # 1,000,000 a day at 1e-6: 3.6 MB
         assert round(values["sidecar_recipient_record_items"]) == 1
     finally:
         sc.stop()
@@ -68,7 +68,7 @@ def test_the_last_recipients_are_written_at_shutdown(tmp_path):
     try:
         sc.start()
         c = sc.connect()
-        time.sleep(0.3)   # past the flush TimerService's first (immediate) run
+        time.sleep(0.3)  # past the flush TimerService's first (immediate) run
         assert c.ask(rcpt(recipient="last@example.test", sasl_username="app")) == "DUNNO"
         c.close()
     finally:
@@ -98,8 +98,9 @@ def test_two_relays_on_postgresql_each_record_and_the_lookup_sees_both(relays, p
     _seen(b.config, pg_url, "via-b@example.test", {"bob"})
     engine = make_engine(pg_url)
     with engine.connect() as conn:
-        nodes = sorted(conn.execute(select(RecipientFilter.node).where(
-            RecipientFilter.day == day_of(time.time()))).scalars())
+        nodes = sorted(
+            conn.execute(select(RecipientFilter.node).where(RecipientFilter.day == day_of(time.time()))).scalars()
+        )
     engine.dispose()
     assert nodes == ["relay-0", "relay-1"]
 
@@ -113,7 +114,7 @@ def test_expiry_of_the_record(db_url):
     rec = RecipientRecorder(10000, 1e-6)
     rec.add("t", "old@example.test", now)
     recipient_days.flush(engine, rec, "n1", rec.take(), now)
-    rec.add("t", "old@example.test", now + 10)     # a second flush of the same day: an upsert
+    rec.add("t", "old@example.test", now + 10)  # a second flush of the same day: an upsert
     rec.add("t", "new@example.test", now + 10 * DAY)
     recipient_days.flush(engine, rec, "n1", rec.take(), now + 10 * DAY)
     lookup = recipient_days.StoredRecipients(engine, retention)
@@ -136,12 +137,12 @@ def test_a_bounce_right_after_the_rcpt_is_corroborated_before_any_flush(tmp_path
     sc = SidecarProcess(tmp_path, f"sqlite:///{db}", '[recipients]\nflush_interval = "1h"\nnode = "relay-1"\n')
     try:
         sc.start()
-        time.sleep(0.3)   # past the flush TimerService's first (immediate) run
+        time.sleep(0.3)  # past the flush TimerService's first (immediate) run
         c = sc.connect()
         assert c.ask(rcpt(recipient="Hard1@example.test", sasl_username="app")) == "DUNNO"
         r = ingest(db, variant(HARD, 1), config=sc.config)
         assert r.returncode == 0, r.stderr
         assert q(db, "SELECT address, reason FROM suppressions WHERE active") == [("hard1@example.test", "hard bounce")]
-        assert q(db, "SELECT count(*) FROM recipient_filters") == [(0,)]   # nothing flushed yet
+        assert q(db, "SELECT count(*) FROM recipient_filters") == [(0,)]  # nothing flushed yet
     finally:
         sc.stop()

@@ -64,7 +64,7 @@ def test_suppression_from_another_process_applies_within_a_second(sidecar):
 
 
 def test_expiring_suppression_stops_applying_without_restart(sidecar):
-    sidecar.start()   # before the add: a slow start-up must not eat the expiry
+    sidecar.start()  # before the add: a slow start-up must not eat the expiry
     c = sidecar.connect()
     run_cli("suppressions", "add", "soon@example.test", "--expires", "4s", db=sidecar.db)
     t0 = time.monotonic()
@@ -94,9 +94,9 @@ def test_rate_limit_counters_survive_restart(sidecar, sig):
     c = sidecar.connect()
     assert c.ask(req).startswith("DEFER_IF_PERMIT 4.7.1")
     keys_before = _gauge(sidecar.metrics(), "sidecar_ratelimit_keys")
-    assert keys_before >= 1   # app1's key, restored
+    assert keys_before >= 1  # app1's key, restored
     assert c.ask(rcpt(sasl_username="app2")) == "DUNNO"
-    assert _gauge(sidecar.metrics(), "sidecar_ratelimit_keys") == keys_before + 1   # at once, not at the prune
+    assert _gauge(sidecar.metrics(), "sidecar_ratelimit_keys") == keys_before + 1  # at once, not at the prune
     shown = run_cli("limits", "show", "per-app:app1", db=sidecar.db, config=sidecar.config).stdout
     assert "used 3, remaining 0" in shown
     run_cli("limits", "reset", "per-app:app1", db=sidecar.db, config=sidecar.config)
@@ -111,8 +111,12 @@ def test_bad_clients_cost_only_their_connection(sidecar):
     good = sidecar.connect()
     assert good.ask(rcpt()) == "DUNNO"
     idle = [socket.create_connection(("127.0.0.1", sidecar.policy_port)) for _ in range(300)]
-    bad_inputs = [b"\x00\xff" * 1000 + b"\n\n", b"x=" + b"a" * (1024 * 1024), b"no equals\n\n",
-                  b"request=smtpd_access_policy\nprotocol_state=RC"]
+    bad_inputs = [
+        b"\x00\xff" * 1000 + b"\n\n",
+        b"x=" + b"a" * (1024 * 1024),
+        b"no equals\n\n",
+        b"request=smtpd_access_policy\nprotocol_state=RC",
+    ]
     for data in bad_inputs:
         s = socket.create_connection(("127.0.0.1", sidecar.policy_port), timeout=5)
         try:
@@ -124,7 +128,7 @@ def test_bad_clients_cost_only_their_connection(sidecar):
             continue
         s.settimeout(5)
         try:
-            assert s.recv(100) == b""   # closed by the server, no reply
+            assert s.recv(100) == b""  # closed by the server, no reply
         except ConnectionResetError:
             pass
         s.close()
@@ -142,8 +146,10 @@ def test_bad_clients_cost_only_their_connection(sidecar):
 def test_import_export_roundtrip(tmp_path):
     db = f"sqlite:///{tmp_path}/s.db"
     src = tmp_path / "in.csv"
-    src.write_text("address,tenant,reason,expires_at\nA@Example.test,,hard bounce,\nb@example.test,shop,complaint,"
-                   "2099-01-01T00:00:00Z\n")
+    src.write_text(
+        "address,tenant,reason,expires_at\nA@Example.test,,hard bounce,\nb@example.test,shop,complaint,"
+        "2099-01-01T00:00:00Z\n"
+    )
     run_cli("suppressions", "import", str(src), db=db)
     out = run_cli("suppressions", "export", "-", db=db).stdout.splitlines()
     assert out[0].startswith("address,tenant,reason")
@@ -157,7 +163,7 @@ def test_import_export_roundtrip(tmp_path):
 
 def test_check_config_names_the_key(tmp_path):
     cfg = tmp_path / "bad.toml"
-    cfg.write_text("[server]\npolicy = [\"nope\"]\n")
+    cfg.write_text('[server]\npolicy = ["nope"]\n')
     import subprocess
 
     from tests.harness.sidecar import BIN

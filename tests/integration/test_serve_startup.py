@@ -16,7 +16,7 @@ from pathlib import Path
 from tests.harness.sidecar import BIN, SidecarProcess
 from tests.harness.system import free_port
 
-EXIT_WITHIN = 3.0   # seconds from the error line to exit (~0.1 s when quiet; the bug was: never)
+EXIT_WITHIN = 3.0  # seconds from the error line to exit (~0.1 s when quiet; the bug was: never)
 
 
 def listening(port: int) -> bool:
@@ -37,9 +37,9 @@ def serve_failing(tmp: Path, db: str, policy: list[str], http: str, config: str 
     proc = subprocess.Popen(argv, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None
-        first = proc.stderr.readline()        # blocks until the error is written (or the process ends)
+        first = proc.stderr.readline()  # blocks until the error is written (or the process ends)
         t_error = time.monotonic()
-        code = proc.wait(timeout=30)          # the old code never got here
+        code = proc.wait(timeout=30)  # the old code never got here
         elapsed = time.monotonic() - t_error
         lines = [first.rstrip("\n")] + proc.stderr.read().splitlines()
     finally:
@@ -69,8 +69,9 @@ def test_policy_port_in_use(tmp_path: Path) -> None:
     holder, taken = held_port()
     first, http = free_port(), free_port()
     try:
-        code, lines, elapsed = serve_failing(tmp_path, f"sqlite:///{tmp_path}/s.db", [tcp(first), tcp(taken)],
-                                             tcp(http))
+        code, lines, elapsed = serve_failing(
+            tmp_path, f"sqlite:///{tmp_path}/s.db", [tcp(first), tcp(taken)], tcp(http)
+        )
     finally:
         holder.close()
     assert code == 1
@@ -100,16 +101,19 @@ def test_ingest_socket_in_use_by_another_service(tmp_path: Path) -> None:
     try:
         policy, http = free_port(), free_port()
         (tmp_path / "b").mkdir()
-        code, lines, elapsed = serve_failing(tmp_path / "b", f"sqlite:///{tmp_path}/b.db", [tcp(policy)], tcp(http),
-                                             config)
+        code, lines, elapsed = serve_failing(
+            tmp_path / "b", f"sqlite:///{tmp_path}/b.db", [tcp(policy)], tcp(http), config
+        )
         assert code == 1
         assert_one_line(lines, str(sock), "in use by another running service")
         assert elapsed < EXIT_WITHIN, elapsed
         assert not listening(policy) and not listening(http)
         # the first service is untouched: it still answers and still owns its socket
         client = first.connect()
-        assert client.ask({"request": "smtpd_access_policy", "protocol_state": "RCPT",
-                           "recipient": "a@example.com"}) == "DUNNO"
+        assert (
+            client.ask({"request": "smtpd_access_policy", "protocol_state": "RCPT", "recipient": "a@example.com"})
+            == "DUNNO"
+        )
         client.close()
         probe = socket.socket(socket.AF_UNIX)
         probe.connect(str(sock))
@@ -120,7 +124,7 @@ def test_ingest_socket_in_use_by_another_service(tmp_path: Path) -> None:
 
 def test_database_unreachable(tmp_path: Path) -> None:
     policy, http = free_port(), free_port()
-    down = f"postgresql://postgres@127.0.0.1:{free_port()}/sidecar"   # nothing listens there
+    down = f"postgresql://postgres@127.0.0.1:{free_port()}/sidecar"  # nothing listens there
     code, lines, elapsed = serve_failing(tmp_path, down, [tcp(policy)], tcp(http))
     assert code == 1
     assert_one_line(lines, "database postgresql://postgres@127.0.0.1", "refused")
@@ -130,7 +134,7 @@ def test_database_unreachable(tmp_path: Path) -> None:
 
 def test_schema_from_an_unknown_revision(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
-    with sqlite3.connect(db) as conn:   # as a newer version of the sidecar would leave it
+    with sqlite3.connect(db) as conn:  # as a newer version of the sidecar would leave it
         conn.execute("create table alembic_version (version_num varchar(32) primary key)")
         conn.execute("insert into alembic_version values ('ffffffffffff')")
     policy, http = free_port(), free_port()

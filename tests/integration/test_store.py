@@ -45,8 +45,11 @@ def test_add_is_upsert_and_feeds_changes(store):
     assert store.count() == 1
     feed = store.changes_since(0)
     assert [(r.address, r.tenant, r.active) for r in feed] == [
-        ("foo@example.com", "", True), ("foo@example.com", "shop", True), ("foo@example.com", "", True),
-        ("foo@example.com", "", False)]
+        ("foo@example.com", "", True),
+        ("foo@example.com", "shop", True),
+        ("foo@example.com", "", True),
+        ("foo@example.com", "", False),
+    ]
     cursor = ChangeCursor(0)
     assert len(cursor.accept(feed, time.time())) == 4 and cursor.low == feed[-1].id
 
@@ -62,13 +65,14 @@ def test_import_export_and_load(store):
     now = time.time()
     csv_in = "address,tenant,reason,expires_at\n" + "".join(
         f"user{i}@Example.test,{'shop' if i % 2 else ''},hard bounce,{'' if i % 3 else '2000-01-01'}\n"
-        for i in range(12000))
+        for i in range(12000)
+    )
     assert store.import_csv(io.StringIO(csv_in), batch=5000) == 12000
     # duplicate rows in one file: last one wins
     assert store.import_csv(io.StringIO("address,reason\na@x.test,one\nA@x.test,two\n")) == 2
     assert [r.reason for r in store.get("a@x.test")] == ["two"]
     last, rows = store.load_active(now)
-    assert len(rows) == 12001 - 4000   # the ones expired in 2000 are not loaded
+    assert len(rows) == 12001 - 4000  # the ones expired in 2000 are not loaded
     assert last >= 12002
     out = io.StringIO()
     assert store.export_csv(out) == 12001
@@ -108,11 +112,18 @@ def test_retention_keeps_what_explains_a_suppression(store):
     with engine.begin() as conn:
         ids = []
         for i in range(3):
-            mid = conn.execute(RawMessage.__table__.insert().values(
-                sha256=f"{i:064d}", received_at=old, size=1, content=b"x", state="parsed")).inserted_primary_key[0]
-            ids.append(conn.execute(Event.__table__.insert().values(
-                created_at=old, kind="bounce", address=f"a{i}@x.test", tenant="",
-                message_id=mid)).inserted_primary_key[0])
+            mid = conn.execute(
+                RawMessage.__table__.insert().values(
+                    sha256=f"{i:064d}", received_at=old, size=1, content=b"x", state="parsed"
+                )
+            ).inserted_primary_key[0]
+            ids.append(
+                conn.execute(
+                    Event.__table__.insert().values(
+                        created_at=old, kind="bounce", address=f"a{i}@x.test", tenant="", message_id=mid
+                    )
+                ).inserted_primary_key[0]
+            )
         conn.execute(Event.__table__.insert().values(created_at=now, kind="bounce", address="new@x.test", tenant=""))
         store.add("a0@x.test", reason="hard bounce", cause_event_ids=[ids[0]], conn=conn)
     assert retention.prune(engine, now, 90) == (2, 2)
@@ -137,30 +148,37 @@ def _feed(store, after=0):
 def test_import_keeps_every_column_and_feeds_each_row_in_file_order(store, batch):
     store.add("old@x.test", reason="manual", note="before")
     start = store.changes_since(0)[-1].id
-    csv_in = ("address,tenant,reason,category,created_at,expires_at,source,note\n"
-              "a@X.test,,hard bounce,mailbox,2020-01-02T03:04:05Z,,api,\"tab here, \"\"quoted\"\"\"\n"
-              "b@x.test,shop,,,,2999-01-01,,\\N\n"
-              "A@x.test,,complaint,,,,,\n"
-              "old@x.test,,hard bounce,,,,,\n"
-              "c@x.test,,x,,,,,\n"
-              "a@x.test,,again,,,,,\n")
+    csv_in = (
+        "address,tenant,reason,category,created_at,expires_at,source,note\n"
+        'a@X.test,,hard bounce,mailbox,2020-01-02T03:04:05Z,,api,"tab here, ""quoted"""\n'
+        "b@x.test,shop,,,,2999-01-01,,\\N\n"
+        "A@x.test,,complaint,,,,,\n"
+        "old@x.test,,hard bounce,,,,,\n"
+        "c@x.test,,x,,,,,\n"
+        "a@x.test,,again,,,,,\n"
+    )
     assert store.import_csv(io.StringIO(csv_in), default_reason="imported", batch=batch) == 6
-    a, = store.get("a@x.test")
+    (a,) = store.get("a@x.test")
     assert (a.reason, a.category, a.source, a.note) == ("again", None, "import", None)
-    b, = store.get("b@x.test")
+    (b,) = store.get("b@x.test")
     assert (b.tenant, b.reason, b.note, b.expires_at) == ("shop", "imported", "\\N", 32472144000.0)
-    old, = store.get("old@x.test")
+    (old,) = store.get("old@x.test")
     assert (old.reason, old.note) == ("hard bounce", None)
     feed = _feed(store, start)
     assert [(r.address, r.tenant, r.reason) for r in feed] == [
-        ("a@x.test", "", "hard bounce"), ("b@x.test", "shop", "imported"), ("a@x.test", "", "complaint"),
-        ("old@x.test", "", "hard bounce"), ("c@x.test", "", "x"), ("a@x.test", "", "again")]
+        ("a@x.test", "", "hard bounce"),
+        ("b@x.test", "shop", "imported"),
+        ("a@x.test", "", "complaint"),
+        ("old@x.test", "", "hard bounce"),
+        ("c@x.test", "", "x"),
+        ("a@x.test", "", "again"),
+    ]
     assert feed[0].created_at == 1577934245.0 and all(r.active and r.kind == "suppression" for r in feed)
 
 
 def test_import_category_note_and_source_round_trip(store):
-    store.import_csv(io.StringIO("address,category,source,note\nn@x.test,policy,crm,\"a, b c\\\\d\"\n"))
-    n, = store.get("n@x.test")
+    store.import_csv(io.StringIO('address,category,source,note\nn@x.test,policy,crm,"a, b c\\\\d"\n'))
+    (n,) = store.get("n@x.test")
     assert (n.category, n.source, n.note) == ("policy", "crm", "a, b c\\\\d")
 
 
@@ -212,8 +230,11 @@ def test_a_running_server_learns_every_row_of_an_import(pg_url, tmp_path):
         want = n + len(added)
         t0 = time.monotonic()
         while True:
-            gauge = next(float(line.split()[-1]) for line in sc.metrics().splitlines()
-                         if line.startswith("sidecar_suppressions "))
+            gauge = next(
+                float(line.split()[-1])
+                for line in sc.metrics().splitlines()
+                if line.startswith("sidecar_suppressions ")
+            )
             if gauge == want or time.monotonic() - t0 > 15:
                 break
             time.sleep(0.1)

@@ -15,8 +15,12 @@ HEAD = head_revision()
 
 
 def concurrent_cli_upgrades(url: str, n: int) -> list[subprocess.CompletedProcess[str]]:
-    procs = [subprocess.Popen([str(BIN), "db", "upgrade", "--db", url], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(n)]
+    procs = [
+        subprocess.Popen(
+            [str(BIN), "db", "upgrade", "--db", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(n)
+    ]
     out = []
     for p in procs:
         stdout, stderr = p.communicate(timeout=120)
@@ -27,7 +31,7 @@ def concurrent_cli_upgrades(url: str, n: int) -> list[subprocess.CompletedProces
 def concurrent_upgrades(url: str, n: int) -> list[BaseException]:
     """``n`` engines upgrading the same fresh database, released together."""
     engines = [make_engine(url) for _ in range(n)]
-    for e in engines:   # connect first: only the upgrades themselves race
+    for e in engines:  # connect first: only the upgrades themselves race
         e.connect().close()
     barrier = threading.Barrier(n)
     errors: list[BaseException] = []
@@ -65,7 +69,7 @@ def test_concurrent_upgrades_of_a_fresh_sqlite_database(tmp_path: Path) -> None:
 
 
 def test_sqlite_files_are_not_world_readable(tmp_path: Path) -> None:
-    old = os.umask(0o022)   # the usual umask: the old code made the file 0644
+    old = os.umask(0o022)  # the usual umask: the old code made the file 0644
     try:
         db = tmp_path / "data" / "s.db"
         sidecar = SidecarProcess(tmp_path / "service", f"sqlite:///{db}")

@@ -24,7 +24,7 @@ TOKEN = "tok-webhooks"
 
 
 class Server(ThreadingHTTPServer):
-    request_queue_size = 128   # not 5: twenty concurrent connects must not overflow the listen queue
+    request_queue_size = 128  # not 5: twenty concurrent connects must not overflow the listen queue
 
 
 class Receiver:
@@ -33,7 +33,7 @@ class Receiver:
     def __init__(self) -> None:
         self.failing = False
         self.lock = threading.Lock()
-        self.received: list[dict[str, Any]] = []   # every request, in arrival order
+        self.received: list[dict[str, Any]] = []  # every request, in arrival order
         self.bad_signatures = 0
         outer = self
 
@@ -49,8 +49,15 @@ class Receiver:
                 with outer.lock:
                     ack = ok_sig and not outer.failing
                     outer.bad_signatures += not ok_sig
-                    outer.received.append({"id": payload["id"], "type": payload["type"], "data": payload["data"],
-                                           "ack": ack, "attempt": int(self.headers["Sidecar-Delivery-Attempt"])})
+                    outer.received.append(
+                        {
+                            "id": payload["id"],
+                            "type": payload["type"],
+                            "data": payload["data"],
+                            "ack": ack,
+                            "attempt": int(self.headers["Sidecar-Delivery-Attempt"]),
+                        }
+                    )
                 self.send_response(200 if ack else (401 if not ok_sig else 503))
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -105,16 +112,26 @@ def harness(tmp_path, receiver):
     db = f"sqlite:///{tmp_path}/sidecar.db"
     upgrade(make_engine(db))
     s = ApiServer(tmp_path, config(receiver.url), db=db).start()
-    time.sleep(0.5)   # the subscription's cursor starts at the end of the feeds
+    time.sleep(0.5)  # the subscription's cursor starts at the end of the feeds
     yield s
     s.stop()
 
 
 def add_bounce(engine: Any, address: str, kind: str = "bounce") -> str:
     with engine.begin() as conn:
-        eid = conn.execute(insert(Event).values(created_at=time.time(), kind=kind, address=address, tenant="",
-                                                category="invalid-recipient", hard=True, status="5.1.1")
-                           .returning(Event.id)).scalar_one()
+        eid = conn.execute(
+            insert(Event)
+            .values(
+                created_at=time.time(),
+                kind=kind,
+                address=address,
+                tenant="",
+                category="invalid-recipient",
+                hard=True,
+                status="5.1.1",
+            )
+            .returning(Event.id)
+        ).scalar_one()
     return f"evt_e{eid}"
 
 
@@ -125,16 +142,26 @@ def test_every_kind_delivered_signed(harness, receiver):
     store.add("a@hooks.test", reason="hard bounce")
     store.remove("a@hooks.test")
     with engine.begin() as conn:
-        rid = conn.execute(insert(Event).values(created_at=time.time(), kind="ratelimit", address="alice",
-                                                tenant="", reason="per-user", diagnostic="3 request(s) refused")
-                           .returning(Event.id)).scalar_one()
-    add_bounce(engine, "c@hooks.test", "delay")   # not a webhook event
+        rid = conn.execute(
+            insert(Event)
+            .values(
+                created_at=time.time(),
+                kind="ratelimit",
+                address="alice",
+                tenant="",
+                reason="per-user",
+                diagnostic="3 request(s) refused",
+            )
+            .returning(Event.id)
+        ).scalar_one()
+    add_bounce(engine, "c@hooks.test", "delay")  # not a webhook event
     ids.add(f"evt_e{rid}")
     receiver.wait_acked(ids)
     time.sleep(0.5)
     types = [r["type"] for r in receiver.acked()]
-    assert sorted(types) == sorted(["bounce.recorded", "complaint.recorded", "suppression.added",
-                                    "suppression.removed", "ratelimit.exceeded"])
+    assert sorted(types) == sorted(
+        ["bounce.recorded", "complaint.recorded", "suppression.added", "suppression.removed", "ratelimit.exceeded"]
+    )
     assert receiver.bad_signatures == 0
     assert types.index("suppression.added") < types.index("suppression.removed")
     rl = next(r for r in receiver.acked() if r["type"] == "ratelimit.exceeded")
@@ -151,10 +178,10 @@ def test_failing_receiver_recovers_and_gets_everything_in_order(harness, receive
         addr = f"u{i % 3}@order.test"
         order[addr].append(add_bounce(engine, addr))
     t0 = time.monotonic()
-    while len(receiver.received) < 6:   # several failed attempts ...
+    while len(receiver.received) < 6:  # several failed attempts ...
         assert time.monotonic() - t0 < 10
         time.sleep(0.05)
-    receiver.failing = False   # ... then it recovers
+    receiver.failing = False  # ... then it recovers
     receiver.wait_acked({i for ids in order.values() for i in ids})
     time.sleep(0.5)
     acked = receiver.acked()
@@ -173,7 +200,7 @@ def test_failing_receiver_recovers_and_gets_everything_in_order(harness, receive
     assert any(r["attempt"] > 1 for r in receiver.received)
     repeated = {r["id"] for r in receiver.received if r["attempt"] > 1}
     first_failed = {r["id"] for r in receiver.received if not r["ack"]}
-    assert repeated <= first_failed   # repeated only where it had not acknowledged
+    assert repeated <= first_failed  # repeated only where it had not acknowledged
 
 
 def test_restart_in_the_middle_loses_nothing(harness, receiver):

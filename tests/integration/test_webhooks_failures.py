@@ -31,29 +31,38 @@ from tests.harness.api import ApiServer, call
 
 SECRET = "whsec-failures"
 TOKEN = "tok-failures"
-BIG = 256 * 1024 * 1024   # what the "huge" receiver offers to send
+BIG = 256 * 1024 * 1024  # what the "huge" receiver offers to send
 
 
 def self_signed(tmp: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                                        x509.DNSName("localhost")]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     cert_pem, key_pem = tmp / "receiver.pem", tmp / "receiver.key"
     cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
+    key_pem.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_pem, key_pem
 
 
 class Server(ThreadingHTTPServer):
-    request_queue_size = 128   # not 5: twenty concurrent connects must not overflow the listen queue
+    request_queue_size = 128  # not 5: twenty concurrent connects must not overflow the listen queue
 
 
 class Receiver:
@@ -61,7 +70,7 @@ class Receiver:
 
     def __init__(self, tls: ssl.SSLContext | None = None, huge: bool = False) -> None:
         self.received: list[str] = []
-        self.sent = 0             # body bytes the huge receiver managed to write
+        self.sent = 0  # body bytes the huge receiver managed to write
         self.cut_off = threading.Event()
         outer = self
 
@@ -107,25 +116,42 @@ def wait(cond: Any, what: str, timeout: float = 30) -> None:
 
 def add_bounce(engine: Any, address: str) -> str:
     with engine.begin() as conn:
-        eid = conn.execute(insert(Event).values(created_at=time.time(), kind="bounce", address=address, tenant="",
-                                                category="invalid-recipient", hard=True, status="5.1.1")
-                           .returning(Event.id)).scalar_one()
+        eid = conn.execute(
+            insert(Event)
+            .values(
+                created_at=time.time(),
+                kind="bounce",
+                address=address,
+                tenant="",
+                category="invalid-recipient",
+                hard=True,
+                status="5.1.1",
+            )
+            .returning(Event.id)
+        ).scalar_one()
     return f"evt_e{eid}"
 
 
 def sub(url: str, name: str = "", extra: str = "") -> str:
-    return (f'[[webhooks.subscriptions]]\nurl = "{url}"\nsecret = "{SECRET}"\n'
-            + (f'name = "{name}"\n' if name else "") + extra)
+    return (
+        f'[[webhooks.subscriptions]]\nurl = "{url}"\nsecret = "{SECRET}"\n'
+        + (f'name = "{name}"\n' if name else "")
+        + extra
+    )
 
 
 def serve(tmp_path: Path, subs: str, timeout: str = "2s") -> ApiServer:
     db = f"sqlite:///{tmp_path}/sidecar.db"
     upgrade(make_engine(db))
-    text = (f'[[api.tokens]]\ntoken = "{TOKEN}"\nscope = "write"\n\n[webhooks]\npoll_interval = "100ms"\n'
-            f'timeout = "{timeout}"\nretry_for = "1h"\nbackoff = "200ms"\nbackoff_max = "400ms"\n\n{subs}')
+    text = (
+        f'[[api.tokens]]\ntoken = "{TOKEN}"\nscope = "write"\n\n[webhooks]\npoll_interval = "100ms"\n'
+        f'timeout = "{timeout}"\nretry_for = "1h"\nbackoff = "200ms"\nbackoff_max = "400ms"\n\n{subs}'
+    )
     s = ApiServer(tmp_path, text, db=db).start()
-    wait(lambda: len(call(s.url, "GET", "/webhooks", TOKEN)[1]["cursors"]) == subs.count("[[webhooks"),
-         "subscriptions never started")
+    wait(
+        lambda: len(call(s.url, "GET", "/webhooks", TOKEN)[1]["cursors"]) == subs.count("[[webhooks"),
+        "subscriptions never started",
+    )
     return s
 
 
@@ -141,17 +167,26 @@ def test_https_untrusted_trusted_huge_body_and_secret_urls(tmp_path):
     ctx.load_cert_chain(cert, key)
     tls, plain, huge = Receiver(tls=ctx), Receiver(), Receiver(huge=True)
     secret_url = plain.url + "/SECRETPATH?token=SECRETQUERY"
-    s = serve(tmp_path, sub(tls.url, "untrusted") + sub(tls.url, "trusted", 'ca_file = "receiver.pem"\n')
-              + sub(secret_url) + sub(huge.url, "huge"))
+    s = serve(
+        tmp_path,
+        sub(tls.url, "untrusted")
+        + sub(tls.url, "trusted", 'ca_file = "receiver.pem"\n')
+        + sub(secret_url)
+        + sub(huge.url, "huge"),
+    )
     try:
         engine = make_engine(s.db)
         ids = [add_bounce(engine, f"u{i}@fail.test") for i in range(4)]
-        plain_name = plain.url.rsplit("/", 1)[0]   # http://127.0.0.1:PORT
+        plain_name = plain.url.rsplit("/", 1)[0]  # http://127.0.0.1:PORT
         # the trusted https receiver, the plain one and the huge one get everything
-        wait(lambda: set(ids) <= set(plain.received) and set(ids) <= set(tls.received)
-             and set(ids) <= set(huge.received), "deliveries missing")
+        wait(
+            lambda: (
+                set(ids) <= set(plain.received) and set(ids) <= set(tls.received) and set(ids) <= set(huge.received)
+            ),
+            "deliveries missing",
+        )
         wait(lambda: {d["status"] for d in deliveries(s, "huge")} == {"delivered"}, "huge not delivered")
-        assert huge.cut_off.wait(10) and huge.sent < 32 * 1024 * 1024, huge.sent   # the rest was never read
+        assert huge.cut_off.wait(10) and huge.sent < 32 * 1024 * 1024, huge.sent  # the rest was never read
         wait(lambda: {d["status"] for d in deliveries(s, "trusted")} == {"delivered"}, "trusted not recorded")
         assert [d["event_id"] for d in deliveries(s, plain_name)] == ids
         # the untrusted one fails verification, and each failure is recorded
@@ -224,7 +259,7 @@ class Silent:
                 self.requests += 1
         while conn.recv(65536):
             pass
-        self.requests = -1000   # the sidecar gave up on it: too late for the test's point
+        self.requests = -1000  # the sidecar gave up on it: too late for the test's point
 
     def stop(self) -> None:
         self.sock.close()
@@ -237,8 +272,8 @@ def test_a_hung_receiver_holds_up_no_other_subscription(tmp_path):
     s = serve(tmp_path, sub(silent.url, "hung") + sub(plain.url, "plain"), timeout="60s")
     try:
         engine = make_engine(s.db)
-        many = [add_bounce(engine, f"m{i}@fail.test") for i in range(25)]   # more than 20 (the concurrency) at once
-        same = [add_bounce(engine, "same@fail.test") for _ in range(6)]   # one address: strictly one after another
+        many = [add_bounce(engine, f"m{i}@fail.test") for i in range(25)]  # more than 20 (the concurrency) at once
+        same = [add_bounce(engine, "same@fail.test") for _ in range(6)]  # one address: strictly one after another
         wait(lambda: set(many + same) <= set(plain.received), "plain deliveries held up")
         assert [i for i in plain.received if i in same] == same
         assert silent.requests == 20, "the hung deliveries should all still be in flight"

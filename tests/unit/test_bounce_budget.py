@@ -96,9 +96,11 @@ def test_a_long_one_line_json_notification_is_read_whole() -> None:
 
 
 def test_mailbox_paths_map_to_x_failed_recipients_one_to_one() -> None:
-    raw = _dsn(0).replace(
-        b"--b--", b"Final-Recipient: rfc822; /var/mail/u\nAction: failed\n\n" * 3 + b"--b--"
-    ).replace(b"Subject:", b"X-Failed-Recipients: a@x.example, b@x.example, c@x.example\nSubject:")
+    raw = (
+        _dsn(0)
+        .replace(b"--b--", b"Final-Recipient: rfc822; /var/mail/u\nAction: failed\n\n" * 3 + b"--b--")
+        .replace(b"Subject:", b"X-Failed-Recipients: a@x.example, b@x.example, c@x.example\nSubject:")
+    )
     parsed = parse.parse_message(raw, clock=never)
     assert [r.address for r in parsed.recipients] == ["a@x.example", "b@x.example", "c@x.example"]
 
@@ -328,8 +330,9 @@ def _patterns(value: object) -> Iterator[re.Pattern[str]]:
 
 
 # every module of the parser (a new one is checked without being listed here)
-_MODULES = tuple(importlib.import_module(f"{parse_pkg.__name__}.{m.name}")
-                 for m in pkgutil.iter_modules(parse_pkg.__path__))
+_MODULES = tuple(
+    importlib.import_module(f"{parse_pkg.__name__}.{m.name}") for m in pkgutil.iter_modules(parse_pkg.__path__)
+)
 _CLASS = re.compile(r"\[(?:\\.|[^\]\\])*\]")
 _UNBOUNDED_DOT = re.compile(r"(?<!\\)\.[*+]")
 

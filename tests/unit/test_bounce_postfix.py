@@ -19,7 +19,11 @@ def test_550_5_1_1_is_a_hard_invalid_recipient() -> None:
     assert parsed.kind is Kind.BOUNCE
     [r] = parsed.recipients
     assert (r.category, r.reason, r.hard, r.status, r.action) == (
-        Category.INVALID_RECIPIENT, "userunknown", True, "5.1.1", "failed",
+        Category.INVALID_RECIPIENT,
+        "userunknown",
+        True,
+        "5.1.1",
+        "failed",
     )
     assert r.address.endswith("@example.test")
     assert parsed.reporting_mta == "mail.lab.test"

@@ -21,7 +21,7 @@ DSN = (DATA / "postfix" / "dsn-failed-550-5.1.1.eml").read_bytes()
         b"\n\n\n",
         b"\x00\xff\xfe" * 1000,
         bytes(range(256)) * 64,
-        b"Content-Type: multipart/report; boundary=\"x\"\n\n--x\nContent-Type: message/delivery-status\n\nFinal-Rec",
+        b'Content-Type: multipart/report; boundary="x"\n\n--x\nContent-Type: message/delivery-status\n\nFinal-Rec',
         b"Content-Type: text/plain; charset=no-such-charset\n\nUser unknown: a@b.example\n",
         b"Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: base64\n\n!!!not base64!!!\n",
         b"Content-Type: message/delivery-status\nContent-Transfer-Encoding: quoted-printable\n\n=ZZ=\n",

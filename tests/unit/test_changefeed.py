@@ -15,8 +15,8 @@ def test_late_commit_of_smaller_id_is_not_lost():
     c = ChangeCursor(0)
     assert ids(c.accept([(1,), (3,)], 0)) == [1, 3]
     assert c.low == 1 and c.gaps == {2: 0}
-    assert ids(c.accept([(3,), (4,)], 1)) == [4]          # 3 already applied, 2 still missing
-    assert ids(c.accept([(2,), (3,), (4,)], 2)) == [2]    # 2 committed late: applied once
+    assert ids(c.accept([(3,), (4,)], 1)) == [4]  # 3 already applied, 2 still missing
+    assert ids(c.accept([(2,), (3,), (4,)], 2)) == [2]  # 2 committed late: applied once
     assert c.low == 4 and not c.gaps
 
 

@@ -19,41 +19,58 @@ def test_defaults_without_file():
 
 
 def test_full_rule(tmp_path):
-    cfg = load_config(write(tmp_path, """
+    cfg = load_config(
+        write(
+            tmp_path,
+            """
 [[ratelimit.rules]]
 name = "per-user"
 key = ["sasl_username"]
 limits = [{rate = 100, per = "1m", burst = 10}, {rate = 2000, per = "1d"}]
 exempt = ["alice"]
-"""))
+""",
+        )
+    )
     rule = cfg.ratelimit.rules[0]
     assert rule.limits[0].per == 60 and rule.limits[0].burst == 10
     assert rule.limits[1].per == 86400 and rule.count == "messages"
     assert rule.exempt == ("alice",)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[server]\nbogus = 1\n", "server.bogus: unknown key"),
-    ("[nosuch]\n", "nosuch: unknown key"),
-    ('[server]\npolicy = ["10031"]\n', "server.policy[0]: expected a Twisted endpoint"),
-    ('[server]\nsafe_action = "MAYBE"\n', "server.safe_action: expected a Postfix access(5) action"),
-    ('[server]\nmax_attributes = -1\n', "server.max_attributes: expected a positive integer"),
-    ('[suppression]\ntenant_from = "x"\n', "suppression.tenant_from: expected one of"),
-    ('[suppression]\nallowlist = ["nobody"]\n', "suppression.allowlist[0]: expected an address"),
-    ('[suppression]\nreply = "550 {nope}"\n', "suppression.reply: bad placeholder"),
-    ('[[ratelimit.rules]]\nname = "a"\nkey = ["sender"]\nlimits = [{rate = 1, per = "1m"}]\n'
-     '[[ratelimit.rules]]\nname = "b"\nkey = ["sender"]\nlimits = [{rate = 1, per = "1x"}]\n',
-     'ratelimit.rules[1].limits[0].per: expected a duration like "1h"'),
-    ('[[ratelimit.rules]]\nname = "a"\nkey = ["helo"]\nlimits = [{rate = 1, per = "1m"}]\n',
-     "ratelimit.rules[0].key[0]: expected one of"),
-    ('[[ratelimit.rules]]\nname = "a"\nkey = ["sender"]\n', "ratelimit.rules[0].limits: required key is missing"),
-    ('[[ratelimit.rules]]\nname = "a"\nkey = ["sender"]\nlimits = []\n',
-     "ratelimit.rules[0].limits: expected at least"),
-    ('[[ratelimit.rules]]\nname = "a"\nkey = ["client_address"]\nlimits = [{rate = 1, per = "1m"}]\n'
-     'exempt = ["10.0.0.0/33"]\n', "ratelimit.rules[0].exempt[0]: '10.0.0.0/33' is not a valid CIDR"),
-    ('[ingest]\nmax_message_size = "lots"\n', "ingest.max_message_size: expected a size"),
-    ("server = [", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[server]\nbogus = 1\n", "server.bogus: unknown key"),
+        ("[nosuch]\n", "nosuch: unknown key"),
+        ('[server]\npolicy = ["10031"]\n', "server.policy[0]: expected a Twisted endpoint"),
+        ('[server]\nsafe_action = "MAYBE"\n', "server.safe_action: expected a Postfix access(5) action"),
+        ("[server]\nmax_attributes = -1\n", "server.max_attributes: expected a positive integer"),
+        ('[suppression]\ntenant_from = "x"\n', "suppression.tenant_from: expected one of"),
+        ('[suppression]\nallowlist = ["nobody"]\n', "suppression.allowlist[0]: expected an address"),
+        ('[suppression]\nreply = "550 {nope}"\n', "suppression.reply: bad placeholder"),
+        (
+            '[[ratelimit.rules]]\nname = "a"\nkey = ["sender"]\nlimits = [{rate = 1, per = "1m"}]\n'
+            '[[ratelimit.rules]]\nname = "b"\nkey = ["sender"]\nlimits = [{rate = 1, per = "1x"}]\n',
+            'ratelimit.rules[1].limits[0].per: expected a duration like "1h"',
+        ),
+        (
+            '[[ratelimit.rules]]\nname = "a"\nkey = ["helo"]\nlimits = [{rate = 1, per = "1m"}]\n',
+            "ratelimit.rules[0].key[0]: expected one of",
+        ),
+        ('[[ratelimit.rules]]\nname = "a"\nkey = ["sender"]\n', "ratelimit.rules[0].limits: required key is missing"),
+        (
+            '[[ratelimit.rules]]\nname = "a"\nkey = ["sender"]\nlimits = []\n',
+            "ratelimit.rules[0].limits: expected at least",
+        ),
+        (
+            '[[ratelimit.rules]]\nname = "a"\nkey = ["client_address"]\nlimits = [{rate = 1, per = "1m"}]\n'
+            'exempt = ["10.0.0.0/33"]\n',
+            "ratelimit.rules[0].exempt[0]: '10.0.0.0/33' is not a valid CIDR",
+        ),
+        ('[ingest]\nmax_message_size = "lots"\n', "ingest.max_message_size: expected a size"),
+        ("server = [", "not valid TOML"),
+    ],
+)
 def test_errors_name_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError) as e:
         load_config(write(tmp_path, text))
@@ -121,15 +138,31 @@ def test_webhook_urls_with_credentials_and_duplicate_names_are_refused(tmp_path)
     assert cfg.webhooks.subscriptions[0].ca_file == str(tmp_path / "ca.pem")
 
 
-@pytest.mark.parametrize("value, ok", [
-    ("DUNNO", True), ("dunno", True), ("OK", True), ("DEFER_IF_PERMIT 4.7.1 later", True), ("defer later", True),
-    ("451 4.3.5 later", True), ("550 5.1.1 gone", True), ("REJECT", True), ("PERMIT", True),
-    ("MAYBE", False), ("4511 x", False), ("DUNNOX", False), ("", False),
-])
+@pytest.mark.parametrize(
+    "value, ok",
+    [
+        ("DUNNO", True),
+        ("dunno", True),
+        ("OK", True),
+        ("DEFER_IF_PERMIT 4.7.1 later", True),
+        ("defer later", True),
+        ("451 4.3.5 later", True),
+        ("550 5.1.1 gone", True),
+        ("REJECT", True),
+        ("PERMIT", True),
+        ("MAYBE", False),
+        ("4511 x", False),
+        ("DUNNOX", False),
+        ("", False),
+    ],
+)
 def test_one_action_grammar_for_replies_and_the_default_action(tmp_path, value, ok) -> None:
     """server.safe_action, the replies and postfix.default_action accept the same actions."""
-    for text in (f'[server]\nsafe_action = "{value}"\n', f'[postfix]\ndefault_action = "{value}"\n',
-                 f'[suppression]\nreply = "{value}"\n'):
+    for text in (
+        f'[server]\nsafe_action = "{value}"\n',
+        f'[postfix]\ndefault_action = "{value}"\n',
+        f'[suppression]\nreply = "{value}"\n',
+    ):
         if ok:
             load_config(write(tmp_path, text))
         else:

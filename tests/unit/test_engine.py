@@ -28,7 +28,8 @@ def test_suppressed_reply_names_reason_and_date(tmp_path):
     e, index = engine(tmp_path)
     index.put("hard1@example.test", "", "hard bounce", 1795650000.0, None)
     assert e.decide(rcpt(recipient="Hard1@EXAMPLE.test"), NOW) == (
-        "550 5.1.1 <Hard1@EXAMPLE.test>: recipient suppressed (hard bounce 2026-11-25)")
+        "550 5.1.1 <Hard1@EXAMPLE.test>: recipient suppressed (hard bounce 2026-11-25)"
+    )
 
 
 def test_case_sensitive_local_part(tmp_path):
@@ -93,14 +94,14 @@ def test_guard_returns_safe_action_logs_and_counts(tmp_path, caplog):
 
 @pytest.mark.parametrize("state", ["RCPT", "DATA"])
 def test_rate_limit_message_count_checked_at_rcpt_and_data(tmp_path, state):
-    e, _ = engine(tmp_path, '[[ratelimit.rules]]\nname = "per-user"\nkey = ["sasl_username"]\n'
-                            'limits = [{rate = 2, per = "1m"}]\n')
+    e, _ = engine(
+        tmp_path, '[[ratelimit.rules]]\nname = "per-user"\nkey = ["sasl_username"]\nlimits = [{rate = 2, per = "1m"}]\n'
+    )
     req = rcpt(sasl_username="app", protocol_state=state)
     for i in range(2):
         assert e.decide(req, NOW) == "DUNNO"
         assert e.decide(dict(req, protocol_state="END-OF-MESSAGE", instance=f"i{i}"), NOW) == "DUNNO"
-    assert e.decide(req, NOW) == ("DEFER_IF_PERMIT 4.7.1 rate limit per-user exceeded (2 per 1m), "
-                                  "try again later")
+    assert e.decide(req, NOW) == ("DEFER_IF_PERMIT 4.7.1 rate limit per-user exceeded (2 per 1m), try again later")
     assert e.decide(req, NOW + 30) == "DUNNO"
 
 
@@ -113,9 +114,11 @@ def test_guard_counts_requests_and_latency_for_metrics(tmp_path):
     e, index = engine(tmp_path)
     index.put("hard1@example.test", "", "hard bounce", NOW, None)
     g = GuardedDecider(e, "DUNNO", lambda: NOW)
-    before = (sample("sidecar_policy_requests_total", state="RCPT", action="DUNNO"),
-              sample("sidecar_policy_requests_total", state="RCPT", action="550"),
-              sample("sidecar_policy_decision_seconds_count"))
+    before = (
+        sample("sidecar_policy_requests_total", state="RCPT", action="DUNNO"),
+        sample("sidecar_policy_requests_total", state="RCPT", action="550"),
+        sample("sidecar_policy_decision_seconds_count"),
+    )
     assert g(rcpt(recipient="ok@example.test")) == "DUNNO"
     assert g(rcpt(recipient="hard1@example.test")).startswith("550 ")
     assert sample("sidecar_policy_requests_total", state="RCPT", action="DUNNO") == before[0] + 1
@@ -133,8 +136,10 @@ def test_reply_names_the_tenant_when_only_global_suppressions_exist(tmp_path):
     e, index = engine(tmp_path, '[suppression]\nreply = "REJECT {address} ({tenant})"\n')
     index.put("hard1@example.test", "", "hard bounce", NOW, None)
     assert not index.tenant_scoped
-    assert e.decide(rcpt(recipient="hard1@example.test", sasl_username="", sender="a@Shop.test"), NOW) == \
-        "REJECT hard1@example.test (shop.test)"
+    assert (
+        e.decide(rcpt(recipient="hard1@example.test", sasl_username="", sender="a@Shop.test"), NOW)
+        == "REJECT hard1@example.test (shop.test)"
+    )
     index.put("only@shop.test", "app", "complaint", NOW, None)
     assert index.tenant_scoped
     assert e.decide(rcpt(recipient="only@shop.test", sasl_username="app"), NOW).startswith("REJECT only@shop.test")

@@ -27,8 +27,7 @@ class FakeRecorder:
 
 @pytest.fixture(autouse=True)
 def inline_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(handoff, "deferToThreadPool",
-                        lambda reactor, pool, fn, *a: defer.maybeDeferred(fn, *a))
+    monkeypatch.setattr(handoff, "deferToThreadPool", lambda reactor, pool, fn, *a: defer.maybeDeferred(fn, *a))
 
 
 def connect(recorder: Any, max_size: int = 1 << 20) -> tuple[handoff.HandoffProtocol, StringTransport]:
@@ -40,7 +39,7 @@ def connect(recorder: Any, max_size: int = 1 << 20) -> tuple[handoff.HandoffProt
 
 def feed(proto: handoff.HandoffProtocol, data: bytes, size: int) -> None:
     for i in range(0, len(data), size):
-        proto.dataReceived(data[i:i + size])
+        proto.dataReceived(data[i : i + size])
 
 
 @pytest.mark.parametrize("chunk", [1, 16, 4096])
@@ -72,8 +71,8 @@ def test_malformed_header(junk: bytes) -> None:
 def test_declared_length_over_the_limit_is_closed_before_the_body() -> None:
     rec = FakeRecorder()
     proto, tr = connect(rec, max_size=100)
-    feed(proto, Envelope(size=300).to_header(101), 64)   # the body is never waited for
-    assert tr.disconnecting and tr.value() == b"" and not rec.calls   # unanswered: the client records itself
+    feed(proto, Envelope(size=300).to_header(101), 64)  # the body is never waited for
+    assert tr.disconnecting and tr.value() == b"" and not rec.calls  # unanswered: the client records itself
     feed(proto, b"z" * 101, 64)
     assert not rec.calls
 
@@ -82,7 +81,7 @@ def test_bytes_past_the_declared_length_are_ignored() -> None:
     rec = FakeRecorder()
     proto, tr = connect(rec, max_size=100)
     feed(proto, Envelope(size=100).to_header(100) + b"z" * 300, 64)
-    (data, env), = rec.calls
+    ((data, env),) = rec.calls
     assert data == b"z" * 100 and not env.truncated and env.size == 100
 
 
@@ -91,7 +90,7 @@ def test_body_larger_than_the_memory_spool_goes_to_a_file() -> None:
     proto, tr = connect(rec, max_size=1 << 21)
     body = b"q" * (handoff.SPOOL_MEMORY + 2)
     feed(proto, Envelope().to_header(len(body)) + body[:-1], 65536)
-    assert proto.spool._rolled                      # on disk, not in memory
+    assert proto.spool._rolled  # on disk, not in memory
     feed(proto, body[-1:], 1)
     assert rec.calls[0][0] == body and tr.value().startswith(b"OK")
 

@@ -16,8 +16,13 @@ from sidecar.bounce.pipe import fast_settings, read_message
 from sidecar.bounce.verp import make_verp_token
 
 
-def fr(address: str, category: Category = Category.INVALID_RECIPIENT, hard: bool | None = True,
-       action: str | None = "failed", status: str | None = "5.1.1") -> FailedRecipient:
+def fr(
+    address: str,
+    category: Category = Category.INVALID_RECIPIENT,
+    hard: bool | None = True,
+    action: str | None = "failed",
+    status: str | None = "5.1.1",
+) -> FailedRecipient:
     return FailedRecipient(address, category, "userunknown", hard, status, action, None, None)
 
 
@@ -44,7 +49,7 @@ def test_fast_defaults_match_the_config_defaults() -> None:
     assert IngestConfig().max_message_size == pipe.DEFAULT_MAX_SIZE
     from sidecar.config import load_config
 
-    full = load_config(None).ingest   # relative paths resolved as the full loader does
+    full = load_config(None).ingest  # relative paths resolved as the full loader does
     assert fast_settings(None) == (full.socket, full.max_message_size)
 
 
@@ -57,16 +62,19 @@ def test_fast_settings_resolve_relative_socket_against_the_config_dir(tmp_path) 
     assert fast_settings(str(p))[0] == load_config(str(p)).ingest.socket
 
 
-@pytest.mark.parametrize("text", [
-    '[server]\nhttp = "tcp:1"\n[[ratelimit.rules]]\nname = "a"\n[ingest]\nsocket = "/run/s.sock"  # x\n'
-    "max_message_size = 1_048_576\nverp_key = 'k'\n",
-    "[ingest]\nsocket = '/run/literal.sock'\n",
-    '[database]\nurl = "sqlite:///x"\n',
-    'ingest.socket = "/run/dotted.sock"\n',
-    'ingest = { socket = "/run/inline.sock" }\n',
-    '[ingest]\nsocket = "/run/esc\\u0061ped.sock"\n',
-    '[ingest]\nsocket = """/run/multi.sock"""\n',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[server]\nhttp = "tcp:1"\n[[ratelimit.rules]]\nname = "a"\n[ingest]\nsocket = "/run/s.sock"  # x\n'
+        "max_message_size = 1_048_576\nverp_key = 'k'\n",
+        "[ingest]\nsocket = '/run/literal.sock'\n",
+        '[database]\nurl = "sqlite:///x"\n',
+        'ingest.socket = "/run/dotted.sock"\n',
+        'ingest = { socket = "/run/inline.sock" }\n',
+        '[ingest]\nsocket = "/run/esc\\u0061ped.sock"\n',
+        '[ingest]\nsocket = """/run/multi.sock"""\n',
+    ],
+)
 def test_fast_settings_agree_with_tomllib(tmp_path, text: str) -> None:
     p = tmp_path / "c.toml"
     p.write_text(text)
@@ -116,8 +124,11 @@ def test_derive_uses_the_verp_recipient_and_tenant() -> None:
 
 
 def test_derive_bad_verp_and_no_tenant_from_the_original_sender() -> None:
-    parsed = ParsedMessage(Kind.COMPLAINT, [fr("a@x.example", Category.COMPLAINT, None, None, None)],
-                           original_envelope_from="<news@Tenant.Example>")
+    parsed = ParsedMessage(
+        Kind.COMPLAINT,
+        [fr("a@x.example", Category.COMPLAINT, None, None, None)],
+        original_envelope_from="<news@Tenant.Example>",
+    )
     d = derive(parsed, Envelope(extension="garbage"), "k", canon)
     assert d.state == "bad-verp" and "VERP" in (d.error or "")
     # the enclosed Return-Path is written by whoever sent the report: it never names the tenant
@@ -148,11 +159,20 @@ def test_derive_counts_recipients_beyond_the_cap() -> None:
 
 
 def test_derive_kinds() -> None:
-    parsed = ParsedMessage(Kind.BOUNCE, [fr("a@x.example", Category.MAILBOX_FULL, False, "delayed", "4.2.2"),
-                                         fr("b@x.example", Category.AUTO_REPLY, None, None, None),
-                                         fr("not an address")])
-    d = derive(parsed, Envelope(), "", lambda a: __import__("sidecar.suppression.address").suppression.address
-               .canonical(a).lower())
+    parsed = ParsedMessage(
+        Kind.BOUNCE,
+        [
+            fr("a@x.example", Category.MAILBOX_FULL, False, "delayed", "4.2.2"),
+            fr("b@x.example", Category.AUTO_REPLY, None, None, None),
+            fr("not an address"),
+        ],
+    )
+    d = derive(
+        parsed,
+        Envelope(),
+        "",
+        lambda a: __import__("sidecar.suppression.address").suppression.address.canonical(a).lower(),
+    )
     assert [(f.address, f.kind) for f in d.findings] == [("a@x.example", "delay"), ("b@x.example", "auto-reply")]
 
 

@@ -31,26 +31,33 @@ def test_message_counted_once_per_instance_at_end_of_message():
     lim = RateLimiter([rule(count="messages", limits=(LimitConfig(1, 60.0, 0),))])
     req = rcpt(sender="a@shop.test", instance="abc")
     assert lim.check(req, "RCPT", NOW) is None
-    assert lim.check(req, "RCPT", NOW) is None   # RCPT only checks
+    assert lim.check(req, "RCPT", NOW) is None  # RCPT only checks
     assert lim.check(req, "DATA", NOW) is None
     lim.check(req, "END-OF-MESSAGE", NOW)
-    lim.check(req, "END-OF-MESSAGE", NOW)        # same instance: not counted twice
+    lim.check(req, "END-OF-MESSAGE", NOW)  # same instance: not counted twice
     assert lim.check(dict(req, instance="def"), "DATA", NOW) is not None
     assert lim.check(dict(req, instance="def"), "DATA", NOW + 60) is None
 
 
 def test_keys_domains_and_client_prefix():
-    lim = RateLimiter([rule(key=("sender_domain", "recipient_domain")),
-                       rule(name="net", key=("client_address",), ipv4_prefix=24, ipv6_prefix=48)])
-    assert lim.rules[0].key_value(rcpt(sender="A@Shop.Test", recipient="x@Example.test")) == \
-        "r:shop.test|example.test"
+    lim = RateLimiter(
+        [
+            rule(key=("sender_domain", "recipient_domain")),
+            rule(name="net", key=("client_address",), ipv4_prefix=24, ipv6_prefix=48),
+        ]
+    )
+    assert lim.rules[0].key_value(rcpt(sender="A@Shop.Test", recipient="x@Example.test")) == "r:shop.test|example.test"
     assert lim.rules[1].key_value(rcpt(client_address="192.0.2.77")) == "net:192.0.2.0/24"
     assert lim.rules[1].key_value(rcpt(client_address="2001:db8:1:2::5")) == "net:2001:db8:1::/48"
 
 
 def test_missing_key_part_and_exemptions_skip_rule():
-    lim = RateLimiter([rule(key=("sasl_username",), exempt=("root",)),
-                       rule(name="net", key=("client_address",), exempt=("10.0.0.0/8",))])
+    lim = RateLimiter(
+        [
+            rule(key=("sasl_username",), exempt=("root",)),
+            rule(name="net", key=("client_address",), exempt=("10.0.0.0/8",)),
+        ]
+    )
     assert lim.rules[0].key_value(rcpt(sasl_username="")) is None
     assert lim.rules[0].key_value(rcpt(sasl_username="ROOT")) is None
     assert lim.rules[1].key_value(rcpt(client_address="10.1.2.3")) is None
@@ -80,10 +87,12 @@ def test_refusals_aggregate_per_key_and_minute():
     for _ in range(3):
         log("r", "r:a@shop.test", t)
     log("r", "r:b@shop.test", t + 1)
-    assert log.take_completed(t) == []          # minute not over yet
+    assert log.take_completed(t) == []  # minute not over yet
     rows = log.take_completed(t + 60)
-    assert sorted((r["address"], r["diagnostic"].split()[0]) for r in rows) == [("a@shop.test", "3"),
-                                                                               ("b@shop.test", "1")]
+    assert sorted((r["address"], r["diagnostic"].split()[0]) for r in rows) == [
+        ("a@shop.test", "3"),
+        ("b@shop.test", "1"),
+    ]
     log.put_back(rows)
     assert len(log.take_completed(t + 60)) == 2
 
@@ -97,8 +106,8 @@ def test_dirty_keys_swap_and_put_back_after_a_failed_save():
     items = lim.dirty_items(keys, NOW)
     assert sorted(items) == ["r:a@shop.test#0", "r:a@shop.test#1"]
     assert items["r:a@shop.test#0"] == NOW + 6.0 and items["r:a@shop.test#1"] == NOW + 36.0
-    assert lim.dirty_items(keys, NOW + 60)["r:a@shop.test#0"] is None    # lapsed: delete the row
-    lim.mark_dirty(keys)                     # the save failed: saved again next time
+    assert lim.dirty_items(keys, NOW + 60)["r:a@shop.test#0"] is None  # lapsed: delete the row
+    lim.mark_dirty(keys)  # the save failed: saved again next time
     assert lim.dirty == {"r:a@shop.test", "r:b@shop.test"}
 
 
@@ -108,7 +117,7 @@ def test_prune_in_slices():
         lim.check(rcpt(sender=f"s{i}@shop.test"), "RCPT", NOW + i)
     steps = lim.prune_steps(NOW + 100, step=10)
     assert next(steps) == 10 and len(lim.state) == 15
-    lim.check(rcpt(sender="s24@shop.test"), "RCPT", NOW + 80)   # touched between slices: kept
+    lim.check(rcpt(sender="s24@shop.test"), "RCPT", NOW + 80)  # touched between slices: kept
     assert sum(steps) == 14 and list(lim.state) == ["r:s24@shop.test"]
 
 
@@ -139,8 +148,10 @@ def test_verdicts_match_the_reference_gcra_over_random_sequences():
     requests = {s: rcpt(sender=s) for s in ("a@x.test", "b@x.test")}
     for seed in range(200):
         rnd = random.Random(seed)
-        limits = tuple(LimitConfig(rnd.randint(1, 5), rnd.choice([1.0, 7.5, 60.0]), rnd.randint(0, 3))
-                       for _ in range(rnd.randint(1, 3)))
+        limits = tuple(
+            LimitConfig(rnd.randint(1, 5), rnd.choice([1.0, 7.5, 60.0]), rnd.randint(0, 3))
+            for _ in range(rnd.randint(1, 3))
+        )
         lim = RateLimiter([rule(limits=limits)])
         windows = [ratelimit.Window(w.rate, w.per, w.burst) for w in limits]
         model: dict[str, list[float | None]] = {}

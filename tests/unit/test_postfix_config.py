@@ -192,9 +192,10 @@ def test_values_without_config_file_pass_an_absolute_db(tmp_path: Path, monkeypa
         postfix=SimpleNamespace(bounce_domain="b.example"), database=SimpleNamespace(url="sqlite:///var/s.db")
     )
     assert values_from_config(cfg)["INGEST_OPTIONS"] == f"--db=sqlite:///{tmp_path / 'var' / 's.db'}"
-    cfg.ingest = SimpleNamespace(socket="var/ingest.sock")   # pipe(8) runs in the queue directory
+    cfg.ingest = SimpleNamespace(socket="var/ingest.sock")  # pipe(8) runs in the queue directory
     assert values_from_config(cfg)["INGEST_OPTIONS"] == (
-        f"--db=sqlite:///{tmp_path / 'var' / 's.db'} --socket={tmp_path / 'var' / 'ingest.sock'}")
+        f"--db=sqlite:///{tmp_path / 'var' / 's.db'} --socket={tmp_path / 'var' / 'ingest.sock'}"
+    )
     assert absolute_sqlite_url("sqlite:////srv/s.db") == "sqlite:////srv/s.db"
     assert absolute_sqlite_url("postgresql+psycopg://db/sidecar") == "postgresql+psycopg://db/sidecar"
 

@@ -30,7 +30,7 @@ def test_every_fixture_in_chunks(chunk):
     rec, _, p, t = connect()
     stream = b"".join(encode(r["attrs"]) for r in recs)
     for i in range(0, len(stream), chunk):
-        p.dataReceived(stream[i:i + chunk])
+        p.dataReceived(stream[i : i + chunk])
     assert len(rec.seen) == len(recs)
     for got, r in zip(rec.seen, recs, strict=True):
         assert got == dict(r["attrs"])
@@ -44,15 +44,18 @@ def test_unknown_attributes_are_kept_and_ignored():
     assert rec.seen[0]["future_attr"] == "1" and t.value() == b"action=DUNNO\n\n"
 
 
-@pytest.mark.parametrize("data, problem", [
-    (b"request=smtpd_access_policy\nno equals here\n\n", "line without '='"),
-    (b"request=smtpd_access_policy\n" + b"x=" + b"a" * 5000 + b"\n\n", "line over"),
-    (b"request=smtpd_access_policy\n" + b"x=" + b"a" * (1024 * 1024), "line over"),
-    (b"".join(b"a%d=1\n" % i for i in range(200)) + b"\n", "more than 100 attributes"),
-    (b"request=smtpd_access_policy\nx=\x00\xff\xfe\n\n", "NUL byte"),
-    (b"\n", "empty request"),
-    (b"protocol_state=RCPT\n\n", "expected request=smtpd_access_policy"),
-])
+@pytest.mark.parametrize(
+    "data, problem",
+    [
+        (b"request=smtpd_access_policy\nno equals here\n\n", "line without '='"),
+        (b"request=smtpd_access_policy\n" + b"x=" + b"a" * 5000 + b"\n\n", "line over"),
+        (b"request=smtpd_access_policy\n" + b"x=" + b"a" * (1024 * 1024), "line over"),
+        (b"".join(b"a%d=1\n" % i for i in range(200)) + b"\n", "more than 100 attributes"),
+        (b"request=smtpd_access_policy\nx=\x00\xff\xfe\n\n", "NUL byte"),
+        (b"\n", "empty request"),
+        (b"protocol_state=RCPT\n\n", "expected request=smtpd_access_policy"),
+    ],
+)
 def test_bad_input_costs_the_connection(data, problem, caplog):
     rec, _, p, t = connect()
     p.dataReceived(data)
@@ -94,9 +97,9 @@ def test_idle_sweep():
     rec, f, p1, t1 = connect(clock=clock)
     clock.advance(400)
     p2, t2 = _open(f)
-    clock.advance(201)          # p1 idle for 601 s, p2 for 201 s
+    clock.advance(201)  # p1 idle for 601 s, p2 for 201 s
     assert f.sweep_idle(600) == 1 and t1.disconnecting and not t2.disconnecting
-    p1.connectionLost(None)     # what the close does (StringTransport only records it)
+    p1.connectionLost(None)  # what the close does (StringTransport only records it)
     p2.dataReceived(encode({"request": "smtpd_access_policy", "protocol_state": "RCPT"}))
     clock.advance(599)
     assert f.sweep_idle(600) == 0 and not t2.disconnecting
@@ -126,8 +129,8 @@ def test_deferred_decisions_answer_in_order_one_at_a_time():
     t = StringTransport()
     p.makeConnection(t)
     req = b"request=smtpd_access_policy\nn=%d\n\n"
-    p.dataReceived(req % 1 + req % 2)          # a client that pipelines two requests
-    assert [n for n, _ in pending] == ["1"]     # the second waits for the first answer
+    p.dataReceived(req % 1 + req % 2)  # a client that pipelines two requests
+    assert [n for n, _ in pending] == ["1"]  # the second waits for the first answer
     pending[0][1].callback("DUNNO")
     assert t.value() == b"action=DUNNO\n\n" and [n for n, _ in pending] == ["1", "2"]
     p.dataReceived(req % 3)
@@ -148,13 +151,16 @@ def test_request_reads_attributes_like_a_dict_of_its_lines():
     assert "empty" in req and "missing" not in req and req["recipient"] == "b=c@y.test"
 
 
-@pytest.mark.parametrize("block, bad", [
-    (b"no equals\nrequest=smtpd_access_policy", "no equals"),
-    (b"request=smtpd_access_policy\nmiddle\nx=1", "middle"),
-    (b"request=smtpd_access_policy\nx=a=b\nlast", "last"),
-    (b"request=smtpd_access_policy\n\xc3\xa9t\xc3\xa9\nx=1", "\u00e9t\u00e9"),
-    (b"alone", "alone"),
-])
+@pytest.mark.parametrize(
+    "block, bad",
+    [
+        (b"no equals\nrequest=smtpd_access_policy", "no equals"),
+        (b"request=smtpd_access_policy\nmiddle\nx=1", "middle"),
+        (b"request=smtpd_access_policy\nx=a=b\nlast", "last"),
+        (b"request=smtpd_access_policy\n\xc3\xa9t\xc3\xa9\nx=1", "\u00e9t\u00e9"),
+        (b"alone", "alone"),
+    ],
+)
 def test_parse_names_the_first_line_without_equals(block, bad):
     from sidecar.policy.request import BadRequest
 
@@ -196,11 +202,14 @@ class SocketTransport(StringTransport):
         self.connected, self.disconnecting = True, False
 
 
-@pytest.mark.parametrize("take, sent, queued", [
-    (len, [b"action=DUNNO\n\n"] * 2, b""),                              # all sent at once
-    (lambda d: 4, [b"acti"], b"on=DUNNO\n\naction=DUNNO\n\n"),           # partial: rest queued, order kept
-    (lambda d: BlockingIOError(), [], b"action=DUNNO\n\n" * 2),         # would block: Twisted's queue
-])
+@pytest.mark.parametrize(
+    "take, sent, queued",
+    [
+        (len, [b"action=DUNNO\n\n"] * 2, b""),  # all sent at once
+        (lambda d: 4, [b"acti"], b"on=DUNNO\n\naction=DUNNO\n\n"),  # partial: rest queued, order kept
+        (lambda d: BlockingIOError(), [], b"action=DUNNO\n\n" * 2),  # would block: Twisted's queue
+    ],
+)
 def test_replies_go_straight_to_the_socket_when_nothing_is_queued(take, sent, queued):
     rec = Recorder()
     f = PolicyFactory(rec)
@@ -210,6 +219,6 @@ def test_replies_go_straight_to_the_socket_when_nothing_is_queued(take, sent, qu
     p.makeConnection(t)
     req = b"request=smtpd_access_policy\nprotocol_state=RCPT\n\n"
     p.dataReceived(req)
-    t._tempDataBuffer = [t.value()] if t.value() else []   # what Twisted would still hold
+    t._tempDataBuffer = [t.value()] if t.value() else []  # what Twisted would still hold
     p.dataReceived(req)
     assert sock.sent == sent and t.value() == queued

@@ -13,7 +13,7 @@ from sidecar.store.db import make_engine, upgrade
 from sidecar.suppression.index import SuppressionIndex
 from tests.harness.policy import rcpt
 
-NOW = 1_795_000_000.0   # 2026-11-18 ~ 08:53 UTC
+NOW = 1_795_000_000.0  # 2026-11-18 ~ 08:53 UTC
 RETENTION = 14 * DAY
 
 
@@ -42,7 +42,7 @@ def test_added_recipient_is_found_with_its_tenant_and_others_are_not():
     rec.add("alice", "Bob@Example.TEST", NOW)
     rec.add("carol", "dave@example.test", NOW)
     view = _view(rec)
-    assert view.tenants_for("bob@example.test", NOW, RETENTION) == {"alice"}   # match form (lower-cased)
+    assert view.tenants_for("bob@example.test", NOW, RETENTION) == {"alice"}  # match form (lower-cased)
     assert view.tenants_for("dave@example.test", NOW, RETENTION) == {"carol"}
     assert view.tenants_for("nobody@example.test", NOW, RETENTION) == frozenset()
 
@@ -75,7 +75,7 @@ def test_day_rollover_with_a_clock_starts_a_new_filter():
     assert sorted(pending) == [day_of(midnight) - 1, day_of(midnight)]
     assert pending[day_of(midnight) - 1] == {("", "before@example.test")}
     assert pending[day_of(midnight)] == {("", "after@example.test")}
-    rec.add("", "later@example.test", clock.seconds())     # after take: a fresh set for the same day
+    rec.add("", "later@example.test", clock.seconds())  # after take: a fresh set for the same day
     assert rec.take() == {day_of(midnight): {("", "later@example.test")}}
 
 
@@ -109,7 +109,7 @@ def test_two_nodes_same_size_are_or_ed_and_different_sizes_tested_apart():
     for d, day_rows in rows.items():
         view.put_day(d, day_rows)
     view.keep(rows, {d: frozenset(t) for d, t in tenants.items()})
-    assert len(view.blooms[day_of(NOW)]) == 2   # a | b, and c apart
+    assert len(view.blooms[day_of(NOW)]) == 2  # a | b, and c apart
     assert view.stale({(day_of(NOW), "a"): 5.0, (day_of(NOW), "b"): 5.0, (day_of(NOW), "c"): 5.0}) == []
     assert view.stale({(day_of(NOW), "a"): 6.0, (day_of(NOW), "b"): 5.0, (day_of(NOW), "c"): 5.0}) == [day_of(NOW)]
     assert view.tenants_for("a@example.test", NOW, RETENTION) == {"t1"}
@@ -124,7 +124,7 @@ def test_measured_false_positive_rate_is_near_the_configured_one():
     view = _view(rec)
     fp = sum(bool(view.tenants_for(f"never{i}@example.test", NOW, RETENTION)) for i in range(20000))
     assert all(view.tenants_for(f"r{i}@example.test", NOW, RETENTION) for i in range(0, 20000, 97))
-    assert 50 < fp < 400, fp   # 1% of 20,000 = 200
+    assert 50 < fp < 400, fp  # 1% of 20,000 = 200
 
 
 def test_put_back_keeps_pairs_for_the_next_flush():
@@ -141,7 +141,7 @@ def test_saved_drops_old_days_from_memory_but_keeps_dirty_ones():
     for d in (0, 1, 2, 3):
         rec.apply(day_of(NOW) - d, [("", "x@example.test")])
     rec.saved([day_of(NOW), day_of(NOW) - 1, day_of(NOW) - 2], NOW)
-    assert sorted(rec.filters) == [day_of(NOW) - 3, day_of(NOW) - 1, day_of(NOW)]   # day-3 not saved yet
+    assert sorted(rec.filters) == [day_of(NOW) - 3, day_of(NOW) - 1, day_of(NOW)]  # day-3 not saved yet
     assert [d for d, *_ in rec.dirty()] == [day_of(NOW) - 3]
 
 
@@ -160,10 +160,12 @@ def test_config_defaults_and_errors_name_the_key(tmp_path):
     assert cfg.recipients.enabled and cfg.recipients.retention == 14 * DAY
     assert cfg.recipients.false_positive_rate == 1e-6 and cfg.recipients.expected_per_day == 1_000_000
     p = tmp_path / "c.toml"
-    for text, where in (("false_positive_rate = 2", "recipients.false_positive_rate"),
-                        ("expected_per_day = 0", "recipients.expected_per_day"),
-                        ('retention = "2h"', "recipients.retention"),
-                        ("flush_interval = 0", "recipients.flush_interval")):
+    for text, where in (
+        ("false_positive_rate = 2", "recipients.false_positive_rate"),
+        ("expected_per_day = 0", "recipients.expected_per_day"),
+        ('retention = "2h"', "recipients.retention"),
+        ("flush_interval = 0", "recipients.flush_interval"),
+    ):
         p.write_text(f"[recipients]\n{text}\n")
         with pytest.raises(ConfigError, match=f"^{where}:"):
             load_config(p)
@@ -278,7 +280,7 @@ def test_a_restarted_node_keeps_what_it_flushed_earlier_that_day(engine):
     first = RecipientRecorder(1000, 1e-6)
     first.add("", "before@example.test", NOW)
     recipient_days.flush(engine, first, "n1", first.take(), NOW)
-    second = RecipientRecorder(1000, 1e-6)   # the same node after a restart
+    second = RecipientRecorder(1000, 1e-6)  # the same node after a restart
     second.add("", "after@example.test", NOW + 60)
     recipient_days.flush(engine, second, "n1", second.take(), NOW + 60)
     lookup = recipient_days.StoredRecipients(engine, RETENTION)
@@ -314,13 +316,13 @@ def test_disabled_record_corroborates_nothing(tmp_path, engine):
 
 
 def test_a_failed_flush_loses_nothing(tmp_path):
-    bare = make_engine(f"sqlite:///{tmp_path}/bare.db")   # no schema yet: every statement fails
+    bare = make_engine(f"sqlite:///{tmp_path}/bare.db")  # no schema yet: every statement fails
     rec = RecipientRecorder(1000, 1e-6)
     rec.add("", "first@example.test", NOW)
     pending = rec.take()
     with pytest.raises(Exception, match="recipient_filters"):
         recipient_days.flush(bare, rec, "n1", pending, NOW)
-    assert pending == {day_of(NOW): {("", "first@example.test")}}   # not applied: the caller puts it back
+    assert pending == {day_of(NOW): {("", "first@example.test")}}  # not applied: the caller puts it back
     rec.put_back(pending)
     upgrade(bare)
     recipient_days.flush(bare, rec, "n1", rec.take(), NOW)
@@ -346,13 +348,13 @@ def test_recorder_answers_for_pairs_not_flushed_yet_and_either_lookup_unions():
     now = 1_800_000_000.0
     rec = RecipientRecorder(1000, 1e-6)
     rec.add("app", "Pending@Example.TEST", now)
-    assert rec.tenants_for("pending@example.test", now) == {"app"}          # pending
+    assert rec.tenants_for("pending@example.test", now) == {"app"}  # pending
     taken = rec.take()
-    assert rec.tenants_for("pending@example.test", now) == {"app"}          # taken by a flush, not applied
+    assert rec.tenants_for("pending@example.test", now) == {"app"}  # taken by a flush, not applied
     for day, pairs in taken.items():
         rec.apply(day, pairs)
     rec.take()
-    assert rec.tenants_for("pending@example.test", now) == {"app"}          # in this node's filter
+    assert rec.tenants_for("pending@example.test", now) == {"app"}  # in this node's filter
     assert rec.tenants_for("other@example.test", now) == frozenset()
     stored = InMemoryRecipients()
     stored.add("shop", "pending@example.test", now)

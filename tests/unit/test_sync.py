@@ -24,11 +24,12 @@ def world():
     clock = Clock()
     clock.advance(T0)
     store = MemorySuppressionStore()
-    engine = make_engine("sqlite://")   # only for the counters, refusals and retention jobs
+    engine = make_engine("sqlite://")  # only for the counters, refusals and retention jobs
     upgrade(engine)
     index = SuppressionIndex(False, ())
-    limiter = RateLimiter([RateLimitRule(name="r", key=("sender",), limits=(LimitConfig(5, 60.0, 0),),
-                                         count="recipients")])
+    limiter = RateLimiter(
+        [RateLimitRule(name="r", key=("sender",), limits=(LimitConfig(5, 60.0, 0),), count="recipients")]
+    )
     sync = StateSync(Config(), store, engine, clock, maybeDeferred, index, limiter)
     yield clock, store, index, limiter, sync
     if sync.running:
@@ -47,7 +48,7 @@ def test_load_then_the_change_feed_on_each_tick(world):
 
     store.add("new@x.test", reason="complaint", now=T0, expires_at=T0 + 40)
     store.remove("old@x.test", now=T0)
-    assert index.lookup("new@x.test", "", T0) is None          # not before the next tick
+    assert index.lookup("new@x.test", "", T0) is None  # not before the next tick
     clock.advance(Config().database.sync_interval)
     assert index.lookup("new@x.test", "", clock.seconds()) is not None
     assert index.lookup("old@x.test", "", clock.seconds()) is None
@@ -61,7 +62,7 @@ def test_limit_reset_counters_saved_and_housekeeping(world):
     req = rcpt(sender="a@shop.test")
     assert limiter.check(req, "RCPT", clock.seconds()) is None
     assert "r:a@shop.test" in limiter.dirty
-    clock.advance(1.0)                                          # ratelimit.persist_interval
+    clock.advance(1.0)  # ratelimit.persist_interval
     assert not limiter.dirty and sync.db_ok
 
     store.reset_limit("r:a@shop.test")
@@ -72,8 +73,8 @@ def test_limit_reset_counters_saved_and_housekeeping(world):
     clock.advance(0.5)
     assert len(index) == 1
     assert limiter.check(req, "RCPT", clock.seconds()) is None
-    clock.advance(30.0)                                         # housekeeping: expired entries and idle keys go
-    clock.advance(0)                                            # the prune's next slice (callLater(0))
+    clock.advance(30.0)  # housekeeping: expired entries and idle keys go
+    clock.advance(0)  # the prune's next slice (callLater(0))
     assert len(index) == 0 and not limiter.state
 
 
@@ -86,7 +87,7 @@ def test_a_failed_poll_is_logged_and_retried_next_tick(world, caplog):
         calls.append(a)
         raise RuntimeError("database is locked")
 
-    store.changes_since = broken     # type: ignore[method-assign]
+    store.changes_since = broken  # type: ignore[method-assign]
     sync.startService()
     assert len(calls) == 1 and "database changes sync failed" in caplog.text
     clock.advance(0.5)

@@ -36,7 +36,7 @@ def test_at_most_max_response_bytes_are_read_then_the_connection_is_dropped():
     assert got == [] and resp.aborted == 0
     resp.proto.dataReceived(b"x")
     assert got == [204] and resp.aborted == 1
-    resp.proto.dataReceived(b"x" * 4096)   # whatever was still on its way is ignored
+    resp.proto.dataReceived(b"x" * 4096)  # whatever was still on its way is ignored
     resp.proto.connectionLost(Failure(ConnectionDone()))
     assert got == [204] and resp.aborted == 1
 

@@ -15,8 +15,9 @@ from sidecar.webhooks import outbox
 from sidecar.webhooks.outbox import Subscription
 from sidecar.webhooks.signing import SignatureError, sign, verify
 
-ALL = frozenset({"bounce.recorded", "complaint.recorded", "suppression.added", "suppression.removed",
-                 "ratelimit.exceeded"})
+ALL = frozenset(
+    {"bounce.recorded", "complaint.recorded", "suppression.added", "suppression.removed", "ratelimit.exceeded"}
+)
 
 
 @pytest.fixture
@@ -28,35 +29,73 @@ def engine(tmp_path):
 
 def bounce(engine, address, when=1000.0, kind="bounce"):
     with engine.begin() as conn:
-        return conn.execute(insert(Event).values(created_at=when, kind=kind, address=address, tenant="",
-                                                 category="invalid-recipient", reason="no such user", hard=True,
-                                                 status="5.1.1", action="failed").returning(Event.id)).scalar_one()
+        return conn.execute(
+            insert(Event)
+            .values(
+                created_at=when,
+                kind=kind,
+                address=address,
+                tenant="",
+                category="invalid-recipient",
+                reason="no such user",
+                hard=True,
+                status="5.1.1",
+                action="failed",
+            )
+            .returning(Event.id)
+        ).scalar_one()
 
 
 def test_new_subscription_starts_at_the_end_then_derives_every_kind(engine):
     store = SuppressionStore(engine)
     bounce(engine, "old@example.com")
-    ob = outbox.Outbox(engine, [Subscription("a", "http://x", "s", ALL),
-                                Subscription("b", "http://y", "s", frozenset({"suppression.removed"}))])
+    ob = outbox.Outbox(
+        engine,
+        [
+            Subscription("a", "http://x", "s", ALL),
+            Subscription("b", "http://y", "s", frozenset({"suppression.removed"})),
+        ],
+    )
     assert ob.materialise(2000.0) == 0
     bounce(engine, "u@example.com")
     store.add("u@example.com", reason="hard bounce", now=1001.0)
     store.remove("u@example.com", now=1002.0)
     bounce(engine, "x@example.com", kind="delay")
     with engine.begin() as conn:
-        conn.execute(insert(Event).values(created_at=960.0, kind="ratelimit", address="alice", tenant="",
-                                          reason="per-user", diagnostic="7 request(s) refused ..."))
+        conn.execute(
+            insert(Event).values(
+                created_at=960.0,
+                kind="ratelimit",
+                address="alice",
+                tenant="",
+                reason="per-user",
+                diagnostic="7 request(s) refused ...",
+            )
+        )
     assert ob.materialise(2001.0) == 5
     assert ob.materialise(2002.0) == 0
     rows = outbox.list_deliveries(engine, subscription="a")
-    assert [r["event_type"] for r in rows] == ["ratelimit.exceeded", "bounce.recorded", "suppression.added",
-                                               "suppression.removed"]
+    assert [r["event_type"] for r in rows] == [
+        "ratelimit.exceeded",
+        "bounce.recorded",
+        "suppression.added",
+        "suppression.removed",
+    ]
     assert [r["event_type"] for r in outbox.list_deliveries(engine, subscription="b")] == ["suppression.removed"]
     with engine.connect() as conn:
-        p = json.loads(conn.execute(select(WebhookDelivery.payload).where(
-            WebhookDelivery.event_type == "ratelimit.exceeded")).scalar_one())
-    assert p["data"] == {"rule": "per-user", "key": "per-user:alice", "value": "alice", "refused": 7,
-                         "minute": "1970-01-01T00:16:00Z", "event_id": p["data"]["event_id"]}
+        p = json.loads(
+            conn.execute(
+                select(WebhookDelivery.payload).where(WebhookDelivery.event_type == "ratelimit.exceeded")
+            ).scalar_one()
+        )
+    assert p["data"] == {
+        "rule": "per-user",
+        "key": "per-user:alice",
+        "value": "alice",
+        "refused": 7,
+        "minute": "1970-01-01T00:16:00Z",
+        "event_id": p["data"]["event_id"],
+    }
 
 
 def test_cursor_survives_a_new_outbox_object(engine):
@@ -78,7 +117,7 @@ def test_claim_keeps_per_address_order_and_leases(engine):
     ob.materialise(10.0)
     first = outbox.claim_due(engine, ["a"], 10.0, lease=60)
     assert [r["address"] for r in first] == ["p@example.com", "q@example.com"]
-    assert outbox.claim_due(engine, ["a"], 11.0) == []   # leased; the second p waits for the first
+    assert outbox.claim_due(engine, ["a"], 11.0) == []  # leased; the second p waits for the first
     outbox.record_attempt(engine, first[0]["id"], 12.0, ok=True, code=200, error=None, next_at=None)
     second = outbox.claim_due(engine, ["a"], 12.0)
     assert [r["address"] for r in second] == ["p@example.com"]
@@ -93,7 +132,7 @@ def test_claim_keeps_per_address_order_and_leases(engine):
     assert outbox.redeliver(engine, from_id=dead[0]["id"], status="dead", now=30.0) == 1
     assert [r["id"] for r in outbox.claim_due(engine, ["a"], 30.0)] == [dead[0]["id"]]
     summary = {s["status"]: s["count"] for s in outbox.summary(engine)}
-    assert summary == {"delivered": 1, "pending": 2}   # q still leased, the re-queued p
+    assert summary == {"delivered": 1, "pending": 2}  # q still leased, the re-queued p
 
 
 def test_backoff_is_exponential_until_retry_for():
@@ -128,8 +167,11 @@ class FailOnce:
         event.listen(engine, "before_cursor_execute", self.hook)
 
     def hook(self, conn, cursor, statement, parameters, context, executemany):
-        if self.armed and statement.startswith("INSERT INTO webhook_deliveries") and self.subscription in str(
-                parameters):
+        if (
+            self.armed
+            and statement.startswith("INSERT INTO webhook_deliveries")
+            and self.subscription in str(parameters)
+        ):
             self.armed = False
             self.fired += 1
             raise sqlite3.OperationalError("database is locked")
@@ -138,7 +180,7 @@ class FailOnce:
 def materialise(ob, now):
     try:
         return ob.materialise(now)
-    except Exception:   # the code before the fix raised; either way the next round must catch up
+    except Exception:  # the code before the fix raised; either way the next round must catch up
         return None
 
 
@@ -168,7 +210,7 @@ def test_a_failed_round_loses_nothing_and_keeps_order(engine):
 def test_a_row_that_cannot_become_a_payload_is_set_aside_not_a_stall(engine):
     ob = outbox.Outbox(engine, [Subscription("a", "http://x", "s", ALL)])
     ob.materialise(1.0)
-    bad = bounce(engine, "bad@example.com", when=1e20)   # no date for that
+    bad = bounce(engine, "bad@example.com", when=1e20)  # no date for that
     good = bounce(engine, "good@example.com")
     assert ob.materialise(2.0) == 2 and ob.failures == {}
     rows = {r["event_id"]: r for r in outbox.list_deliveries(engine)}
@@ -182,12 +224,12 @@ def test_unnamed_subscriptions_are_named_without_secrets_and_keep_their_history(
         name, secret, events, ca_file = "", "s", tuple(ALL), ""
         url = "https://hooks.example.com:8443/services/T0/B0/XXXXSECRET?token=abc"
 
-    legacy = outbox.Subscription(Cfg.url, Cfg.url, "s", ALL)   # how it was named before
+    legacy = outbox.Subscription(Cfg.url, Cfg.url, "s", ALL)  # how it was named before
     outbox.Outbox(engine, [legacy]).materialise(1.0)
     bounce(engine, "a@example.com")
     sub = outbox.subscriptions([Cfg])[0]
     assert sub.name == "https://hooks.example.com:8443" and sub.legacy_name == Cfg.url
     assert outbox.redact_url("http://u:p@[::1]:80/x?y#z") == "http://[::1]:80"
-    assert outbox.Outbox(engine, [sub]).materialise(2.0) == 1   # the old cursor, renamed: nothing missed
+    assert outbox.Outbox(engine, [sub]).materialise(2.0) == 1  # the old cursor, renamed: nothing missed
     assert {r["subscription"] for r in outbox.list_deliveries(engine)} == {sub.name}
     assert [c["subscription"] for c in outbox.cursors(engine)] == [sub.name]

@@ -264,7 +264,8 @@ _RAW: dict[str, tuple[str, ...]] = {
         r"media not supported",
     ),
     "securityerror": (
-        r"security (?:check|violation|error|reasons)", r"smtp authentication",
+        r"security (?:check|violation|error|reasons)",
+        r"smtp authentication",
         r"authentication required",
         r"not authorized",
         r"unauthori[sz]ed",

@@ -23,8 +23,7 @@ def run() -> None:
 
 
 def _migrate(conn) -> None:  # type: ignore[no-untyped-def]
-    context.configure(connection=conn, target_metadata=target_metadata,
-                      render_as_batch=conn.dialect.name == "sqlite")
+    context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=conn.dialect.name == "sqlite")
     with context.begin_transaction():
         context.run_migrations()
 

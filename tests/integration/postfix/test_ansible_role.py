@@ -186,9 +186,19 @@ class Deployment:
             "ANSIBLE_NOCOLOR": "1",
         }
         result = subprocess.run(
-            [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
-             str(REPO / "ansible" / "site.yml"), "-e", f"@{self.root / 'vars.json'}"],
-            capture_output=True, text=True, env=env, cwd=self.root, timeout=300,
+            [
+                str(Path(sys.executable).parent / "ansible-playbook"),
+                "-i",
+                str(inventory),
+                str(REPO / "ansible" / "site.yml"),
+                "-e",
+                f"@{self.root / 'vars.json'}",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=self.root,
+            timeout=300,
         )
         output = result.stdout + result.stderr
         recap = RECAP.search(output)
@@ -311,7 +321,9 @@ def test_role_deploys_the_sidecar_and_wires_postfix(deployment: Deployment) -> N
     assert add.returncode == 0, add
     wait_until(
         lambda: policy_query(dep.policy_port, {"recipient": "bad@example.test", "sender": SENDER}) != "DUNNO",
-        20, 0.2, "the deployed policy server to know the suppression",
+        20,
+        0.2,
+        "the deployed policy server to know the suppression",
     )
     result = postfix.send(SENDER, ["bad@example.test"])
     code, text = result.rcpt["bad@example.test"]
@@ -340,5 +352,9 @@ def test_role_deploys_the_sidecar_and_wires_postfix(deployment: Deployment) -> N
     [new_pid] = dep.sidecar_pids()
     assert new_pid != pid, output
     wait_until(lambda: _healthz(dep.http_port) == 200, 30, what="the restarted sidecar's /healthz")
-    wait_until(lambda: "recipient suppressed" in postfix.send(SENDER, ["bad@example.test"]).message, 10, 0.5,
-               "Postfix to refuse bad@example.test after the reload")
+    wait_until(
+        lambda: "recipient suppressed" in postfix.send(SENDER, ["bad@example.test"]).message,
+        10,
+        0.5,
+        "Postfix to refuse bad@example.test after the reload",
+    )

@@ -85,8 +85,9 @@ def test_2c_plain_bounce_is_corroborated_by_the_record_and_a_forged_one_is_not(m
     lab.postfix.wait_for_log(DELIVERED_VIA_PIPE, timeout=30)
     lab.wait_suppressed(hard)
     template = (DATA / "dsn-failed-550-5.1.1.eml").read_text()
-    template = "\n".join(ln for ln in template.split("\n")
-                         if not ln.startswith(("Return-Path:", "X-Original-To:", "Delivered-To:")))
+    template = "\n".join(
+        ln for ln in template.split("\n") if not ln.startswith(("Return-Path:", "X-Original-To:", "Delivered-To:"))
+    )
     forged = template.replace("hard1@example.test", never).replace("\n", "\r\n").encode()
     assert lab.postfix.inject("", f"bounces@{BOUNCE_DOMAIN}", [forged], connections=1) == []
 

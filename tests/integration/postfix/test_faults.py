@@ -50,6 +50,7 @@ DSN_TEMPLATE = Path(__file__).resolve().parents[2] / "data" / "bounces" / "postf
 # the record of recipients, it corroborates those sent through the policy service, not test_d's.)
 PIPE_MECHANICS = {"require_corroboration": False}
 
+
 def user_unknown(address: str) -> str:
     return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
 
@@ -246,7 +247,7 @@ def test_c_serve_sigkill_under_load_then_restart(make_lab: MakeLab) -> None:
                         "limits": [{"rate": capacity, "per": "1h", "burst": 0}],
                     }
                 ]
-            }
+            },
         }
     )
     assert lab.server is not None and lab.config_path is not None
@@ -375,7 +376,7 @@ def dsn_messages(n: int) -> list[bytes]:
 
 def test_d_burst_of_dsns_through_the_pipe(make_lab: MakeLab) -> None:
     n = burst_size()
-    lab = make_lab(config={"ingest": PIPE_MECHANICS})   # DSNs injected for addresses never sent to
+    lab = make_lab(config={"ingest": PIPE_MECHANICS})  # DSNs injected for addresses never sent to
     messages = dsn_messages(n)
     mark = lab.postfix.mark_log()
     started = time.monotonic()
@@ -572,13 +573,18 @@ def test_e_garbage_on_policy_socket_while_postfix_is_answered(make_lab: MakeLab)
             assert lab.policy_action(f"fine{n}@example.test", APP_SENDER) == "DUNNO"
         # the idle clients are still connected and one can send a request; the ones holding
         # half a request were closed server.request_timeout (5 s) after it began (issue 10)
-        wait_until(lambda: metric(lab, "sidecar_policy_bad_input_total").get('{problem="request-timeout"}') == 250,
-                   30, 0.2, "the half requests timed out")
+        wait_until(
+            lambda: metric(lab, "sidecar_policy_bad_input_total").get('{problem="request-timeout"}') == 250,
+            30,
+            0.2,
+            "the half requests timed out",
+        )
         connections = metric(lab, "sidecar_policy_connections")[""]
         assert connections >= 250, connections
         finisher = garbage.idle[0]
-        finisher.sendall(b"request=smtpd_access_policy\nprotocol_state=RCPT\nrecipient=fine@example.test\n"
-                         b"sender=a@lab.test\n\n")
+        finisher.sendall(
+            b"request=smtpd_access_policy\nprotocol_state=RCPT\nrecipient=fine@example.test\nsender=a@lab.test\n\n"
+        )
         finisher.settimeout(5)
         assert finisher.recv(4096).startswith(b"action=DUNNO"), "an idle connection was dropped"
     finally:

@@ -64,8 +64,8 @@ def pipelined(lab: Lab, sender: str, recipients: list[str]) -> list[str]:
         reply()  # the banner
         s.sendall(b"EHLO app.lab.test\r\n")
         assert "PIPELINING" in reply()
-        s.sendall(f"MAIL FROM:<{sender}>\r\n{''.join(f'RCPT TO:<{r}>' + chr(13) + chr(10) for r in recipients)}DATA\r\n"
-                  .encode())
+        rcpts = "".join(f"RCPT TO:<{r}>\r\n" for r in recipients)
+        s.sendall(f"MAIL FROM:<{sender}>\r\n{rcpts}DATA\r\n".encode())
         replies = [reply() for _ in range(len(recipients) + 2)]
         if replies[-1].startswith("354"):
             s.sendall(b"Subject: pipelined\r\n\r\nhello\r\n.\r\n")
@@ -135,7 +135,7 @@ class Dribbler:
                 self.closed += 1
                 continue
             try:
-                s.send(self.REQUEST_START[sent % len(self.REQUEST_START):][:1])
+                s.send(self.REQUEST_START[sent % len(self.REQUEST_START) :][:1])
                 alive.append((s, sent + 1))
             except OSError:
                 s.close()
@@ -166,7 +166,7 @@ class Dribbler:
 
 
 def test_dribbling_clients_cannot_lock_postfix_out(make_lab: MakeLab) -> None:
-    max_connections = attackers = 40   # with Postfix's and the probes' connections, more than fit
+    max_connections = attackers = 40  # with Postfix's and the probes' connections, more than fit
     lab = make_lab(config={"server": {"max_connections": max_connections, "request_timeout": "3s"}})
     blocked = "slow-blocked@example.test"
     result = sidecar_cli("suppressions", "add", "--db", lab.db_url, "--reason", "bounce", blocked)
@@ -177,10 +177,10 @@ def test_dribbling_clients_cannot_lock_postfix_out(make_lab: MakeLab) -> None:
     timings: list[float] = []
     probes: list[float] = []
     try:
-        time.sleep(1.5)   # the table is full of dribblers before Postfix asks anything
+        time.sleep(1.5)  # the table is full of dribblers before Postfix asks anything
         started = time.monotonic()
         n = 0
-        while time.monotonic() - started < 8 or n < 4:   # past a few request timeouts
+        while time.monotonic() - started < 8 or n < 4:  # past a few request timeouts
             t0 = time.monotonic()
             good = lab.postfix.send(SENDER, [f"served{n}@example.test"])
             bad = lab.postfix.send(SENDER, [blocked])
