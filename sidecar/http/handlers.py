@@ -16,9 +16,9 @@ from sidecar.config import WEBHOOK_EVENTS, redact_url
 from sidecar.http import queries as q
 from sidecar.http.api import STREAMING, ApiError, Call, Reply, Route
 from sidecar.suppression.address import AddressError
+from sidecar.suppression.bulk import ImportIncomplete
 from sidecar.suppression.fields import check_text
 from sidecar.suppression.rows import CSV_FIELDS, Line
-from sidecar.suppression.store import ImportIncomplete
 from sidecar.units import parse_time
 from sidecar.webhooks import outbox
 
