@@ -16,7 +16,7 @@ DELIVERY_COLS = ["id", "subscription", "event_type", "address", "status", "attem
 
 @handled
 def cmd_wh_status(args: argparse.Namespace, cfg: Config) -> int:
-    from sidecar.webhooks import outbox
+    from sidecar.webhooks import deliveries, outbox
 
     if args.api:
         data = open_client(args).request("GET", "/webhooks")
@@ -27,8 +27,8 @@ def cmd_wh_status(args: argparse.Namespace, cfg: Config) -> int:
                 {"name": s.name, "url": redact_url(s.url), "events": sorted(s.events)}
                 for s in outbox.subscriptions(cfg.webhooks.subscriptions)
             ],
-            "deliveries": outbox.summary(engine),
-            "cursors": outbox.cursors(engine),
+            "deliveries": deliveries.summary(engine),
+            "cursors": deliveries.cursors(engine),
         }
     if args.json:
         print(json.dumps(data))
@@ -43,7 +43,7 @@ def cmd_wh_status(args: argparse.Namespace, cfg: Config) -> int:
 
 @handled
 def cmd_wh_deliveries(args: argparse.Namespace, cfg: Config) -> int:
-    from sidecar.webhooks import outbox
+    from sidecar.webhooks import deliveries
 
     params = {
         "subscription": args.subscription,
@@ -54,7 +54,7 @@ def cmd_wh_deliveries(args: argparse.Namespace, cfg: Config) -> int:
     engine: Any = None if args.api else open_engine(cfg)
 
     def direct(after: int, n: int) -> tuple[list[dict[str, Any]], int | None]:
-        rows = outbox.list_deliveries(
+        rows = deliveries.list_deliveries(
             engine,
             subscription=args.subscription,
             status=args.status,
@@ -72,7 +72,7 @@ def cmd_wh_deliveries(args: argparse.Namespace, cfg: Config) -> int:
 
 @handled
 def cmd_wh_redeliver(args: argparse.Namespace, cfg: Config) -> int:
-    from sidecar.webhooks import outbox
+    from sidecar.webhooks import deliveries
 
     if args.api:
         body = {"from_id": args.from_id, "to_id": args.to_id, "subscription": args.subscription, "status": args.status}
@@ -81,7 +81,7 @@ def cmd_wh_redeliver(args: argparse.Namespace, cfg: Config) -> int:
         )
     else:
         out = {
-            "queued": outbox.redeliver(
+            "queued": deliveries.redeliver(
                 open_engine(cfg),
                 from_id=args.from_id,
                 to_id=args.to_id,

@@ -16,11 +16,11 @@ from sidecar.config import WEBHOOK_EVENTS, redact_url
 from sidecar.http import queries as q
 from sidecar.http.api import STREAMING, ApiError, Call, Reply, Route
 from sidecar.suppression.address import AddressError
+from sidecar.suppression.bulk import ImportIncomplete
 from sidecar.suppression.fields import check_text
 from sidecar.suppression.rows import CSV_FIELDS, Line
-from sidecar.suppression.store import ImportIncomplete
 from sidecar.units import parse_time
-from sidecar.webhooks import outbox
+from sidecar.webhooks import deliveries, outbox
 
 MAX_ID = 2**62
 _ASCII_INT = re.compile(r"[0-9]{1,19}")
@@ -311,8 +311,8 @@ def get_webhooks(c: Call) -> Any:
         {"name": s.name, "url": redact_url(s.url), "events": sorted(s.events)}
         for s in outbox.subscriptions(c.api.cfg.webhooks.subscriptions)
     ]
-    summary = yield c.api.run(outbox.summary, c.api.engine)
-    cursors = yield c.api.run(outbox.cursors, c.api.engine)
+    summary = yield c.api.run(deliveries.summary, c.api.engine)
+    cursors = yield c.api.run(deliveries.cursors, c.api.engine)
     return {"subscriptions": subs, "deliveries": summary, "cursors": cursors}
 
 
@@ -320,10 +320,10 @@ def get_webhooks(c: Call) -> Any:
 def list_deliveries(c: Call) -> Any:
     limit = p_int(c, "limit", 100, 1, q.MAX_PAGE)
     rows = yield c.api.run(
-        outbox.list_deliveries,
+        deliveries.list_deliveries,
         c.api.engine,
         subscription=p_str(c, "subscription", 255),
-        status=p_choice(c, "status", outbox.STATUSES),
+        status=p_choice(c, "status", deliveries.STATUSES),
         event_type=p_choice(c, "event_type", WEBHOOK_EVENTS),
         address=p_str(c, "address", 512),
         after_id=cursor(c),
@@ -352,7 +352,7 @@ def redeliver(c: Call) -> Any:
         raise ApiError(400, "expected delivered or dead (or leave out for both)", "status")
     sub = body_str(data, "subscription", None, 255)
     n = yield c.api.run(
-        outbox.redeliver,
+        deliveries.redeliver,
         c.api.engine,
         from_id=ids["from_id"],
         to_id=ids["to_id"],

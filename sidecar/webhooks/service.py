@@ -26,7 +26,7 @@ from twisted.web.http_headers import Headers
 
 from sidecar.config import Config
 from sidecar.metrics import WEBHOOK_DELIVERIES, WEBHOOK_ERRORS
-from sidecar.webhooks import outbox
+from sidecar.webhooks import deliveries, outbox
 from sidecar.webhooks.client import Body, closed_before_answer, describe, make_agent, response_code
 from sidecar.webhooks.signing import HEADER, sign
 
@@ -145,7 +145,7 @@ class WebhookService(service.MultiService):
         return [
             r
             for name, room in rooms.items()
-            for r in outbox.claim_due(
+            for r in deliveries.claim_due(
                 self.engine, [name], now, limit=room, lease=self.wcfg.timeout + 5, exclude=exclude
             )
         ]
@@ -217,7 +217,7 @@ class WebhookService(service.MultiService):
         next_at = (
             None
             if ok
-            else outbox.next_attempt(
+            else deliveries.next_attempt(
                 row["attempts"] + 1,
                 row["created_at"],
                 now,
@@ -237,7 +237,7 @@ class WebhookService(service.MultiService):
                 "; dead" if next_at is None else "",
             )
         return self._in_pool(
-            outbox.record_attempt, self.engine, row["id"], now, ok=ok, code=code, error=error, next_at=next_at
+            deliveries.record_attempt, self.engine, row["id"], now, ok=ok, code=code, error=error, next_at=next_at
         )
 
     def stopService(self) -> Any:

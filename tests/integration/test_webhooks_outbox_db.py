@@ -11,7 +11,7 @@ from sidecar.http import queries
 from sidecar.store.db import make_engine, upgrade
 from sidecar.store.models import Base, Event
 from sidecar.suppression.store import SuppressionStore
-from sidecar.webhooks import outbox
+from sidecar.webhooks import deliveries, outbox
 
 ALL = frozenset({"bounce.recorded", "suppression.added", "suppression.removed"})
 
@@ -31,10 +31,10 @@ def test_schema_outbox_and_lists(db_url):
     store.add("q@example.com", reason="hard bounce", now=6.0)
     assert ob.materialise(10.0) == 3
     assert ob.materialise(11.0) == 0
-    claimed = outbox.claim_due(engine, ["a"], 20.0)
+    claimed = deliveries.claim_due(engine, ["a"], 20.0)
     assert [r["address"] for r in claimed] == ["p@example.com", "q@example.com"]
-    outbox.record_attempt(engine, claimed[0]["id"], 21.0, ok=True, code=204, error=None, next_at=None)
-    assert [r["event_type"] for r in outbox.claim_due(engine, ["a"], 21.0)] == ["suppression.added"]
+    deliveries.record_attempt(engine, claimed[0]["id"], 21.0, ok=True, code=204, error=None, next_at=None)
+    assert [r["event_type"] for r in deliveries.claim_due(engine, ["a"], 21.0)] == ["suppression.added"]
     rows, nxt = queries.page_suppressions(engine, queries.SuppressionFilter(prefix="p"), 0, 10)
     assert [r.address for r in rows] == ["p@example.com"] and nxt is None
     rows, nxt = queries.page_suppressions(engine, queries.SuppressionFilter(), 0, 1)

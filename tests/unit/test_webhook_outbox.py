@@ -11,7 +11,7 @@ from sqlalchemy import event, insert, select
 from sidecar.store.db import make_engine, upgrade
 from sidecar.store.models import Event, WebhookCursor, WebhookDelivery
 from sidecar.suppression.store import SuppressionStore
-from sidecar.webhooks import outbox
+from sidecar.webhooks import deliveries, outbox
 from sidecar.webhooks.outbox import Subscription
 from sidecar.webhooks.signing import SignatureError, sign, verify
 
@@ -74,14 +74,14 @@ def test_new_subscription_starts_at_the_end_then_derives_every_kind(engine):
         )
     assert ob.materialise(2001.0) == 5
     assert ob.materialise(2002.0) == 0
-    rows = outbox.list_deliveries(engine, subscription="a")
+    rows = deliveries.list_deliveries(engine, subscription="a")
     assert [r["event_type"] for r in rows] == [
         "ratelimit.exceeded",
         "bounce.recorded",
         "suppression.added",
         "suppression.removed",
     ]
-    assert [r["event_type"] for r in outbox.list_deliveries(engine, subscription="b")] == ["suppression.removed"]
+    assert [r["event_type"] for r in deliveries.list_deliveries(engine, subscription="b")] == ["suppression.removed"]
     with engine.connect() as conn:
         p = json.loads(
             conn.execute(
@@ -115,32 +115,32 @@ def test_claim_keeps_per_address_order_and_leases(engine):
     for a in ("p@example.com", "q@example.com", "p@example.com"):
         bounce(engine, a)
     ob.materialise(10.0)
-    first = outbox.claim_due(engine, ["a"], 10.0, lease=60)
+    first = deliveries.claim_due(engine, ["a"], 10.0, lease=60)
     assert [r["address"] for r in first] == ["p@example.com", "q@example.com"]
-    assert outbox.claim_due(engine, ["a"], 11.0) == []  # leased; the second p waits for the first
-    outbox.record_attempt(engine, first[0]["id"], 12.0, ok=True, code=200, error=None, next_at=None)
-    second = outbox.claim_due(engine, ["a"], 12.0)
+    assert deliveries.claim_due(engine, ["a"], 11.0) == []  # leased; the second p waits for the first
+    deliveries.record_attempt(engine, first[0]["id"], 12.0, ok=True, code=200, error=None, next_at=None)
+    second = deliveries.claim_due(engine, ["a"], 12.0)
     assert [r["address"] for r in second] == ["p@example.com"]
     # a failed attempt goes back to pending at next_at; dead once next_at is None
-    outbox.record_attempt(engine, second[0]["id"], 13.0, ok=False, code=500, error="HTTP 500", next_at=20.0)
-    assert outbox.claim_due(engine, ["a"], 19.0) == []
-    again = outbox.claim_due(engine, ["a"], 20.0)
+    deliveries.record_attempt(engine, second[0]["id"], 13.0, ok=False, code=500, error="HTTP 500", next_at=20.0)
+    assert deliveries.claim_due(engine, ["a"], 19.0) == []
+    again = deliveries.claim_due(engine, ["a"], 20.0)
     assert again[0]["attempts"] == 1
-    outbox.record_attempt(engine, again[0]["id"], 21.0, ok=False, code=None, error="refused", next_at=None)
-    dead = outbox.list_deliveries(engine, status="dead")
+    deliveries.record_attempt(engine, again[0]["id"], 21.0, ok=False, code=None, error="refused", next_at=None)
+    dead = deliveries.list_deliveries(engine, status="dead")
     assert len(dead) == 1 and dead[0]["attempts"] == 2 and dead[0]["last_error"] == "refused"
-    assert outbox.redeliver(engine, from_id=dead[0]["id"], status="dead", now=30.0) == 1
-    assert [r["id"] for r in outbox.claim_due(engine, ["a"], 30.0)] == [dead[0]["id"]]
-    summary = {s["status"]: s["count"] for s in outbox.summary(engine)}
+    assert deliveries.redeliver(engine, from_id=dead[0]["id"], status="dead", now=30.0) == 1
+    assert [r["id"] for r in deliveries.claim_due(engine, ["a"], 30.0)] == [dead[0]["id"]]
+    summary = {s["status"]: s["count"] for s in deliveries.summary(engine)}
     assert summary == {"delivered": 1, "pending": 2}  # q still leased, the re-queued p
 
 
 def test_backoff_is_exponential_until_retry_for():
-    at = [outbox.next_attempt(n, 0.0, 0.0, base=10, cap=3600, retry_for=86400) for n in (1, 2, 3, 4, 20)]
+    at = [deliveries.next_attempt(n, 0.0, 0.0, base=10, cap=3600, retry_for=86400) for n in (1, 2, 3, 4, 20)]
     assert at == [10, 20, 40, 80, 3600]
-    assert outbox.next_attempt(3, 0.0, 86000.0, base=10, cap=3600, retry_for=86400) == 86040
-    assert outbox.next_attempt(9, 0.0, 86000.0, base=10, cap=3600, retry_for=86400) == 86400
-    assert outbox.next_attempt(3, 0.0, 86400.0, base=10, cap=3600, retry_for=86400) is None
+    assert deliveries.next_attempt(3, 0.0, 86000.0, base=10, cap=3600, retry_for=86400) == 86040
+    assert deliveries.next_attempt(9, 0.0, 86000.0, base=10, cap=3600, retry_for=86400) == 86400
+    assert deliveries.next_attempt(3, 0.0, 86400.0, base=10, cap=3600, retry_for=86400) is None
 
 
 def test_signature_round_trip_and_rejections():
@@ -193,11 +193,11 @@ def test_a_failed_round_loses_nothing_and_keeps_order(engine):
     fail.armed = True
     materialise(ob, 10.0)
     assert fail.fired == 1
-    b_during_failure = [r["event_id"] for r in outbox.list_deliveries(engine, subscription="b")]
+    b_during_failure = [r["event_id"] for r in deliveries.list_deliveries(engine, subscription="b")]
     failures = dict(getattr(ob, "failures", {}))
     second = [bounce(engine, f"u{i % 3}@example.com", when=1010.0 + i) for i in range(6)]
     materialise(ob, 11.0)
-    rows = outbox.list_deliveries(engine, subscription="a")
+    rows = deliveries.list_deliveries(engine, subscription="a")
     assert [r["event_id"] for r in rows] == [f"evt_e{i}" for i in first + second], "events lost or reordered"
     assert "OperationalError: database is locked" in failures.get("a", "")
     assert ob.failures == {}
@@ -213,7 +213,7 @@ def test_a_row_that_cannot_become_a_payload_is_set_aside_not_a_stall(engine):
     bad = bounce(engine, "bad@example.com", when=1e20)  # no date for that
     good = bounce(engine, "good@example.com")
     assert ob.materialise(2.0) == 2 and ob.failures == {}
-    rows = {r["event_id"]: r for r in outbox.list_deliveries(engine)}
+    rows = {r["event_id"]: r for r in deliveries.list_deliveries(engine)}
     assert rows[f"evt_e{bad}"]["status"] == "dead"
     assert rows[f"evt_e{bad}"]["last_error"].startswith("cannot build the payload: ")
     assert rows[f"evt_e{good}"]["status"] == "pending"
@@ -231,5 +231,5 @@ def test_unnamed_subscriptions_are_named_without_secrets_and_keep_their_history(
     assert sub.name == "https://hooks.example.com:8443" and sub.legacy_name == Cfg.url
     assert outbox.redact_url("http://u:p@[::1]:80/x?y#z") == "http://[::1]:80"
     assert outbox.Outbox(engine, [sub]).materialise(2.0) == 1  # the old cursor, renamed: nothing missed
-    assert {r["subscription"] for r in outbox.list_deliveries(engine)} == {sub.name}
-    assert [c["subscription"] for c in outbox.cursors(engine)] == [sub.name]
+    assert {r["subscription"] for r in deliveries.list_deliveries(engine)} == {sub.name}
+    assert [c["subscription"] for c in deliveries.cursors(engine)] == [sub.name]

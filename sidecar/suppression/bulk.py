@@ -1,0 +1,229 @@
+"""Bulk paths of the suppression store: import (rows or CSV, in chunks; COPY on PostgreSQL) and export.
+
+SuppressionStore.import_rows, import_csv and export_csv delegate here; the per-row writes and the
+reads stay in sidecar.suppression.store.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import pickle
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from typing import IO, TYPE_CHECKING, Any
+
+from sqlalchemy import BigInteger, Boolean, Column, Connection, Float, MetaData, Table, Text, insert, literal, select
+from sqlalchemy.dialects import postgresql
+
+from sidecar.store.db import dialect_insert
+from sidecar.store.models import Change, Suppression
+from sidecar.suppression.fields import check_text
+from sidecar.suppression.rows import CSV_FIELDS, CsvRows, check_rows, csv_escape
+from sidecar.units import check_time, iso
+
+if TYPE_CHECKING:
+    from sidecar.suppression.store import SuppressionStore
+
+__all__ = ["PG_IMPORT_CHUNK", "ImportIncomplete", "export_csv", "import_csv", "import_rows"]
+log = logging.getLogger("sidecar.store")
+
+
+class ImportIncomplete(RuntimeError):
+    """The database failed while an already validated import was being written; says what was committed."""
+
+
+# -- bulk import -------------------------------------------------------------------------------
+# (address, tenant, reason, category, source, note, created_at, expires_at, final): final is False for
+# a row that a later row of the same chunk supersedes; it still goes to the change feed, in file order.
+ImportRow = tuple[str, str, str, str | None, str, str | None, float, float | None, bool]
+IMPORT_COLUMNS = ("address", "tenant", "reason", "category", "source", "note", "created_at", "expires_at")
+UPSERT_COLUMNS = ("reason", "category", "source", "note", "active", "created_at", "updated_at", "expires_at")
+PG_IMPORT_CHUNK = 50_000
+
+
+def _write_chunk(conn: Connection, rows: list[ImportRow], now: float) -> None:
+    """One chunk by executemany (SQLite, or any database without COPY)."""
+    ins = dialect_insert(conn, Suppression.__table__)
+    ins = ins.on_conflict_do_update(
+        index_elements=["address", "tenant"], set_={k: ins.excluded[k] for k in UPSERT_COLUMNS}
+    )
+    conn.execute(
+        ins, [dict(zip(IMPORT_COLUMNS, r[:-1], strict=True), active=True, updated_at=now) for r in rows if r[-1]]
+    )
+    conn.execute(
+        insert(Change),
+        [
+            {
+                "kind": "suppression",
+                "address": r[0],
+                "tenant": r[1],
+                "active": True,
+                "reason": r[2],
+                "created_at": r[6],
+                "expires_at": r[7],
+                "changed_at": now,
+            }
+            for r in rows
+        ],
+    )
+
+
+def _write_chunk_pg(conn: Connection, rows: list[ImportRow], now: float) -> None:
+    """One chunk on PostgreSQL: COPY into a temporary table, then upsert and feed from it."""
+    cols = [Column(c, Float if c.endswith("_at") else Text) for c in IMPORT_COLUMNS]
+    tmp = Table(
+        "sidecar_import",
+        MetaData(),
+        *cols,
+        Column("final", Boolean),
+        Column("seq", BigInteger),
+        prefixes=["TEMPORARY"],
+        postgresql_on_commit="DROP",
+    )
+    tmp.create(conn)
+    raw: Any = conn.connection.driver_connection  # psycopg.Connection, in this transaction
+    names = ", ".join(c.name for c in tmp.c)
+    with raw.cursor() as cur, cur.copy(f"COPY sidecar_import ({names}) FROM STDIN") as copy:
+        for seq, r in enumerate(rows):
+            copy.write_row((*r, seq))
+    ins = postgresql.insert(Suppression).from_select(
+        [*IMPORT_COLUMNS, "active", "updated_at"], select(*cols, literal(True), literal(now, Float)).where(tmp.c.final)
+    )
+    conn.execute(
+        ins.on_conflict_do_update(
+            index_elements=["address", "tenant"], set_={k: ins.excluded[k] for k in UPSERT_COLUMNS}
+        )
+    )
+    conn.execute(
+        insert(Change).from_select(  # ids in file order: a later row of an address wins
+            ["kind", "address", "tenant", "active", "reason", "created_at", "expires_at", "changed_at"],
+            select(
+                literal("suppression"),
+                tmp.c.address,
+                tmp.c.tenant,
+                literal(True),
+                tmp.c.reason,
+                tmp.c.created_at,
+                tmp.c.expires_at,
+                literal(now, Float),
+            ).order_by(tmp.c.seq),
+        )
+    )
+
+
+def import_rows(
+    store: SuppressionStore,
+    rows: Iterable[dict[str, str]],
+    *,
+    default_reason: str = "imported",
+    default_tenant: str = "",
+    default_expires: float | None = None,
+    source: str = "import",
+    batch: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    now: float | None = None,
+) -> int:
+    """Upsert many suppressions (from CSV dicts), all or nothing. Raises ValueError naming the bad line.
+
+    Two passes: every row is checked first (streamed, normalised rows spooled to a temporary
+    file, so memory stays flat); nothing is written unless all are good. Then the rows are
+    written in chunks of ``batch`` rows (default 5,000 on SQLite, PG_IMPORT_CHUNK on
+    PostgreSQL), one transaction each, which also appends one change-feed row per input
+    row, in file order; a later row for the same (address, tenant) wins.
+    On PostgreSQL a chunk is COPYed into a temporary table and upserted from it by two
+    statements. Chunks stay small because running servers read the change feed while
+    the import goes on: a transaction holding many sequence ids open for long would
+    leave a hole that ChangeCursor eventually gives up (after 10 s or 100,000 ids).
+    Should the database fail between chunks, ImportIncomplete says how many rows were
+    committed (a re-run of the same file is safe: rows are upserts).
+    Returns the number of input rows.
+    """
+    now = time.time() if now is None else now
+    if default_expires is not None:
+        check_time(default_expires, "expires_at")
+    check_text("tenant", default_tenant)
+    check_text("reason", default_reason)
+    check_text("source", source)
+    pg = store.engine.dialect.name == "postgresql"
+    size = batch or (PG_IMPORT_CHUNK if pg else 5000)
+    write = _write_chunk_pg if pg else _write_chunk
+    kw: dict[str, Any] = dict(
+        default_reason=default_reason,
+        default_tenant=default_tenant,
+        default_expires=default_expires,
+        source=source,
+        now=now,
+    )
+    total = 0
+    with tempfile.SpooledTemporaryFile(max_size=32 << 20) as spool:
+        chunk: list[ImportRow] = []
+        where: dict[tuple[str, str], int] = {}  # (address, tenant) -> its last row in chunk
+        for row in check_rows(rows, store.canonical, **kw):
+            key = (row[0], row[1])
+            prev = where.get(key)
+            if prev is not None:  # the later row wins
+                chunk[prev] = (*chunk[prev][:-1], False)
+            where[key] = len(chunk)
+            chunk.append((*row, True))
+            if len(chunk) >= size:
+                pickle.dump(chunk, spool, pickle.HIGHEST_PROTOCOL)
+                total += len(chunk)
+                chunk, where = [], {}
+        if chunk:
+            pickle.dump(chunk, spool, pickle.HIGHEST_PROTOCOL)
+            total += len(chunk)
+        spool.seek(0)
+        done = 0
+        while done < total:
+            part: list[ImportRow] = pickle.load(spool)
+            try:
+                with store.engine.begin() as conn:
+                    write(conn, part, now)
+            except Exception as e:
+                if not done:
+                    raise
+                log.error("import stopped after committing %d of %d rows: %s", done, total, e)
+                raise ImportIncomplete(
+                    f"import stopped after committing {done:,} of {total:,} rows "
+                    f"(lines 2..{done + 1}): {type(e).__name__}"
+                ) from e
+            done += len(part)
+            if progress:
+                progress(done)
+    return total
+
+
+def import_csv(store: SuppressionStore, fh: IO[str], **kw: Any) -> int:
+    """A CSV file (our export's format); a leading ' that our export adds is taken off (csv_unescape)."""
+    return import_rows(store, CsvRows(fh), **kw)
+
+
+def export_csv(
+    store: SuppressionStore, fh: IO[str], *, progress: Callable[[int], None] | None = None, **filters: Any
+) -> int:
+    """Every row ``store.iter_rows(**filters)`` gives, as CSV (CSV_FIELDS; values csv_escape'd)."""
+    w = csv.writer(fh)
+    w.writerow(CSV_FIELDS)
+    n = 0
+    for r in store.iter_rows(**filters):
+        w.writerow(
+            [
+                csv_escape(v)
+                for v in (
+                    r.address,
+                    r.tenant,
+                    r.reason,
+                    r.category or "",
+                    iso(r.created_at),
+                    iso(r.expires_at),
+                    r.source,
+                    r.note or "",
+                )
+            ]
+        )
+        n += 1
+        if progress and n % 10000 == 0:
+            progress(n)
+    return n
