@@ -55,19 +55,20 @@ class PolicyEngine:
             sender = attrs.get("sender", "")
         return sender.rpartition("@")[2].lower()
 
-    def decide(self, attrs: Mapping[str, str], now: float) -> str:
+    def decide(self, attrs: Mapping[str, str], now: float) -> str | Deferred[str]:
         """The action for one request (``attrs`` are the request's attributes)."""
         return self.decide_in_state(attrs, attrs.get("protocol_state", ""), now)
 
-    def decide_in_state(self, attrs: Mapping[str, str], state: str, now: float) -> str:
+    def decide_in_state(self, attrs: Mapping[str, str], state: str, now: float) -> str | Deferred[str]:
         """``decide`` for a caller that has already read ``protocol_state``."""
         if state == "RCPT":
             recipient = attrs.get("recipient", "")
             sender = attrs.get("sender", "")
+            known: str | None = None  # the tenant, when the suppression lookup already worked it out
             if recipient and (sender or not self.skip_null_sender):
                 index = self.index
                 if index.tenant_scoped:
-                    tenant = self.tenant(attrs, sender)
+                    tenant = known = self.tenant(attrs, sender)
                     entry = index.lookup(recipient, tenant, now)
                 else:  # only global suppressions: the tenant is needed for the reply alone
                     entry = index.lookup(recipient, "", now)
@@ -76,7 +77,14 @@ class PolicyEngine:
                     self._suppressed.inc()
                     return self.reply.format(address=recipient, reason=entry.reason, date=entry.date, tenant=tenant)
             if recipient and self.record is not None:
-                return self._recorded(attrs, state, now, recipient, sender)
+                action: Any = self._limits(attrs, state, now)
+                if isinstance(action, Deferred):
+                    return action.addCallback(self._record_through, attrs, recipient, sender, known, now)
+                return self._record_through(action, attrs, recipient, sender, known, now)
+        return self._limits(attrs, state, now)
+
+    def _limits(self, attrs: Mapping[str, str], state: str, now: float) -> Any:
+        """The rate limits' action: DUNNO, a refusal, or a Deferred of either (a shared backend)."""
         check = self._check_limits
         if check is not None:
             hit = check(attrs, state, now)
@@ -86,23 +94,12 @@ class PolicyEngine:
                 return self._limited(hit, now)
         return DUNNO
 
-    def _recorded(self, attrs: Mapping[str, str], state: str, now: float, recipient: str, sender: str) -> Any:
-        """The rate-limit decision of a RCPT, recording the recipient when it is let through."""
-        action: Any = DUNNO
-        check = self._check_limits
-        if check is not None:
-            hit = check(attrs, state, now)
-            if hit is not None:
-                if isinstance(hit, Deferred):
-                    return hit.addCallback(self._limited, now).addCallback(
-                        self._record_through, attrs, recipient, sender, now
-                    )
-                action = self._limited(hit, now)
-        return self._record_through(action, attrs, recipient, sender, now)
-
-    def _record_through(self, action: str, attrs: Mapping[str, str], recipient: str, sender: str, now: float) -> str:
+    def _record_through(
+        self, action: str, attrs: Mapping[str, str], recipient: str, sender: str, tenant: str | None, now: float
+    ) -> str:
+        """Record the recipient when ``action`` lets it through; ``action`` unchanged."""
         if action is DUNNO or action.partition(" ")[0].upper() in THROUGH:
-            self.record(self.tenant(attrs, sender), recipient, now)  # type: ignore[misc]
+            self.record(self.tenant(attrs, sender) if tenant is None else tenant, recipient, now)  # type: ignore[misc]
         return action
 
     def _limited(self, hit: tuple[str, str, str] | None, now: float) -> str:
