@@ -25,23 +25,7 @@ from tests.harness.services import PostgresServer  # noqa: E402
 class DurablePostgres(PostgresServer):
     """tests/harness/services.py's server with PostgreSQL's own (durable) defaults for fsync and commits."""
 
-    def start(self) -> DurablePostgres:
-        if self.user:
-            shutil.chown(self.dir, self.user)
-        self._run(str(self.bindir / "initdb"), "-A", "trust", "-U", "postgres", "-D", str(self.dir / "data"))
-        self._run(
-            str(self.bindir / "pg_ctl"),
-            "-D",
-            str(self.dir / "data"),
-            "-w",
-            "-l",
-            str(self.dir / "log"),
-            "-o",
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.dir} "
-            "-c max_connections=200",
-            "start",
-        )
-        return self
+    SETTINGS = ""
 
 
 def pg_start(fast: bool) -> PostgresServer:

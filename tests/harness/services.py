@@ -27,6 +27,9 @@ def _pg_bindir() -> Path:
 class PostgresServer:
     """initdb + pg_ctl as the postgres user (we run as root), trust auth on 127.0.0.1."""
 
+    # Tests need no durability: fsync and synchronous commits off (a benchmark may override this).
+    SETTINGS = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+
     def __init__(self) -> None:
         self.bindir = _pg_bindir()
         self.dir = Path(tempfile.mkdtemp(prefix="sidecar-pg-"))
@@ -52,7 +55,7 @@ class PostgresServer:
             str(self.dir / "log"),
             "-o",
             f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.dir} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            f"{self.SETTINGS} -c max_connections=200",
             "start",
         )
         wait_port(self.port, 30)
