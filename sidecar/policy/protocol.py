@@ -62,10 +62,7 @@ class PolicyProtocol(Protocol):
     def connectionLost(self, reason: Any = None) -> None:
         self.connected = False
         self._forget()
-        if self._deadline is not None:
-            if self._deadline.active():
-                self._deadline.cancel()
-            self._deadline = None
+        self._stop_deadline()
         if self.buf.strip():
             log.info(
                 "policy client %s went away in the middle of a request (%d bytes unanswered)", self.peer, len(self.buf)
