@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 
-def one_line(e: BaseException, limit: int = 400) -> str:
+def one_line(e: BaseException, limit: int = 400, *, with_type: bool = False) -> str:
     """``e`` as a single line: whitespace collapsed, SQLAlchemy's wrapper and "Background on this
-    error" link dropped (the driver's own message is what an operator can act on)."""
+    error" link dropped (the driver's own message is what an operator can act on).
+    ``with_type``: ``Type: message``, for logs and records where the kind of failure matters."""
     orig = getattr(e, "orig", None)  # sqlalchemy.exc.DBAPIError: the driver's exception
-    text = str(orig) if isinstance(orig, BaseException) else str(e)
-    text = " ".join(text.split()) or type(e).__name__
+    if isinstance(orig, BaseException):
+        e = orig
+    text = " ".join(str(e).split()) or type(e).__name__
+    if with_type:
+        text = f"{type(e).__name__}: {text}"
     return text[:limit]
 
 

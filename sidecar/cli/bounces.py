@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 from sidecar.cli.output import EX_CONFIG, EX_OK, EX_TEMPFAIL, EX_USAGE
+from sidecar.errors import one_line
 
 TYPE_CHECKING = False  # typing costs ~10 ms at start-up, paid once per bounce
 if TYPE_CHECKING:
@@ -15,8 +16,7 @@ if TYPE_CHECKING:
 
 
 def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return f"{type(e).__name__}: {text}"[:400]
+    return one_line(e, with_type=True)
 
 
 def cmd_ingest(args: Any) -> int:

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
-from sqlalchemy.exc import DBAPIError
 
+from sidecar import errors
 from sidecar.config import redact_url
 from sidecar.store.db import dialect_insert
 from sidecar.store.models import Change, Event, WebhookCursor, WebhookDelivery
@@ -260,6 +260,4 @@ def _derive(derive: Any, src: str, row: Any) -> tuple[str, str, str, str | None]
 
 def one_line(e: BaseException) -> str:
     """``Type: message`` on one line, at most 500 characters (a database error without its SQL)."""
-    if isinstance(e, DBAPIError) and e.orig is not None:
-        e = e.orig
-    return " ".join(f"{type(e).__name__}: {e}".split())[:500]
+    return errors.one_line(e, 500, with_type=True)
