@@ -7,11 +7,20 @@ import time
 from pathlib import Path
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago, and never one this process
+    was given before (the kernel may hand the same ephemeral port out twice in a row, e.g. to a
+    server's policy and HTTP listeners asked for one after the other)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def port_in_use(port: int) -> bool:
