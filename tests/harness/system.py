@@ -6,7 +6,6 @@ import socket
 import time
 from pathlib import Path
 
-
 _GIVEN: set[int] = set()
 
 

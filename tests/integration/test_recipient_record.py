@@ -39,8 +39,9 @@ def test_serve_records_what_it_lets_through_and_the_lookup_sees_it(tmp_path):
     db = f"sqlite:///{tmp_path}/sidecar.db"
     sc = SidecarProcess(tmp_path, db, FAST.format(node="relay-1"))
     try:
-        sc.start()
+        # suppressed before the server starts: every RCPT of it is refused (never let through, never recorded)
         run_cli("suppressions", "add", "dead@example.test", "--reason", "hard bounce", db=db)
+        sc.start()
         c = sc.connect()
         assert c.ask(rcpt(recipient="Alive@Example.TEST", sasl_username="app")) == "DUNNO"
         t0 = time.monotonic()
