@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("events", help="bounces, complaints, auto-replies, delays and rate-limit refusals")
     esub = e.add_subparsers(dest="events_command", metavar="ACTION", required=True)
     p = _add(esub, "list", admin.cmd_events_list, "list events (oldest first)")
-    p.add_argument("--kind", choices=("bounce", "delay", "complaint", "auto-reply", "delivered", "ratelimit"))
+    p.add_argument("--kind", choices=("bounce", "delay", "complaint", "auto-reply", "delivered", "ratelimit", "domain"))
     for f in ("address", "tenant", "category", "since", "until"):
         p.add_argument(f"--{f}")
     _page_opts(p, None)
