@@ -7,7 +7,7 @@ import ipaddress
 import json
 import sys
 
-from sidecar.cli.output import EX_OK, EX_TEMPFAIL, EX_USAGE
+from sidecar.cli.output import EX_CONFIG, EX_OK, EX_TEMPFAIL, EX_USAGE
 from sidecar.config import Config
 
 EX_PROBLEMS = 1
@@ -44,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_check_domain(args: argparse.Namespace, cfg: Config) -> int:
-    from sidecar.domains.lookup import Dns, is_domain, nameserver, normal
+    from sidecar.domains.lookup import Dns, NoResolver, is_domain, nameserver, normal
     from sidecar.domains.report import Target, check_domain
     from sidecar.domains.results import State
 
@@ -80,7 +80,11 @@ def cmd_check_domain(args: argparse.Namespace, cfg: Config) -> int:
         dkim_domain=args.dkim_domain or (known.dkim_domain if known else ""),
         dnsbl_zones=tuple(args.dnsbl or dh.dnsbl_zones),
     )
-    dns = Dns(args.resolver or dh.resolvers, timeout=args.timeout or dh.timeout)
+    try:
+        dns = Dns(args.resolver or dh.resolvers, timeout=args.timeout or dh.timeout)
+    except NoResolver as e:
+        print(f"sidecar check-domain: --resolver: {e}", file=sys.stderr)
+        return EX_CONFIG
     report = check_domain(dns, target)
     if args.json:
         print(json.dumps(report.to_dict()))

@@ -23,8 +23,13 @@ import dns.reversename
 from sidecar.config.fields import nameserver
 
 MAX_RECORDS = 50
+MAX_TXT = 4096  # characters of one TXT record looked at (an SPF record over 450 bytes is trouble already)
 MAX_CACHE = 10_000
 NEGATIVE_TTL = 300.0
+
+
+class NoResolver(ValueError):
+    """Neither resolvers given nor a usable /etc/resolv.conf."""
 
 
 class DnsTempError(Exception):
@@ -55,7 +60,10 @@ class Dns:
             r = dns.resolver.Resolver(configure=False)
             r.nameservers = [dns.nameserver.Do53Nameserver(*nameserver(n)) for n in nameservers]
         else:
-            r = dns.resolver.Resolver()  # the system's resolvers (/etc/resolv.conf)
+            try:
+                r = dns.resolver.Resolver()  # the system's resolvers (/etc/resolv.conf)
+            except dns.exception.DNSException as e:
+                raise NoResolver(f"no DNS resolver configured ({e}): name one (IP or IP:PORT)") from None
         r.timeout = min(timeout, 2.0)  # per server try
         r.lifetime = timeout  # per query, every retry included
         r.cache = None
@@ -98,7 +106,7 @@ class Dns:
 
     def txt(self, name: str) -> list[str]:
         """TXT records of ``name``, each with its strings joined."""
-        return [txt_text(r) for r in self.query(name, "TXT").records]
+        return [txt_text(r)[:MAX_TXT] for r in self.query(name, "TXT").records]
 
     def addresses(self, name: str) -> list[str]:
         """A and AAAA records of ``name``."""

@@ -24,7 +24,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from sidecar.domains.events import event_row, load_known, write_events
-from sidecar.domains.lookup import Dns
+from sidecar.domains.lookup import Dns, NoResolver
 from sidecar.domains.report import Target, check_domain
 from sidecar.domains.results import Report, State
 from sidecar.errors import one_line
@@ -93,7 +93,7 @@ class DomainMonitor(service.Service):
         self.cfg, self.engine, self.reactor, self.db_pool = cfg, engine, reactor, db_pool
         dh = cfg.domain_health
         self.pool = ThreadPool(minthreads=0, maxthreads=dh.threads, name="sidecar-domains")
-        self.dns = Dns(dh.resolvers, timeout=dh.timeout, clock=reactor.seconds)
+        self.dns: Dns | None = None
         self.targets: list[Target] = []
         self.reports: dict[str, Report] = {}
         self.known: dict[tuple[str, str], str] = {}  # (domain, check) -> last state that was not temperror
@@ -105,6 +105,11 @@ class DomainMonitor(service.Service):
         # Started before the listeners (makeService's order): a DomainSetupError stops start-up
         # before anything listens.
         self.targets = targets(self.cfg)
+        dh = self.cfg.domain_health
+        try:
+            self.dns = Dns(dh.resolvers, timeout=dh.timeout, clock=self.reactor.seconds)
+        except NoResolver as e:
+            raise DomainSetupError(f"domain_health.resolvers: {e}") from None
         super().startService()
         self.pool.start()
         self._loop.start(self.cfg.domain_health.interval, now=True).addErrback(
@@ -127,8 +132,10 @@ class DomainMonitor(service.Service):
             except Exception as e:
                 log.warning("domain checks: previous states not read (%s); retrying next round", one_line(e))
                 return
+        dns = self.dns
+        assert dns is not None, "round() before startService()"
         done = yield DeferredList(
-            [deferToThreadPool(self.reactor, self.pool, check_domain, self.dns, t) for t in self.targets],
+            [deferToThreadPool(self.reactor, self.pool, check_domain, dns, t) for t in self.targets],
             consumeErrors=True,
         )
         rows: list[dict[str, Any]] = []
