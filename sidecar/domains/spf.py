@@ -103,29 +103,15 @@ def check_spf(dns: Dns, domain: str, relay_ips: list[str], helo: str = "") -> li
     if result == "temperror":
         return [Result("spf.record", State.TEMPERROR, f"SPF of {domain} not evaluated: {text}"), *out]
     limits = f"{lookups} DNS-querying terms (limit {MAX_LOOKUPS}), {void} void lookups (limit {MAX_VOID})"
-    if result == "permerror" and (lookups > MAX_LOOKUPS or "DNS lookups" in text):
-        out.insert(0, Result("spf.record", State.PASS, f"one SPF record: {records[0]}"))
-        out.insert(
-            1,
-            Result(
-                "spf.lookups",
-                State.FAIL,
-                f"{limits}: receivers give a permanent error ({text})",
-                "replace include:, a, mx and exists terms by ip4:/ip6: ranges, or drop senders you no longer use",
-            ),
+    too_many = lookups > MAX_LOOKUPS or "DNS lookups" in text
+    if result == "permerror" and (too_many or "oid lookup" in text):
+        fix = (
+            "replace include:, a, mx and exists terms by ip4:/ip6: ranges, or drop senders you no longer use"
+            if too_many
+            else "remove the terms that name domains which do not exist or have no such record"
         )
-        return out
-    if result == "permerror" and "oid lookup" in text:
         out.insert(0, Result("spf.record", State.PASS, f"one SPF record: {records[0]}"))
-        out.insert(
-            1,
-            Result(
-                "spf.lookups",
-                State.FAIL,
-                f"{limits}: receivers give a permanent error ({text})",
-                "remove the terms that name domains which do not exist or have no such record",
-            ),
-        )
+        out.insert(1, Result("spf.lookups", State.FAIL, f"{limits}: receivers give a permanent error ({text})", fix))
         return out
     if result == "permerror":
         return [

@@ -250,3 +250,9 @@ def test_refused_is_a_temporary_error_not_a_failure(dns):
     # knotd serves no such zone and answers REFUSED (as a broken delegation's SERVFAIL would be)
     r = check_mx(dns, "example.org")
     assert r.state is State.TEMPERROR and "SERVFAIL or REFUSED" in r.detail
+
+
+def test_spf_with_three_void_lookups_fails(dns):
+    r = by_check(check_spf(dns, "void.example.test", [RELAY1]))
+    assert r["spf.lookups"].state is State.FAIL
+    assert "3 void lookups (limit 2)" in r["spf.lookups"].detail and "do not exist" in r["spf.lookups"].fix
