@@ -73,8 +73,11 @@ class Dns:
         self.clock = clock
         self._cache: dict[tuple[str, str], tuple[float, Answer]] = {}
         self._lock = threading.Lock()
+        self.stopping = False  # set when the service stops: checks still running end at their next query
 
     def query(self, name: str, rdtype: str) -> Answer:
+        if self.stopping:
+            raise DnsTempError(f"{name} {rdtype}: not asked, the service is stopping")
         try:
             ans = self.resolver.resolve(name, rdtype, search=False, raise_on_no_answer=False)
         except dns.resolver.NXDOMAIN:

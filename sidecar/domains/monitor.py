@@ -120,6 +120,8 @@ class DomainMonitor(service.Service):
         super().stopService()
         if self._loop.running:
             self._loop.stop()
+        if self.dns is not None:
+            self.dns.stopping = True  # a round in progress ends at its next query, so the pool stops soon
         self.pool.stop()
 
     @inlineCallbacks

@@ -256,3 +256,18 @@ def test_spf_with_three_void_lookups_fails(dns):
     r = by_check(check_spf(dns, "void.example.test", [RELAY1]))
     assert r["spf.lookups"].state is State.FAIL
     assert "3 void lookups (limit 2)" in r["spf.lookups"].detail and "do not exist" in r["spf.lookups"].fix
+
+
+def test_cli_takes_its_defaults_from_the_config(knot, tmp_path):
+    conf = tmp_path / "sidecar.toml"
+    conf.write_text(
+        f'[domain_health]\nresolvers = ["{knot.resolver}"]\nrelay_ips = ["{RELAY2}"]\nhelo = "relay1.example.test"\n'
+        '[[domains]]\nname = "example.test"\ndkim_selectors = ["k1024"]\n'
+    )
+    r = sidecar("example.test", "--config", str(conf), "--json")
+    checks = {c["check"]: c["state"] for c in json.loads(r.stdout)["checks"]}
+    assert checks["dkim:k1024"] == "warn" and checks[f"rdns.fcrdns:{RELAY2}"] == "fail"
+    assert r.returncode == 1
+    conf.write_text('[domain_health]\nresolvers = ["nowhere"]\n')
+    r = sidecar("example.test", "--config", str(conf))
+    assert r.returncode == 78 and r.stderr.count("\n") == 1 and "domain_health.resolvers[0]" in r.stderr
