@@ -111,9 +111,9 @@ class Dns:
         """TXT records of ``name``, each with its strings joined."""
         return [txt_text(r)[:MAX_TXT] for r in self.query(name, "TXT").records]
 
-    def addresses(self, name: str) -> list[str]:
-        """A and AAAA records of ``name``."""
-        return [r.address for t in ("A", "AAAA") for r in self.query(name, t).records]
+    def addresses(self, name: str, rdtypes: tuple[str, ...] = ("A", "AAAA")) -> list[str]:
+        """A and AAAA records of ``name`` (or only ``rdtypes``)."""
+        return [r.address for t in rdtypes for r in self.query(name, t).records]
 
     def ptr(self, ip: str) -> list[str]:
         rev = dns.reversename.from_address(ip).to_text()

@@ -131,9 +131,8 @@ class DomainMonitor(service.Service):
             try:
                 self.known = yield self._db(load_known, self.engine)
                 self._loaded = True
-            except Exception as e:
+            except Exception as e:  # checks and metrics go on; changes are recorded once the states are read
                 log.warning("domain checks: previous states not read (%s); retrying next round", one_line(e))
-                return
         dns = self.dns
         assert dns is not None, "round() before startService()"
         done = yield DeferredList(
@@ -147,18 +146,31 @@ class DomainMonitor(service.Service):
                 log.error("domain checks of %s failed: %s", target.domain, value.getErrorMessage())
                 continue
             DOMAIN_CHECK_ROUNDS.labels(target.domain, "done").inc()
-            rows += self.apply(value)
+            rows += self.apply(value, record=self._loaded)
         if rows:
             try:
                 yield self._db(write_events, self.engine, rows)
             except Exception as e:
-                log.error("domain checks: %d change event(s) not recorded: %s", len(rows), one_line(e))
+                log.error(
+                    "domain checks: %d change event(s) not recorded, retried next round: %s", len(rows), one_line(e)
+                )
+                self.forget(rows)
+
+    def forget(self, rows: list[dict[str, Any]]) -> None:
+        """Changes whose events were not recorded: back to the states before, so the next round finds them again."""
+        for row in rows:
+            key = (row["address"], row["reason"])
+            if row["action"]:
+                self.known[key] = row["action"]
+            else:
+                self.known.pop(key, None)
 
     def _db(self, f: Callable[..., Any], *a: Any) -> Deferred:
         return deferToThreadPool(self.reactor, self.db_pool, f, *a)
 
-    def apply(self, report: Report) -> list[dict[str, Any]]:
-        """Metrics and the latest report; the event rows of the checks whose state changed."""
+    def apply(self, report: Report, record: bool = True) -> list[dict[str, Any]]:
+        """Metrics and the latest report; the event rows of the checks whose state changed
+        (none, and no change remembered, when not ``record``)."""
         d = report.domain
         old = self.reports.get(d)
         self.reports[d] = report
@@ -170,8 +182,8 @@ class DomainMonitor(service.Service):
         if report.score is not None:
             DOMAIN_SCORE.labels(d).set(report.score)
         DOMAIN_CHECKED_AT.labels(d).set(report.checked_at)
-        rows = []
-        for r in report.results:
+        rows: list[dict[str, Any]] = []
+        for r in report.results if record else ():
             if r.state is State.TEMPERROR:
                 continue
             before = self.known.get((d, r.check))

@@ -47,7 +47,7 @@ def check_rdns(dns: Dns, ip: str, helo: str) -> list[Result]:
     confirmed, seen, err = "", [], ""
     for name in names:
         try:
-            addrs = dns.addresses(name)
+            addrs = dns.addresses(name, ("AAAA",) if ":" in ip else ("A",))
         except DnsTempError as e:
             err = str(e)
             continue

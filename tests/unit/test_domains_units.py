@@ -159,6 +159,14 @@ def test_monitor_events_only_on_changes(tmp_path):
     # a check that disappears leaves no stale gauge
     m.apply(report(mx=W))
     assert gauge("unit.example", "dkim:s1") is None
+    # events that could not be written are found again next round
+    rows = m.apply(report(mx=F))
+    assert [r["status"] for r in rows] == ["fail"]
+    m.forget(rows)
+    assert [(r["status"], r["action"]) for r in m.apply(report(mx=F))] == [("fail", "warn")]
+    # before the previous states are read: metrics, but no events and nothing remembered
+    assert m.apply(report(mx=P), record=False) == [] and gauge("unit.example", "mx") == 0
+    assert [r["action"] for r in m.apply(report(mx=P))] == ["fail"]
 
 
 def test_webhook_payload_of_a_change():
