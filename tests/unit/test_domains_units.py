@@ -116,6 +116,10 @@ def write(tmp_path, text):
         ('[domain_health]\nrelay_ips = ["192.0.2.300"]\n', "domain_health.relay_ips[0]:"),
         ('[domain_health]\nresolvers = ["resolver.example"]\n', "domain_health.resolvers[0]:"),
         ('[domain_health]\ninterval = "0s"\n', "domain_health.interval:"),
+        (
+            '[[domains]]\nname = "a.example"\n[[domains]]\nname = "A.example."\n',
+            "domains[1].name: 'a.example' is already",
+        ),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, text, error):
