@@ -48,8 +48,8 @@ def check_mx(dns: Dns, domain: str) -> Result:
 
 def check_transport(dns: Dns, domain: str) -> list[Result]:
     return [
-        _policy_record(dns, "transport.mta-sts", f"_mta-sts.{domain}", "v=STSv1", "id", _STS_FIX),
-        _policy_record(dns, "transport.tls-rpt", f"_smtp._tls.{domain}", "v=TLSRPTv1", "rua", _TLSRPT_FIX),
+        _policy_record(dns, "transport.mta-sts", domain, f"_mta-sts.{domain}", "v=STSv1", "id", _STS_FIX),
+        _policy_record(dns, "transport.tls-rpt", domain, f"_smtp._tls.{domain}", "v=TLSRPTv1", "rua", _TLSRPT_FIX),
     ]
 
 
@@ -59,8 +59,7 @@ _STS_FIX = (
 _TLSRPT_FIX = 'publish {name}. TXT "v=TLSRPTv1; rua=mailto:tls-reports@{domain}"'
 
 
-def _policy_record(dns: Dns, check: str, name: str, version: str, tag: str, fix: str) -> Result:
-    domain = name.split(".", 2)[-1] if check.endswith("tls-rpt") else name.split(".", 1)[1]
+def _policy_record(dns: Dns, check: str, domain: str, name: str, version: str, tag: str, fix: str) -> Result:
     try:
         records = [t for t in (txt_text(r) for r in dns.query(name, "TXT").records) if t.startswith(version)]
     except DnsTempError as e:
