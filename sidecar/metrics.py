@@ -130,3 +130,16 @@ RECIPIENT_RECORD_ITEMS = Gauge(
     "sidecar_recipient_record_items",
     "Estimated pairs in today's filter of this relay (above recipients.expected_per_day, false positives grow)",
 )
+
+DOMAIN_CHECK = Gauge(
+    "sidecar_domain_check",
+    "State of one domain-health check (0 pass, 1 warn, 2 fail, 3 temperror: DNS did not answer), by domain and check",
+    ["domain", "check"],
+)
+DOMAIN_SCORE = Gauge("sidecar_domain_health_score", "Domain health score, 0-100 (docs/domain-health.md)", ["domain"])
+DOMAIN_CHECKED_AT = Gauge(
+    "sidecar_domain_checked_timestamp_seconds", "When a domain's checks last completed (Unix time)", ["domain"]
+)
+DOMAIN_CHECK_ROUNDS = Counter(
+    "sidecar_domain_check_rounds", "Rounds of a domain's checks, by outcome (done, error)", ["domain", "outcome"]
+)

@@ -101,6 +101,12 @@ def makeService(cfg: Config, reactor: Any) -> service.MultiService:
     )
     sync.load()
     sync.setServiceParent(top)
+    monitor = None
+    if cfg.domains:  # DNS checks in their own threads (docs/domain-health.md); set up before anything listens
+        from sidecar.domains.monitor import DomainMonitor
+
+        monitor = DomainMonitor(cfg, engine, reactor, pool)
+        monitor.setServiceParent(top)
 
     rl = cfg.ratelimit
     shared: Any = limiter
@@ -143,6 +149,7 @@ def makeService(cfg: Config, reactor: Any) -> service.MultiService:
     from sidecar.webhooks.service import WebhookService
 
     api = Api(cfg, engine, reactor, pool, limiter=limiter)
+    api.domain_monitor = top.domain_monitor = monitor  # type: ignore[attr-defined]
     Listener(
         "HTTP listener " + s.http, endpoints.serverFromString(reactor, s.http), make_site(status, api=api)
     ).setServiceParent(top)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sidecar.cli import admin, recipients, serve
+from sidecar.cli import domains as dom
 from sidecar.cli import suppressions as sup
 from sidecar.cli import webhooks as wh
 from sidecar.config import WEBHOOK_EVENTS, Config
@@ -31,6 +32,7 @@ Typical use:
   sidecar limits show|reset KEY                              inspect or clear a rate-limit key
   sidecar events list / stats / webhooks deliveries          what happened, counts, webhook deliveries
   sidecar recipients check ADDRESS                           did we send to ADDRESS (the record of recipients)
+  sidecar check-domain DOMAIN --relay-ip IP                  SPF, DKIM, DMARC, PTR, blocklists: a health report
 
 With no --config the defaults serve: policy on tcp:10031 and HTTP on tcp:9731, both on
 127.0.0.1, and a SQLite database in ./var/. Every command that touches the database takes
@@ -234,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("events", help="bounces, complaints, auto-replies, delays and rate-limit refusals")
     esub = e.add_subparsers(dest="events_command", metavar="ACTION", required=True)
     p = _add(esub, "list", admin.cmd_events_list, "list events (oldest first)")
-    p.add_argument("--kind", choices=("bounce", "delay", "complaint", "auto-reply", "delivered", "ratelimit"))
+    p.add_argument("--kind", choices=("bounce", "delay", "complaint", "auto-reply", "delivered", "ratelimit", "domain"))
     for f in ("address", "tenant", "category", "since", "until"):
         p.add_argument(f"--{f}")
     _page_opts(p, None)
@@ -271,4 +273,6 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("address", metavar="ADDRESS")
     q.add_argument("--json", action="store_true")
     q.set_defaults(handler=recipients.cmd_check)
+
+    dom.add_parser(sub)
     return ap

@@ -167,6 +167,7 @@ WEBHOOK_EVENTS = (
     "suppression.added",
     "suppression.removed",
     "ratelimit.exceeded",
+    "domain.check_changed",
 )
 
 
@@ -174,3 +175,48 @@ def event_name(value: object) -> str:
     if value not in WEBHOOK_EVENTS:
         raise ValueError(f"expected one of {', '.join(WEBHOOK_EVENTS)}")
     return str(value)
+
+
+def ip_address(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError('expected an IP address like "192.0.2.10"')
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+
+
+def nameserver(value: object) -> tuple[str, int]:
+    """A DNS server: ``IP``, ``IP:PORT`` or ``[IPv6]:PORT`` -> (ip, port)."""
+    text = value.strip() if isinstance(value, str) else ""
+    host, port = text, "53"
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            host = ""
+        port = rest[1:] or "53"
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{value!r}: expected an IP address, IP:PORT or [IPv6]:PORT (not a name)") from None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r}: expected a port from 1 to 65535")
+    return host, int(port)
+
+
+def dns_server(value: object) -> str:
+    nameserver(value)
+    return str(value).strip()
+
+
+def host_name(value: object) -> str:
+    """A DNS name (a domain, a zone, a HELO name): letters, digits, '-', '_' and dots."""
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+\.?", value.strip()):
+        raise ValueError(f'{value!r} is not a domain name like "example.com"')
+    return value.strip().rstrip(".").lower()
+
+
+def host_name_or_empty(value: object) -> str:
+    return "" if value == "" else host_name(value)

@@ -118,6 +118,11 @@ def _check(cfg: Config) -> None:
                 f"webhooks.subscriptions[{sub_names[name]}]'s name (give each subscription a name)"
             )
         sub_names[name] = i
+    domains: dict[str, int] = {}
+    for i, dom in enumerate(cfg.domains):
+        if dom.name in domains:
+            raise ConfigError(f"domains[{i}].name: {dom.name!r} is already domains[{domains[dom.name]}]")
+        domains[dom.name] = i
     if cfg.recipients.flush_interval <= 0:
         raise ConfigError("recipients.flush_interval: expected a positive duration")
     if cfg.recipients.retention < 86400:

@@ -14,11 +14,15 @@ from sidecar.config.fields import (
     access_action,
     address_pattern,
     db_url,
+    dns_server,
     domain_name,
     endpoint,
     event_name,
     exemption,
+    host_name,
+    host_name_or_empty,
     http_url,
+    ip_address,
     mailbox,
     non_negative_int,
     opt,
@@ -299,6 +303,40 @@ class WebhooksConfig:
 
 
 @dataclass(frozen=True)
+class DomainConfig:
+    name: str = opt(parse=host_name, doc="A sending (From) domain whose DNS is checked (docs/domain-health.md).")
+    dkim_selectors: tuple[str, ...] = opt((), doc="DKIM selectors its mail is signed with.")
+    envelope_domain: str = opt(
+        "",
+        parse=host_name_or_empty,
+        doc="MAIL FROM (bounce, VERP) domain of its mail, for SPF and DMARC alignment; empty = postfix.bounce_domain.",
+    )
+    dkim_domain: str = opt("", parse=host_name_or_empty, doc="d= of its DKIM signatures; empty = name.")
+
+
+@dataclass(frozen=True)
+class DomainHealthConfig:
+    interval: float = opt(3600.0, parse=positive_duration, doc="How often every [[domains]] entry is checked.")
+    relay_ips: tuple[str, ...] = opt(
+        (),
+        parse=ip_address,
+        doc="Public IPs this relay sends from; empty = Postfix's smtp_bind_address and "
+        "smtp_bind_address6 (postconf). Required with [[domains]] when neither is set.",
+    )
+    helo: str = opt(
+        "", parse=host_name_or_empty, doc="HELO name this relay uses; empty = Postfix's smtp_helo_name (postconf)."
+    )
+    resolvers: tuple[str, ...] = opt(
+        (), parse=dns_server, doc='DNS servers to ask ("IP" or "IP:PORT"); empty = the system\'s (/etc/resolv.conf).'
+    )
+    timeout: float = opt(5.0, parse=positive_duration, doc="Longest wait for one DNS query, retries included.")
+    dnsbl_zones: tuple[str, ...] = opt(
+        (), parse=host_name, doc='DNS blocklists to look each relay IP up in, e.g. "zen.spamhaus.org".'
+    )
+    threads: int = opt(2, parse=positive_int, doc="Threads that run the checks (never the policy server's).")
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = opt(factory=ServerConfig)
     database: DatabaseConfig = opt(factory=DatabaseConfig)
@@ -309,6 +347,8 @@ class Config:
     postfix: PostfixConfig = opt(factory=PostfixConfig)
     api: ApiConfig = opt(factory=ApiConfig)
     webhooks: WebhooksConfig = opt(factory=WebhooksConfig)
+    domains: tuple[DomainConfig, ...] = opt(())
+    domain_health: DomainHealthConfig = opt(factory=DomainHealthConfig)
     config_path: str | None = field(default=None, metadata={"internal": True})
 
 

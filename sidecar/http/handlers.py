@@ -13,6 +13,7 @@ from typing import IO, Any
 from twisted.internet.defer import inlineCallbacks
 
 from sidecar.config import WEBHOOK_EVENTS, redact_url
+from sidecar.http import domains
 from sidecar.http import queries as q
 from sidecar.http.api import STREAMING, ApiError, Call, Reply, Route
 from sidecar.suppression.address import AddressError
@@ -387,3 +388,4 @@ ROUTES: list[Route] = [
     Route(b"GET", ("webhooks", "deliveries"), R, list_deliveries, "List webhook deliveries"),
     Route(b"POST", ("webhooks", "redeliver"), W, redeliver, "Send deliveries again from a delivery id"),
 ]
+ROUTES += domains.ROUTES

@@ -42,7 +42,7 @@ PARAMS: dict[tuple[str, str], list[dict[str, Any]]] = {
     ],
     ("DELETE", "/suppressions/{address}"): [_p("tenant", STR, "scope to remove from (default global)")],
     ("GET", "/events"): [
-        _p("kind", {"enum": ["bounce", "delay", "complaint", "auto-reply", "delivered", "ratelimit"]}),
+        _p("kind", {"enum": ["bounce", "delay", "complaint", "auto-reply", "delivered", "ratelimit", "domain"]}),
         _p("address", STR),
         _p("tenant", STR),
         _p("category", STR),

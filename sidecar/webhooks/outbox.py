@@ -24,12 +24,18 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from sidecar import errors
 from sidecar.config import redact_url
+from sidecar.domains.events import event_data as domain_event_data
 from sidecar.store.db import dialect_insert
 from sidecar.store.models import Change, Event, WebhookCursor, WebhookDelivery
 from sidecar.suppression.changefeed import ChangeCursor
 from sidecar.suppression.store import iso
 
-EVENT_KINDS = {"bounce": "bounce.recorded", "complaint": "complaint.recorded", "ratelimit": "ratelimit.exceeded"}
+EVENT_KINDS = {
+    "bounce": "bounce.recorded",
+    "complaint": "complaint.recorded",
+    "ratelimit": "ratelimit.exceeded",
+    "domain": "domain.check_changed",
+}
 
 
 @dataclass(frozen=True)
@@ -62,10 +68,14 @@ def event_payload(row: Any) -> tuple[str, str, dict[str, Any]] | None:
     etype = EVENT_KINDS.get(row.kind)
     if etype is None:
         return None
-    if row.kind == "ratelimit":
+    data: dict[str, Any]
+    if row.kind == "domain":
+        data = domain_event_data(row)
+        order = f"domain:{row.address}:{row.reason}"
+    elif row.kind == "ratelimit":
         key = f"{row.reason}:{row.address or ''}"
         n = (row.diagnostic or "").split(" ", 1)[0]
-        data: dict[str, Any] = {
+        data = {
             "rule": row.reason,
             "key": key,
             "value": row.address,
