@@ -135,6 +135,8 @@ def classify(
     if how == "explicit":
         how = "family" if explicit_from_family else "provider"
     matched = first_match(reason, wording) if wording else None
+    if matched is None and reason == "filtered" and wording:
+        matched = first_match("userunknown", wording)  # "user unknown" words read as a refusal
     evidence = Evidence(
         status, source, how, matched[0] if matched else None, matched[1] if matched else None, command, temporary
     )

@@ -202,7 +202,7 @@ CLASSES: tuple[PhraseClass, ...] = (
          r"(?:account|address|mailbox) (?:that )?you tried to reach (?:does not|doesn't) exist",
          r"non-?existent (?:recipient|mailbox|address|user|destination mailbox)",
          r"recipnotfound", r"recipientnotfound", r"recipient not found", r"(?:was not|wasn't) found at ",
-         r"mailbox unavailable", r"mailbox (?:is )?(?:not available|unavailable|not present)",
+         r"mailbox (?:is )?(?:<> )?(?:not available|unavailable|not present)",
          r"recipient address rejected: (?:access denied|user \S+ does not exist)",
          r"no mailbox (?:here|by that name|found)", r"doesn't have a .{1,40} account",
          r"does not have an? .{1,40} account", r"no account by that name",

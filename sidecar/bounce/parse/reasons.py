@@ -28,6 +28,8 @@ Two probes depend on the SMTP command, and they matter most for hard/soft:
 
 from __future__ import annotations
 
+import re
+
 from sidecar.bounce.parse.patterns import PATTERNS
 from sidecar.bounce.parse.phrases import BY_NAME
 
@@ -205,11 +207,16 @@ class _Text:
 # that name no cause (generic, network, system codes) and the other addressing codes (x.1.2
 # domain, x.1.10 null MX: Microsoft 365 also gives 5.1.10 for "RecipientNotFound").
 _OPEN_FOR_USER = frozenset(
-    {"", "networkerror", "systemerror", "expired", "onhold", "undefined", "hostunknown", "notaccept"}
+    {"", "networkerror", "systemerror", "hostunknown", "notaccept", "expired", "onhold", "undefined"}
 )
+# Postfix's "Host or domain name not found" and an NXDOMAIN answer state that the name does not
+# exist; a bare "Name service error ... try again" is a failed lookup (networkerror).
+_NOT_FOUND_STATED = re.compile(r"host or domain name not found|domain name not found|nxdomain")
 
 
-def _probe(reason: str, name: str, t: _Text, command: str | None, explicit: str | None, session: bool) -> bool:
+def _probe(
+    reason: str, name: str, t: _Text, command: str | None, explicit: str | None, session: bool, coded: bool
+) -> bool:
     if explicit == reason:
         return True
     if reason == "userunknown":
@@ -226,7 +233,12 @@ def _probe(reason: str, name: str, t: _Text, command: str | None, explicit: str 
         # The bare "user unknown" words stay ``filtered`` there: content filters and mobile
         # carriers use them for a refusal (sisimai's Filtered rule), as does a gateway that
         # quotes no SMTP session, or wording that names a filter.
-        return session and name in _OPEN_FOR_USER and t.says("mailbox-not-found") and not t.says("filtered")
+        if not session or not t.says("mailbox-not-found") or t.says("filtered"):
+            return False
+        # a remote server's reply: after DATA, or with a precise code of its own (5.4.1, 5.1.10);
+        # with neither, a gateway's report (sisimai's Filtered rule: the address may have
+        # been accepted and the message refused later)
+        return name in _OPEN_FOR_USER and (command == "DATA" or coded)
     if reason == "filtered":
         if name == "suspend":
             return False
@@ -250,7 +262,9 @@ def _probe(reason: str, name: str, t: _Text, command: str | None, explicit: str 
     if reason == "hostunknown":
         # "host or domain name not found" is about the DNS, even when it adds "try again"
         # (classify() makes that soft); a failed connection is not
-        return (name == "hostunknown" or t.says("hostunknown")) and not t.says("network")
+        if not (name == "hostunknown" or t.says("hostunknown")) or t.says("network"):
+            return False
+        return not t.says("dns-temporary") or _NOT_FOUND_STATED.search(t.text) is not None
     return name == reason or t.says(reason)
 
 
@@ -271,11 +285,12 @@ def decide(
     if explicit and explicit not in RETRY:
         return explicit, "explicit"
     name = STATUS_NAME.get(status or "", "")
+    coded = bool(status) and not (status or "").endswith(".0.0")  # a precise code, quoted or in the DSN
     t = _Text(text)
     mailer = bool(diagnostic_type and diagnostic_type.startswith("X-UNIX"))  # a local mailer program
     if not mailer:
         for reason in FIRST:
-            if _probe(reason, name, t, command, explicit, session):
+            if _probe(reason, name, t, command, explicit, session, coded):
                 return reason, _how(reason, name, explicit)
     if name == "userunknown":
         for reason in _NOT_USER:
