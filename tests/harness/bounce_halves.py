@@ -102,7 +102,9 @@ def score(parse: Callable[[bytes], list[dict]], records: Iterable[dict], folder:
             got.setdefault(_address(p["address"]), p)
         failed = {a for a, p in got.items() if p["reason"] not in NOT_FAILURE}
         if rec["kind"] == "bounce":
-            expected = {_address(r["address"]) for r in rec["recipients"] if r.get("address") and r["reason"] not in NOT_FAILURE}
+            expected = {
+                _address(r["address"]) for r in rec["recipients"] if r.get("address") and r["reason"] not in NOT_FAILURE
+            }
             m["exp"] += len(expected)
             m["pred"] += len(failed)
             m["tp"] += len(expected & failed)

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from sidecar.bounce.parse.budget import MAX_DIAGNOSTIC
-from sidecar.bounce.parse.phrases import BY_NAME, first_match
+from sidecar.bounce.parse.phrases import first_match
 from sidecar.bounce.parse.reasons import decide
 from sidecar.bounce.parse.remote_host import remote_reason
 from sidecar.bounce.parse.results import Category, Evidence
@@ -25,7 +25,8 @@ _ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:@]{1,64}@[^\s<>()\[\]\"',;]+")  # boun
 _REMOTE_HOST = re.compile(
     r"\b(?:host|while talking to) [a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63}){1,8}\.?(?: ?\[[0-9a-f.:]{1,64}\])?"
 )
-_DNS_TEMPORARY = BY_NAME["dns-temporary"].pattern
+# a DNS answer that may change: "Host not found, try again" (TRY_AGAIN), SERVFAIL
+_DNS_TRY_AGAIN = re.compile(r"not found, try again|temporary (?:lookup |dns )?(?:failure|error)|servfail")
 _RCPT_ECHO = re.compile(r"(?<![\d.])[45]\d\d(?:[ :-]+[45]\.\d{1,3}\.\d{1,3})?[ :-]+<[^<>\s@]+@[^<>\s]+>:")
 
 CATEGORY_OF: dict[str, Category] = {
@@ -124,7 +125,7 @@ def classify(
     temporary = klass == "4" or action == "delayed"
     if reason == "hostunknown" and temporary:
         reason = "networkerror"  # the reporting MTA keeps retrying a lookup that may still resolve
-    elif reason == "hostunknown" and _DNS_TEMPORARY.search(wording):
+    elif reason == "hostunknown" and _DNS_TRY_AGAIN.search(wording):
         temporary = True  # "Host or domain name not found ... try again": a DNS failure, soft
     if reason in _HARD_REASONS:
         hard: bool | None = not temporary
