@@ -452,3 +452,48 @@ def test_evidence_names_the_deciding_signal(text: str, evidence: tuple[str, str]
     assert v.evidence is not None
     assert (v.reason, v.evidence.decided_by) == evidence
     assert v.evidence.status_source == "text"
+
+
+# --- sidecar parse --explain, through the CLI entry point -------------------------------------
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "bounces"
+
+
+def test_parse_explain_shows_the_deciding_signal_and_words(capsys: pytest.CaptureFixture[str]) -> None:
+    from sidecar.cli import main
+
+    # a Postfix text bounce: no status code, a "mailbox not found" after DATA
+    assert main(["parse", "--explain", str(DATA / "modern" / "crisp-552_no_such_recipient.eml")]) == 0
+    out = capsys.readouterr().out
+    assert "shagha+34993495@yahoo.com" in out
+    assert 'phrase class:  mailbox-not-found "mailbox not found"' in out
+    assert "SMTP command: DATA" in out
+    assert "decided by:    wording -> userunknown, invalid-recipient, hard" in out
+    assert "address from:" in out
+
+
+def test_parse_explain_json_carries_the_evidence_of_a_dsn_recipient(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from sidecar.cli import main
+
+    assert main(["parse", "--explain", "--json", str(DATA / "corpus" / "lhost-postfix-04.eml")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    (r,) = out["results"]
+    assert (r["address"], r["reason"], r["hard"]) == ("kijitora@example.co.jp", "userunknown", True)
+    assert "address_source" in r
+    ev = r["evidence"]
+    assert (ev["status"], ev["status_source"], ev["decided_by"], ev["command"]) == (
+        "5.1.1",
+        "dsn-field",
+        "status",
+        "RCPT",
+    )
+
+
+def test_parse_explain_a_missing_file_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from sidecar.cli import main
+
+    assert main(["parse", "--explain", str(DATA / "no-such-file.eml")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and "no-such-file.eml" in err

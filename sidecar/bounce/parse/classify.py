@@ -8,13 +8,16 @@ permanently bad (``hard``).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from sidecar.bounce.parse.budget import MAX_DIAGNOSTIC
 from sidecar.bounce.parse.phrases import first_match
 from sidecar.bounce.parse.reasons import decide
 from sidecar.bounce.parse.remote_host import remote_reason
-from sidecar.bounce.parse.results import Category, Evidence
+from sidecar.bounce.parse.results import Category, Evidence, FailedRecipient
 from sidecar.bounce.parse.status import find as find_status
 from sidecar.bounce.parse.status import prefer as prefer_status
 
@@ -60,6 +63,27 @@ class Verdict:
     hard: bool | None
     status: str | None
     evidence: Evidence | None = None
+
+
+# While ``recording()`` runs: each verdict's evidence by (diagnostic, reason), for results built
+# by a stage that does not carry it on to FailedRecipient.evidence.
+_RECORDED: ContextVar[dict[tuple[str | None, str], Evidence] | None] = ContextVar("_RECORDED", default=None)
+
+
+@contextmanager
+def recording() -> Iterator[dict[tuple[str | None, str], Evidence]]:
+    """Collect the evidence of every verdict given inside, keyed by (diagnostic, reason)."""
+    seen: dict[tuple[str | None, str], Evidence] = {}
+    token = _RECORDED.set(seen)
+    try:
+        yield seen
+    finally:
+        _RECORDED.reset(token)
+
+
+def evidence_of(recipient: FailedRecipient, seen: dict[tuple[str | None, str], Evidence]) -> Evidence | None:
+    """The recipient's evidence: its own, or the one recorded for its diagnostic and reason."""
+    return recipient.evidence or seen.get((recipient.diagnostic or None, recipient.reason))
 
 
 def category_of(reason: str) -> Category:
@@ -141,6 +165,9 @@ def classify(
     evidence = Evidence(
         status, source, how, matched[0] if matched else None, matched[1] if matched else None, command, temporary
     )
+    seen = _RECORDED.get()
+    if seen is not None:
+        seen[diagnostic or None, reason] = evidence
     return Verdict(reason, category_of(reason), hard, status, evidence)
 
 
