@@ -221,6 +221,7 @@ def test_sender_refused() -> None:
              BLOCK, False),
             ("5.0.0", "550 Sender verify failed", "RCPT", "rejected", BLOCK, False),
             (None, "550 5.0.0 Envelope sender address rejected by local policy", "MAIL", "rejected", BLOCK, False),
+            (None, "553 Null sender is not allowed", None, "rejected", BLOCK, False),
         ],
     )  # fmt: skip
 
@@ -388,6 +389,7 @@ def test_expired() -> None:
              NETWORK, False),
             (None, "retry timeout exceeded", None, "expired", NETWORK, False),
             ("5.0.0", "Cannot send message for 5 days", None, "expired", NETWORK, False),
+            (None, "Failed to deliver to domain example.org after 5 tries", None, "expired", NETWORK, False),
         ],
     )  # fmt: skip
 

@@ -157,7 +157,8 @@ CLASSES: tuple[PhraseClass, ...] = (
          f"{SISIMAI}/PolicyViolation.pm"),
         (r"polic(?:y|ies) (?:violation|reasons|rejection)", r"for policy reasons", r"denied by policy",
          r"violat(?:es|ion of|ed) .{0,40}polic", r"message not allowed", r"content presents a potential",
-         r"security polic", r"not accepted for policy"),
+         r"security polic", r"not accepted for policy", r"closed mailing list", r"protocol violation",
+         r"messages with multiple addresses", r"rejected for policy reasons"),
     ),
     PhraseClass(
         "too-many-connections", "toomanyconn", "the receiver limits concurrent connections",
@@ -183,7 +184,10 @@ CLASSES: tuple[PhraseClass, ...] = (
          r"domain of sender address", r"sender (?:verify|verification) failed", r"mailfrom domain",
          r"(?:envelope|mail from|return[- ]path) .{0,40}(?:rejected|invalid|not allowed)", r"bad sender",
          r"invalid sender", r"sender .{0,40} (?:does not|doesn't) exist",
-         r"your (?:e-?mail )?address (?:has been|is) (?:rejected|blocked|blacklisted)"),
+         r"your (?:e-?mail )?address (?:has been|is) (?:rejected|blocked|blacklisted)",
+         r"(?:empty|null) (?:envelope )?senders? (?:is |are )?not allowed", r"unroutable sender address",
+         r"sender domain (?:is empty|listed at)", r"mail from not owned by user",
+         r"not allowed to post to this (?:mailing )?list", r"non-member to a members-only list"),
     ),
     PhraseClass(
         "mailbox-not-found", "userunknown",
@@ -207,7 +211,12 @@ CLASSES: tuple[PhraseClass, ...] = (
          r"no mailbox (?:here|by that name|found)", r"doesn't have a .{1,40} account",
          r"does not have an? .{1,40} account", r"no account by that name",
          r"(?:address|account|user) (?:does not|doesn't) exist", r"address not found",
-         r"not listed in .{0,40}(?:directory|address book)"),
+         r"not listed in .{0,40}(?:directory|address book)",
+         r"no one at this address", r"email address could not be found", r"no longer accepts mail",
+         r"(?:recipient|user) .{1,80} was not found", r"destination addresses were unknown",
+         r"missing home directory", r"invalid or unknown virtual user", r"email name is not found",
+         r"not an active address", r"archived recipient", r"no mail ?box available for this user",
+         r"no existe (?:dicha persona|ese usuario)"),
     ),
     PhraseClass(
         "mailbox-unknown", "userunknown",
@@ -228,7 +237,8 @@ CLASSES: tuple[PhraseClass, ...] = (
          r"not (?:a )?(?:known|local|valid) (?:user|recipient|address)", r"illegal user", r"unknown or illegal",
          r"destinataire invalide", r"utilisateur inconnu", r"badrcptto", r"validrcptto", r"no valid recipients",
          r"not our customer", r"addressee unknown", r"name is not recognized", r"no such local user",
-         r"(?:invalid|unknown) (?:\S+ ){0,2}user ?id"),
+         r"(?:invalid|unknown) (?:\S+ ){0,2}user ?id", r"can't accept user", r"bad[-_ ]recipient",
+         r"invalid mailbox", r"recipient is not local"),
     ),
     PhraseClass(
         "domain-accepts-no-mail", "notaccept", "the destination domain publishes that it accepts no mail",
@@ -269,7 +279,8 @@ CLASSES: tuple[PhraseClass, ...] = (
          r"no such domain", r"invalid domain", r"unrout(?:e)?able (?:mail )?domain", r"domain .{0,60}not exist",
          r"name or service not known", r"no (?:mx|a) record", r"host .{0,60} not found",
          r"bad destination system address", r"domain is not valid", r"unrouteable address",
-         r"couldn't find any host", r"mx records point to non-existent hosts", r"\b553 .{1,80}does not exist"),
+         r"couldn't find any host", r"mx records point to non-existent hosts", r"domain must exist",
+         r"mail domain mentioned in email address is unknown", r"\b553 .{1,80}does not exist"),
     ),
     PhraseClass(
         "blocklist", "blocked", "the sending IP or host is blocked or listed on a DNS blocklist",
@@ -282,7 +293,8 @@ CLASSES: tuple[PhraseClass, ...] = (
          r"not allowed to (?:send|connect)", r"ip .{0,40}(?:listed|refused)", r"rejected for (?:abuse|bad)",
          r"connection refused by", r"your (?:ip|host|server) (?:address )?(?:is |has been )?(?:listed|blocked"
          r"|blacklisted|rejected)", r"refused to talk to me: .{0,60}block", r"helo command rejected",
-         r"sender ip address rejected"),
+         r"sender ip address rejected", r"dynamic ips?\b", r"open proxy", r"listed as abusive",
+         r"not currently accepting mail from your ip"),
     ),
     PhraseClass(
         "recipient-filter", "filtered", "the recipient (or a filter acting for them) refused this message",
@@ -327,7 +339,8 @@ CLASSES: tuple[PhraseClass, ...] = (
          r"could not be delivered within", r"delivery time", r"timed? ?out", r"did not accept our requests to connect",
          r"delivery (?:is )?delayed", r"will (?:keep trying|retry)", r"unable to deliver in", r"will be retried",
          r"(?:could not be delivered|cannot send message) for (?:more than )?\d", r"allowed queue period",
-         r"unable to deliver (?:message )?after (?:multiple|\d+) (?:retries|attempts)"),
+         r"unable to deliver (?:message )?after (?:multiple|\d+) (?:retries|attempts)", r"server did not respond",
+         r"after \d+ tries", r"not been collected after", r"could not find a gateway for"),
     ),
     PhraseClass(
         "security-error", "securityerror", "authentication or authorisation to send was refused",
@@ -352,7 +365,8 @@ CLASSES: tuple[PhraseClass, ...] = (
         (r"system (?:error|failure|config)", r"server (?:error|failure)", r"internal (?:server )?error",
          r"local (?:error|problem)", r"temporary local (?:problem|failure|error)", r"configuration error",
          r"misconfigur", r"try (?:again )?later", r"server busy", r"resources? (?:temporarily )?unavailable",
-         r"lock failure"),
+         r"lock failure", r"queue file write error", r"interrupted system call",
+         r"service currently unavailable", r"timeout waiting for input", r"forwarding loop"),
     ),
 )  # fmt: skip
 
