@@ -11,7 +11,7 @@ from email.message import Message
 
 from sidecar.bounce.parse import arf, dsn, mime, reporting_mta, textbounce
 from sidecar.bounce.parse.budget import MAX_RECIPIENTS, Budget
-from sidecar.bounce.parse.classify import Verdict, classify, provider_reason
+from sidecar.bounce.parse.classify import Verdict, classify, provider_reason, reply_code
 from sidecar.bounce.parse.results import FailedRecipient
 from sidecar.bounce.parse.status import RETURNED
 
@@ -117,7 +117,7 @@ def _verdict(
     # The recipient's block named no reason, or named one without any code while the report
     # (one recipient) quotes the remote server's reply further on: the whole report decides
     # when it carries more (a reason at all, or a status code against none).
-    vague = verdict.status is None and count == 1
+    vague = verdict.status is None and count == 1 and reply_code(whole) is not None
     if (verdict.reason in ("onhold", "undefined") or vague) and whole:
         again = on_whole.get((t.command, remote))
         if again is None:
