@@ -182,6 +182,7 @@ def test_policy_block() -> None:
         "policy-block",
         [
             ("5.7.9", "554 5.7.9 Message not accepted for policy reasons", "DATA", "policyviolation", BLOCK, False),
+            (None, "550 Administrative prohibition", "RCPT", "policyviolation", BLOCK, False),
             # only a generic code: the wording decides (it used to be "onhold")
             ("5.0.0", "550 Message rejected due to local security policies", None, "policyviolation", BLOCK, False),
         ],
@@ -222,6 +223,9 @@ def test_sender_refused() -> None:
             ("5.0.0", "550 Sender verify failed", "RCPT", "rejected", BLOCK, False),
             (None, "550 5.0.0 Envelope sender address rejected by local policy", "MAIL", "rejected", BLOCK, False),
             (None, "553 Null sender is not allowed", None, "rejected", BLOCK, False),
+            # Postfix sender verification: the "User unknown" is our sender's, never the recipient's
+            (None, "450 4.1.7 <s@example.com>: Sender address rejected: undeliverable address: host mx.example.com "
+             "said: 550 User unknown", "RCPT", "rejected", BLOCK, False),
         ],
     )  # fmt: skip
 
@@ -333,6 +337,9 @@ def test_blocklist() -> None:
             ("5.7.1", "554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org",
              "RCPT", "blocked", BLOCK, False),
             (None, "550 5.7.606 Access denied, banned sending IP [192.0.2.1]", "RCPT", "blocked", BLOCK, False),
+            # our HELO name does not resolve: no missing recipient domain
+            (None, "504 5.5.2 <relay.example>: Helo command rejected: Host not found", "RCPT", "blocked", BLOCK,
+             False),
         ],
     )  # fmt: skip
 

@@ -153,12 +153,13 @@ CLASSES: tuple[PhraseClass, ...] = (
     PhraseClass(
         "policy-block", "policyviolation", "a local policy refused the message (not the address)",
         (f"{RFC3463} X.7.1 (delivery not authorized, message refused)",
+         f"{EXIM}: an ACL's default 'deny' message 'Administrative prohibition'",
          f"{YAHOO} 554 5.7.9 'Message not accepted for policy reasons'", f"{M365} 5.7.1 transport rules",
          f"{SISIMAI}/PolicyViolation.pm"),
         (r"polic(?:y|ies) (?:violation|reasons|rejection)", r"for policy reasons", r"denied by policy",
          r"violat(?:es|ion of|ed) .{0,40}polic", r"message not allowed", r"content presents a potential",
          r"security polic", r"not accepted for policy", r"closed mailing list", r"protocol violation",
-         r"messages with multiple addresses", r"rejected for policy reasons"),
+         r"administrative prohibition", r"messages with multiple addresses", r"rejected for policy reasons"),
     ),
     PhraseClass(
         "too-many-connections", "toomanyconn", "the receiver limits concurrent connections",
@@ -173,7 +174,7 @@ CLASSES: tuple[PhraseClass, ...] = (
          f"{M365} 4.7.500-699 / 5.2.121 'sending limit exceeded'", f"{SISIMAI}/Speeding.pm"),
         (r"too many (?:messages|recipients|emails|mails)", r"sending (?:too fast|rate)", r"rate limit(?:ed)?",
          r"throttl", r"exceeded .{0,40}(?:rate|limit)", r"too fast", r"sent to too many",
-         r"receiving mail (?:at a rate|too quickly)"),
+         r"receiving mail (?:at a rate|too quickly)", r"sending limit exceeded"),
     ),
     PhraseClass(
         "sender-refused", "rejected", "the envelope sender (MAIL FROM) was refused",

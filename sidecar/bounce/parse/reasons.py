@@ -212,6 +212,9 @@ _OPEN_FOR_USER = frozenset(
 # Postfix's "Host or domain name not found" and an NXDOMAIN answer state that the name does not
 # exist; a bare "Name service error ... try again" is a failed lookup (networkerror).
 _NOT_FOUND_STATED = re.compile(r"host or domain name not found|domain name not found|nxdomain")
+# Postfix's smtpd(8) names what it rejected: only "Recipient address rejected" is about the
+# recipient. "Helo command rejected: Host not found" is our own name, never the recipient's.
+_NOT_RECIPIENT = re.compile(r"(?:helo command|client host|sender address) rejected")
 
 
 def _probe(
@@ -219,6 +222,8 @@ def _probe(
 ) -> bool:
     if explicit == reason:
         return True
+    if reason in ("userunknown", "hostunknown") and name != reason and _NOT_RECIPIENT.search(t.text):
+        return False
     if reason == "userunknown":
         if name == "suspend" or command == "MAIL":
             return False
