@@ -68,7 +68,8 @@ CLASSES: tuple[PhraseClass, ...] = (
          r"insufficient (?:disk |storage )?space", r"out of (?:storage )?space", r"inbox is (?:full|out of)",
          r"not enough (?:storage|space)", r"account is full", r"mailbox (?:has )?exceeded", r"user has exceeded",
          r"full mailbox", r"mailfolder is full", r"is over (?:the )?(?:storage|quota)", r"quotaexceeded",
-         r"(?:recipient|user)'?s? (?:mailbox|inbox) is full", r"maildir over"),
+         r"(?:recipient|user)'?s? (?:mailbox|inbox) is full", r"maildir over", r"does not have enough space",
+         r"disc quota", r"space has been used up", r"would exceed .{0,40}(?:quota|storage)"),
     ),
     PhraseClass(
         "mailbox-disabled", "suspend", "the mailbox exists but is disabled, suspended or inactive",
@@ -80,7 +81,8 @@ CLASSES: tuple[PhraseClass, ...] = (
          r"(?:disabled|suspended|deactivated|inactive) (?:account|mailbox|user)", r"discontinued",
          r"(?:account|mailbox) .{0,40}(?:is|has been) (?:disabled|suspended)",
          r"account (?:is )?(?:temporarily )?(?:unavailable|inactive|blocked|expired)",
-         r"recipient account is blocked", r"compte du destinataire est bloque"),
+         r"recipient account is blocked", r"compte du destinataire est bloque", r"currently suspended",
+         r"invalid/inactive user", r"recipient suspend(?:ed)? the service"),
     ),
     PhraseClass(
         "mailbox-moved", "hasmoved", "the recipient has moved to another address",
@@ -257,7 +259,8 @@ CLASSES: tuple[PhraseClass, ...] = (
          f"{EXIM}: 'all hosts ... failed' / 'Connection timed out'", f"{SISIMAI}/NetworkError.pm"),
         (r"connection (?:refused|reset|closed|failed|dropped)", r"network (?:is )?unreachable", r"no route to host",
          r"lost connection", r"too many hops", r"mail(?:ing)? loop", r"loops back", r"routing loop",
-         r"unable to connect", r"could not connect", r"host (?:is )?unreachable"),
+         r"unable to connect", r"could not connect", r"host (?:is )?unreachable", r"hop count exceeded",
+         r"message looping", r"unable to resolve route"),
     ),
     PhraseClass(
         "dns-temporary", "networkerror", "a DNS lookup failed for now (the answer may still come)",
@@ -265,7 +268,8 @@ CLASSES: tuple[PhraseClass, ...] = (
          f"{POSTFIX} smtp(8)/dns: 'Name service error ... Host not found, try again' / "
          "'Temporary lookup failure'", "RFC 1035 SERVFAIL / RFC 2308", f"{SISIMAI}/NetworkError.pm"),
         (r"dns (?:error|failure|query failed)", r"not found, try again", r"servfail", r"name service error",
-         r"temporary lookup failure"),
+         r"temporary lookup failure", r"host name lookup failure", r"malformed (?:or unexpected )?name server reply",
+         r"dns records for the destination computer could not be found"),
     ),
     PhraseClass(
         "domain-not-found", "hostunknown", "the recipient's domain or mail host does not exist in the DNS",
@@ -349,7 +353,8 @@ CLASSES: tuple[PhraseClass, ...] = (
          f"{SISIMAI}/SecurityError.pm"),
         (r"security (?:check|violation|error|reasons)", r"smtp authentication", r"authentication required",
          r"not authorized", r"unauthori[sz]ed",
-         r"authentication (?:credentials invalid|failed|unsuccessful)", r"must (?:authenticate|be authenticated)",
+         r"authentication (?:credentials invalid|failed|failure|unsuccessful)",
+         r"unauthenticated senders not allowed", r"must (?:authenticate|be authenticated)",
          r"access (?:denied|forbidden)"),
     ),
     PhraseClass(
