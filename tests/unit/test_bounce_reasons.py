@@ -90,8 +90,9 @@ def test_a_text_recipients_codeless_block_gives_way_to_the_quoted_reply() -> Non
         b"Content-Type: text/plain\n\n"
         b"** Delivery incomplete **\n\n"
         b"There was a temporary problem delivering your message to someone@example.com. "
-        b"The mail system will retry for 47 more hours.\n\n"
-        b"The response from the remote server was:\n"
+        b"The mail system will retry for 47 more hours. You'll be notified if the delivery fails permanently.\n\n"
+        b"Learn more here: https://support.example.net/answer/1\n\n"
+        b"The response from the remote server was:\n\n"
         b"550 5.7.1 This message was blocked because of the very low reputation of the sending domain.\n"
     )
     (r,) = parse_message(raw).recipients
