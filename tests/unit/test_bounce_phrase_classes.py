@@ -223,6 +223,7 @@ def test_sender_refused() -> None:
             ("5.0.0", "550 Sender verify failed", "RCPT", "rejected", BLOCK, False),
             (None, "550 5.0.0 Envelope sender address rejected by local policy", "MAIL", "rejected", BLOCK, False),
             (None, "553 Null sender is not allowed", None, "rejected", BLOCK, False),
+            (None, "553 sender <s@example.com> does not exist", "RCPT", "rejected", BLOCK, False),
             # Postfix sender verification: the "User unknown" is our sender's, never the recipient's
             (None, "450 4.1.7 <s@example.com>: Sender address rejected: undeliverable address: host mx.example.com "
              "said: 550 User unknown", "RCPT", "rejected", BLOCK, False),
@@ -248,6 +249,7 @@ def test_mailbox_not_found() -> None:
             (None, "Sorry, no mailbox here by that name. (#5.1.1)", None, "userunknown", INVALID, True),
             (None, "550 Requested action not taken: mailbox <u@example.org> unavailable", "DATA", "userunknown",
              INVALID, True),
+            (None, "550 <u@example.org>... does not exist", "RCPT", "userunknown", INVALID, True),
         ],
     )  # fmt: skip
     # a gateway's report with no SMTP session and no code: the message may have been refused later
@@ -263,6 +265,7 @@ def test_mailbox_unknown() -> None:
             ("5.1.1", "550 5.1.1 <u@example.org>: Recipient address rejected: User unknown in local recipient "
              "table", "RCPT", "userunknown", INVALID, True),
             (None, "550 unknown user", "RCPT", "userunknown", INVALID, True),
+            (None, "550 User <u@example.org> is not recognized", "RCPT", "userunknown", INVALID, True),
             ("5.0.0", "550 5.0.0 <u@example.org>... User unknown", "RCPT", "userunknown", INVALID, True),
             # the same words after DATA from a filter or carrier: a refusal (sisimai's Filtered rule)
             (None, "550 unknown user", "DATA", "filtered", BLOCK, False),

@@ -203,8 +203,9 @@ CLASSES: tuple[PhraseClass, ...] = (
          "5.4.1 'Recipient address rejected: Access denied' (directory-based edge blocking)",
          f"{YAHOO} 552/554 'Requested mail action aborted, mailbox not found'",
          f"{DOMINO}: 'User ... not listed in Domino Directory'", f"{SISIMAI}/UserUnknown.pm"),
-        (r"(?:recipient|mailbox|address|account|e-?mail address|user) (?:\S+ )?(?:does not exist|doesn't exist"
-         r"|not exist|not found)",
+        (r"(?:recipient|mailbox|address|account|e-?mail address|user|customer) (?:\S+ )?(?:does not exist"
+         r"|doesn't exist|doesnt exist|not exist|not found)",
+         r"<{1,2}>{1,2}\.{0,3} (?:does not|doesn't|doesnt) exist",
          r"no such (?:mailbox|recipient|address|account)",
          r"(?:account|address|mailbox) (?:that )?you tried to reach (?:does not|doesn't) exist",
          r"non-?existent (?:recipient|mailbox|address|user|destination mailbox)",
@@ -228,10 +229,13 @@ CLASSES: tuple[PhraseClass, ...] = (
         (f"{RFC3463} X.1.1 (bad destination mailbox address)",
          f"{POSTFIX} smtpd(8): 'Recipient address rejected: User unknown in local recipient table'",
          f"{EXIM}: 'Unknown user' / 'no such user'", f"{SENDMAIL}: '... User unknown'",
-         f"{SISIMAI}/UserUnknown.pm and Filtered.pm (user-unknown wording after DATA from filters)"),
+         f"{SISIMAI}/UserUnknown.pm and Filtered.pm (user-unknown wording after DATA from filters)",
+         "Mail::DeliveryStatus::BounceParser _std_reason (user_unknown: '<address> is unknown / not recognized')"),
         (r"user ?unknown", r"unknown (?:user|recipient|mailbox|local ?part|address|e-?mail address)",
          r"no such (?:user|person)", r"user (?:\S+ )?(?:not known|not active)",
-         r"(?:recipient|mailbox|address|account|e-?mail address) (?:\S+ )?(?:unknown|is unknown|invalid|not valid)",
+         r"(?:recipient|mailbox|address|account|e-?mail address|user|customer) (?:\S+ )?(?:is )?(?:unknown"
+         r"|not known|not recognized|invalid|not valid)",
+         r"<{1,2}>{1,2} (?:is )?(?:unknown|not known|not recognized)",
          r"(?:invalid|bad|illegal|unknown) (?:recipient|mailbox|address|user|destination mailbox)",
          r"check if (?:the )?(?:e-?mail )?address is correct", r"is not a valid (?:mailbox|recipient|user)",
          r"not a valid (?:recipient|user|mailbox)", r"mailbox (?:is )?inactive", r"inactive (?:email )?address",

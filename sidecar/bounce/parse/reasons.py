@@ -214,7 +214,7 @@ _OPEN_FOR_USER = frozenset(
 _NOT_FOUND_STATED = re.compile(r"host or domain name not found|domain name not found|nxdomain")
 # Postfix's smtpd(8) names what it rejected: only "Recipient address rejected" is about the
 # recipient. "Helo command rejected: Host not found" is our own name, never the recipient's.
-_NOT_RECIPIENT = re.compile(r"(?:helo command|client host|sender address) rejected")
+_NOT_RECIPIENT = re.compile(r"(?:helo command|client host|sender address) rejected|\bsender <{1,2}>{1,2} ")
 
 
 def _probe(
