@@ -55,7 +55,7 @@ CLASSES: tuple[PhraseClass, ...] = (
         (r"message (?:is )?too (?:big|large)", r"message size exceeds", r"size exceeds",
          r"exceeds? (?:the )?(?:maximum|max|allowed)? ?(?:message )?size", r"mail size limit",
          r"message (?:length|size) (?:exceeds|is over)", r"too big for (?:the )?system", r"size limit",
-         r"message too long"),
+         r"message too long", r"(?:recip|send)sizelimit"),
     ),
     PhraseClass(
         "mailbox-full", "mailboxfull", "the recipient's mailbox is over its storage quota",
@@ -82,7 +82,8 @@ CLASSES: tuple[PhraseClass, ...] = (
          r"(?:account|mailbox) .{0,40}(?:is|has been) (?:disabled|suspended)",
          r"account (?:is )?(?:temporarily )?(?:unavailable|inactive|blocked|expired)",
          r"recipient account is blocked", r"compte du destinataire est bloque", r"currently suspended",
-         r"invalid/inactive user", r"recipient suspend(?:ed)? the service"),
+         r"invalid/inactive user", r"recipient suspend(?:ed)? the service", r"administratively disabled",
+         r"account not activated"),
     ),
     PhraseClass(
         "mailbox-moved", "hasmoved", "the recipient has moved to another address",
@@ -143,7 +144,8 @@ CLASSES: tuple[PhraseClass, ...] = (
          "accepted ... spam'", f"{SISIMAI}/SpamDetected.pm"),
         (r"\bspam\b", r"junk mail", r"\bube\b", r"\buce\b", r"bulk mail", r"message content rejected",
          r"content (?:was )?rejected", r"spam(?:my|filter|assassin|cop)", r"classified as (?:spam|junk)",
-         r"looks like spam", r"suspicious", r"considered unsolicited", r"unsolicited (?:mail|e-?mail|bulk)"),
+         r"looks like spam", r"suspicious", r"considered unsolicited", r"unsolicited (?:mail|e-?mail|bulk)",
+         r"appears to be unsolicited", r"\buribl\b"),
     ),
     PhraseClass(
         "not-rfc-compliant", "notcompliantrfc", "the message does not follow RFC 5322's format",
@@ -202,7 +204,8 @@ CLASSES: tuple[PhraseClass, ...] = (
          f"{M365} 5.1.1/5.1.10 'RESOLVER.ADR.RecipientNotFound' / '... wasn't found at ...', "
          "5.4.1 'Recipient address rejected: Access denied' (directory-based edge blocking)",
          f"{YAHOO} 552/554 'Requested mail action aborted, mailbox not found'",
-         f"{DOMINO}: 'User ... not listed in Domino Directory'", f"{SISIMAI}/UserUnknown.pm"),
+         f"{DOMINO}: 'User ... not listed in Domino Directory'", f"{SISIMAI}/UserUnknown.pm",
+         "Mail::DeliveryStatus::BounceParser _std_reason (user_unknown)"),
         (r"(?:recipient|mailbox|address|account|e-?mail address|user|customer) (?:\S+ )?(?:does not exist"
          r"|doesn't exist|doesnt exist|not exist|not found)",
          r"<{1,2}>{1,2}\.{0,3} (?:does not|doesn't|doesnt) exist",
@@ -220,7 +223,8 @@ CLASSES: tuple[PhraseClass, ...] = (
          r"(?:recipient|user) .{1,80} was not found", r"destination addresses were unknown",
          r"missing home directory", r"invalid or unknown virtual user", r"email name is not found",
          r"not an active address", r"archived recipient", r"no mail ?box available for this user",
-         r"no existe (?:dicha persona|ese usuario)"),
+         r"no existe (?:dicha persona|ese usuario)", r"(?:doesn't|does not) handle mail for that user",
+         r"no longer on (?:this |the )?server", r"mail-box not found"),
     ),
     PhraseClass(
         "mailbox-unknown", "userunknown",
@@ -245,7 +249,7 @@ CLASSES: tuple[PhraseClass, ...] = (
          r"destinataire invalide", r"utilisateur inconnu", r"badrcptto", r"validrcptto", r"no valid recipients",
          r"not our customer", r"addressee unknown", r"name is not recognized", r"no such local user",
          r"(?:invalid|unknown) (?:\S+ ){0,2}user ?id", r"can't accept user", r"bad[-_ ]recipient",
-         r"invalid mailbox", r"recipient is not local"),
+         r"invalid mailbox", r"recipient is not local", r"not known here", r"<{1,2}>{1,2} is invalid"),
     ),
     PhraseClass(
         "domain-accepts-no-mail", "notaccept", "the destination domain publishes that it accepts no mail",
