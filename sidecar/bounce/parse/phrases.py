@@ -368,8 +368,9 @@ CLASSES: tuple[PhraseClass, ...] = (
     PhraseClass(
         "tls-required", "failedstarttls", "the receiver requires (or failed) TLS",
         (f"{IANA} X.7.10 (encryption needed), X.7.30 (REQUIRETLS)", f"{POSTFIX} smtp(8): 'TLS is required, but "
-         "was not offered'", f"{SISIMAI}/FailedSTARTTLS.pm"),
+         "was not offered', 'Server certificate not verified'", f"{SISIMAI}/FailedSTARTTLS.pm"),
         (r"starttls", r"tls (?:is )?required", r"must issue a starttls", r"encryption (?:is )?(?:required|needed)",
+         r"certificate not (?:verified|trusted)",
          r"\btls\b"),
     ),
     PhraseClass(
