@@ -21,10 +21,7 @@ RFC3463 = "RFC 3463"
 IANA = "IANA SMTP Enhanced Status Codes registry (RFC 5248)"
 SISIMAI = "sisimai lib/Sisimai/Reason"
 GMAIL = "Gmail SMTP error reference (support.google.com/a/answer/3726730)"
-M365 = (
-    "Microsoft 365 NDR reference"
-    " (learn.microsoft.com/exchange/mail-flow-best-practices/non-delivery-reports-in-exchange-online)"
-)
+M365 = "Microsoft 365 NDR reference (learn.microsoft.com: non-delivery reports in Exchange Online)"
 YAHOO = "Yahoo Sender Hub SMTP error codes (senders.yahooinc.com/smtp-error-codes)"
 POSTFIX = "Postfix smtp(8)/smtpd(8)/local(8)/bounce(5) messages (postfix.org)"
 EXIM = "Exim specification: routers, appendfile quotas, retry rules (exim.org)"
