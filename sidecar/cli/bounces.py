@@ -108,17 +108,59 @@ def _table(name: str | None, parsed: Any) -> str:
     return "\n".join(lines)
 
 
+def _explained(name: str | None, raw: bytes, as_json: bool) -> str:
+    """``parse --explain``: per recipient, which signal decided the address, category and hard/soft."""
+    import json
+
+    from sidecar.bounce.parse import parse_message
+    from sidecar.bounce.parse.classify import evidence_of, recording
+
+    with recording() as seen:
+        parsed = parse_message(raw)
+    rows = []
+    for r in parsed.recipients:
+        found = evidence_of(r, seen)
+        rows.append(
+            {
+                **r.to_json(),
+                "address_source": getattr(r, "address_source", None),
+                "evidence": found.to_json() if found is not None else None,
+            }
+        )
+    if as_json:
+        return json.dumps({"file": name, "kind": parsed.kind.value, "results": rows} if name else rows)
+    lines = [_table(name, parsed).splitlines()[0]]
+    for row in rows:
+        ev: dict[str, Any] = row["evidence"] or {}
+        hard = {True: "hard", False: "soft", None: "-"}[row["hard"]]
+        lines.append(f"  {row['address']}")
+        lines.append(f"    address from:  {row['address_source'] or '-'}")
+        status = f"{ev.get('status') or row['status'] or '-'} (from {ev.get('status_source', '-')})"
+        lines.append(f"    status:        {status}; SMTP command: {ev.get('command') or '-'}")
+        words = f' "{ev["words"]}"' if ev.get("words") else ""
+        lines.append(f"    phrase class:  {ev.get('phrase_class') or '-'}{words}")
+        decided = ev.get("decided_by") or "-"
+        temporary = " (temporary: never hard)" if ev.get("temporary") else ""
+        lines.append(f"    decided by:    {decided} -> {row['reason']}, {row['category']}, {hard}{temporary}")
+    return "\n".join(lines)
+
+
 def cmd_parse(args: Any) -> int:
     """Parse only, no database. ``--json``: stdin -> bare list; files -> one JSON line per file."""
     import json
 
     from sidecar.bounce.parse import parse_message
 
+    explain = getattr(args, "explain", False)
     files = list(args.files or [])
     if getattr(args, "paths_from_stdin", False):
         files += [line.strip() for line in sys.stdin if line.strip()]
     elif not files:
-        parsed = parse_message(sys.stdin.buffer.read())
+        raw = sys.stdin.buffer.read()
+        if explain:
+            print(_explained(None, raw, args.json))
+            return EX_OK
+        parsed = parse_message(raw)
         if args.json:
             print(json.dumps([r.to_json() for r in parsed.recipients]))
         else:
@@ -126,6 +168,14 @@ def cmd_parse(args: Any) -> int:
         return EX_OK
     code = EX_OK
     for path in files:
+        if explain:
+            try:
+                with open(path, "rb") as fh:
+                    print(_explained(path, fh.read(), args.json))
+            except OSError as e:
+                print(f"{path}: {_one_line(e)}", file=sys.stderr)
+                code = 1
+            continue
         if args.json:
             out = _parse_file(path)
             print(json.dumps(out), flush=False)

@@ -216,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="*", metavar="FILE", help="messages to parse; stdin when none")
     p.add_argument("--json", action="store_true", help="JSON output")
     p.add_argument("--paths-from-stdin", action="store_true", help="read file paths from stdin, one per line")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="per recipient, the signals that decided the address, the category and hard/soft",
+    )
 
     p = sub.add_parser("import", help="import historical bounces from an mbox or Maildir")
     common(p)

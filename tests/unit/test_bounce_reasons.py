@@ -76,3 +76,26 @@ def test_provider_code_tables(status: str, text: str, remote_mta: str | None, re
 )  # fmt: skip
 def test_remote_host_in_text_bounces(text: str, host: str | None) -> None:
     assert remote_host(text) == host
+
+
+def test_a_text_recipients_codeless_block_gives_way_to_the_quoted_reply() -> None:
+    """A report that first says it will retry, then quotes the remote server's 5.7.1 refusal."""
+    from sidecar.bounce.parse import parse_message
+    from sidecar.bounce.parse.results import Category
+
+    raw = (
+        b"From: Mail Delivery Subsystem <mailer-daemon@mail.example.net>\n"
+        b"To: sender@example.org\n"
+        b"Subject: Delivery Status Notification (Delay)\n"
+        b"Content-Type: text/plain\n\n"
+        b"** Delivery incomplete **\n\n"
+        b"There was a temporary problem delivering your message to someone@example.com. "
+        b"The mail system will retry for 47 more hours. You'll be notified if the delivery fails permanently.\n\n"
+        b"Learn more here: https://support.example.net/answer/1\n\n"
+        b"The response from the remote server was:\n\n"
+        b"550 5.7.1 This message was blocked because of the very low reputation of the sending domain.\n"
+    )
+    (r,) = parse_message(raw).recipients
+    assert r.address == "someone@example.com"
+    assert (r.reason, r.category, r.hard) == ("badreputation", Category.BLOCK, False)
+    assert r.evidence is not None and r.evidence.phrase_class == "reputation"

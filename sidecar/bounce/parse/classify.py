@@ -8,18 +8,28 @@ permanently bad (``hard``).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from sidecar.bounce.parse.budget import MAX_DIAGNOSTIC
+from sidecar.bounce.parse.phrases import first_match
 from sidecar.bounce.parse.reasons import decide
 from sidecar.bounce.parse.remote_host import remote_reason
-from sidecar.bounce.parse.results import Category
+from sidecar.bounce.parse.results import Category, Evidence, FailedRecipient
 from sidecar.bounce.parse.status import find as find_status
 from sidecar.bounce.parse.status import prefer as prefer_status
 
 _REPLY_CODE = re.compile(r"(?<![\d.])[45]\d\d(?=[\s:,-]|$)")
 _ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:@]{1,64}@[^\s<>()\[\]\"',;]+")  # bounded: linear
 # A reply that echoes the recipient (``550 <rcpt>: ...``) was given at RCPT TO.
+# The remote server's name is no wording ("host mx.cloudfilter.example[192.0.2.1] said:").
+_REMOTE_HOST = re.compile(
+    r"\b(?:host|while talking to) [a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63}){1,8}\.?(?: ?\[[0-9a-f.:]{1,64}\])?"
+)
+# a DNS answer that may change: "Host not found, try again" (TRY_AGAIN), SERVFAIL
+_DNS_TRY_AGAIN = re.compile(r"not found, try again|temporary (?:lookup |dns )?(?:failure|error)|servfail")
 _RCPT_ECHO = re.compile(r"(?<![\d.])[45]\d\d(?:[ :-]+[45]\.\d{1,3}\.\d{1,3})?[ :-]+<[^<>\s@]+@[^<>\s]+>:")
 
 CATEGORY_OF: dict[str, Category] = {
@@ -52,6 +62,28 @@ class Verdict:
     category: Category
     hard: bool | None
     status: str | None
+    evidence: Evidence | None = None
+
+
+# While ``recording()`` runs: each verdict's evidence by (diagnostic, reason), for results built
+# by a stage that does not carry it on to FailedRecipient.evidence.
+_RECORDED: ContextVar[dict[tuple[str | None, str], Evidence] | None] = ContextVar("_RECORDED", default=None)
+
+
+@contextmanager
+def recording() -> Iterator[dict[tuple[str | None, str], Evidence]]:
+    """Collect the evidence of every verdict given inside, keyed by (diagnostic, reason)."""
+    seen: dict[tuple[str | None, str], Evidence] = {}
+    token = _RECORDED.set(seen)
+    try:
+        yield seen
+    finally:
+        _RECORDED.reset(token)
+
+
+def evidence_of(recipient: FailedRecipient, seen: dict[tuple[str | None, str], Evidence]) -> Evidence | None:
+    """The recipient's evidence: its own, or the one recorded for its diagnostic and reason."""
+    return recipient.evidence or seen.get((recipient.diagnostic or None, recipient.reason))
 
 
 def category_of(reason: str) -> Category:
@@ -88,36 +120,55 @@ def classify(
         text = f"{text} ({' '.join(status_comment.lower().split())})" if text else status_comment.lower()
     reply = reply_code(text) if text else None
     found = find_status(text, reply[0] if reply else None) if text else None
+    field = status
     status = prefer_status(status, found, reply)
+    source = "none" if status is None else ("dsn-field" if status == field else "text")
     klass = status[0] if status else (reply[0] if reply else None)
     if status is None and klass in ("4", "5"):
-        status = f"{klass}.0.0"
+        status, source = f"{klass}.0.0", "reply-code"
     if status and status.startswith("2."):
         return Verdict("delivered", Category.UNKNOWN, None, status)
     if command is None and session and text and _RCPT_ECHO.search(text):
         command = "RCPT"
-    # addresses are not wording: "userunknown@example.org" must not read as "user unknown"
+    # addresses and the remote host's name are not wording: "userunknown@example.org" must
+    # not read as "user unknown", nor "mx.cloudfilter.example" as a filter
     wording = _ADDRESS.sub("<>", text) if "@" in text else text
+    if "host " in wording or "talking to " in wording:
+        wording = _REMOTE_HOST.sub("host <>", wording)
+    explicit_from_family = explicit is not None
     if explicit is None:
         explicit = remote_reason(text, remote_mta, reporting_mta)
-    reason = decide(status, wording, command, diagnostic_type, action, explicit)
+    reason, how = decide(status, wording, command, diagnostic_type, action, explicit, session)
     if not reason and explicit:
-        reason = explicit  # a family's vague reason, not contradicted by anything more precise
+        reason, how = explicit, "explicit"  # a family's vague reason, not contradicted by anything more precise
     if not reason:
         if action == "delayed":
-            reason = "expired"
+            reason, how = "expired", "action"
         else:
-            reason = "onhold" if text else "undefined"
+            reason, how = ("onhold" if text else "undefined"), "none"
     temporary = klass == "4" or action == "delayed"
     if reason == "hostunknown" and temporary:
-        reason = "networkerror"  # a DNS failure that may still resolve
+        reason = "networkerror"  # the reporting MTA keeps retrying a lookup that may still resolve
+    elif reason == "hostunknown" and _DNS_TRY_AGAIN.search(wording):
+        temporary = True  # "Host or domain name not found ... try again": a DNS failure, soft
     if reason in _HARD_REASONS:
         hard: bool | None = not temporary
     elif reason == "notaccept":
         hard = klass == "5" and action != "delayed"
     else:
         hard = False
-    return Verdict(reason, category_of(reason), hard, status)
+    if how == "explicit":
+        how = "family" if explicit_from_family else "provider"
+    matched = first_match(reason, wording) if wording else None
+    if matched is None and reason == "filtered" and wording:
+        matched = first_match("userunknown", wording)  # "user unknown" words read as a refusal
+    evidence = Evidence(
+        status, source, how, matched[0] if matched else None, matched[1] if matched else None, command, temporary
+    )
+    seen = _RECORDED.get()
+    if seen is not None:
+        seen[diagnostic or None, reason] = evidence
+    return Verdict(reason, category_of(reason), hard, status, evidence)
 
 
 def provider_reason(address: str, verdict: Verdict) -> Verdict:

@@ -6,18 +6,32 @@ each reason against the status, the SMTP command that failed and the diagnostic 
 when nothing is decided a second ordered pass matches wording only, then falls back to the
 status class, the diagnostic type and the action.
 
+Precedence between the status code and the wording (docs/bounces.md, "Phrase classes"):
+
+* A family's or provider's own code or sentence (``explicit``) wins when it is precise.
+* A precise enhanced code names the reason; wording overrules it only where the code's
+  registry meaning admits it: an x.1.1 whose text names another cause (relaying, a block, a
+  full or moved mailbox, a refused sender, a rate limit, a filter), an x.7.x whose text names
+  a more precise block (reputation, spam, authentication ...).
+* A generic code (``X.0.0``, ``X.Y.0``, ``5.4.x`` network codes, none at all) leaves the
+  reason to the wording.
+
 Two probes depend on the SMTP command, and they matter most for hard/soft:
 
-* ``userunknown`` is only believed from wording when the reply came at ``RCPT`` (or the
-  status itself is x.1.1-like); a "user unknown" after ``DATA`` or from a content filter
-  with no command known is ``filtered`` (the address was accepted at ``RCPT``).
+* ``userunknown`` from wording: at ``RCPT``, or after ``DATA``/with no command when the
+  status names no other cause (receivers that check recipients late word it the same way),
+  unless the gateway quotes no SMTP session or the wording names a filter (then
+  ``filtered``: the address may have been accepted and the message refused later).
 * ``rejected`` (the *sender* was refused) is believed from wording at ``MAIL FROM``/``DATA``
   or when the status says nothing more precise.
 """
 
 from __future__ import annotations
 
+import re
+
 from sidecar.bounce.parse.patterns import PATTERNS
+from sidecar.bounce.parse.phrases import BY_NAME
 
 # Enhanced status code -> the reason it names (RFC 3463/5248 semantics, sisimai's reading).
 STATUS_NAME: dict[str, str] = {
@@ -165,8 +179,11 @@ _NOT_USER = ("norelaying", "blocked", "mailboxfull", "hasmoved", "rejected", "no
 _BEFORE_DATA = frozenset({"HELO", "EHLO", "MAIL", "RCPT", "STARTTLS", "AUTH", "CONNECT"})
 
 
-def _matches(reason: str, text: str) -> bool:
-    pattern = PATTERNS.get(reason)
+def _matches(key: str, text: str) -> bool:
+    """Whether ``text`` says ``key``: a reason name, or a phrase class name (parse/phrases.py)."""
+    pattern = PATTERNS.get(key)
+    if pattern is None and key in BY_NAME:
+        pattern = BY_NAME[key].pattern
     return bool(text) and pattern is not None and pattern.search(text) is not None
 
 
@@ -186,15 +203,47 @@ class _Text:
         return hit
 
 
-def _probe(reason: str, name: str, t: _Text, command: str | None, explicit: str | None) -> bool:
+# Statuses under which a statement that the mailbox does not exist decides after DATA too: those
+# that name no cause (generic, network, system codes) and the other addressing codes (x.1.2
+# domain, x.1.10 null MX: Microsoft 365 also gives 5.1.10 for "RecipientNotFound").
+_OPEN_FOR_USER = frozenset(
+    {"", "networkerror", "systemerror", "hostunknown", "notaccept", "expired", "onhold", "undefined"}
+)
+# Postfix's "Host or domain name not found" and an NXDOMAIN answer state that the name does not
+# exist; a bare "Name service error ... try again" is a failed lookup (networkerror).
+_NOT_FOUND_STATED = re.compile(r"host or domain name not found|domain name not found|nxdomain")
+# Postfix's smtpd(8) names what it rejected: only "Recipient address rejected" is about the
+# recipient. "Helo command rejected: Host not found" is our own name, never the recipient's.
+_NOT_RECIPIENT = re.compile(r"(?:helo command|client host|sender address) rejected|\bsender <{1,2}>{1,2} ")
+
+
+def _probe(
+    reason: str, name: str, t: _Text, command: str | None, explicit: str | None, session: bool, coded: bool
+) -> bool:
     if explicit == reason:
         return True
+    if reason in ("userunknown", "hostunknown") and name != reason and _NOT_RECIPIENT.search(t.text):
+        return False
     if reason == "userunknown":
         if name == "suspend" or command == "MAIL":
             return False
         if name == "userunknown":
             return not any(t.says(r) for r in _NOT_USER)
-        return command == "RCPT" and t.says("userunknown")
+        if not t.says("userunknown"):
+            return False
+        if command == "RCPT":
+            return True
+        # After DATA, or with no command named: a receiver that checks recipients late (Yahoo,
+        # Microsoft 365's edge ...) states that the mailbox does not exist ("mailbox-not-found").
+        # The bare "user unknown" words stay ``filtered`` there: content filters and mobile
+        # carriers use them for a refusal (sisimai's Filtered rule), as does a gateway that
+        # quotes no SMTP session, or wording that names a filter.
+        if not session or not t.says("mailbox-not-found") or t.says("filtered"):
+            return False
+        # a remote server's reply: after DATA, or with a precise code of its own (5.4.1, 5.1.10);
+        # with neither, a gateway's report (sisimai's Filtered rule: the address may have
+        # been accepted and the message refused later)
+        return name in _OPEN_FOR_USER and (command == "DATA" or coded)
     if reason == "filtered":
         if name == "suspend":
             return False
@@ -216,8 +265,11 @@ def _probe(reason: str, name: str, t: _Text, command: str | None, explicit: str 
     if reason == "mesgtoobig" and name == "exceedlimit":
         return False  # x.2.3: a per-mailbox limit, more precise than the wording
     if reason == "hostunknown":
-        # a DNS failure that says "try again" is a network error, not a missing domain
-        return (name == "hostunknown" or t.says("hostunknown")) and not t.says("networkerror")
+        # "host or domain name not found" is about the DNS, even when it adds "try again"
+        # (classify() makes that soft); a failed connection is not
+        if not (name == "hostunknown" or t.says("hostunknown")) or t.says("network"):
+            return False
+        return not t.says("dns-temporary") or _NOT_FOUND_STATED.search(t.text) is not None
     return name == reason or t.says(reason)
 
 
@@ -228,39 +280,51 @@ def decide(
     diagnostic_type: str | None = None,
     action: str | None = None,
     explicit: str | None = None,
-) -> str:
-    """The reason name for one recipient; ``text`` is lower-cased, whitespace-collapsed."""
+    session: bool = True,
+) -> tuple[str, str]:
+    """The reason name for one recipient and what decided it (``status``, ``wording``, ``explicit``,
+    ``status-class``, ``action``, ``command``; ``""`` when nothing did).
+
+    ``text`` is lower-cased, whitespace-collapsed.
+    """
     if explicit and explicit not in RETRY:
-        return explicit
+        return explicit, "explicit"
     name = STATUS_NAME.get(status or "", "")
+    coded = bool(status) and not (status or "").endswith(".0.0")  # a precise code, quoted or in the DSN
     t = _Text(text)
     mailer = bool(diagnostic_type and diagnostic_type.startswith("X-UNIX"))  # a local mailer program
     if not mailer:
         for reason in FIRST:
-            if _probe(reason, name, t, command, explicit):
-                return reason
+            if _probe(reason, name, t, command, explicit, session, coded):
+                return reason, _how(reason, name, explicit)
     if name == "userunknown":
         for reason in _NOT_USER:
             if t.says(reason):
-                return reason
+                return reason, "wording"
     if name in RETRY or mailer:
         for reason in SECOND:
             if t.says(reason):
-                return reason
+                return reason, "wording"
         if name:
-            return name
+            return name, "status"
         head = (status or "")[:3]
         if head in ("5.6", "4.6"):
-            return "contenterror"
+            return "contenterror", "status-class"
         if head in ("5.7", "4.7"):
-            return "securityerror"
+            return "securityerror", "status-class"
         if diagnostic_type and diagnostic_type.startswith("X-UNIX"):
-            return "mailererror"
+            return "mailererror", "diagnostic-type"
         if t.says("syntaxerror"):
-            return "syntaxerror"
+            return "syntaxerror", "wording"
         if action in ("delayed", "expired"):
-            return "expired"
+            return "expired", "action"
         if command in ("EHLO", "HELO"):
-            return "blocked"
-        return ""
-    return name
+            return "blocked", "command"
+        return "", ""
+    return name, "status"
+
+
+def _how(reason: str, name: str, explicit: str | None) -> str:
+    if explicit == reason:
+        return "explicit"
+    return "status" if name == reason else "wording"

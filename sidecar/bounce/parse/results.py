@@ -53,6 +53,30 @@ class Limit(str, enum.Enum):  # noqa: UP042 - contract: plain str mix-in
 
 
 @dataclass(frozen=True, slots=True)
+class Evidence:
+    """Which signal decided a recipient's reason and hard/soft (``sidecar parse --explain``)."""
+
+    status: str | None  # the one status code used (see parse/status.py)
+    status_source: str  # "dsn-field", "text" (quoted in the diagnostic), "reply-code" (a bare 4xx/5xx), "none"
+    decided_by: str  # "family", "provider", "status", "wording", "status-class", "command", "action", "none"
+    phrase_class: str | None  # the phrase class (parse/phrases.py) whose words were matched
+    words: str | None  # the exact words matched, as lower-cased
+    command: str | None  # the SMTP command the failure came after, when known
+    temporary: bool  # a 4.x.x status or a delayed action: never hard
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "status_source": self.status_source,
+            "decided_by": self.decided_by,
+            "phrase_class": self.phrase_class,
+            "words": self.words,
+            "command": self.command,
+            "temporary": self.temporary,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class FailedRecipient:
     """One recipient a report is about."""
 
@@ -66,6 +90,7 @@ class FailedRecipient:
     diagnostic: str | None  # unfolded diagnostic text
     original_recipient: str | None = None
     feedback_type: str | None = None  # ARF feedback type: abuse, opt-out, ...
+    evidence: Evidence | None = field(default=None, compare=False)  # why: see Evidence
 
     def to_json(self) -> dict[str, Any]:
         return {

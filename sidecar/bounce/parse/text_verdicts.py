@@ -11,7 +11,7 @@ from email.message import Message
 
 from sidecar.bounce.parse import arf, dsn, mime, reporting_mta, textbounce
 from sidecar.bounce.parse.budget import MAX_RECIPIENTS, Budget
-from sidecar.bounce.parse.classify import Verdict, classify, provider_reason
+from sidecar.bounce.parse.classify import Verdict, classify, provider_reason, reply_code
 from sidecar.bounce.parse.results import FailedRecipient
 from sidecar.bounce.parse.status import RETURNED
 
@@ -36,7 +36,17 @@ def list_refusals(text: str, budget: Budget) -> list[FailedRecipient]:
     for address, diagnostic, reason in refusals[:MAX_RECIPIENTS]:
         v = classify(None, diagnostic, None, None, explicit=reason)
         out.append(
-            FailedRecipient(address, v.category, v.reason, v.hard, v.status or RETURNED, "failed", None, diagnostic)
+            FailedRecipient(
+                address,
+                v.category,
+                v.reason,
+                v.hard,
+                v.status or RETURNED,
+                "failed",
+                None,
+                diagnostic,
+                evidence=v.evidence,
+            )
         )
     return out
 
@@ -82,6 +92,7 @@ def from_text(
                 action,
                 remote,
                 t.diagnostic or None,
+                evidence=verdict.evidence,
             )
         )
     return out
@@ -103,11 +114,16 @@ def _verdict(
         explicit = reporting_mta.family_reason(family, family_text, msg)  # the family's sentence anywhere
     remote = textbounce.remote_host(t.diagnostic) or (textbounce.remote_host(whole) if count == 1 else None)
     verdict = classify(None, t.diagnostic, None, t.command, explicit=explicit, remote_mta=remote, session=session)
-    if verdict.reason in ("onhold", "undefined") and whole:
+    # The recipient's block named no reason, or named one without any code while the report
+    # (one recipient) quotes the remote server's reply further on: the whole report decides
+    # when it carries more (a reason at all, or a status code against none).
+    vague = verdict.status is None and count == 1 and reply_code(whole) is not None
+    if (verdict.reason in ("onhold", "undefined") or vague) and whole:
         again = on_whole.get((t.command, remote))
         if again is None:
             explicit = reporting_mta.family_reason(family, whole.lower(), msg) if family else None
             again = classify(None, whole, None, t.command, explicit=explicit, remote_mta=remote, session=session)
             on_whole[t.command, remote] = again
-        verdict = again
+        if verdict.reason in ("onhold", "undefined") or (again.status is not None and again.reason != "onhold"):
+            verdict = again
     return verdict, remote
