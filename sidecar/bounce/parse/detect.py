@@ -1,4 +1,5 @@
-"""Cheap header tests: is this message a bounce, an auto-reply, or neither?"""
+"""Cheap header tests: is this message a bounce, an auto-reply, a read receipt, a challenge, or
+a delay warning? (docs/bounces.md, "Non-bounces")"""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import re
 from email.message import Message
 
 from sidecar.bounce.parse.dsn import address_value
-from sidecar.bounce.parse.mime import header
+from sidecar.bounce.parse.mime import has_header, header
 
 _BOUNCE_SENDER = re.compile(
     r"mailer-?daemon|postmaster|mail(?:er)?[- ]?(?:delivery|system|daemon)|bounce", re.IGNORECASE
@@ -21,10 +22,46 @@ _BOUNCE_SUBJECT = re.compile(
     r"|non remis|error sending|warning: could not send|delivery delayed|delayed mail",
     re.IGNORECASE,
 )
+# RFC 3834 section 3.1.5 suggests "Auto:"; Outlook/Exchange's own prefixes in its languages
+# ("Automatic reply:", "Automatische Antwort:", "Réponse automatique :" ...), older "Out of Office:".
 _AUTO_SUBJECT = re.compile(
     r"^(?:auto(?:matic)?[ -]?(?:reply|response|antwort|respuesta|r[ée]ponse)|auto:"
-    r"|out of (?:the )?office|vacation|autoreply"
-    r"|abwesenheit|absence|r[ée]ponse automatique|fuera de la oficina|i am (?:away|out)|away from)",
+    r"|out of (?:the )?office|vacation|autoreply|auto-reply"
+    r"|abwesenheit|absence|r[ée]ponse automatique|fuera de la oficina|i am (?:away|out)|away from"
+    r"|automatische antwort|respuesta autom[áa]tica|risposta automatica|resposta autom[áa]tica"
+    r"|automatisch antwoord|automatiskt svar|automatisk svar|automaattinen vastaus|automatyczna odpowied"
+    r"|自動応答|自动回复|自動回覆)",
+    re.IGNORECASE,
+)
+# vendor auto-responder headers (any value): vacation(1) and procmail/Exim/cPanel/Zimbra responders
+_AUTO_HEADERS = ("X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Autoresponse", "X-Auto-Reply", "X-Vacation")
+# challenge-response systems: a request to the sender to confirm that it is a person
+_CHALLENGE_PRODUCTS = re.compile(r"spam ?arrest|boxbe|boxtrapper|mailblocks|choicemail|\btmda\b|sendio|qurb", re.I)
+_CHALLENGE = re.compile(
+    r"(?:please|kindly|you must|you need to) (?:click[^.\n]{0,40}to )?(?:confirm|verify|validate|authenticate)"
+    r" (?:that )?(?:you|your (?:message|e-?mail|address|identity|sender)|the sender|this message)"
+    r"|confirm (?:that )?you are (?:a )?(?:human|real person|person|not a (?:robot|spammer|machine))"
+    r"|(?:message|e-?mail) (?:is|has been|was|will be) (?:being )?(?:held|quarantined|kept)"
+    r" (?:pending|until you|for verification)"
+    r"|(?:awaiting|pending) (?:your |sender )?(?:confirmation|verification|authori[sz]ation)"
+    r"|(?:sender|address|e-?mail) (?:verification|confirmation) (?:request|required|needed)"
+    r"|(?:requires|needs) (?:your )?(?:verification|confirmation) before",
+    re.IGNORECASE,
+)
+# delay warnings: Postfix ("THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE."),
+# Sendmail and Courier ("THIS IS A WARNING MESSAGE ONLY"), Exim ("has not yet been delivered ...
+# Delivery attempts will continue"), Exchange ("Delivery to the following recipients has been
+# delayed"; Microsoft 365 "Delivery is delayed to these recipients"), Gmail ("Gmail will retry for")
+_DELAY_SUBJECT = re.compile(
+    r"delayed mail|delivery status notification \(delay\)|\bdelivery (?:is )?delayed|delayed \d+ (?:hour|minute|day)"
+    r"|could not send message for past|^warning: message \S+ delayed|still being retried",
+    re.IGNORECASE,
+)
+_DELAY_BODY = re.compile(
+    r"this is a warning (?:message )?only|you do not need to resend (?:your|the) message|has not yet been delivered"
+    r"|delivery attempts will continue|will (?:continue to )?retry (?:for|until|delivery)|still being retried"
+    r"|message still undelivered after|will keep trying|delivery is delayed to these recipients"
+    r"|delivery (?:to the following recipients? )?(?:has been|was) delayed",
     re.IGNORECASE,
 )
 
@@ -58,6 +95,59 @@ def is_auto_reply(msg: Message) -> bool:
     if header(msg, "X-Auto-Response-Suppress") and _AUTO_SUBJECT.search(header(msg, "Subject")):
         return True
     return bool(_AUTO_SUBJECT.search(header(msg, "Subject")))
+
+
+def from_daemon(msg: Message) -> bool:
+    """From a mailer daemon or postmaster (bounces, including Exim's and Postfix's, carry
+    ``Auto-Submitted: auto-replied`` too: only a daemon's report is a bounce)."""
+    return bool(_BOUNCE_SENDER.search(header(msg, "From")))
+
+
+def is_vendor_auto_reply(msg: Message) -> bool:
+    """An auto-reply by its own marking, whatever its body says: a vendor auto-responder header,
+    ``Precedence: auto_reply`` or an auto-reply subject, from anyone but a mailer daemon.
+
+    ``X-Auto-Response-Suppress`` (Microsoft) only asks others not to answer: a hint, not a mark.
+    """
+    if from_daemon(msg):
+        return False
+    if any(has_header(msg, name) for name in _AUTO_HEADERS):
+        return True
+    if header(msg, "Precedence").lower() == "auto_reply":
+        return True
+    return bool(_AUTO_SUBJECT.search(header(msg, "Subject")))
+
+
+def is_read_receipt(msg: Message, has_disposition_part: bool) -> bool:
+    """An RFC 8098 message disposition notification (a read receipt), never a bounce."""
+    if has_disposition_part:
+        return True
+    if msg.get_content_type() != "multipart/report":
+        return False
+    report_type = msg.get_param("report-type")
+    if isinstance(report_type, tuple):  # RFC 2231 value
+        report_type = report_type[2]
+    return str(report_type or "").strip().lower() == "disposition-notification"
+
+
+def is_challenge(msg: Message, text: str) -> bool:
+    """A challenge-response system asking the sender to confirm itself (not from a daemon)."""
+    if from_daemon(msg):
+        return False
+    names = " ".join(msg.keys()).lower()
+    if "tmda" in names or "boxtrapper" in names or "challenge" in names or "spamarrest" in names:
+        return True
+    subject = header(msg, "Subject")
+    head = text[:3000]
+    if _CHALLENGE_PRODUCTS.search(subject) or _CHALLENGE.search(subject):
+        return True
+    return bool(_CHALLENGE.search(head)) and bool(_CHALLENGE_PRODUCTS.search(head) or "confirm" in subject.lower())
+
+
+def is_delay_warning(msg: Message, text: str) -> bool:
+    """A warning that delivery is still being retried (a subject or wording of the MTAs' own
+    warning templates): its recipients are delayed, never failed."""
+    return bool(_DELAY_SUBJECT.search(header(msg, "Subject"))) or bool(_DELAY_BODY.search(text[:3000]))
 
 
 def auto_reply_address(msg: Message) -> str | None:
