@@ -9,7 +9,11 @@ the raw message):
   ``suppress-complaint``, also when ``(covered)`` by an earlier one) for an address that is not
   a labelled failed recipient of that message: not labelled at all, labelled as an auto-reply
   or a delivery, or a delay (Action ``delayed``) suppressed as a hard bounce. A complaint
-  suppression counts as right only for a labelled complainant. Target 0.
+  suppression counts as right only for a labelled complainant. Target 0. Labels name the
+  address the reporting MTA tried (a DSN's Final-Recipient); a suppression names the address
+  we sent to (its Original-Recipient, when the remote side rewrote it: docs/bounces.md, "Which
+  address"). A suppression of the Original-Recipient the message itself gives for a labelled
+  failed recipient is right, and counted apart ("under the Original-Recipient").
 * **hard failures suppressed**: of the labelled hard failures (``hard`` true, or for labels
   without ``hard`` a permanent invalid-recipient or host-unknown failure), the share whose address got a suppressing
   decision from that message. Target >= 90%.
@@ -81,6 +85,25 @@ def _labels(corpus: str) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
+def _originals(sidecar: str, paths: list[str]) -> dict[str, dict[str, str]]:
+    """Per file: Original-Recipient -> the failed address it was rewritten to (``sidecar parse``)."""
+    done = subprocess.run(
+        [sidecar, "parse", "--json", "--paths-from-stdin"],
+        input="\n".join(paths) + "\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    out: dict[str, dict[str, str]] = {}
+    for line in done.stdout.splitlines():
+        rec = json.loads(line)
+        name = os.path.basename(rec["file"])
+        for r in rec.get("results") or []:
+            if r.get("original_recipient") and r["original_recipient"] != r["address"]:
+                out.setdefault(name, {})[_norm(r["original_recipient"])] = _norm(r["address"])
+    return out
+
+
 def run(corpus: str, sidecar: str, require_record: bool, show: bool) -> dict:
     labels = _labels(corpus)
     by_sha: dict[str, dict] = {}
@@ -105,8 +128,10 @@ def run(corpus: str, sidecar: str, require_record: bool, show: bool) -> dict:
             "SELECT r.sha256, e.address, e.decision FROM events e JOIN raw_messages r ON r.id = e.message_id"
         ).fetchall()
         conn.close()
+    originals = _originals(sidecar, [os.path.join(corpus, rec["file"]) for rec in labels])
     suppressed: dict[str, set[str]] = defaultdict(set)
     wrong: list[tuple[str, str, str]] = []
+    as_original = 0
     for sha, address, decision in rows:
         if not decision or not decision.startswith("suppress-"):
             continue
@@ -114,9 +139,13 @@ def run(corpus: str, sidecar: str, require_record: bool, show: bool) -> dict:
         if rec is None:
             continue
         addr = _norm(address)
+        by_address = {_norm(r.get("address")): r for r in rec["recipients"]}
+        final = originals.get(rec["file"], {}).get(addr)
+        if addr not in by_address and final in by_address:
+            addr = final  # suppressed under the Original-Recipient the message gives for it
+            as_original += 1
         suppressed[rec["file"]].add(addr)
-        label = {_norm(r.get("address")): r for r in rec["recipients"]}.get(addr)
-        if not _right(decision, label):
+        if not _right(decision, by_address.get(addr)):
             wrong.append((rec["file"], addr, decision))
     hard = missed = 0
     missed_list: list[tuple[str, str]] = []
@@ -139,6 +168,7 @@ def run(corpus: str, sidecar: str, require_record: bool, show: bool) -> dict:
         "messages": len(labels),
         "import": summary,
         "wrong_suppressions": len(wrong),
+        "as_original": as_original,
         "hard_failures": hard,
         "hard_suppressed": hard - missed,
         "hard_suppressed_pct": round(100.0 * (hard - missed) / hard, 1) if hard else None,
@@ -157,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{out['corpus']} ({out['messages']} messages)")
         print(f"  {out['import']}")
         print(f"  wrong suppressions:       {out['wrong_suppressions']}")
+        print(f"  (right, under the Original-Recipient of a labelled failed recipient: {out['as_original']})")
         print(
             f"  hard failures suppressed: {out['hard_suppressed']} of {out['hard_failures']}"
             f" ({out['hard_suppressed_pct']}%)"

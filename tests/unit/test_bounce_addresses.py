@@ -184,3 +184,147 @@ def test_delivered_recipients_of_a_dsn_carry_their_source_too() -> None:
     raw = _dsn("Final-Recipient: rfc822; ok@example.org\nAction: delivered\nStatus: 2.0.0")
     (r,) = parse_message(raw).recipients
     assert (r.reason, r.address_source) == ("delivered", "dsn:final-recipient")
+
+
+def _derived(raw: bytes, extension: str = "", key: str = "") -> list[tuple[str, str | None]]:
+    from sidecar.bounce.derive import derive
+    from sidecar.bounce.envelope import Envelope
+    from sidecar.suppression.address import canonical
+
+    env = Envelope(sender="MAILER-DAEMON", recipient="bounces@example.com", extension=extension, size=len(raw))
+    return [(f.address, f.status) for f in derive(parse_message(raw), env, key, canonical, raw).findings]
+
+
+_REWRITTEN = _dsn(
+    "Final-Recipient: rfc822; kim@mailhost.example.net\nOriginal-Recipient: rfc822; kim.alias@example.net\n"
+    "Action: failed\nStatus: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1 user unknown"
+)
+
+
+def test_the_address_we_sent_to_is_what_is_recorded_and_suppressed() -> None:
+    # the remote side rewrote kim.alias@ (ours) to kim@mailhost (its own): the finding names ours
+    assert _derived(_REWRITTEN) == [("kim.alias@example.net", "5.1.1")]
+    plain = _dsn("Final-Recipient: rfc822; kim@example.net\nAction: failed\nStatus: 5.1.1")
+    assert _derived(plain) == [("kim@example.net", "5.1.1")]
+
+
+def test_a_verp_token_naming_the_original_recipient_picks_it() -> None:
+    from sidecar.bounce.verp import make_verp_token
+
+    other = _dsn(
+        "Final-Recipient: rfc822; zed@example.org\nAction: failed\nStatus: 5.2.2",
+        "Final-Recipient: rfc822; kim@mailhost.example.net\nOriginal-Recipient: rfc822; kim.alias@example.net\n"
+        "Action: failed\nStatus: 5.1.1",
+    )
+    token = make_verp_token(b"k", "kim.alias@example.net")
+    # the token's recipient is the second block's Original-Recipient: its verdict, not the first's
+    assert _derived(other, token, "k") == [("kim.alias@example.net", "5.1.1")]
+
+
+# Formats by their documented templates: IBM/Lotus Domino ("Your message ... was not delivered
+# to: ... because:"), Lotus Notes ("------- Failure Reasons --------"), Apache James's
+# AbstractNotify mailet ("Error message below:" ... "Message details:" ... "RCPT TO:").
+_DOMINO = b"""From: Postmaster@domino.example.jp
+To: sender@example.com
+Subject: DELIVERY FAILURE: User kim (kim@example.net) not listed in Domino Directory
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="D"
+
+--D
+Content-Type: text/plain
+
+Your message
+
+  Subject: quarterly report
+
+was not delivered to:
+
+  kim@example.net
+
+because:
+
+  User kim (kim@example.net) not listed in Domino Directory
+
+--D
+Content-Type: message/rfc822
+
+From: sender@example.com
+To: kim@example.net
+Subject: quarterly report
+
+hello
+--D--
+"""
+_JAMES = b"""From: postmaster@mx.example.org
+To: sender@example.com
+Subject: [BOUNCE]
+Message-ID: <123456.7.JavaMail.james@mx.example.org>
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="J"
+
+--J
+Content-Type: text/plain
+
+Hi. This is the James mail server at mx.example.org.
+I'm afraid I wasn't able to deliver your message to the following addresses.
+This is a permanent error; I've given up. Sorry it didn't work out.  Below
+I include the list of recipients and the reason why I was unable to deliver
+your message.
+
+Original email subject: quarterly report
+
+Error message below:
+550 - Requested action not taken: no such user here
+
+Message details:
+  Subject: quarterly report
+  Sent date: Mon Nov 30 10:00:00 UTC 2026
+  MAIL FROM: sender@example.com
+  RCPT TO: kim@example.org
+  From: Sender <sender@example.com>
+  To: kim@example.org, lee@example.org
+  Size (in bytes): 1024
+  Number of lines: 64
+
+--J
+Content-Type: message/rfc822
+
+From: sender@example.com
+To: kim@example.org, lee@example.org
+Subject: quarterly report
+
+hello
+--J--
+"""
+_NOTES = b"""From: Postmaster@notes.example.jp
+To: sender@example.com
+Subject: Undeliverable message
+Content-Type: text/plain
+
+------- Failure Reasons  --------
+
+User not listed in public Name & Address Book
+kim@notes.example.jp
+
+------- Returned Message --------
+From: sender@example.com
+To: kim@notes.example.jp, other@notes.example.jp
+Subject: hi
+
+hello
+"""
+
+
+@pytest.mark.parametrize(
+    ("raw", "addresses", "source"),
+    [
+        (_DOMINO, ["kim@example.net"], "text:recipient-line"),
+        (_NOTES, ["kim@notes.example.jp"], "text:recipient-line"),
+        (_JAMES, ["kim@example.org"], "text:rcpt-to"),
+    ],
+)
+def test_domino_notes_and_james_reports(raw: bytes, addresses: list[str], source: str) -> None:
+    parsed = parse_message(raw)
+    assert parsed.kind is Kind.BOUNCE
+    assert [r.address for r in parsed.recipients] == addresses
+    assert {r.address_source for r in parsed.recipients} == {source}

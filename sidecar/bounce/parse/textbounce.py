@@ -31,7 +31,8 @@ _ORIGINAL_MARKER = re.compile(
     r"(?:this is a |here is a |below (?:this line )?is a |a )?copy of (?:the "
     r"|your )?(?:original )?(?:message|mail|headers)"
     r"|below this line|original message|unsent message|returned message|message headers follow|undelivered message"
-    r"|(?:original|returned) (?:mail|e-?mail|message)(?: headers)?(?: follows)?|--- ?original"
+    # (not Apache James's "Original email subject: ..." line, which precedes its report)
+    r"|(?:original|returned) (?:mail|e-?mail|message)(?![ \t]+subject)(?: headers)?(?: follows)?|--- ?original"
     r"|headers of (?:the )?original"
     r"|your message (?:reads|was(?: as follows|:)|follows)|the message you sent|message text follows"
     r"|copy of the message"
@@ -76,6 +77,7 @@ _QUOTED_HEADER = re.compile(
     r"|resent-[a-z]+|message-id|in-reply-to|references|subject|date|x-[a-z0-9-]+)[ \t]*:",
     re.IGNORECASE,
 )
+_RCPT_TO_LINE = re.compile(r"^[ \t]*rcpt to:", re.IGNORECASE)  # Apache James's "Message details"
 _QUOTED_TO_LINE = re.compile(r"^[ \t>|]*to[ \t]*:", re.IGNORECASE)
 # "smtp=user@x" matched whole by _ADDRESS (its class holds "=" for SRS and VERP local parts)
 _ADDRESS_PREFIX = re.compile(r"^(?:smtp|sip|mailto|rfc822|x400)=", re.IGNORECASE)
@@ -253,6 +255,8 @@ def address_source(text: str, address: str, original: Message | None = None) -> 
         return "text:recipient-line"
     if _QUOTED_TO_LINE.match(line):
         return "text:quoted-to"
+    if _RCPT_TO_LINE.match(line):
+        return "text:rcpt-to"
     if _head(line, pos - start, pos - start + len(address) + (1 if line[pos - start - 1 : pos - start] == "<" else 0)):
         return "text:block-head"
     return "text:prose"
