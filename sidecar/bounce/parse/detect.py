@@ -57,12 +57,25 @@ _DELAY_SUBJECT = re.compile(
     r"|could not send message for past|^warning: message \S+ delayed|still being retried",
     re.IGNORECASE,
 )
-_DELAY_BODY = re.compile(
-    r"this is a warning (?:message )?only|you do not need to resend (?:your|the) message|has not yet been delivered"
-    r"|delivery attempts will continue|will (?:continue to )?retry (?:for|until|delivery)|still being retried"
-    r"|message still undelivered after|will keep trying|delivery is delayed to these recipients"
-    r"|delivery (?:to the following recipients? )?(?:has been|was) delayed",
-    re.IGNORECASE,
+_DELAY_BODY = (  # literal phrases (lower case), looked for with str.find: no regex over the text
+    "this is a warning only",
+    "this is a warning message only",
+    "you do not need to resend your message",
+    "you do not need to resend the message",
+    "has not yet been delivered",
+    "delivery attempts will continue",
+    "will retry for",
+    "will retry until",
+    "will retry delivery",
+    "will continue to retry",
+    "still being retried",
+    "message still undelivered after",
+    "will keep trying",
+    "delivery is delayed to these recipients",
+    "recipients has been delayed",
+    "recipient has been delayed",
+    "delivery has been delayed",
+    "delivery was delayed",
 )
 
 
@@ -122,7 +135,8 @@ def is_read_receipt(msg: Message, has_disposition_part: bool) -> bool:
     """An RFC 8098 message disposition notification (a read receipt), never a bounce."""
     if has_disposition_part:
         return True
-    if msg.get_content_type() != "multipart/report":
+    ctype = header(msg, "Content-Type").lower()
+    if not ctype.startswith("multipart/report") or "disposition-notification" not in ctype:
         return False
     report_type = msg.get_param("report-type")
     if isinstance(report_type, tuple):  # RFC 2231 value
@@ -147,7 +161,10 @@ def is_challenge(msg: Message, text: str) -> bool:
 def is_delay_warning(msg: Message, text: str) -> bool:
     """A warning that delivery is still being retried (a subject or wording of the MTAs' own
     warning templates): its recipients are delayed, never failed."""
-    return bool(_DELAY_SUBJECT.search(header(msg, "Subject"))) or bool(_DELAY_BODY.search(text[:3000]))
+    if _DELAY_SUBJECT.search(header(msg, "Subject")):
+        return True
+    head = text[:3000].lower().replace("\n", " ")
+    return any(phrase in head for phrase in _DELAY_BODY)
 
 
 def auto_reply_address(msg: Message) -> str | None:
