@@ -186,3 +186,24 @@ def test_challenge_response_requests_are_not_bounces(headers: str, subject: str,
     # a challenge comes from the challenge system, not from the protected mailbox
     parsed = parse_message(_reply(headers, subject, body, sender="verify-4711@challenge.example.net"))
     assert parsed.kind is Kind.NOT_BOUNCE and parsed.recipients == []
+
+
+def test_tmda_by_its_delivery_agent_header() -> None:
+    raw = _reply(
+        "X-Delivery-Agent: TMDA/1.1.12 (Ladyburn)\n",
+        "Re: quarterly report",
+        "Your message to kim@example.org could not be delivered until you confirm it.\n",
+        sender="kim-confirm+1234.abcd@example.org",
+    )
+    assert parse_message(raw).recipients == []
+
+
+def test_forwarding_notice_is_not_a_bounce() -> None:
+    raw = _reply(
+        "",
+        "Undeliverable Message",
+        "kim@example.org has a new e-mail address. The new address is kim@example.net and the\n"
+        "mail system has automatically forwarded your message.\n",
+        sender="Postmaster <postmaster@example.org>",
+    )
+    assert parse_message(raw).recipients == []

@@ -151,11 +151,25 @@ def is_challenge(msg: Message, text: str) -> bool:
     names = " ".join(msg.keys()).lower()
     if "tmda" in names or "boxtrapper" in names or "challenge" in names or "spamarrest" in names:
         return True
+    if header(msg, "X-Delivery-Agent").upper().startswith("TMDA"):
+        return True
     subject = header(msg, "Subject")
     head = text[:3000]
     if _CHALLENGE_PRODUCTS.search(subject) or _CHALLENGE.search(subject):
         return True
     return bool(_CHALLENGE.search(head)) and bool(_CHALLENGE_PRODUCTS.search(head) or "confirm" in subject.lower())
+
+
+_FORWARDED = re.compile(
+    r"automatically.{0,40}forwarded"
+    r"|(?:address.{0,60}changed|domain.{0,40}retired).{0,200}(?:has\s*been|was|have|will\s*be)\s*(?:forwarded|delivered)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def is_forwarding_notice(text: str) -> bool:
+    """A short notice that the address changed and the message was forwarded (delivered)."""
+    return len(text) < 3000 and _FORWARDED.search(text) is not None
 
 
 def is_delay_warning(msg: Message, text: str) -> bool:

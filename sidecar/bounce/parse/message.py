@@ -128,7 +128,7 @@ def _parse(msg: Message, raw: bytes, budget: Budget) -> ParsedMessage:
 
     if detect.is_vendor_auto_reply(msg):
         return result(Kind.AUTO_REPLY, _auto_reply(msg))
-    if detect.is_challenge(msg, text):
+    if detect.is_challenge(msg, text) or detect.is_forwarding_notice(textbounce.report_section(text)):
         return result(Kind.NOT_BOUNCE, [])
     family = reporting_mta.detect(msg)
     if family == "fml":
