@@ -328,3 +328,11 @@ def test_domino_notes_and_james_reports(raw: bytes, addresses: list[str], source
     assert parsed.kind is Kind.BOUNCE
     assert [r.address for r in parsed.recipients] == addresses
     assert {r.address_source for r in parsed.recipients} == {source}
+
+
+def test_a_service_mailbox_the_prose_names_as_the_failed_recipient_is_kept() -> None:
+    raw = _text_bounce(
+        "Address not found\n\nYour message wasn't delivered to support@example.org because the address\n"
+        "couldn't be found, or is unable to receive mail. For help, send an e-mail to help@provider.example.\n"
+    )
+    assert list(_failed(raw)) == ["support@example.org"]

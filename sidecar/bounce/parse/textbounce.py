@@ -72,6 +72,11 @@ _SERVICE_LOCALPARTS = frozenset(
     }
 )
 # a header line of a quoted original message ("To: ...", "> Cc: ...", "   Subject: ...")
+# prose that names the failed recipient itself ("wasn't delivered to", "your message to"), not
+# a mailbox to ask for help ("please contact", "send an e-mail to")
+_DELIVERY_TO = re.compile(
+    r"(?:\bdeliver(?:ed|y|able)|(?:your|the|this) (?:message|e-?mail|mail)|\bsent)\s+to:?$", re.IGNORECASE
+)
 _QUOTED_HEADER = re.compile(
     r"^[ \t>|]*(?:to|cc|bcc|from|sender|reply-to|return-path|delivered-to|x-original-to|envelope-to"
     r"|resent-[a-z]+|message-id|in-reply-to|references|subject|date|x-[a-z0-9-]+)[ \t]*:",
@@ -309,7 +314,9 @@ def find_recipients(
                 continue
             head = _head(line, m.start(), m.end())
             if local in _SERVICE_LOCALPARTS and (
-                not head or (own_domain and (domain == own_domain or domain.endswith("." + own_domain)))
+                (own_domain and (domain == own_domain or domain.endswith("." + own_domain)))
+                or not head
+                and not _DELIVERY_TO.search(line[max(0, m.start() - 60) : m.start()].rstrip("<( "))
             ):
                 continue  # postmaster, support ... in the prose, or the reporting host's own
             if _NOT_RECIPIENT_BEFORE.search(line[max(0, m.start() - 100) : m.start()].rstrip("<( ")):
