@@ -336,3 +336,16 @@ def test_a_service_mailbox_the_prose_names_as_the_failed_recipient_is_kept() -> 
         "couldn't be found, or is unable to receive mail. For help, send an e-mail to help@provider.example.\n"
     )
     assert list(_failed(raw)) == ["support@example.org"]
+
+
+def test_the_original_message_id_is_never_a_recipient() -> None:
+    raw = (
+        b"From: MAILER-DAEMON@mx.example.net\nTo: sender@example.com\nSubject: Undeliverable mail\n"
+        b"In-Reply-To: <20261130.4711.q@mail.example.com>\n"
+        b'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="B"\n\n'
+        b"--B\nContent-Type: text/plain\n\nYour message <20261130.4711.q@mail.example.com> could not be\n"
+        b"delivered to <gil@example.org>: no such user.\n"
+        b"--B\nContent-Type: message/rfc822\n\nFrom: sender@example.com\nTo: gil@example.org\n"
+        b"Message-ID: <20261130.4711.q@mail.example.com>\nSubject: hi\n\nhello\n--B--\n"
+    )
+    assert list(_failed(raw)) == ["gil@example.org"]

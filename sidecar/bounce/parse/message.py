@@ -143,13 +143,13 @@ def _parse(msg: Message, raw: bytes, budget: Budget) -> ParsedMessage:
 
     if budget.expired():
         return result(Kind.NOT_BOUNCE, [])
-    found = from_text(msg, text, original, family, budget)
+    found = _not_message_ids(from_text(msg, text, original, family, budget), msg, original)
     if found:
         found = [
             dataclasses.replace(r, address_source=textbounce.address_source(text, r.address, original)) for r in found
         ]
     elif not budget.expired():
-        found = _sourced(from_flufl(raw, budget), "flufl.bounce")
+        found = _sourced(_not_message_ids(from_flufl(raw, budget), msg, original), "flufl.bounce")
     if not found:
         return result(Kind.NOT_BOUNCE, [])
     if detect.is_delay_warning(msg, text):
@@ -157,6 +157,19 @@ def _parse(msg: Message, raw: bytes, budget: Budget) -> ParsedMessage:
         found = [dataclasses.replace(r, action="delayed", hard=False) for r in found]
     kind = Kind.DELAY if all(r.action == "delayed" for r in found) else Kind.BOUNCE
     return result(kind, found)
+
+
+def _not_message_ids(found: list[FailedRecipient], msg: Message, original: Message | None) -> list[FailedRecipient]:
+    """Without the Message-IDs the bounce and its original carry (an ID looks like an address)."""
+    if not found:
+        return found
+    ids = set()
+    for part, names in ((msg, ("Message-ID", "In-Reply-To", "References")), (original, ("Message-ID",))):
+        if part is None:
+            continue
+        for name in names:
+            ids.update(a for a in (dsn.address_value(v) for v in mime.header(part, name).split()) if a)
+    return [r for r in found if r.address not in ids] if ids else found
 
 
 def _sourced(recipients: list[FailedRecipient], source: str) -> list[FailedRecipient]:
