@@ -207,3 +207,19 @@ def test_forwarding_notice_is_not_a_bounce() -> None:
         sender="Postmaster <postmaster@example.org>",
     )
     assert parse_message(raw).recipients == []
+
+
+def test_a_short_absence_note_without_markers_is_an_auto_reply() -> None:
+    raw = _reply("", "quarterly report", "Thank you for your e-mail. I am out of the office until 7 December.\n")
+    parsed = parse_message(raw)
+    assert parsed.kind is Kind.AUTO_REPLY and _failed(parsed) == []
+
+
+def test_a_persons_reply_with_bounce_words_is_not_a_bounce() -> None:
+    raw = _reply(
+        "In-Reply-To: <1@example.com>\n",
+        "Re: your order was rejected",
+        "Hi, the parcel could not be delivered to our office; please ask ops@example.org.\n",
+    )
+    parsed = parse_message(raw)
+    assert parsed.kind is Kind.NOT_BOUNCE and parsed.recipients == []

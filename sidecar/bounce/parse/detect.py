@@ -33,6 +33,15 @@ _AUTO_SUBJECT = re.compile(
     r"|自動応答|自动回复|自動回覆)",
     re.IGNORECASE,
 )
+_REPLY_SUBJECT = re.compile(r"^(?:re|aw|sv|vs|antw|fwd?|wg|tr|rv)\s*(?:\[\d+\])?\s*:", re.IGNORECASE)
+# an absence note's own words (Mail::DeliveryStatus::BounceParser's vacation test, widened)
+_AUTO_BODY = re.compile(
+    r"auto(?:matic|mated)?[- ]?(?:reply|response|antwort)|\bvacation\b|(?:out|away) of (?:the |my )?office"
+    r"|on holiday|on leave|on annual leave|away from (?:the |my )?(?:office|desk|email)"
+    r"|i am (?:currently )?(?:away|out)"
+    r"|abwesen|en vacances|de vacaciones",
+    re.IGNORECASE,
+)
 # vendor auto-responder headers (any value): vacation(1) and procmail/Exim/cPanel/Zimbra responders
 _AUTO_HEADERS = ("X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Autoresponse", "X-Auto-Reply", "X-Vacation")
 # challenge-response systems: a request to the sender to confirm that it is a person
@@ -87,27 +96,38 @@ _BOUNCE_BODY = re.compile(
 
 
 def looks_like_bounce(msg: Message, text: str = "") -> bool:
-    """From a mailer daemon, a bounce subject, or (last) typical wording at the top of the body."""
-    sender = header(msg, "From")
-    if _BOUNCE_SENDER.search(sender):
+    """From a mailer daemon, a bounce subject, or (last) typical wording at the top of the body.
+
+    A reply or forward (``Re:``, ``Fwd:`` ...) from anyone but a mailer daemon is a person's
+    message, whatever its subject or first lines say.
+    """
+    if from_daemon(msg):
         return True
-    if _BOUNCE_SUBJECT.search(header(msg, "Subject")):
+    subject = header(msg, "Subject")
+    if _REPLY_SUBJECT.match(subject):
+        return False
+    if _BOUNCE_SUBJECT.search(subject):
         return True
-    return bool(text) and not is_auto_reply(msg) and bool(_BOUNCE_BODY.search(text[:1500]))
+    return bool(text) and not is_auto_reply(msg, text) and bool(_BOUNCE_BODY.search(text[:1500]))
 
 
-def is_auto_reply(msg: Message) -> bool:
-    """RFC 3834 auto-replies and the common vacation-responder markers."""
+def is_auto_reply(msg: Message, text: str = "") -> bool:
+    """RFC 3834 auto-replies and the common vacation-responder markers; last, a short first
+    text part that says it is an automatic reply or an absence (not in a MIME report)."""
     auto = header(msg, "Auto-Submitted").lower()
     if auto.startswith("auto-replied"):
         return True
-    if header(msg, "X-Autoreply") or header(msg, "X-Autorespond") or header(msg, "X-Autoresponder"):
+    if any(has_header(msg, name) for name in _AUTO_HEADERS):
         return True
     if header(msg, "Precedence").lower() == "auto_reply":
         return True
-    if header(msg, "X-Auto-Response-Suppress") and _AUTO_SUBJECT.search(header(msg, "Subject")):
+    if _AUTO_SUBJECT.search(header(msg, "Subject")):
         return True
-    return bool(_AUTO_SUBJECT.search(header(msg, "Subject")))
+    if not text or len(text) >= 3000 or from_daemon(msg):
+        return False
+    if header(msg, "Content-Type").lower().startswith("multipart/report"):
+        return False
+    return _AUTO_BODY.search(text) is not None
 
 
 def from_daemon(msg: Message) -> bool:

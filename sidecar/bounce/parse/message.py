@@ -137,7 +137,7 @@ def _parse(msg: Message, raw: bytes, budget: Budget) -> ParsedMessage:
             return result(Kind.BOUNCE, _sourced(refused, "text:fml-refusals"))
     bounce_like = detect.looks_like_bounce(msg, text)
     if not bounce_like:
-        if detect.is_auto_reply(msg):
+        if detect.is_auto_reply(msg, text):
             return result(Kind.AUTO_REPLY, _auto_reply(msg))
         return result(Kind.NOT_BOUNCE, [])
 
