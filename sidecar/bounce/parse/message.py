@@ -163,7 +163,7 @@ def _not_message_ids(found: list[FailedRecipient], msg: Message, original: Messa
     """Without the Message-IDs the bounce and its original carry (an ID looks like an address)."""
     if not found:
         return found
-    ids = set()
+    ids: set[str] = set()
     for part, names in ((msg, ("Message-ID", "In-Reply-To", "References")), (original, ("Message-ID",))):
         if part is None:
             continue
