@@ -349,3 +349,62 @@ def test_the_original_message_id_is_never_a_recipient() -> None:
         b"Message-ID: <20261130.4711.q@mail.example.com>\nSubject: hi\n\nhello\n--B--\n"
     )
     assert list(_failed(raw)) == ["gil@example.org"]
+
+
+# SMS/MMS gateways by their documented wording: Verizon's vtext.com (an Apache James notify
+# mailet from post_master@: "Error: ..." and "RCPT TO:") and vzwpix.com ("Message could not be
+# delivered to mobile." then the original's headers after "Original Message:").
+_VTEXT = b"""From: post_master@vtext.com
+To: sender@example.com
+Subject: Message status
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="V"
+
+--V
+Content-Type: text/plain
+
+Error: 550 - Requested action not taken: no such user here
+
+Message details:
+  Subject: hello
+  Sent date: Mon Nov 30 10:00:00 GMT 2026
+  MAIL FROM: sender@example.com
+  RCPT TO: 5551234567@vtext.com
+  From: Sender <sender@example.com>
+  To: 5551234567@vtext.com
+  Size (in bytes): 512
+  Number of lines: 8
+--V--
+"""
+_VZWPIX = b"""From: sysadmin@vzwpix.com
+To: sender@example.com
+Subject: MMS notice
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="P"
+
+--P
+Content-Type: text/plain
+
+Message could not be delivered to mobile.
+Error: No valid recipients for this MM
+
+Original Message:
+From: Sender <sender@example.com>
+To: 5551234567@vzwpix.com
+Subject: hello
+Date: Mon, 30 Nov 2026 10:00:00 +0000
+--P--
+"""
+
+
+@pytest.mark.parametrize(
+    ("raw", "address", "source"),
+    [
+        (_VTEXT, "5551234567@vtext.com", "text:rcpt-to"),
+        (_VZWPIX, "5551234567@vzwpix.com", "returned-message:to"),
+    ],
+)
+def test_sms_gateway_reports(raw: bytes, address: str, source: str) -> None:
+    parsed = parse_message(raw)
+    assert parsed.kind is Kind.BOUNCE
+    assert [(r.address, r.address_source) for r in parsed.recipients] == [(address, source)]

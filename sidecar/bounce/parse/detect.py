@@ -10,7 +10,7 @@ from sidecar.bounce.parse.dsn import address_value
 from sidecar.bounce.parse.mime import has_header, header
 
 _BOUNCE_SENDER = re.compile(
-    r"mailer-?daemon|postmaster|mail(?:er)?[- ]?(?:delivery|system|daemon)|bounce", re.IGNORECASE
+    r"mailer-?daemon|post_?master|mail(?:er)?[- ]?(?:delivery|system|daemon)|bounce", re.IGNORECASE
 )
 _BOUNCE_SUBJECT = re.compile(
     r"undeliver|undelivered|returned mail|return(?:ed)? to sender|delivery (?:status notification"
