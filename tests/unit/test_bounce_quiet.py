@@ -223,3 +223,21 @@ def test_a_persons_reply_with_bounce_words_is_not_a_bounce() -> None:
     )
     parsed = parse_message(raw)
     assert parsed.kind is Kind.NOT_BOUNCE and parsed.recipients == []
+
+
+@pytest.mark.parametrize(
+    "warning",
+    [
+        "Your message to:\n\n  lee@example.org\n\nThis is just a warning, you do not need to take any action.\n",
+        "Delivery to the following recipient has been delayed:\n\n  lee@example.org\n\nMessage will be retried.\n",
+        'This is an advisory-only email. Delivery of your message to "lee@example.org" has been postponed.\n',
+    ],
+)
+def test_warning_wordings_are_delays(warning: str) -> None:
+    raw = (
+        "From: MAILER-DAEMON@mx.example.net\nTo: sender@example.com\nSubject: Mail delivery notice\n"
+        f"Content-Type: text/plain\n\n{warning}"
+    ).encode()
+    parsed = parse_message(raw)
+    assert parsed.kind is Kind.DELAY and [r.address for r in parsed.recipients] == ["lee@example.org"]
+    assert all(r.action == "delayed" and r.hard is False for r in parsed.recipients)

@@ -57,7 +57,8 @@ _CHALLENGE = re.compile(
     r"|(?:requires|needs) (?:your )?(?:verification|confirmation) before",
     re.IGNORECASE,
 )
-# delay warnings: Postfix ("THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE."),
+# delay warnings (and the warning wordings flufl.bounce's simplewarning detector lists):
+# Postfix ("THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE."),
 # Sendmail and Courier ("THIS IS A WARNING MESSAGE ONLY"), Exim ("has not yet been delivered ...
 # Delivery attempts will continue"), Exchange ("Delivery to the following recipients has been
 # delayed"; Microsoft 365 "Delivery is delayed to these recipients"), Gmail ("Gmail will retry for")
@@ -85,6 +86,12 @@ _DELAY_BODY = (  # literal phrases (lower case), looked for with str.find: no re
     "recipient has been delayed",
     "delivery has been delayed",
     "delivery was delayed",
+    "no action is required on your part",
+    "this is just a warning",
+    "you do not need to take any action",
+    "message will be retried",
+    "this is an advisory-only email",
+    "has been postponed",
 )
 
 
