@@ -241,3 +241,17 @@ def test_warning_wordings_are_delays(warning: str) -> None:
     parsed = parse_message(raw)
     assert parsed.kind is Kind.DELAY and [r.address for r in parsed.recipients] == ["lee@example.org"]
     assert all(r.action == "delayed" and r.hard is False for r in parsed.recipients)
+
+
+def test_a_dsn_block_without_action_in_a_warning_is_delayed() -> None:
+    raw = (
+        b"From: MAILER-DAEMON@mx.example.net\nTo: sender@example.com\nSubject: Delivery Status Notification\n"
+        b'MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary="B"\n\n'
+        b"--B\nContent-Type: text/plain\n\nTHIS IS A WARNING MESSAGE ONLY.\nYOU DO NOT NEED TO RESEND YOUR MESSAGE.\n"
+        b"--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.net\n\n"
+        b"Final-Recipient: rfc822; lee@example.org\nStatus: 5.1.1\n"
+        b"--B--\n"
+    )
+    parsed = parse_message(raw)
+    assert parsed.kind is Kind.DELAY
+    assert [(r.action, r.hard) for r in parsed.recipients] == [("delayed", False)]

@@ -208,6 +208,7 @@ def _from_dsn(
 
     failed: list[FailedRecipient] = []
     delivered: list[FailedRecipient] = []
+    warning: bool | None = None  # a delay warning's wording: only read for a block without Action
     # the n-th mailbox path or pipe of the report, by identity (list.index() compared each
     # recipient field by field: quadratic, and it took equal blocks for the first one)
     paths = {
@@ -228,6 +229,11 @@ def _from_dsn(
         if r.action in _NOT_FAILED or (r.status or "").startswith("2."):
             delivered.append(_delivered(address, r.status, r.remote_mta, r.diagnostic, r.original_recipient, source))
             continue
+        action = r.action
+        if not action:
+            if warning is None:
+                warning = detect.is_delay_warning(msg, report_text or text)
+            action = "delayed" if warning else None
         diagnostic = r.diagnostic
         context = _context(report_text, lower, address)
         if not diagnostic and not context and len(report.recipients) == 1:
@@ -240,7 +246,7 @@ def _from_dsn(
         verdict = classify(
             r.status,
             said,
-            r.action,
+            action,
             command,
             r.diagnostic_type,
             explicit,
@@ -254,9 +260,9 @@ def _from_dsn(
                 address=address,
                 category=verdict.category,
                 reason=verdict.reason,
-                hard=verdict.hard,
-                status=verdict.status or (RETURNED if (r.action or "failed") == "failed" else None),
-                action=r.action or "failed",
+                status=verdict.status or (RETURNED if (action or "failed") == "failed" else None),
+                action=action or "failed",
+                hard=False if action == "delayed" else verdict.hard,
                 remote_mta=r.remote_mta,
                 diagnostic=diagnostic or context or None,
                 original_recipient=r.original_recipient,
