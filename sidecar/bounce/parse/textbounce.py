@@ -245,10 +245,16 @@ def _head(line: str, start: int, end: int) -> bool:
     return before in ("", "<", "RCPT TO:<", "rcpt to:<") and _HEAD_AFTER.match(line, end) is not None
 
 
+@lru_cache(maxsize=4)
+def _lower_report(text: str) -> str:
+    """``report_section(text).lower()``, once per text (asked once per recipient)."""
+    return report_section(text).lower()
+
+
 def address_source(text: str, address: str, original: Message | None = None) -> str:
     """Which structure of a text bounce gave ``address`` (``FailedRecipient.address_source``)."""
     report = report_section(text)
-    pos = report.lower().find(address)
+    pos = _lower_report(text).find(address)
     if pos < 0:
         if original is not None and arf.original_recipient(original) == address:
             return arf.original_recipient_source(original) or "returned-message:to"
