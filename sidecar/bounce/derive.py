@@ -189,11 +189,15 @@ def derive(
     tenant = verp.tenant if verp is not None and verp.tenant else ""
     findings = []
     for r in recipients:
-        address = verp.recipient if verp is not None else _sent_to(r)
-        try:
-            address = canonical(address)
-        except AddressError:
-            log.info("ignoring unusable address %r", address)
+        candidates = [verp.recipient] if verp is not None else list(dict.fromkeys((_sent_to(r), r.address)))
+        address = ""
+        for candidate in candidates:  # the address we sent to; the reported one if that is unusable
+            try:
+                address = canonical(candidate)
+                break
+            except AddressError:
+                log.info("ignoring unusable address %r", candidate)
+        if not address:
             continue
         action = (r.action or "").lower() or None
         category = r.category.value if r.category is not None else None

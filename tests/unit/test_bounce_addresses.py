@@ -408,3 +408,11 @@ def test_sms_gateway_reports(raw: bytes, address: str, source: str) -> None:
     parsed = parse_message(raw)
     assert parsed.kind is Kind.BOUNCE
     assert [(r.address, r.address_source) for r in parsed.recipients] == [(address, source)]
+
+
+def test_an_unusable_original_recipient_falls_back_to_the_reported_address() -> None:
+    raw = _dsn(
+        "Final-Recipient: rfc822; kim@example.net\nOriginal-Recipient: rfc822; kim\x1b@example.net\n"
+        "Action: failed\nStatus: 5.1.1"
+    )
+    assert _derived(raw) == [("kim@example.net", "5.1.1")]
