@@ -33,7 +33,8 @@ _AUTO_SUBJECT = re.compile(
     r"|自動応答|自动回复|自動回覆)",
     re.IGNORECASE,
 )
-_REPLY_SUBJECT = re.compile(r"^(?:re|aw|sv|vs|antw|fwd?|wg|tr|rv)\s*(?:\[\d+\])?\s*:", re.IGNORECASE)
+# a reply's subject prefix: English, German, Scandinavian, Finnish, Dutch
+_REPLY_SUBJECT = re.compile(r"^(?:re|aw|sv|vs|antw)\s*(?:\[\d+\])?\s*:", re.IGNORECASE)
 # an absence note's own words (Mail::DeliveryStatus::BounceParser's vacation test, widened)
 _AUTO_BODY = re.compile(
     r"auto(?:matic|mated)?[- ]?(?:reply|response|antwort)|\bvacation\b|(?:out|away) of (?:the |my )?office"
@@ -105,8 +106,8 @@ _BOUNCE_BODY = re.compile(
 def looks_like_bounce(msg: Message, text: str = "") -> bool:
     """From a mailer daemon, a bounce subject, or (last) typical wording at the top of the body.
 
-    A reply or forward (``Re:``, ``Fwd:`` ...) from anyone but a mailer daemon is a person's
-    message, whatever its subject or first lines say.
+    A reply (``Re:``, ``AW:``, ``SV:`` ...) from anyone but a mailer daemon is a person's
+    message, whatever its subject or first lines say (a forward may carry a real bounce).
     """
     if from_daemon(msg):
         return True
