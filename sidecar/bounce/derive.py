@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from sidecar.bounce.envelope import Envelope
+from sidecar.bounce.parse.dsn import usable
 from sidecar.bounce.parse.results import Category, Kind
 from sidecar.suppression.address import AddressError
 
@@ -145,6 +146,15 @@ def looks_like_report(raw: bytes) -> bool:
     return _REPORT.search(raw[:262144]) is not None
 
 
+def _sent_to(r: Any) -> str:
+    """The address we sent to, which is what a suppression must name (the policy server checks
+    RCPT addresses): a DSN's Original-Recipient (the ORCPT our relay passed, or the address
+    before our own rewriting) when it names another mailbox than the Final-Recipient the
+    reporting MTA tried (an alias, a forward); else the address the report gives."""
+    original = getattr(r, "original_recipient", None)
+    return original if original and usable(original) else r.address
+
+
 def derive(
     parsed: Any,
     env: Envelope,
@@ -168,7 +178,7 @@ def derive(
     if verp is not None:
         # Our own envelope data beats what a remote MTA wrote: VERP mail has one recipient.
         want = verp.recipient.lower()
-        same = [r for r in recipients if (r.address or "").lower() == want]
+        same = [r for r in recipients if want in ((r.address or "").lower(), _sent_to(r).lower())]
         recipients = same or recipients[:1]
     dropped = 0
     if max_recipients is not None and len(recipients) > max_recipients:
@@ -179,11 +189,15 @@ def derive(
     tenant = verp.tenant if verp is not None and verp.tenant else ""
     findings = []
     for r in recipients:
-        address = verp.recipient if verp is not None else r.address
-        try:
-            address = canonical(address)
-        except AddressError:
-            log.info("ignoring unusable address %r", address)
+        candidates = [verp.recipient] if verp is not None else list(dict.fromkeys((_sent_to(r), r.address)))
+        address = ""
+        for candidate in candidates:  # the address we sent to; the reported one if that is unusable
+            try:
+                address = canonical(candidate)
+                break
+            except AddressError:
+                log.info("ignoring unusable address %r", candidate)
+        if not address:
             continue
         action = (r.action or "").lower() or None
         category = r.category.value if r.category is not None else None

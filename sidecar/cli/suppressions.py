@@ -28,7 +28,10 @@ def cmd_why(args: argparse.Namespace, cfg: Config) -> int:
         store = open_store(cfg)
         data = queries.why(store.engine, store.canonical(args.address))
         if data is None:
-            print(f"sidecar: {args.address} has never been suppressed", file=sys.stderr)
+            held = queries.withheld(store.engine, store.canonical(args.address))
+            note = ", ".join(f"{n} {decision}" for decision, n in held.items())
+            more = f" (events withheld: {note}; sidecar events list --address {args.address})" if held else ""
+            print(f"sidecar: {args.address} has never been suppressed{more}", file=sys.stderr)
             return 1
     if args.json:
         print(json.dumps(data))

@@ -220,6 +220,18 @@ def why(engine: Engine, address: str, history: int = 50) -> dict[str, Any] | Non
     }
 
 
+_WITHHELD = ("uncorroborated", "unverified", "no-tenant", "bad-verp")
+
+
+def withheld(engine: Engine, address: str) -> dict[str, int]:
+    """How many of ``address``'s events the trust gate withheld from suppressing, by decision."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(E.decision, func.count()).where(E.address == address, E.decision.in_(_WITHHELD)).group_by(E.decision)
+        ).all()
+    return {decision: n for decision, n in sorted(rows)}
+
+
 def raw_message(engine: Engine, message_id: int) -> bytes | None:
     with engine.connect() as conn:
         content = conn.execute(select(RawMessage.content).where(RawMessage.id == message_id)).scalar()

@@ -5,6 +5,7 @@
 - ``api``: ``ApiServer`` (the management API's view of it) and ``call`` for one request.
 - ``policy``: the policy client and the real Postfix requests in tests/data/policy.
 - ``services``: private PostgreSQL and Redis servers.
+- ``corpus_import``: a labelled bounce corpus through ``sidecar import``, its wrong suppressions.
 
 bench/ imports ``tests.harness`` as a library (bench/README.md), never a test module.
 """

@@ -54,7 +54,19 @@ def original_recipient(original: Message | None) -> str | None:
     return None
 
 
-def _complaint(address: str, feedback_type: str | None, diagnostic: str | None = None) -> FailedRecipient:
+def original_recipient_source(original: Message | None) -> str | None:
+    """The ``address_source`` of :func:`original_recipient`: ``returned-message:<header>``."""
+    if original is None:
+        return None
+    for name in _ORIGINAL_HEADERS:
+        if _single_address(header(original, name)):
+            return "returned-message:" + name.lower()
+    return None
+
+
+def _complaint(
+    address: str, feedback_type: str | None, diagnostic: str | None = None, source: str | None = None
+) -> FailedRecipient:
     return FailedRecipient(
         address=address,
         category=Category.COMPLAINT,
@@ -65,6 +77,7 @@ def _complaint(address: str, feedback_type: str | None, diagnostic: str | None =
         remote_mta=None,
         diagnostic=diagnostic,
         feedback_type=feedback_type,
+        address_source=source,
     )
 
 
@@ -74,7 +87,7 @@ def parse_feedback_report(
     """The complaint's recipients (at most ``MAX_RECIPIENTS``; more are counted on ``budget``)."""
     fields = _fields(fields_text(report, budget), budget)
     ftype = (fields.get("feedback-type") or ["abuse"])[0].lower().split()[0] if fields.get("feedback-type") else "abuse"
-    addresses: dict[str, None] = {}  # insertion-ordered set
+    addresses: dict[str, str | None] = {}  # insertion-ordered: address -> its source
     omitted: set[str] = set()
     for name in _ADDRESS_FIELDS:
         for value in fields.get(name, []):
@@ -82,7 +95,7 @@ def parse_feedback_report(
             if not addr or "@" not in addr or addr in addresses:
                 continue
             if len(addresses) < MAX_RECIPIENTS:
-                addresses[addr] = None
+                addresses[addr] = "arf:" + name
             else:
                 omitted.add(addr)
     if budget is not None:
@@ -90,11 +103,11 @@ def parse_feedback_report(
     if not addresses:
         addr = original_recipient(original)
         if addr:
-            addresses[addr] = None
+            addresses[addr] = original_recipient_source(original)
     source_ip = (fields.get("source-ip") or [""])[0]
     return [
-        _complaint(a, ftype, f"feedback-type={ftype}" + (f" source-ip={source_ip}" if source_ip else ""))
-        for a in addresses
+        _complaint(a, ftype, f"feedback-type={ftype}" + (f" source-ip={source_ip}" if source_ip else ""), source)
+        for a, source in addresses.items()
     ]
 
 
@@ -102,9 +115,12 @@ def parse_nonstandard_complaint(msg: Message, original: Message | None) -> list[
     """Complaint formats without message/feedback-report; None when ``msg`` is not one."""
     if header(msg, "X-Apple-Unsubscribe").lower() == "true":
         addr = _single_address(header(msg, "From"))
-        return [_complaint(addr, "opt-out", "unsubscribe request")] if addr else []
+        return [_complaint(addr, "opt-out", "unsubscribe request", "header:from")] if addr else []
     subject = header(msg, "Subject").lower()
     if original is not None and ("complaint about message from" in subject or header(msg, "X-HmXmrOriginalRecipient")):
-        addr = _single_address(header(original, "X-HmXmrOriginalRecipient")) or original_recipient(original)
-        return [_complaint(addr, "abuse", subject or None)] if addr else []
+        addr = _single_address(header(original, "X-HmXmrOriginalRecipient"))
+        source = "returned-message:x-hmxmroriginalrecipient"
+        if not addr:
+            addr, source = original_recipient(original), original_recipient_source(original) or ""
+        return [_complaint(addr, "abuse", subject or None, source)] if addr else []
     return None

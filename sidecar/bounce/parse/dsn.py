@@ -16,6 +16,11 @@ from sidecar.bounce.parse.results import Limit
 _FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _ADDR_TYPE = re.compile(r"^\s*(?:rfc822|x-[a-z0-9.-]+|utf-8|unknown)\s*;\s*", re.IGNORECASE)
+# "smtp=user@x" (Exchange, SES), "mailto:user@x", "RCPT TO:<user@x>"; repeated ones too
+_PREFIX = re.compile(r"^(?:\s*(?:smtp|sip|mailto|rfc822|x400|recipient|rcpt to|to)\s*[=:;])+\s*", re.IGNORECASE)
+_ANGLE = re.compile(r"<([^<>]*@[^<>]*)>")  # the first bracketed address (not the last ">")
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.){1,64}"@[^\s<>(),;]+')
+_TRAILING = ".,;:)]>'\"!?"
 _ROUTE = re.compile(r"[;<\s]@[^:\s]{1,255}:")
 _RECIPIENT_FIELDS = ("final-recipient", "original-recipient", "x-actual-recipient")
 
@@ -31,6 +36,7 @@ class DsnRecipient:
     diagnostic: str | None
     last_attempt: str | None = None
     status_comment: str | None = None  # "5.2.1 (mailbox disabled, not accepting messages)"
+    source: str = "dsn:final-recipient"  # the field the address came from (FailedRecipient.address_source)
 
 
 @dataclass(slots=True)
@@ -86,18 +92,28 @@ def _blocks(text: str, budget: Budget | None = None) -> list[dict[str, str]]:
 
 
 def address_value(value: str | None) -> str | None:
-    """``rfc822; <User@Example.COM>`` -> ``user@example.com``."""
+    """``rfc822; <User@Example.COM>`` -> ``user@example.com``.
+
+    Also strips what MTAs and providers put around an address: ``smtp=``, ``mailto:`` and
+    ``rfc822;`` prefixes, angle brackets, a source route, a trailing comment or punctuation;
+    a quoted local part keeps its quotes (``"john doe"@example.com``).
+    """
     if not value:
         return None
     value = _ADDR_TYPE.sub("", value).strip()
-    if "<" in value and ">" in value:
-        value = value[value.index("<") + 1 : value.rindex(">")]
-    value = value.strip().strip("<>\"' ").strip()
+    value = _PREFIX.sub("", value)
+    angle = _ANGLE.search(value)
+    if angle is not None:
+        value = angle.group(1)
+    value = _PREFIX.sub("", value.strip().strip("<>'` \t"))
     if value.startswith("@") and ":" in value:  # RFC 5321 source route @relay:user@host
         value = value.rsplit(":", 1)[1]
-    if not value or " " in value:
-        value = value.split()[0] if value.split() else ""
-    return value.lower() or None
+    quoted = _QUOTED.match(value)
+    if quoted is not None:
+        return quoted.group(0).rstrip(_TRAILING).lower()
+    value = value.split()[0] if value.split() else ""
+    value = value.lstrip("(['\"").rstrip(_TRAILING)
+    return value.replace('"', "").lower() or None
 
 
 def _usable(address: str) -> bool:
@@ -152,10 +168,11 @@ def parse_fields(text: str, budget: Budget | None = None) -> DsnReport | None:
             if key in block and envelope_from is None:
                 envelope_from = address_value(block[key])
         final = address_value(block.get("final-recipient") or block.get("x-actual-recipient"))
+        source = "dsn:final-recipient" if block.get("final-recipient") else "dsn:x-actual-recipient"
         original = address_value(block.get("original-recipient"))
         routed = _ROUTE.search(block.get("final-recipient") or "") is not None  # @relay:user@host
         if original and _usable(original) and (final is None or not _usable(final) or routed):
-            final = original
+            final, source = original, "dsn:original-recipient"
         if final is None and original is None:
             continue
         if len(recipients) >= MAX_RECIPIENTS:
@@ -174,6 +191,7 @@ def parse_fields(text: str, budget: Budget | None = None) -> DsnReport | None:
                 diagnostic=diagnostic,
                 last_attempt=block.get("last-attempt-date"),
                 status_comment=_comment(block.get("status")),
+                source=source,
             )
         )
     if budget is not None:

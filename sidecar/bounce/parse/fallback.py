@@ -41,5 +41,7 @@ def from_flufl(raw: bytes, budget: Budget) -> list[FailedRecipient]:
         if not addr or "@" not in addr:
             continue
         v = provider_reason(addr, classify("5.0.0" if is_permanent else "4.0.0", None, "failed"))
-        out.append(FailedRecipient(addr, v.category, v.reason, v.hard, v.status, "failed", None, None))
+        out.append(
+            FailedRecipient(addr, v.category, v.reason, v.hard, v.status, "failed", None, None, evidence=v.evidence)
+        )
     return out

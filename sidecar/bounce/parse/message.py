@@ -26,7 +26,7 @@ from sidecar.bounce.parse.results import Category, FailedRecipient, Kind, Limit,
 from sidecar.bounce.parse.status import RETURNED
 from sidecar.bounce.parse.text_verdicts import from_text, list_refusals
 
-PARSER_VERSION = "1.3.0"
+PARSER_VERSION = "1.4.0"
 
 _NOT_FAILED = frozenset({"delivered", "relayed", "expanded", "deliverable"})
 _DATA_ERRORS = (ValueError, LookupError, UnicodeError, IndexError, email.errors.MessageError, RecursionError)
@@ -100,6 +100,9 @@ def _parse(msg: Message, raw: bytes, budget: Budget) -> ParsedMessage:
         complaints = arf.parse_feedback_report(report, original, budget)
         return result(Kind.COMPLAINT, complaints)
 
+    if detect.is_read_receipt(msg, parts.disposition):
+        return result(Kind.NOT_BOUNCE, [])  # an RFC 8098 MDN: its Final-Recipient did not fail
+
     whole_text = _text(parts, budget)
     text = _short_lines(whole_text, budget)
     report_fields = None
@@ -123,45 +126,67 @@ def _parse(msg: Message, raw: bytes, budget: Budget) -> ParsedMessage:
         budget.omit(len(events) - MAX_RECIPIENTS)
         return _from_json(events[:MAX_RECIPIENTS], result)
 
+    if detect.is_vendor_auto_reply(msg):
+        return result(Kind.AUTO_REPLY, _auto_reply(msg))
+    if detect.is_challenge(msg, text) or detect.is_forwarding_notice(textbounce.report_section(text)):
+        return result(Kind.NOT_BOUNCE, [])
     family = reporting_mta.detect(msg)
     if family == "fml":
         refused = list_refusals(text, budget)
         if refused:
-            return result(Kind.BOUNCE, refused)
+            return result(Kind.BOUNCE, _sourced(refused, "text:fml-refusals"))
     bounce_like = detect.looks_like_bounce(msg, text)
     if not bounce_like:
-        if detect.is_auto_reply(msg):
-            addr = detect.auto_reply_address(msg)
-            replies = (
-                [
-                    FailedRecipient(
-                        addr,
-                        Category.AUTO_REPLY,
-                        "vacation",
-                        None,
-                        None,
-                        None,
-                        None,
-                        mime.header(msg, "Subject") or None,
-                    )
-                ]
-                if addr
-                else []
-            )
-            return result(Kind.AUTO_REPLY, replies)
+        if detect.is_auto_reply(msg, text):
+            return result(Kind.AUTO_REPLY, _auto_reply(msg))
         return result(Kind.NOT_BOUNCE, [])
 
     if budget.expired():
         return result(Kind.NOT_BOUNCE, [])
-    found = from_text(msg, text, original, family, budget)
-    if not found and not budget.expired():
-        found = from_flufl(raw, budget)
-    if not found and Limit.DEADLINE in budget.limits:
-        return result(Kind.NOT_BOUNCE, [])
+    found = _not_message_ids(from_text(msg, text, original, family, budget), msg, original)
+    if found:
+        found = [
+            dataclasses.replace(r, address_source=textbounce.address_source(text, r.address, original)) for r in found
+        ]
+    elif not budget.expired():
+        found = _sourced(_not_message_ids(from_flufl(raw, budget), msg, original), "flufl.bounce")
     if not found:
         return result(Kind.NOT_BOUNCE, [])
+    if detect.is_delay_warning(msg, text):
+        # a warning that delivery is still being retried: its recipients are delayed, never failed
+        found = [dataclasses.replace(r, action="delayed", hard=False) for r in found]
     kind = Kind.DELAY if all(r.action == "delayed" for r in found) else Kind.BOUNCE
     return result(kind, found)
+
+
+def _not_message_ids(found: list[FailedRecipient], msg: Message, original: Message | None) -> list[FailedRecipient]:
+    """Without the Message-IDs the bounce and its original carry (an ID looks like an address)."""
+    if not found:
+        return found
+    ids: set[str] = set()
+    for part, names in ((msg, ("Message-ID", "In-Reply-To", "References")), (original, ("Message-ID",))):
+        if part is None:
+            continue
+        for name in names:
+            ids.update(a for a in (dsn.address_value(v) for v in mime.header(part, name).split()) if a)
+    return [r for r in found if r.address not in ids] if ids else found
+
+
+def _sourced(recipients: list[FailedRecipient], source: str) -> list[FailedRecipient]:
+    return [dataclasses.replace(r, address_source=source) for r in recipients]
+
+
+def _auto_reply(msg: Message) -> list[FailedRecipient]:
+    """The auto-reply's author (recorded, never suppressed)."""
+    addr = detect.auto_reply_address(msg)
+    if not addr:
+        return []
+    subject = mime.header(msg, "Subject") or None
+    return [
+        FailedRecipient(
+            addr, Category.AUTO_REPLY, "vacation", None, None, None, None, subject, address_source="header:from"
+        )
+    ]
 
 
 def _failed_header(msg: Message) -> list[str]:
@@ -183,6 +208,7 @@ def _from_dsn(
 
     failed: list[FailedRecipient] = []
     delivered: list[FailedRecipient] = []
+    warning: bool | None = None  # a delay warning's wording: only read for a block without Action
     # the n-th mailbox path or pipe of the report, by identity (list.index() compared each
     # recipient field by field: quadratic, and it took equal blocks for the first one)
     paths = {
@@ -194,13 +220,20 @@ def _from_dsn(
             budget.omit(len(report.recipients) - n)  # what was read so far (the deadline is noted)
             break
         address = r.final_recipient or r.original_recipient
+        source = r.source if r.final_recipient else "dsn:original-recipient"
         if not dsn.usable(address) and failed_header and len(failed_header) == len(paths):
             address = failed_header[paths[id(r)]]  # a mailbox path or pipe: the address it was for
+            source = "header:x-failed-recipients"
         if not address:
             continue
         if r.action in _NOT_FAILED or (r.status or "").startswith("2."):
-            delivered.append(_delivered(address, r.status, r.remote_mta, r.diagnostic, r.original_recipient))
+            delivered.append(_delivered(address, r.status, r.remote_mta, r.diagnostic, r.original_recipient, source))
             continue
+        action = r.action
+        if not action:
+            if warning is None:
+                warning = detect.is_delay_warning(msg, report_text or text)
+            action = "delayed" if warning else None
         diagnostic = r.diagnostic
         context = _context(report_text, lower, address)
         if not diagnostic and not context and len(report.recipients) == 1:
@@ -213,7 +246,7 @@ def _from_dsn(
         verdict = classify(
             r.status,
             said,
-            r.action,
+            action,
             command,
             r.diagnostic_type,
             explicit,
@@ -227,12 +260,14 @@ def _from_dsn(
                 address=address,
                 category=verdict.category,
                 reason=verdict.reason,
-                hard=verdict.hard,
-                status=verdict.status or (RETURNED if (r.action or "failed") == "failed" else None),
-                action=r.action or "failed",
+                status=verdict.status or (RETURNED if (action or "failed") == "failed" else None),
+                action=action or "failed",
+                hard=False if action == "delayed" else verdict.hard,
                 remote_mta=r.remote_mta,
                 diagnostic=diagnostic or context or None,
                 original_recipient=r.original_recipient,
+                evidence=verdict.evidence,
+                address_source=source,
             )
         )
     if not failed:
@@ -252,10 +287,20 @@ def _delivered(
     remote_mta: str | None = None,
     diagnostic: str | None = None,
     original: str | None = None,
+    source: str | None = None,
 ) -> FailedRecipient:
     """A recipient of a success DSN: reported, not failed."""
     return FailedRecipient(
-        address, Category.UNKNOWN, "delivered", None, status, "delivered", remote_mta, diagnostic, original
+        address,
+        Category.UNKNOWN,
+        "delivered",
+        None,
+        status,
+        "delivered",
+        remote_mta,
+        diagnostic,
+        original,
+        address_source=source,
     )
 
 
@@ -267,6 +312,9 @@ def _context(text: str, lower: str, address: str) -> str:
     start = lower.rfind("\n\n", 0, pos) + 1
     end = lower.find("\n\n", pos)
     return " ".join(text[start : end if end > 0 else len(text)].split())[:2000]
+
+
+_JSON_SOURCE = "json:ses-recipients"
 
 
 def _from_json(events: list[notifications.JsonEvent], result) -> ParsedMessage:
@@ -287,14 +335,29 @@ def _from_json(events: list[notifications.JsonEvent], result) -> ParsedMessage:
                     None,
                     None,
                     feedback_type=e.feedback_type,
+                    address_source=_JSON_SOURCE,
                 )
             )
         elif e.kind == "bounce":
             kind = Kind.BOUNCE
             v = classify(dsn.status_code(e.status), e.diagnostic, e.action)
-            out.append(FailedRecipient(e.address, v.category, v.reason, v.hard, v.status, e.action, None, e.diagnostic))
+            out.append(
+                FailedRecipient(
+                    e.address,
+                    v.category,
+                    v.reason,
+                    v.hard,
+                    v.status,
+                    e.action,
+                    None,
+                    e.diagnostic,
+                    evidence=v.evidence,
+                    address_source=_JSON_SOURCE,
+                )
+            )
         else:
-            delivered.append(_delivered(e.address, dsn.status_code(e.status) or e.status, None, e.diagnostic))
+            status = dsn.status_code(e.status) or e.status
+            delivered.append(_delivered(e.address, status, None, e.diagnostic, source=_JSON_SOURCE))
             if kind is Kind.NOT_BOUNCE:
                 kind = Kind.DELIVERED
     return result(kind, delivered if kind is Kind.DELIVERED else out)

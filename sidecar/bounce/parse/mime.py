@@ -235,6 +235,7 @@ class Parts:
     feedback_report: list[Message] = field(default_factory=list)
     texts: list[Message] = field(default_factory=list)  # text/plain (and html) of the report
     original: Message | None = None  # enclosed original message or its headers
+    disposition: bool = False  # a message/disposition-notification part (an RFC 8098 read receipt)
 
 
 _ORIGINAL_TYPES = ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers")
@@ -282,6 +283,8 @@ def collect_parts(msg: Message, budget: Budget | None = None) -> Parts:
             parts.delivery_status.append(part)
         elif ctype == "message/feedback-report":
             parts.feedback_report.append(part)
+        elif ctype in ("message/disposition-notification", "message/global-disposition-notification"):
+            parts.disposition = True
         elif ctype in _ORIGINAL_TYPES:
             if parts.original is None:
                 parts.original = _parse_part(part_text(part), budget)

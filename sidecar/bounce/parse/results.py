@@ -91,6 +91,9 @@ class FailedRecipient:
     original_recipient: str | None = None
     feedback_type: str | None = None  # ARF feedback type: abuse, opt-out, ...
     evidence: Evidence | None = field(default=None, compare=False)  # why: see Evidence
+    # which structure gave the address: "dsn:final-recipient", "dsn:original-recipient",
+    # "returned-message:to", "text:<pattern name>" ... (docs/bounces.md, "Which address")
+    address_source: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {

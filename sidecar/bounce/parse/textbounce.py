@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from email.message import Message
 from functools import lru_cache
 
+from sidecar.bounce.parse import arf
 from sidecar.bounce.parse.budget import MAX_RECIPIENTS, Budget
 
 _ADDRESS = re.compile(
-    r"(?<![\w.+=/-])([\w.+=/!%&'*-]{1,64}@[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?)*)",
+    r"(?<![\w.+=/-])((?:\"[^\"\n<>@]{1,64}\"|[\w.+=/!%&'*-]{1,64})@[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?)*)",
     re.IGNORECASE,
 )
 _ORIGINAL_MARKER = re.compile(
@@ -29,7 +31,8 @@ _ORIGINAL_MARKER = re.compile(
     r"(?:this is a |here is a |below (?:this line )?is a |a )?copy of (?:the "
     r"|your )?(?:original )?(?:message|mail|headers)"
     r"|below this line|original message|unsent message|returned message|message headers follow|undelivered message"
-    r"|(?:original|returned) (?:mail|e-?mail|message)(?: headers)?(?: follows)?|--- ?original"
+    # (not Apache James's "Original email subject: ..." line, which precedes its report)
+    r"|(?:original|returned) (?:mail|e-?mail|message)(?![ \t]+subject)(?: headers)?(?: follows)?|--- ?original"
     r"|headers of (?:the )?original"
     r"|your message (?:reads|was(?: as follows|:)|follows)|the message you sent|message text follows"
     r"|copy of the message"
@@ -45,10 +48,47 @@ _HEADER_START = re.compile(
 )
 _NOT_RECIPIENT_BEFORE = re.compile(
     r"(?:mail from:?\s*<?|from[=:]\s*<?|envelope-from\s*<?|sender[=:]?\s*<?|contact\s*<?"
-    r"|please (?:contact|write to|email)\s*<?|reply-to:?\s*<?|from\s+<)$",
+    r"|please (?:contact|write to|email)\s*<?|reply-to:?\s*<?|from\s+<"
+    # a Message-ID or queue id, not an address: "Message-ID: <...>", "Original message ID: <...>"
+    r"|message[- ]?id:?\s*<?|msg-?id[=:]?\s*<?|in-reply-to:?\s*<?|references:?\s*<?|queued as\s*<?"
+    # the address an alias or forward was made from (Exim "generated from", Postfix "expanded from")
+    r"|(?:generated|expanded|forwarded|redirected|aliased) from:?\s*<?)$",
     re.IGNORECASE,
 )
-_SERVICE_LOCALPARTS = ("mailer-daemon", "postmaster", "abuse", "support", "help", "noreply", "no-reply", "mail-daemon")
+_SERVICE_LOCALPARTS = frozenset(
+    {
+        "mailer-daemon",
+        "postmaster",
+        "abuse",
+        "support",
+        "help",
+        "helpdesk",
+        "hostmaster",
+        "webmaster",
+        "noreply",
+        "no-reply",
+        "mail-daemon",
+        "mailerdaemon",
+    }
+)
+# a header line of a quoted original message ("To: ...", "> Cc: ...", "   Subject: ...")
+# prose that names the failed recipient itself ("wasn't delivered to", "your message to"), not
+# a mailbox to ask for help ("please contact", "send an e-mail to")
+_DELIVERY_TO = re.compile(
+    r"(?:\bdeliver(?:ed|y|able)|(?:your|the|this) (?:message|e-?mail|mail)|\bsent)\s+to:?$", re.IGNORECASE
+)
+_QUOTED_HEADER = re.compile(
+    r"^[ \t>|]*(?:to|cc|bcc|from|sender|reply-to|return-path|delivered-to|x-original-to|envelope-to"
+    r"|resent-[a-z]+|message-id|in-reply-to|references|subject|date|x-[a-z0-9-]+)[ \t]*:",
+    re.IGNORECASE,
+)
+_RCPT_TO_LINE = re.compile(r"^[ \t]*rcpt to:", re.IGNORECASE)  # Apache James's "Message details"
+_QUOTED_TO_LINE = re.compile(r"^[ \t>|]*to[ \t]*:", re.IGNORECASE)
+# "smtp=user@x" matched whole by _ADDRESS (its class holds "=" for SRS and VERP local parts)
+_ADDRESS_PREFIX = re.compile(r"^(?:smtp|sip|mailto|rfc822|x400)=", re.IGNORECASE)
+# an SMTP reply or status code before an address on its line: the remote's words, not a recipient
+_IN_REPLY = re.compile(r"\b[245]\d\d\b|\b[245]\.\d{1,3}\.\d{1,3}\b|said:|reason:", re.IGNORECASE)
+_HEAD_AFTER = re.compile(r"[>\s]*(?::|\.\.\.|$|\((?:generated|expanded)|on \d|\()")
 # "in reply to RCPT TO command", "after MAIL FROM", "did not like our RCPT TO" ...: each lead
 # phrase is found with str.find (fast), then the command after it is matched in place.
 _COMMAND_LEADS = ("in reply to", "after", "did not like our", "while talking", "while sending", "during")
@@ -198,26 +238,76 @@ def quoted_original_recipient(text: str) -> str | None:
 _ALONE = re.compile(r"^\s*<?[^\s<>@]+@[^\s<>]+>?:?\s*$")
 
 
+def _head(line: str, start: int, end: int) -> bool:
+    """Is the address at ``line[start:end]`` the head of a recipient block (first on its line,
+    followed by nothing, a colon, "...", a comment)?"""
+    before = line[:start].strip().lstrip("-*").strip()
+    return before in ("", "<", "RCPT TO:<", "rcpt to:<") and _HEAD_AFTER.match(line, end) is not None
+
+
+@lru_cache(maxsize=4)
+def _lower_report(text: str) -> str:
+    """``report_section(text).lower()``, once per text (asked once per recipient)."""
+    return report_section(text).lower()
+
+
+def address_source(text: str, address: str, original: Message | None = None) -> str:
+    """Which structure of a text bounce gave ``address`` (``FailedRecipient.address_source``)."""
+    report = report_section(text)
+    pos = _lower_report(text).find(address)
+    if pos < 0:
+        if original is not None and arf.original_recipient(original) == address:
+            return arf.original_recipient_source(original) or "returned-message:to"
+        return "returned-message:to" if quoted_original_recipient(text) == address else "text:other"
+    start = report.rfind("\n", 0, pos) + 1
+    end = report.find("\n", pos)
+    line = report[start : end if end >= 0 else len(report)]
+    if _ALONE.match(line):
+        return "text:recipient-line"
+    if _QUOTED_TO_LINE.match(line):
+        return "text:quoted-to"
+    if _RCPT_TO_LINE.match(line):
+        return "text:rcpt-to"
+    if _head(line, pos - start, pos - start + len(address) + (1 if line[pos - start - 1 : pos - start] == "<" else 0)):
+        return "text:block-head"
+    return "text:prose"
+
+
 def find_recipients(
     text: str, exclude: set[str], own_domain: str = "", budget: Budget | None = None
 ) -> list[TextRecipient]:
-    """The recipients a bounce text names (at most ``MAX_RECIPIENTS``; more are counted on ``budget``)."""
+    """The recipients a bounce text names (at most ``MAX_RECIPIENTS``; more are counted on ``budget``).
+
+    Skipped: known non-recipients (``exclude``), Message-IDs, the addresses of quoted original
+    headers, service mailboxes (postmaster, support ...) named in the prose, the address an
+    alias was expanded from, and addresses quoted inside another recipient's SMTP reply.
+    """
     report = report_section(text)
     lines = report.splitlines()
     command = smtp_command(report)
     found: dict[str, TextRecipient] = {}
     display: set[str] = set()
     omitted: set[str] = set()
+    quoted_to: list[str] = []
+    head_indent = -1  # indentation of the current block's recipient line (-1: no recipient yet)
     for idx, line in enumerate(lines):
+        if not line.strip():
+            head_indent = -1
+            continue
         if "@" not in line:
             continue
+        header_line = _QUOTED_HEADER.match(line) is not None
         for m in _ADDRESS.finditer(line):
-            addr = m.group(1).strip(".'").lower()
+            addr = _ADDRESS_PREFIX.sub("", m.group(1).strip(".'")).lower()
             if len(found) >= MAX_RECIPIENTS:
                 if addr not in found:
                     omitted.add(addr)  # only counted: not examined (nor excluded)
                 continue
             local, _, domain = addr.partition("@")
+            if header_line:
+                if _QUOTED_TO_LINE.match(line) and addr not in exclude:
+                    quoted_to.append(addr)
+                continue
             if (
                 addr in exclude
                 and not _ALONE.match(line)
@@ -228,12 +318,13 @@ def find_recipients(
                 and "@" in line[: m.start()]
             ):
                 continue
-            if (
-                local in _SERVICE_LOCALPARTS
-                and own_domain
-                and (domain == own_domain or domain.endswith("." + own_domain))
+            head = _head(line, m.start(), m.end())
+            if local in _SERVICE_LOCALPARTS and (
+                (own_domain and (domain == own_domain or domain.endswith("." + own_domain)))
+                or not head
+                and not _DELIVERY_TO.search(line[max(0, m.start() - 60) : m.start()].rstrip("<( "))
             ):
-                continue
+                continue  # postmaster, support ... in the prose, or the reporting host's own
             if _NOT_RECIPIENT_BEFORE.search(line[max(0, m.start() - 100) : m.start()].rstrip("<( ")):
                 continue
             if _DISPLAY_BEFORE.match(line, m.end()) and line[m.start() - 1 : m.start()] != "<":
@@ -244,10 +335,18 @@ def find_recipients(
                 and "mailto:" not in line[max(0, m.start() - 8) : m.start()]
             ):
                 continue
+            indent = len(line) - len(line.lstrip())
+            if head_indent >= 0 and (indent > head_indent or not head and _IN_REPLY.search(line, 0, m.start())):
+                continue  # quoted in the SMTP reply about the block's recipient (a rewritten form)
+            if head and head_indent < 0:
+                head_indent = indent
             block = _block_around(lines, idx)
             if len(block) < len(addr) + 12:
                 block = _paragraph(lines, idx)
             found[addr] = TextRecipient(addr, block, smtp_command(block) or command)
+    if not found and len(set(quoted_to)) == 1:
+        addr = quoted_to[0]
+        found[addr] = TextRecipient(addr, " ".join(report.split())[:_BLOCK_CHARS], command)
     if budget is not None:
         budget.omit(len(omitted))
     return list(found.values())
