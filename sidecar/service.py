@@ -15,6 +15,7 @@ from twisted.python.threadpool import ThreadPool
 from sidecar.config import Config
 from sidecar.errors import one_line
 from sidecar.http.site import make_site
+from sidecar.metrics import init_for_config
 from sidecar.policy.engine import GuardedDecider, PolicyEngine
 from sidecar.policy.limits import RateLimiter
 from sidecar.policy.protocol import PolicyFactory
@@ -82,6 +83,7 @@ def makeService(cfg: Config, reactor: Any) -> service.MultiService:
     """Build the whole service. Upgrades the schema and loads state (blocking) before returning."""
     return_freed_memory()
     top = service.MultiService()
+    init_for_config(cfg)  # series known from the configuration exist from the start
     pool = ThreadPool(minthreads=1, maxthreads=cfg.server.db_threads, name="sidecar-db")
     ThreadPoolService(pool).setServiceParent(top)
 

@@ -7,12 +7,29 @@ have a JSON 405 with ``Allow`` (never Twisted's HTML pages).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from prometheus_client.twisted import MetricsResource
+from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
+
+access_log = logging.getLogger("sidecar.http.access")
+QUIET_PATHS = (b"/metrics", b"/healthz")  # scraped and probed every few seconds: logged at DEBUG
+
+
+class AccessLogSite(Site):
+    """Access log lines (combined log format) on the ``sidecar.http.access`` logger: INFO for the
+    API, DEBUG for /metrics and /healthz."""
+
+    def log(self, request: http.Request) -> None:
+        path = (request.path or b"").split(b"?")[0].rstrip(b"/")
+        level = logging.DEBUG if path in QUIET_PATHS else logging.INFO
+        if access_log.isEnabledFor(level):
+            access_log.log(level, "%s", self._logFormatter(self._logDateTime, request))
+
 
 # The management API answers every path not served above (kept for reference; routes live in ROUTES).
 API_ROOTS = (b"openapi.json", b"suppressions", b"events", b"messages", b"limits", b"stats", b"webhooks")
@@ -89,10 +106,10 @@ def make_site(status: Callable[[], dict[str, object]], api: Any = None) -> Site:
     root.putChild(b"metrics", GetOnly(MetricsResource()))  # type: ignore[arg-type]
     root.putChild(b"healthz", GetOnly(Health(status)))  # type: ignore[arg-type]
     if api is None:
-        site = Site(root)
+        site = AccessLogSite(root)
     else:
         from sidecar.http.api import request_factory
 
-        site = Site(root, requestFactory=request_factory(api.cfg.api.max_body))
+        site = AccessLogSite(root, requestFactory=request_factory(api.cfg.api.max_body))
     site.displayTracebacks = False
     return site
