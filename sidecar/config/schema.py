@@ -299,6 +299,16 @@ class WebhooksConfig:
 
 
 @dataclass(frozen=True)
+class LoggingConfig:
+    format: str = opt(
+        "text",
+        choices=("text", "json"),
+        doc="Log lines on stderr: text, or json (one object per line: time, level, logger, message); "
+        "--log-format overrides.",
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = opt(factory=ServerConfig)
     database: DatabaseConfig = opt(factory=DatabaseConfig)
@@ -309,6 +319,7 @@ class Config:
     postfix: PostfixConfig = opt(factory=PostfixConfig)
     api: ApiConfig = opt(factory=ApiConfig)
     webhooks: WebhooksConfig = opt(factory=WebhooksConfig)
+    logging: LoggingConfig = opt(factory=LoggingConfig)
     config_path: str | None = field(default=None, metadata={"internal": True})
 
 
