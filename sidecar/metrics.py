@@ -92,6 +92,9 @@ RATELIMIT_REDIS_BATCH = Histogram(
     "sidecar_ratelimit_redis_batch", "Decisions sent to Redis in one script call", buckets=(1, 2, 5, 10, 20, 50, 100)
 )
 CHANGE_FEED_LAG = Gauge("sidecar_change_feed_last_id", "Last change-feed id applied to the in-memory index")
+DB_UP = Gauge(
+    "sidecar_db_up", "1 while the database answers the periodic sync jobs, 0 from a failure until one succeeds"
+)
 DB_ERRORS = Counter("sidecar_db_errors", "Database operations that failed, by operation", ["operation"])
 
 INGEST_MESSAGES = Counter(

@@ -15,7 +15,7 @@ from twisted.python.threadpool import ThreadPool
 from sidecar.config import Config
 from sidecar.errors import one_line
 from sidecar.http.site import make_site
-from sidecar.metrics import init_for_config
+from sidecar.metrics import DB_UP, init_for_config
 from sidecar.policy.engine import GuardedDecider, PolicyEngine
 from sidecar.policy.limits import RateLimiter
 from sidecar.policy.protocol import PolicyFactory
@@ -24,6 +24,7 @@ from sidecar.store.db import make_engine, upgrade
 from sidecar.suppression.index import SuppressionIndex
 from sidecar.suppression.store import SuppressionStore
 from sidecar.sync import StateSync
+from sidecar.webhooks import backlog as webhook_backlog
 
 log = logging.getLogger("sidecar.service")
 
@@ -103,6 +104,8 @@ def makeService(cfg: Config, reactor: Any) -> service.MultiService:
     )
     sync.load()
     sync.setServiceParent(top)
+    DB_UP.set_function(lambda: 1.0 if sync.db_ok else 0.0)
+    webhook_backlog.register(engine, cfg)
 
     rl = cfg.ratelimit
     shared: Any = limiter
