@@ -14,7 +14,9 @@ from typing import Any
 from prometheus_client.twisted import MetricsResource
 from twisted.web import http
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from sidecar.http.api import error_body, method_not_allowed, write_json
 
 access_log = logging.getLogger("sidecar.http.access")
 QUIET_PATHS = (b"/metrics", b"/healthz")  # scraped and probed every few seconds: logged at DEBUG
@@ -35,13 +37,6 @@ class AccessLogSite(Site):
 API_ROOTS = (b"openapi.json", b"suppressions", b"events", b"messages", b"limits", b"stats", b"webhooks")
 
 
-def _json_error(request: Request, code: int, message: str, field: str | None) -> bytes:
-    request.setResponseCode(code)
-    request.setHeader(b"content-type", b"application/json")
-    request.setHeader(b"cache-control", b"no-store")
-    return json.dumps({"error": {"message": message, "field": field}}).encode() + b"\n"
-
-
 class GetOnly(Resource):
     """A leaf answering GET and HEAD through ``wrapped``; any other method: JSON 405 with Allow."""
 
@@ -54,15 +49,16 @@ class GetOnly(Resource):
     def render(self, request: Request) -> Any:
         if request.method in (b"GET", b"HEAD"):
             return self.wrapped.render(request)  # type: ignore[arg-type]
-        request.setHeader(b"allow", b"GET, HEAD")
-        return _json_error(request, 405, f"method {request.method.decode('latin-1')} not allowed", "method")
+        method_not_allowed(request, [b"GET", b"HEAD"])
+        return NOT_DONE_YET
 
 
 class NotFound(Resource):
     isLeaf = True
 
-    def render(self, request: Request) -> bytes:
-        return _json_error(request, 404, "no such resource", "path")
+    def render(self, request: Request) -> Any:
+        write_json(request, 404, error_body("no such resource", "path"))
+        return NOT_DONE_YET
 
 
 class Root(Resource):
