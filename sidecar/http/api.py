@@ -10,7 +10,7 @@ import io
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import KW_ONLY, dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote
 
@@ -140,6 +140,12 @@ class Route:
     def path(self) -> str:
         return "/" + "/".join(self.parts)
 
+    def configured(self, cfg: Any) -> Route:
+        """This route with the parameter schemas that depend on the configuration filled in."""
+        if not any(p.from_config for p in self.params):
+            return self
+        return replace(self, params=tuple(p.configured(cfg) for p in self.params))
+
 
 class Api:
     """Everything the handlers need. Pass to ``make_site(status, api=Api(cfg, engine, reactor, pool, ...))``."""
@@ -150,7 +156,8 @@ class Api:
         self.store = SuppressionStore(engine, case_sensitive_local=cfg.suppression.local_part_case_sensitive)
         from sidecar.http.handlers import ROUTES
 
-        self.routes: list[Route] = ROUTES
+        # what validation and /openapi.json both read: one contract, this server's configuration
+        self.routes: list[Route] = [r.configured(cfg) for r in ROUTES]
 
     def run(self, f: Callable[..., Any], *a: Any, **kw: Any) -> Deferred:
         """Run blocking (database) work in the service's thread pool."""

@@ -10,8 +10,8 @@ with errors naming the field all the same.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
@@ -54,6 +54,11 @@ class Param:
     description: str = ""
     where: str = "query"
     required: bool = False
+    # the schema as this server's configuration narrows it (e.g. the configured rule names)
+    from_config: Callable[[Any], Mapping[str, Any]] | None = None
+
+    def configured(self, cfg: Any) -> Param:
+        return self if self.from_config is None else replace(self, schema=self.from_config(cfg), from_config=None)
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -103,7 +108,7 @@ def _message(err: ValidationError) -> str:
         return "expected one of " + ", ".join(map(str, err.validator_value))
     if err.validator == "maxLength":
         return f"longer than {err.validator_value} characters"
-    if err.validator == "anyOf" and "description" in err.schema:
+    if err.validator in ("anyOf", "pattern") and "description" in err.schema:
         return "expected " + err.schema["description"]
     return err.message
 

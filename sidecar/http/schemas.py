@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sidecar.config import WEBHOOK_EVENTS
@@ -65,12 +66,28 @@ LIST_EVENTS = (
     LIMIT,
 )
 MESSAGE_ID = (Param("id", {**INT_ID, "example": 1}, "a stored message's id (events' message_id)", "path"),)
+
+
+def limit_key_schema(cfg: Any) -> dict[str, Any]:
+    """RULE:VALUE where RULE is one of this server's rate-limit rules (none configured: no key)."""
+    names = [r.name for r in cfg.ratelimit.rules]
+    rule = "(?:" + "|".join(re.escape(n) for n in names) + ")" if names else "(?!)"
+    return {
+        "type": "string",
+        "maxLength": 512,
+        "pattern": "^" + rule + ":" + NO_CONTROL[1:],
+        "description": f"RULE:VALUE with a configured rule ({', '.join(names) or 'none configured'})",
+        "example": f"{names[0] if names else 'RULE'}:alice",
+    }
+
+
 LIMIT_KEY = (
     Param(
         "key",
-        {"type": "string", "maxLength": 512, "pattern": "^[^:]+:" + NO_CONTROL[1:], "example": "per-user:alice"},
+        {"type": "string", "maxLength": 512, "pattern": "^[^:]+:" + NO_CONTROL[1:]},
         "RULE:VALUE, with a configured rule's name",
         "path",
+        from_config=limit_key_schema,
     ),
 )
 STATS = (Param("since", {**PAST, "default": "24h"}), Param("until", {**PAST, "description": "default: now"}))
