@@ -213,3 +213,21 @@ WEBHOOKS = {
 }
 DELIVERY_PAGE = {200: ok(page_of(obj({"id": INT})), "A page of deliveries")}
 REDELIVERED = {200: ok(obj({"queued": INT}), "Deliveries queued again")}
+
+
+# -- each route's contract: Route(method, parts, scope, handler, summary, **X_OP) ------------------
+OPENAPI_OP: dict[str, Any] = {"responses": OPENAPI, "tags": ("service",)}
+LIST_SUPPRESSIONS_OP: dict[str, Any] = {"params": LIST_SUPPRESSIONS, "responses": SUPPRESSION_PAGE}
+ADD_SUPPRESSION_OP: dict[str, Any] = {"body": ADD_SUPPRESSION, "responses": SUPPRESSION_ADDED}
+EXPORT_OP: dict[str, Any] = {"params": EXPORT_SUPPRESSIONS, "responses": EXPORTED}
+IMPORT_OP: dict[str, Any] = {"params": IMPORT_SUPPRESSIONS, "body": IMPORT_BODY, "responses": IMPORTED}
+WHY_OP: dict[str, Any] = {"params": (ADDRESS_PATH,), "responses": SUPPRESSION_WHY}
+REMOVE_OP: dict[str, Any] = {"params": REMOVE_SUPPRESSION, "responses": SUPPRESSION_REMOVED}
+EVENTS_OP: dict[str, Any] = {"params": LIST_EVENTS, "responses": EVENT_PAGE}
+MESSAGE_OP: dict[str, Any] = {"params": MESSAGE_ID, "responses": RAW_MESSAGE}
+LIMIT_OP: dict[str, Any] = {"params": LIMIT_KEY, "responses": LIMIT_USAGE}
+LIMIT_RESET_OP: dict[str, Any] = {"params": LIMIT_KEY, "responses": LIMIT_RESET}
+STATS_OP: dict[str, Any] = {"params": STATS, "responses": STATS_REPLY}
+WEBHOOKS_OP: dict[str, Any] = {"responses": WEBHOOKS}
+DELIVERIES_OP: dict[str, Any] = {"params": LIST_DELIVERIES, "responses": DELIVERY_PAGE}
+REDELIVER_OP: dict[str, Any] = {"body": REDELIVER, "responses": REDELIVERED}
