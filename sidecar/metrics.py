@@ -7,9 +7,11 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info
 from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
+
+from sidecar import __version__ as _version
 
 
 class PolicyStats:
@@ -76,7 +78,11 @@ SUPPRESSIONS = Gauge("sidecar_suppressions", "Suppressions in the in-memory inde
 SUPPRESSED = Counter("sidecar_suppressed_recipients", "Recipients refused because they are suppressed")
 RATELIMIT_REJECTIONS = Counter("sidecar_ratelimit_rejections", "Requests refused by a rate limit, by rule", ["rule"])
 RATELIMIT_KEYS = Gauge("sidecar_ratelimit_keys", "Active rate-limit keys in memory")
-RATELIMIT_REDIS_UP = Gauge("sidecar_ratelimit_redis_up", "1 while the Redis rate-limit backend is connected")
+# exported only with ratelimit.backend = "redis" (registered by init_for_config): an alert on
+# `sidecar_ratelimit_redis_up == 0` must not fire on relays that use the in-memory backend
+RATELIMIT_REDIS_UP = Gauge(
+    "sidecar_ratelimit_redis_up", "1 while the Redis rate-limit backend is connected", registry=None
+)
 RATELIMIT_FALLBACK = Counter(
     "sidecar_ratelimit_fallback",
     "Rate-limit decisions made by the fallback instead of Redis, by cause (down, timeout, error)",
@@ -86,6 +92,9 @@ RATELIMIT_REDIS_BATCH = Histogram(
     "sidecar_ratelimit_redis_batch", "Decisions sent to Redis in one script call", buckets=(1, 2, 5, 10, 20, 50, 100)
 )
 CHANGE_FEED_LAG = Gauge("sidecar_change_feed_last_id", "Last change-feed id applied to the in-memory index")
+DB_UP = Gauge(
+    "sidecar_db_up", "1 while the database answers the periodic sync jobs, 0 from a failure until one succeeds"
+)
 DB_ERRORS = Counter("sidecar_db_errors", "Database operations that failed, by operation", ["operation"])
 
 INGEST_MESSAGES = Counter(
@@ -143,3 +152,60 @@ DOMAIN_CHECKED_AT = Gauge(
 DOMAIN_CHECK_ROUNDS = Counter(
     "sidecar_domain_check_rounds", "Rounds of a domain's checks, by outcome (done, error)", ["domain", "outcome"]
 )
+
+BUILD_INFO = Info("sidecar_build", "The running sidecar's version")
+BUILD_INFO.info({"version": _version})
+
+# Label values known in advance get a sample (0) from the start, so that increase() and rate()
+# see the first event too (a series that appears at 1 has no increase).
+KNOWN_LABELS: dict[Any, tuple[tuple[str, ...], ...]] = {
+    POLICY_BAD_INPUT: tuple(
+        (p,)
+        for p in (
+            "binary",
+            "empty-request",
+            "line-too-long",
+            "no-equals",
+            "request-too-large",
+            "too-many-attributes",
+            "bad-request-type",
+            "too-many-connections",
+            "request-timeout",
+            "evicted",
+        )
+    ),
+    RATELIMIT_FALLBACK: (("down",), ("timeout",), ("error",)),
+    DB_ERRORS: (("changes",), ("counters",), ("refusals",), ("recipients",), ("retention",)),
+    INGEST_MESSAGES: (("parsed",), ("unparsed",), ("duplicate",), ("tempfail",)),
+    INGEST_WITHHELD: (("uncorroborated",), ("unverified",), ("no-tenant",)),
+    INGEST_CAPS: (("recipients",), ("suppressions",)),
+    INGEST_SUPPRESSIONS: (("hard bounce",), ("soft bounces",), ("complaint",)),
+}
+WEBHOOK_OUTCOMES = ("delivered", "failed", "dead")
+
+
+def _init_known() -> None:
+    for metric, values in KNOWN_LABELS.items():
+        for labels in values:
+            metric.labels(*labels)
+
+
+def init_for_config(cfg: Any) -> None:
+    """Series that depend on the configuration: rejections per rate-limit rule, deliveries per
+    webhook subscription, and the Redis gauge when (only when) Redis is the backend."""
+    from sidecar.webhooks.outbox import subscriptions
+
+    for rule in cfg.ratelimit.rules:
+        RATELIMIT_REJECTIONS.labels(rule.name)
+    for sub in subscriptions(cfg.webhooks.subscriptions):
+        for outcome in WEBHOOK_OUTCOMES:
+            WEBHOOK_DELIVERIES.labels(sub.name, outcome)
+    if cfg.ratelimit.backend == "redis" and RATELIMIT_REDIS_UP not in _registered():
+        REGISTRY.register(RATELIMIT_REDIS_UP)
+
+
+def _registered() -> set[Any]:
+    return set(getattr(REGISTRY, "_collector_to_names", {}))
+
+
+_init_known()

@@ -15,6 +15,7 @@ from twisted.python.threadpool import ThreadPool
 from sidecar.config import Config
 from sidecar.errors import one_line
 from sidecar.http.site import make_site
+from sidecar.metrics import DB_UP, init_for_config
 from sidecar.policy.engine import GuardedDecider, PolicyEngine
 from sidecar.policy.limits import RateLimiter
 from sidecar.policy.protocol import PolicyFactory
@@ -23,6 +24,7 @@ from sidecar.store.db import make_engine, upgrade
 from sidecar.suppression.index import SuppressionIndex
 from sidecar.suppression.store import SuppressionStore
 from sidecar.sync import StateSync
+from sidecar.webhooks import backlog as webhook_backlog
 
 log = logging.getLogger("sidecar.service")
 
@@ -82,6 +84,7 @@ def makeService(cfg: Config, reactor: Any) -> service.MultiService:
     """Build the whole service. Upgrades the schema and loads state (blocking) before returning."""
     return_freed_memory()
     top = service.MultiService()
+    init_for_config(cfg)  # series known from the configuration exist from the start
     pool = ThreadPool(minthreads=1, maxthreads=cfg.server.db_threads, name="sidecar-db")
     ThreadPoolService(pool).setServiceParent(top)
 
@@ -107,6 +110,8 @@ def makeService(cfg: Config, reactor: Any) -> service.MultiService:
 
         monitor = DomainMonitor(cfg, engine, reactor, pool)
         monitor.setServiceParent(top)
+    DB_UP.set_function(lambda: 1.0 if sync.db_ok else 0.0)
+    webhook_backlog.register(engine, cfg)
 
     rl = cfg.ratelimit
     shared: Any = limiter

@@ -58,6 +58,13 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"sidecar: configuration error: {e}", file=sys.stderr)
         return EX_CONFIG
+    fmt = getattr(args, "log_format", None) or cfg.logging.format
+    if args.command == "serve" or fmt == "json":
+        from sidecar.logs import setup_logging
+
+        # other commands print their results; their log carries warnings and errors only
+        level = args.log_level if args.command == "serve" or args.log_level != "INFO" else "WARNING"
+        setup_logging(level, fmt)
     return int(args.handler(args, cfg))
 
 

@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sidecar", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    ap.add_argument("--log-format", choices=("text", "json"), help="text or json lines (default: logging.format)")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser(

@@ -15,15 +15,6 @@ from sidecar.config import Config
 log = logging.getLogger("sidecar")
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-
-
 def upgraded_engine(cfg: Config) -> Any:
     """The configured database, its schema created or upgraded first."""
     from sidecar.store.db import make_engine, upgrade
@@ -34,7 +25,6 @@ def upgraded_engine(cfg: Config) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
-    setup_logging(args.log_level)
     from twisted.internet import reactor
     from twisted.logger import STDLibLogObserver, globalLogBeginner
 

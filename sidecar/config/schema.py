@@ -337,6 +337,16 @@ class DomainHealthConfig:
 
 
 @dataclass(frozen=True)
+class LoggingConfig:
+    format: str = opt(
+        "text",
+        choices=("text", "json"),
+        doc="Log lines on stderr: text, or json (one object per line: time, level, logger, message); "
+        "--log-format overrides.",
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = opt(factory=ServerConfig)
     database: DatabaseConfig = opt(factory=DatabaseConfig)
@@ -349,6 +359,7 @@ class Config:
     webhooks: WebhooksConfig = opt(factory=WebhooksConfig)
     domains: tuple[DomainConfig, ...] = opt(())
     domain_health: DomainHealthConfig = opt(factory=DomainHealthConfig)
+    logging: LoggingConfig = opt(factory=LoggingConfig)
     config_path: str | None = field(default=None, metadata={"internal": True})
 
 

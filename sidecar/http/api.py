@@ -9,8 +9,8 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import KW_ONLY, dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote
 
@@ -21,6 +21,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from sidecar.http.auth import TokenAuth
+from sidecar.http.contract import Body, Param, check_body, check_params
 from sidecar.http.queries import InvalidParameter
 from sidecar.metrics import API_REQUESTS
 from sidecar.suppression.store import SuppressionStore
@@ -42,6 +43,12 @@ class Reply:
     code: int = 200
     body: Any = None
     content_type: bytes = b"application/json"
+
+
+class MethodNotAllowed(Exception):
+    def __init__(self, allowed: list[bytes]) -> None:
+        super().__init__("method not allowed")
+        self.allowed = allowed
 
 
 STREAMING = object()  # a handler that writes and finishes the request itself returns this
@@ -82,7 +89,11 @@ class Call:
     api: Api
     request: Request
     vars: dict[str, str] = field(default_factory=dict)
-    params: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)  # as sent (text)
+    args: dict[str, Any] = field(
+        default_factory=dict
+    )  # path and query parameters the route declares, checked and typed
+    body: dict[str, Any] = field(default_factory=dict)  # a JSON body, checked against the route's schema
 
     def json(self) -> dict[str, Any]:
         ctype = (self.request.getHeader(b"content-type") or b"").decode("latin-1").split(";")[0].strip()
@@ -97,6 +108,11 @@ class Call:
             raise ApiError(400, "body is not valid JSON: nested too deeply", "body") from None
         if not isinstance(data, dict):
             raise ApiError(400, "expected a JSON object", "body")
+        for name, value in data.items():  # lone surrogates: JSON can carry them, UTF-8 cannot
+            try:
+                json.dumps([name, value], ensure_ascii=False).encode()
+            except UnicodeEncodeError as e:
+                raise ApiError(400, f"not valid Unicode (a lone surrogate at character {e.start})", name) from None
         return data
 
 
@@ -105,11 +121,30 @@ Handler = Callable[[Call], Any]
 
 @dataclass(frozen=True)
 class Route:
+    """One operation. The keyword fields are its contract: requests are checked against them and
+    /openapi.json is made from them (a route without ``responses`` is undescribed: a test fails)."""
+
     method: bytes
     parts: tuple[str, ...]  # "{name}" is a variable segment
     scope: str
     handler: Handler
     summary: str = ""
+    _: KW_ONLY
+    params: tuple[Param, ...] = ()  # path ("{name}" segments, where="path") and query parameters
+    body: Body | None = None
+    responses: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)  # successes: status -> OpenAPI response
+    tags: tuple[str, ...] = ()  # default: the first path segment
+    description: str = ""
+
+    @property
+    def path(self) -> str:
+        return "/" + "/".join(self.parts)
+
+    def configured(self, cfg: Any) -> Route:
+        """This route with the parameter schemas that depend on the configuration filled in."""
+        if not any(p.from_config for p in self.params):
+            return self
+        return replace(self, params=tuple(p.configured(cfg) for p in self.params))
 
 
 class Api:
@@ -121,15 +156,21 @@ class Api:
         self.store = SuppressionStore(engine, case_sensitive_local=cfg.suppression.local_part_case_sensitive)
         from sidecar.http.handlers import ROUTES
 
-        self.routes: list[Route] = ROUTES
+        # what validation and /openapi.json both read: one contract, this server's configuration
+        self.routes: list[Route] = [r.configured(cfg) for r in ROUTES]
 
     def run(self, f: Callable[..., Any], *a: Any, **kw: Any) -> Deferred:
         """Run blocking (database) work in the service's thread pool."""
         return deferToThreadPool(self.reactor, self.pool, f, *a, **kw)
 
-    def match(self, method: bytes, parts: list[str]) -> tuple[Route | None, dict[str, str], bool]:
-        """(route, variables, whether the path exists for another method)."""
-        path_known = False
+    def match(self, method: bytes, parts: list[str]) -> tuple[Route | None, dict[str, str], list[bytes]]:
+        """(route, variables, the methods the path has: empty for an unknown path).
+
+        A path that matches several patterns belongs to the most literal one(s):
+        ``/suppressions/export`` is never ``/suppressions/{address}``.
+        """
+        best: list[tuple[Route, dict[str, str]]] = []
+        best_literals = -1
         for r in self.routes:
             if len(r.parts) != len(parts):
                 continue
@@ -142,10 +183,17 @@ class Api:
                 elif want != got:
                     break
             else:
-                if r.method == method or (method == b"HEAD" and r.method == b"GET"):
-                    return r, vs, True
-                path_known = True
-        return None, {}, path_known
+                literals = len(r.parts) - len(vs)
+                if literals > best_literals:
+                    best, best_literals = [], literals
+                if literals == best_literals:
+                    best.append((r, vs))
+        allowed: list[bytes] = []
+        for r, vs in best:
+            if r.method == method or (method == b"HEAD" and r.method == b"GET"):
+                return r, vs, allowed
+            allowed += [b"GET", b"HEAD"] if r.method == b"GET" else [r.method]
+        return None, {}, allowed
 
 
 def write_json(request: Request, code: int, body: Any) -> None:
@@ -158,6 +206,12 @@ def write_json(request: Request, code: int, body: Any) -> None:
 
 def error_body(message: str, field: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "field": field}}
+
+
+def method_not_allowed(request: Request, allowed: list[bytes]) -> None:
+    """A JSON 405 with its ``Allow`` header."""
+    request.setHeader(b"allow", b", ".join(dict.fromkeys(allowed)))
+    write_json(request, 405, error_body(f"method {request.method.decode('latin-1')} not allowed", "method"))
 
 
 class ApiResource(Resource):
@@ -175,6 +229,12 @@ class ApiResource(Resource):
         )
         try:
             call = self._prepare(request)
+        except MethodNotAllowed as e:
+            method_not_allowed(request, e.allowed)
+            return NOT_DONE_YET
+        except (InvalidParameter, InvalidValue) as e:
+            write_json(request, 400, error_body(e.message, e.field))
+            return NOT_DONE_YET
         except ApiError as e:
             if e.code == 401:
                 request.setHeader(b"www-authenticate", b'Bearer realm="sidecar"')
@@ -191,9 +251,11 @@ class ApiResource(Resource):
     def _prepare(self, request: Request) -> tuple[Route, Call]:
         raw = (request.path or b"/").decode("latin-1").split("?")[0]
         parts = [unquote(p) for p in raw.strip("/").split("/")]
-        route, vs, known = self.api.match(request.method, parts)
+        route, vs, allowed = self.api.match(request.method, parts)
         if route is None:
-            raise ApiError(405 if known else 404, "method not allowed" if known else "no such resource")
+            if allowed:
+                raise MethodNotAllowed(allowed)
+            raise ApiError(404, "no such resource", "path")
         request.sidecar_route = f"{route.method.decode()} /" + "/".join(route.parts)  # type: ignore[attr-defined]
         ident = self.api.auth.identify(request.getHeader(b"authorization"))
         if ident is None:
@@ -217,7 +279,13 @@ class ApiResource(Resource):
             if len(v) > 1:
                 raise ApiError(400, "given more than once", name)
             params[name] = v[0].decode("utf-8", "replace")
-        return route, Call(self.api, request, vs, params)
+        call = Call(self.api, request, vs, params)
+        call.args = check_params(tuple(p for p in route.params if p.where == "path"), vs)
+        call.args.update(check_params(tuple(p for p in route.params if p.where == "query"), params))
+        if route.body is not None and "application/json" in route.body.content:
+            call.body = call.json()
+            check_body(route.body.content["application/json"]["schema"], call.body)
+        return route, call
 
     def _done(self, request: Request, result: Any, finished: list[bool]) -> None:
         if result is STREAMING or finished:

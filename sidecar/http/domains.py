@@ -5,6 +5,32 @@ from __future__ import annotations
 from typing import Any
 
 from sidecar.http.api import ApiError, Call, Route
+from sidecar.http.contract import Param, text
+from sidecar.http.schemas import STR, obj, ok
+
+_NUM_OR_NULL = {"type": ["number", "null"]}
+_INT_OR_NULL = {"type": ["integer", "null"]}
+_STATE = {"enum": ["pass", "warn", "fail", "temperror", None]}
+DOMAIN_SUMMARY = obj(
+    {
+        "domain": STR,
+        "state": _STATE,
+        "score": _INT_OR_NULL,
+        "checked_at": _NUM_OR_NULL,
+        "problems": {"type": "array", "items": STR},
+    }
+)
+CHECK = obj({"check": STR, "state": _STATE, "detail": STR, "fix": STR})
+DOMAIN_REPORT = obj(
+    {
+        "domain": STR,
+        "state": _STATE,
+        "score": _INT_OR_NULL,
+        "checked_at": _NUM_OR_NULL,
+        "checks": {"type": "array", "items": CHECK},
+    }
+)
+NAME = (Param("name", text(253, example="example.com"), "a configured [[domains]] name", "path"),)
 
 
 def _monitor(c: Call) -> Any:
@@ -31,7 +57,7 @@ def list_domains(c: Call) -> Any:
 
 
 def get_domain(c: Call) -> Any:
-    name = c.vars["name"].strip().rstrip(".").lower()
+    name = c.args["name"].strip().rstrip(".").lower()
     if name not in {d.name for d in c.api.cfg.domains}:
         raise ApiError(404, "not a configured domain ([[domains]])", "name")
     monitor = _monitor(c)
@@ -42,6 +68,21 @@ def get_domain(c: Call) -> Any:
 
 
 ROUTES: list[Route] = [
-    Route(b"GET", ("domains",), "read", list_domains, "Domain health: every configured domain's state and score"),
-    Route(b"GET", ("domains", "{name}"), "read", get_domain, "Domain health: one domain's checks, with the fixes"),
+    Route(
+        b"GET",
+        ("domains",),
+        "read",
+        list_domains,
+        "Domain health: every configured domain's state and score",
+        responses={200: ok(obj({"items": {"type": "array", "items": DOMAIN_SUMMARY}}), "Every configured domain")},
+    ),
+    Route(
+        b"GET",
+        ("domains", "{name}"),
+        "read",
+        get_domain,
+        "Domain health: one domain's checks, with the fixes",
+        params=NAME,
+        responses={200: ok(DOMAIN_REPORT, "The domain's latest checks")},
+    ),
 ]

@@ -12,9 +12,10 @@ from typing import IO, Any
 
 from twisted.internet.defer import inlineCallbacks
 
-from sidecar.config import WEBHOOK_EVENTS, redact_url
+from sidecar.config import redact_url
 from sidecar.http import domains
 from sidecar.http import queries as q
+from sidecar.http import schemas as S
 from sidecar.http.api import STREAMING, ApiError, Call, Reply, Route
 from sidecar.suppression.address import AddressError
 from sidecar.suppression.bulk import ImportIncomplete
@@ -27,6 +28,8 @@ MAX_ID = 2**62
 _ASCII_INT = re.compile(r"[0-9]{1,19}")
 
 # -- parameters -----------------------------------------------------------------------------------
+# Routes with a contract (schemas.py) read ``c.args`` and ``c.body``, already checked against it;
+# p_str, p_int and p_choice check the raw text of routes that have none yet.
 
 
 def p_str(c: Call, name: str, max_len: int = 320) -> str | None:
@@ -70,31 +73,20 @@ def address(c: Call, value: Any, name: str = "address") -> str:
         raise ApiError(400, str(e), name) from None
 
 
-def body_str(data: dict[str, Any], name: str, default: str | None, max_len: int) -> str | None:
-    v = data.get(name, default)
-    if v is not None and (not isinstance(v, str) or len(v) > max_len):
-        raise ApiError(400, f"expected a string of at most {max_len} characters", name)
-    return check_text(name, v, max_len)
-
-
 def suppression_filter(c: Call) -> q.SuppressionFilter:
-    active = p_choice(c, "active", ("true", "false", "all"), "true")
-    prefix = p_str(c, "prefix")
+    active = c.args.get("active", "true")
+    prefix = c.args.get("prefix")
     if prefix and not c.api.cfg.suppression.local_part_case_sensitive:
         prefix = prefix.lower()
     return q.SuppressionFilter(
-        reason=p_str(c, "reason", 64),
-        category=p_str(c, "category", 32),
-        tenant=p_str(c, "tenant", 255),
+        reason=c.args.get("reason"),
+        category=c.args.get("category"),
+        tenant=c.args.get("tenant"),
         since=when(c.params.get("since"), "since"),
         until=when(c.params.get("until"), "until"),
         prefix=prefix or None,
         active=None if active == "all" else active == "true",
     )
-
-
-def cursor(c: Call) -> int:
-    return p_int(c, "cursor", 0)
 
 
 def page(items: list[Any], nxt: int | None) -> dict[str, Any]:
@@ -111,7 +103,7 @@ def list_suppressions(c: Call) -> Any:
         c.api.engine,
         suppression_filter(c),
         q.decode_cursor(c.params.get("cursor")),
-        p_int(c, "limit", 100, 1, q.MAX_PAGE),
+        c.args.get("limit", 100),
     )
     return {"items": [q.suppression_dict(r) for r in rows], "next_cursor": q.encode_cursor(nxt)}
 
@@ -127,21 +119,18 @@ def get_suppression(c: Call) -> Any:
 
 @inlineCallbacks
 def add_suppression(c: Call) -> Any:
-    data = c.json()
-    unknown = set(data) - {"address", "tenant", "reason", "category", "note", "expires_at"}
-    if unknown:
-        raise ApiError(400, "unknown field", sorted(unknown)[0])
-    addr = address(c, data.get("address"))
-    tenant = body_str(data, "tenant", "", 255) or ""
-    reason = body_str(data, "reason", "manual", 64) or "manual"
+    data = c.body  # checked against schemas.ADD_SUPPRESSION
+    addr = address(c, data["address"])
+    tenant = data.get("tenant") or ""
+    reason = data.get("reason") or "manual"
     expires = when(data.get("expires_at"), "expires_at", past=False)
     yield c.api.run(
         c.api.store.add,
         addr,
         tenant=tenant,
         reason=reason,
-        category=body_str(data, "category", None, 32),
-        note=body_str(data, "note", None, 4000),
+        category=data.get("category"),
+        note=data.get("note"),
         source="api",
         expires_at=expires,
     )
@@ -153,7 +142,7 @@ def add_suppression(c: Call) -> Any:
 @inlineCallbacks
 def remove_suppression(c: Call) -> Any:
     addr = address(c, c.vars["address"])
-    tenant = p_str(c, "tenant", 255) or ""
+    tenant = c.args.get("tenant") or ""
     removed = yield c.api.run(c.api.store.remove, addr, tenant=tenant)
     if not removed:
         raise ApiError(404, f"{addr} is not suppressed" + (f" for tenant {tenant!r}" if tenant else ""), "address")
@@ -181,12 +170,10 @@ def _jsonl_rows(fh: IO[str]) -> Iterator[dict[str, str]]:
 @inlineCallbacks
 def import_suppressions(c: Call) -> Any:
     ctype = (c.request.getHeader(b"content-type") or b"").decode("latin-1").split(";")[0].strip()
-    fmt = p_choice(
-        c, "format", ("csv", "jsonl"), "jsonl" if ctype in ("application/x-ndjson", "application/jsonl") else "csv"
-    )
+    fmt = c.args.get("format") or ("jsonl" if ctype in ("application/x-ndjson", "application/jsonl") else "csv")
     kw: dict[str, Any] = {
-        "default_reason": p_str(c, "reason", 64) or "imported",
-        "default_tenant": p_str(c, "tenant", 255) or "",
+        "default_reason": c.args.get("reason") or "imported",
+        "default_tenant": c.args.get("tenant") or "",
         "default_expires": when(c.params.get("expires_at"), "expires_at", past=False),
         "source": "api",
     }
@@ -210,7 +197,7 @@ def import_suppressions(c: Call) -> Any:
 def export_suppressions(c: Call) -> Any:
     from sidecar.http.export import ExportProducer
 
-    fmt = p_choice(c, "format", ("csv", "jsonl"), "csv") or "csv"
+    fmt = c.args.get("format", "csv") or "csv"
     flt = suppression_filter(c)
     c.request.setHeader(b"content-type", b"text/csv; charset=utf-8" if fmt == "csv" else b"application/x-ndjson")
     c.request.setHeader(b"content-disposition", f'attachment; filename="suppressions.{fmt}"'.encode())
@@ -223,26 +210,24 @@ def export_suppressions(c: Call) -> Any:
 
 @inlineCallbacks
 def list_events(c: Call) -> Any:
-    kind = p_choice(c, "kind", q.EVENT_KINDS)
+    kind = c.args.get("kind")
     addr = address(c, c.params["address"]) if c.params.get("address") else None
     flt = q.EventFilter(
         kind=kind,
         address=addr,
-        tenant=p_str(c, "tenant", 255),
-        category=p_str(c, "category", 32),
+        tenant=c.args.get("tenant"),
+        category=c.args.get("category"),
         since=when(c.params.get("since"), "since"),
         until=when(c.params.get("until"), "until"),
     )
-    rows, nxt = yield c.api.run(q.page_events, c.api.engine, flt, cursor(c), p_int(c, "limit", 100, 1, q.MAX_PAGE))
+    rows, nxt = yield c.api.run(q.page_events, c.api.engine, flt, c.args.get("cursor", 0), c.args.get("limit", 100))
     return page(rows, nxt)
 
 
 @inlineCallbacks
 def get_message(c: Call) -> Any:
-    mid = c.vars["id"]
-    if not _ASCII_INT.fullmatch(mid) or int(mid) > MAX_ID:
-        raise ApiError(400, "expected a message id (integer)", "id")
-    raw = yield c.api.run(q.raw_message, c.api.engine, int(mid))
+    mid = c.args["id"]  # an integer (schemas.MESSAGE_ID)
+    raw = yield c.api.run(q.raw_message, c.api.engine, mid)
     if raw is None:
         raise ApiError(404, f"no stored message {mid}", "id")
     return Reply(200, raw, b"message/rfc822")
@@ -319,15 +304,15 @@ def get_webhooks(c: Call) -> Any:
 
 @inlineCallbacks
 def list_deliveries(c: Call) -> Any:
-    limit = p_int(c, "limit", 100, 1, q.MAX_PAGE)
+    limit = c.args.get("limit", 100)
     rows = yield c.api.run(
         deliveries.list_deliveries,
         c.api.engine,
-        subscription=p_str(c, "subscription", 255),
-        status=p_choice(c, "status", deliveries.STATUSES),
-        event_type=p_choice(c, "event_type", WEBHOOK_EVENTS),
-        address=p_str(c, "address", 512),
-        after_id=cursor(c),
+        subscription=c.args.get("subscription"),
+        status=c.args.get("status"),
+        event_type=c.args.get("event_type"),
+        address=c.args.get("address"),
+        after_id=c.args.get("cursor", 0),
         limit=limit + 1,
     )
     nxt = rows[limit - 1]["id"] if len(rows) > limit else None
@@ -336,29 +321,14 @@ def list_deliveries(c: Call) -> Any:
 
 @inlineCallbacks
 def redeliver(c: Call) -> Any:
-    data = c.json()
-    unknown = set(data) - {"from_id", "to_id", "subscription", "status"}
-    if unknown:
-        raise ApiError(400, "unknown field", sorted(unknown)[0])
-    ids = {}
-    for k in ("from_id", "to_id"):
-        v = data.get(k)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_ID):
-            raise ApiError(400, "expected a non-negative integer (a delivery id)", k)
-        ids[k] = v
-    if ids["from_id"] is None:
-        raise ApiError(400, "required: the first delivery id to send again", "from_id")
-    status = data.get("status")
-    if status not in (None, "delivered", "dead"):
-        raise ApiError(400, "expected delivered or dead (or leave out for both)", "status")
-    sub = body_str(data, "subscription", None, 255)
+    data = c.body  # checked against schemas.REDELIVER
     n = yield c.api.run(
         deliveries.redeliver,
         c.api.engine,
-        from_id=ids["from_id"],
-        to_id=ids["to_id"],
-        subscription=sub,
-        status=status,
+        from_id=data["from_id"],
+        to_id=data.get("to_id"),
+        subscription=data.get("subscription"),
+        status=data.get("status"),
         now=time.time(),
     )
     return {"queued": n}
@@ -371,21 +341,50 @@ def openapi(c: Call) -> Any:
 
 
 R, W = "read", "write"
+# (method, path, scope, handler, summary, **contract): the contracts are in schemas.py
 ROUTES: list[Route] = [
-    Route(b"GET", ("openapi.json",), R, openapi, "This description"),
-    Route(b"GET", ("suppressions",), R, list_suppressions, "List suppressions"),
-    Route(b"POST", ("suppressions",), W, add_suppression, "Add (or update) a suppression"),
-    Route(b"GET", ("suppressions", "export"), R, export_suppressions, "Export suppressions (streamed)"),
-    Route(b"POST", ("suppressions", "import"), W, import_suppressions, "Import suppressions (CSV or JSON lines)"),
-    Route(b"GET", ("suppressions", "{address}"), R, get_suppression, "One address: its suppressions and why"),
-    Route(b"DELETE", ("suppressions", "{address}"), W, remove_suppression, "Remove a suppression (reactivate)"),
-    Route(b"GET", ("events",), R, list_events, "List events"),
-    Route(b"GET", ("messages", "{id}"), R, get_message, "The raw stored message"),
-    Route(b"GET", ("limits", "{key}"), R, get_limit, "Rate-limit use and remaining quota of a key"),
-    Route(b"DELETE", ("limits", "{key}"), W, reset_limit, "Reset a rate-limit key"),
-    Route(b"GET", ("stats",), R, get_stats, "Counts by category and tenant over a time window"),
-    Route(b"GET", ("webhooks",), R, get_webhooks, "Subscriptions, delivery counts and cursors"),
-    Route(b"GET", ("webhooks", "deliveries"), R, list_deliveries, "List webhook deliveries"),
-    Route(b"POST", ("webhooks", "redeliver"), W, redeliver, "Send deliveries again from a delivery id"),
+    Route(b"GET", ("openapi.json",), R, openapi, "This description", **S.OPENAPI_OP),
+    Route(b"GET", ("suppressions",), R, list_suppressions, "List suppressions", **S.LIST_SUPPRESSIONS_OP),
+    Route(b"POST", ("suppressions",), W, add_suppression, "Add (or update) a suppression", **S.ADD_SUPPRESSION_OP),
+    Route(b"GET", ("suppressions", "export"), R, export_suppressions, "Export suppressions (streamed)", **S.EXPORT_OP),
+    Route(
+        b"POST",
+        ("suppressions", "import"),
+        W,
+        import_suppressions,
+        "Import suppressions (CSV or JSON lines)",
+        **S.IMPORT_OP,
+    ),  # fmt: skip
+    Route(
+        b"GET",
+        ("suppressions", "{address}"),
+        R,
+        get_suppression,
+        "One address: its suppressions and why",
+        **S.WHY_OP,
+    ),  # fmt: skip
+    Route(
+        b"DELETE",
+        ("suppressions", "{address}"),
+        W,
+        remove_suppression,
+        "Remove a suppression (reactivate)",
+        **S.REMOVE_OP,
+    ),  # fmt: skip
+    Route(b"GET", ("events",), R, list_events, "List events", **S.EVENTS_OP),
+    Route(b"GET", ("messages", "{id}"), R, get_message, "The raw stored message", **S.MESSAGE_OP),
+    Route(b"GET", ("limits", "{key}"), R, get_limit, "Rate-limit use and remaining quota of a key", **S.LIMIT_OP),
+    Route(b"DELETE", ("limits", "{key}"), W, reset_limit, "Reset a rate-limit key", **S.LIMIT_RESET_OP),
+    Route(b"GET", ("stats",), R, get_stats, "Counts by category and tenant over a time window", **S.STATS_OP),
+    Route(b"GET", ("webhooks",), R, get_webhooks, "Subscriptions, delivery counts and cursors", **S.WEBHOOKS_OP),
+    Route(b"GET", ("webhooks", "deliveries"), R, list_deliveries, "List webhook deliveries", **S.DELIVERIES_OP),
+    Route(
+        b"POST",
+        ("webhooks", "redeliver"),
+        W,
+        redeliver,
+        "Send deliveries again from a delivery id",
+        **S.REDELIVER_OP,
+    ),  # fmt: skip
 ]
 ROUTES += domains.ROUTES

@@ -1,109 +1,102 @@
-"""The OpenAPI 3.1 description served at /openapi.json, built from the route table."""
+"""The OpenAPI 3.1 description served at /openapi.json, made from the route table's contracts.
+
+Request validation (:mod:`sidecar.http.contract`) reads the same ``Route`` fields, so the
+description and the server's behaviour come from one source.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sidecar.config import WEBHOOK_EVENTS
-
-STR = {"type": "string"}
-INT = {"type": "integer"}
-WHEN = {"type": "string", "description": 'ISO 8601 time, POSIX seconds, or a duration ("24h" = that long ago)'}
-
-
-def _p(
-    name: str,
-    schema: dict[str, Any],
-    desc: str = "",
-    where: str = "query",
-    required: bool = False,
-) -> dict[str, Any]:
-    return {"name": name, "in": where, "required": required or where == "path", "schema": schema, "description": desc}
-
-
-PAGE = [_p("cursor", STR, "next_cursor of the previous page"), _p("limit", {**INT, "maximum": 1000, "default": 100})]
-SUP_FILTERS = [
-    _p("reason", STR),
-    _p("category", STR),
-    _p("tenant", STR, '"" = global only'),
-    _p("since", WHEN, "created at or after"),
-    _p("until", WHEN, "created before"),
-    _p("prefix", STR, "address starts with"),
-    _p("active", {"enum": ["true", "false", "all"], "default": "true"}),
-]
-PARAMS: dict[tuple[str, str], list[dict[str, Any]]] = {
-    ("GET", "/suppressions"): SUP_FILTERS + PAGE,
-    ("GET", "/suppressions/export"): SUP_FILTERS + [_p("format", {"enum": ["csv", "jsonl"], "default": "csv"})],
-    ("POST", "/suppressions/import"): [
-        _p("format", {"enum": ["csv", "jsonl"]}, "default from Content-Type"),
-        _p("reason", STR, "for rows without one"),
-        _p("tenant", STR, "for rows without one"),
-        _p("expires_at", WHEN, "for rows without one (a duration counts from now)"),
-    ],
-    ("DELETE", "/suppressions/{address}"): [_p("tenant", STR, "scope to remove from (default global)")],
-    ("GET", "/events"): [
-        _p("kind", {"enum": ["bounce", "delay", "complaint", "auto-reply", "delivered", "ratelimit", "domain"]}),
-        _p("address", STR),
-        _p("tenant", STR),
-        _p("category", STR),
-        _p("since", WHEN),
-        _p("until", WHEN),
-    ]
-    + PAGE,
-    ("GET", "/stats"): [_p("since", {**WHEN, "default": "24h"}), _p("until", WHEN)],
-    ("GET", "/webhooks/deliveries"): [
-        _p("subscription", STR),
-        _p("status", {"enum": ["pending", "delivered", "dead"]}),
-        _p("event_type", {"enum": list(WEBHOOK_EVENTS)}),
-        _p("address", STR),
-    ]
-    + PAGE,
-}
-BODIES: dict[tuple[str, str], dict[str, Any]] = {
-    ("POST", "/suppressions"): {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "required": ["address"],
-                "additionalProperties": False,
-                "properties": {
-                    "address": STR,
-                    "tenant": STR,
-                    "reason": {**STR, "default": "manual"},
-                    "category": STR,
-                    "note": STR,
-                    "expires_at": WHEN,
-                },
-            }
-        }
-    },
-    ("POST", "/suppressions/import"): {"text/csv": {"schema": STR}, "application/x-ndjson": {"schema": STR}},
-    ("POST", "/webhooks/redeliver"): {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "required": ["from_id"],
-                "additionalProperties": False,
-                "properties": {
-                    "from_id": INT,
-                    "to_id": INT,
-                    "subscription": STR,
-                    "status": {"enum": ["delivered", "dead"]},
-                },
-            }
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "field"],
+            "properties": {"message": {"type": "string"}, "field": {"type": ["string", "null"]}},
         }
     },
 }
-ERROR = {
-    "description": "error",
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "properties": {
-                    "error": {"type": "object", "properties": {"message": STR, "field": {"type": ["string", "null"]}}}
-                },
-            }
+ERRORS = {
+    400: "A parameter or body field is not valid (`field` names it)",
+    401: "No token, or a wrong one (`WWW-Authenticate: Bearer`)",
+    403: "The token's scope does not allow this call",
+    404: "Not found",
+    413: "Request body larger than api.max_body",
+    415: "Content-Type is not application/json",
+    500: "Internal error (logged with its traceback)",
+    503: "The database is unavailable",
+}
+
+
+def error(code: int) -> dict[str, Any]:
+    return {"description": ERRORS[code], "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+
+
+def error_codes(route: Any) -> list[int]:
+    """The error statuses ``route`` can answer."""
+    codes = [400, 401, 403]
+    if any(p.startswith("{") for p in route.parts):
+        codes.append(404)
+    if route.body is not None:
+        codes.append(413)
+        if "application/json" in route.body.content:
+            codes.append(415)
+    return codes + [500, 503]
+
+
+def operation(route: Any) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": route.summary,
+        "operationId": route.handler.__name__,
+        "tags": list(route.tags or route.parts[:1]),
+        "security": [{"bearer": []}],
+        "x-scope": route.scope,
+        "responses": {str(code): dict(resp) for code, resp in route.responses.items()},
+    }
+    if route.description:
+        op["description"] = route.description
+    for code in error_codes(route):
+        op["responses"].setdefault(str(code), error(code))
+    if route.params:
+        op["parameters"] = [p.spec() for p in route.params]
+    if route.body is not None:
+        content = {m: dict(v) for m, v in route.body.content.items()}
+        if route.body.example is not None:
+            for media in content.values():
+                media["example"] = route.body.example
+        op["requestBody"] = {"required": True, "content": content}
+    return op
+
+
+HEALTH_SCHEMA = {"type": "object", "required": ["ready"], "properties": {"ready": {"type": "boolean"}}}
+UNAUTHENTICATED = {
+    "/healthz": {
+        "get": {
+            "summary": "Readiness (no token needed)",
+            "operationId": "healthz",
+            "tags": ["service"],
+            "security": [],
+            "responses": {
+                "200": {"description": "ready", "content": {"application/json": {"schema": HEALTH_SCHEMA}}},
+                "503": {"description": "not ready", "content": {"application/json": {"schema": HEALTH_SCHEMA}}},
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics (no token needed; docs/metrics.md)",
+            "operationId": "metrics",
+            "tags": ["service"],
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "text exposition format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
         }
     },
 }
@@ -112,50 +105,17 @@ ERROR = {
 def spec(routes: list[Any]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for r in routes:
-        path = "/" + "/".join(r.parts)
-        method = r.method.decode()
-        op: dict[str, Any] = {
-            "summary": r.summary,
-            "operationId": r.handler.__name__,
-            "security": [{"bearer": []}],
-            "x-scope": r.scope,
-            "responses": {
-                "200": {"description": "OK"},
-                "400": ERROR,
-                "401": ERROR,
-                "403": ERROR,
-                "404": ERROR,
-                "413": ERROR,
-            },
-        }
-        params = [_p(p[1:-1], STR, where="path") for p in r.parts if p.startswith("{")]
-        params += PARAMS.get((method, path), [])
-        if params:
-            op["parameters"] = params
-        if (method, path) in BODIES:
-            op["requestBody"] = {"required": True, "content": BODIES[(method, path)]}
-        paths.setdefault(path, {})[method.lower()] = op
-    paths["/healthz"] = {
-        "get": {
-            "summary": "Readiness (no token needed)",
-            "security": [],
-            "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
-        }
-    }
-    paths["/metrics"] = {
-        "get": {
-            "summary": "Prometheus metrics (no token needed)",
-            "security": [],
-            "responses": {"200": {"description": "text exposition format"}},
-        }
-    }
+        paths.setdefault(r.path, {})[r.method.decode().lower()] = operation(r)
+    paths.update(UNAUTHENTICATED)
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "postfix-sidecar management API",
             "version": "1",
             "description": "Suppressions, events, rate limits, stats and webhook deliveries. "
-            "Bearer tokens from [[api.tokens]]: scope read for GET, write for the rest.",
+            "Bearer tokens from [[api.tokens]]: scope read for GET, write for the rest. Every error is "
+            'JSON, `{"error": {"message": ..., "field": ...}}`; a method a path does not have gets 405 '
+            "with Allow; an unknown path 404.",
         },
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "paths": paths,
