@@ -3,7 +3,8 @@
 PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 VENV ?= .venv
 BIN = $(VENV)/bin
-CONFIG ?=
+# `make run` reads this file, explicitly (not /etc/postfix-sidecar/sidecar.toml nor $SIDECAR_CONFIG)
+CONFIG ?= contrib/make-run.toml
 RUN_ARGS ?=
 
 .PHONY: venv deps system-deps run test test-unit test-integration test-postfix lint bench clean
@@ -21,7 +22,7 @@ $(VENV)/.installed: $(BIN)/activate setup.cfg pyproject.toml
 venv: $(VENV)/.installed
 
 run: venv
-	$(BIN)/sidecar serve $(if $(CONFIG),--config $(CONFIG)) $(RUN_ARGS)
+	$(BIN)/sidecar serve --config $(CONFIG) $(RUN_ARGS)
 
 system-deps:
 	@bash .ci/system-deps

@@ -32,14 +32,21 @@ Typical use:
   sidecar events list / stats / webhooks deliveries          what happened, counts, webhook deliveries
   sidecar recipients check ADDRESS                           did we send to ADDRESS (the record of recipients)
 
-With no --config the defaults serve: policy on tcp:10031 and HTTP on tcp:9731, both on
-127.0.0.1, and a SQLite database in ./var/. Every command that touches the database takes
---db URL (SQLAlchemy URL, e.g. sqlite:///var/sidecar.db or postgresql://user@host/db).
+The configuration file is --config FILE, else $SIDECAR_CONFIG, else
+/etc/postfix-sidecar/sidecar.toml. Without any, a command runs on the built-in defaults only
+when given --db URL (or --api URL); otherwise it exits 78 saying where it looked. Only serve
+and db upgrade create a database. Every command that touches the database takes --db URL
+(SQLAlchemy URL, e.g. sqlite:///var/sidecar.db or postgresql://user@host/db).
 """
 
 
 def common(p: argparse.ArgumentParser, db: bool = True) -> None:
-    p.add_argument("--config", "-c", metavar="FILE", help="TOML configuration file (default: built-in defaults)")
+    p.add_argument(
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="TOML configuration file (default: $SIDECAR_CONFIG, else /etc/postfix-sidecar/sidecar.toml)",
+    )
     if db:
         p.add_argument("--db", metavar="URL", help="database URL; overrides database.url from the config")
 
@@ -72,11 +79,25 @@ def _add(parent: Any, name: str, fn: Handler, help: str, **kw: Any) -> argparse.
     return p
 
 
+def _global_opts(ap: argparse.ArgumentParser) -> None:
+    from sidecar import __version__
+    from sidecar.cli.files import SHIPPED
+
+    ap.add_argument("--version", action="version", version=f"sidecar (postfix-sidecar) {__version__}")
+    ap.add_argument(
+        "--print-file",
+        choices=sorted(SHIPPED),
+        metavar="NAME",
+        help="print a file shipped with the package and exit: " + ", ".join(sorted(SHIPPED)),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="sidecar", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    _global_opts(ap)
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser(
