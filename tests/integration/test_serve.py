@@ -171,9 +171,11 @@ def test_check_config_names_the_key(tmp_path):
 
     r = subprocess.run([str(BIN), "check-config", "--config", str(cfg)], capture_output=True, text=True)
     assert r.returncode == 78 and "server.policy[0]" in r.stderr
-    # no file anywhere: where it looked (one line, 78); the defaults only with a database named
+    # no file anywhere: where it looked (one line, 78); SIDECAR_CONFIG names the file
     env = {k: v for k, v in os.environ.items() if k != "SIDECAR_CONFIG"}
     r = subprocess.run([str(BIN), "check-config"], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert r.returncode == 78 and "/etc/postfix-sidecar/sidecar.toml" in r.stderr
-    r = subprocess.run([str(BIN), "check-config", "--db", "sqlite:///s.db"], capture_output=True, text=True, env=env)
-    assert r.returncode == 0 and "configuration OK" in r.stdout
+    (tmp_path / "good.toml").write_text("[server]\nsafe_action = \"DUNNO\"\n")
+    env["SIDECAR_CONFIG"] = str(tmp_path / "good.toml")
+    r = subprocess.run([str(BIN), "check-config"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "good.toml: configuration OK" in r.stdout
