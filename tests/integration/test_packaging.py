@@ -78,6 +78,8 @@ def test_wheel_carries_licence_notice_data_and_version(wheel: Path) -> None:
             ("sidecar/data/systemd/postfix-sidecar.service", "contrib/systemd/postfix-sidecar.service"),
             ("sidecar/data/sidecar.toml", "contrib/sidecar.toml"),
             ("sidecar/data/logrotate/postfix-sidecar", "contrib/logrotate/postfix-sidecar"),
+            ("sidecar/data/man/sidecar.8", "man/sidecar.8"),
+            ("sidecar/data/man/sidecar.toml.5", "man/sidecar.toml.5"),
         ):
             assert z.read(shipped) == (ROOT / source).read_bytes(), shipped  # the file, not a link
         assert any(n.startswith("sidecar/store/migrations/versions/") for n in names)

@@ -175,7 +175,7 @@ def test_check_config_names_the_key(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "SIDECAR_CONFIG"}
     r = subprocess.run([str(BIN), "check-config"], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert r.returncode == 78 and "/etc/postfix-sidecar/sidecar.toml" in r.stderr
-    (tmp_path / "good.toml").write_text("[server]\nsafe_action = \"DUNNO\"\n")
+    (tmp_path / "good.toml").write_text('[server]\nsafe_action = "DUNNO"\n')
     env["SIDECAR_CONFIG"] = str(tmp_path / "good.toml")
     r = subprocess.run([str(BIN), "check-config"], capture_output=True, text=True, env=env)
     assert r.returncode == 0 and "good.toml: configuration OK" in r.stdout
