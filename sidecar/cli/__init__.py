@@ -78,14 +78,15 @@ def _run(args: argparse.Namespace) -> int:
     return int(args.handler(args, cfg))
 
 
-CREATES_DATABASE = ("serve", "db")  # `sidecar serve`, `sidecar db upgrade`
+CREATES_DATABASE = ("serve", "db upgrade")
 NO_DATABASE = ("check-config", "postfix-config")
 
 
 def require_database(args: argparse.Namespace, cfg: Any) -> None:
     """A SQLite database named by the configuration must exist: only serve and db upgrade
     create it (a command given ``--db URL`` works on the file it was told, new or not)."""
-    if args.command in CREATES_DATABASE + NO_DATABASE or getattr(args, "db", None) or getattr(args, "api", None):
+    command = " ".join(filter(None, (args.command, getattr(args, "db_command", None))))
+    if command in CREATES_DATABASE + NO_DATABASE or getattr(args, "db", None) or getattr(args, "api", None):
         return
     from sidecar.store.db import DatabaseUnavailable, sqlite_path
 

@@ -79,6 +79,12 @@ def _add(parent: Any, name: str, fn: Handler, help: str, **kw: Any) -> argparse.
     return p
 
 
+def _db_backup(args: argparse.Namespace, cfg: Config) -> int:
+    from sidecar.cli.backup import cmd_db_backup
+
+    return cmd_db_backup(args, cfg)
+
+
 def _global_opts(ap: argparse.ArgumentParser) -> None:
     from sidecar import __version__
     from sidecar.cli.files import SHIPPED
@@ -140,6 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
     q = dsub.add_parser("upgrade", help="create or upgrade the schema to the current version")
     common(q)
     q.set_defaults(handler=serve.cmd_db_upgrade)
+    q = dsub.add_parser(
+        "backup",
+        help="copy the SQLite database to PATH while the service runs (the online backup API)",
+        description="A consistent single-file copy of the SQLite database, taken with SQLite's online backup "
+        "API while the service runs (not a file copy, which can miss the WAL). PostgreSQL: use pg_dump.",
+    )
+    common(q)
+    q.add_argument("path", metavar="PATH", help="the copy to write (refused if it exists, unless --force)")
+    q.add_argument("--force", action="store_true", help="replace PATH if it exists")
+    q.set_defaults(handler=_db_backup)
 
     p = sub.add_parser("suppressions", help="manage the suppression list")
     ssub = p.add_subparsers(dest="sup_command", metavar="ACTION", required=True)
