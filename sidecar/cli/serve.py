@@ -70,7 +70,7 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     )
     # state loaded (makeService) and every listener bound (startService raises otherwise)
     reactor.callWhenRunning(notify, "READY=1", f"STATUS=serving policy on {', '.join(cfg.server.policy)}")
-    Reloader(args, cfg, reactor).install()
+    Reloader(args, cfg, reactor, top).install()
     reactor.run()  # type: ignore[attr-defined]
     return 0
 
@@ -78,15 +78,17 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
 class Reloader:
     """SIGHUP: read the configuration file again and validate it, the service keeps running.
 
-    A bad file is logged in one line and the running configuration stays. A good one is
-    logged with the sections that differ; the running service is wired from the
-    configuration it started with (listeners, database, rules), so those take effect at the
-    next restart (``systemctl restart postfix-sidecar``). The service manager sees
-    RELOADING=1, then READY=1.
+    A bad file is logged in one line and the running configuration stays. From a good one,
+    ``server.safe_action`` applies at once; every other change is logged by section and takes
+    effect at the next restart (``systemctl restart postfix-sidecar``): the listeners,
+    database, rules and index are wired from the configuration the service started with. The
+    service manager sees RELOADING=1, then READY=1.
     """
 
-    def __init__(self, args: argparse.Namespace, cfg: Config, reactor: Any) -> None:
+    def __init__(self, args: argparse.Namespace, cfg: Config, reactor: Any, top: Any = None) -> None:
         self.args, self.cfg, self.reactor = args, cfg, reactor
+        factory = getattr(top, "policy_factory", None)
+        self.decider = getattr(factory, "decide", None)  # GuardedDecider: its safe_action is live
 
     def install(self) -> None:
         import signal
@@ -104,15 +106,27 @@ class Reloader:
         except ConfigError as e:
             log.error("reload: %s: configuration error, still running on the previous configuration: %s", where, e)
         else:
+            applied = []
+            if new.server.safe_action != self.cfg.server.safe_action and hasattr(self.decider, "safe_action"):
+                self.decider.safe_action = new.server.safe_action  # type: ignore[union-attr]
+                applied.append("server.safe_action")
+                self.cfg = dataclasses.replace(
+                    self.cfg, server=dataclasses.replace(self.cfg.server, safe_action=new.server.safe_action)
+                )
             changed = [f.name for f in dataclasses.fields(new) if getattr(new, f.name) != getattr(self.cfg, f.name)]
             if changed:
                 log.warning(
-                    "reload: %s: configuration OK; changed [%s] takes effect at the next restart",
+                    "reload: %s: configuration OK; applied [%s]; changed [%s] takes effect at the next restart",
                     where,
+                    ", ".join(applied),
                     ", ".join(changed),
                 )
             else:
-                log.info("reload: %s: configuration OK, unchanged", where)
+                log.info(
+                    "reload: %s: configuration OK%s",
+                    where,
+                    f"; applied [{', '.join(applied)}]" if applied else ", unchanged",
+                )
         notify("READY=1", "STATUS=serving")
 
 
