@@ -25,6 +25,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -34,7 +35,7 @@ import pytest
 from tests.harness.system import pid_alive
 
 REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"
+VENV_BIN = Path(sys.executable).parent  # this test's virtualenv: run inside the container as it is
 CACHE = Path(os.environ.get("SIDECAR_NSPAWN_CACHE", "/var/cache/postfix-sidecar-tests"))
 BASE = CACHE / "bookworm"
 PACKAGES = "systemd-sysv,dbus,python3"
@@ -106,6 +107,7 @@ class Container:
             "--machine=sidecar-unit-test",
             f"--directory={self.root}",
             f"--bind-ro={REPO}",
+            *([] if VENV_BIN.parent.is_relative_to(REPO) else [f"--bind-ro={VENV_BIN.parent}"]),
             f"--bind-ro={REPO / 'contrib' / 'systemd' / UNIT}:/etc/systemd/system/{UNIT}",
             f"--bind-ro={s / 'dropin'}:/etc/systemd/system/{UNIT}.d",
             f"--bind-ro={s / 'etc'}:/etc/postfix-sidecar",
