@@ -3,10 +3,11 @@
 PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 VENV ?= .venv
 BIN = $(VENV)/bin
-CONFIG ?=
+# `make run` reads this file, explicitly (not /etc/postfix-sidecar/sidecar.toml nor $SIDECAR_CONFIG)
+CONFIG ?= contrib/make-run.toml
 RUN_ARGS ?=
 
-.PHONY: venv deps system-deps run test test-unit test-integration test-postfix lint bench clean
+.PHONY: venv deps system-deps run test test-unit test-integration test-postfix lint bench man clean
 
 $(BIN)/activate:
 	@if ! $(PYTHON) -c 'import venv, ensurepip' 2>/dev/null; then \
@@ -21,7 +22,7 @@ $(VENV)/.installed: $(BIN)/activate setup.cfg pyproject.toml
 venv: $(VENV)/.installed
 
 run: venv
-	$(BIN)/sidecar serve $(if $(CONFIG),--config $(CONFIG)) $(RUN_ARGS)
+	$(BIN)/sidecar serve --config $(CONFIG) $(RUN_ARGS)
 
 system-deps:
 	@bash .ci/system-deps
@@ -39,9 +40,14 @@ test-postfix: system-deps venv
 	$(BIN)/python -m pytest -m postfix tests/integration/postfix $(PYTEST_ARGS)
 
 lint: venv
-	$(BIN)/ruff format --check sidecar tests bench
-	$(BIN)/ruff check sidecar tests bench
+	$(BIN)/ruff format --check sidecar tests bench man
+	$(BIN)/ruff check sidecar tests bench man
 	$(BIN)/mypy sidecar
+
+# sidecar(8) from the argparse tree, sidecar.toml(5) from docs/configuration.md
+# (tests/unit/test_manpages.py fails when they are stale: run this after changing either)
+man: venv
+	$(BIN)/python man/build.py man
 
 bench: venv
 	$(BIN)/python bench/policy_bench.py

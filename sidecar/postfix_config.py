@@ -1,7 +1,9 @@
 """Render the Postfix snippets in ``postfix/`` (main.cf and master.cf) for a configuration.
 
 The templates are the single source for the documentation, the integration tests and the
-deployment tooling. Placeholders are ``@@NAME@@`` so that Postfix's own ``$name`` and
+deployment tooling. They are package data (``sidecar/data/postfix/`` links to ``postfix/``,
+so a wheel carries the files themselves), read with :mod:`importlib.resources`.
+Placeholders are ``@@NAME@@`` so that Postfix's own ``$name`` and
 ``${name}`` macros (``${sender}``, ``${recipient}`` ...) pass through untouched.
 """
 
@@ -11,6 +13,8 @@ import math
 import re
 import sys
 from collections.abc import Mapping
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -58,16 +62,13 @@ class TemplateError(ValueError):
     """A template or a value for it is wrong (unknown/missing placeholder, bad value)."""
 
 
-def template_dir() -> Path:
-    """``postfix/`` in the source tree, else ``<prefix>/share/postfix-sidecar/postfix``."""
-    candidates = [
-        Path(__file__).resolve().parents[1] / "postfix",
-        Path(sys.prefix) / "share" / "postfix-sidecar" / "postfix",
-    ]
-    for candidate in candidates:
-        if all((candidate / name).is_file() for name in TEMPLATE_FILES.values()):
-            return candidate
-    raise TemplateError("Postfix templates not found in: " + ", ".join(map(str, candidates)))
+def template_dir() -> Traversable:
+    """The templates shipped in the package (``sidecar/data/postfix``)."""
+    directory = files("sidecar").joinpath("data", "postfix")
+    missing = [name for name in TEMPLATE_FILES.values() if not directory.joinpath(name).is_file()]
+    if missing:
+        raise TemplateError(f"Postfix templates not found in {directory}: {', '.join(missing)}")
+    return directory
 
 
 def placeholders(text: str) -> set[str]:
@@ -83,7 +84,7 @@ def _check_value(name: str, value: str) -> None:
         raise TemplateError(f"@@{name}@@: value must be one non-empty word: {value!r}")
 
 
-def render(values: Mapping[str, str], directory: Path | None = None) -> dict[str, str]:
+def render(values: Mapping[str, str], directory: Traversable | None = None) -> dict[str, str]:
     """Fill the templates; return ``{"main.cf": text, "master.cf": text}``.
 
     ``values`` maps placeholder names (without the ``@@``) to text; names missing from it
@@ -92,7 +93,7 @@ def render(values: Mapping[str, str], directory: Path | None = None) -> dict[str
     :class:`TemplateError`.
     """
     directory = directory or template_dir()
-    texts = {out: (directory / name).read_text(encoding="utf-8") for out, name in TEMPLATE_FILES.items()}
+    texts = {out: directory.joinpath(name).read_text(encoding="utf-8") for out, name in TEMPLATE_FILES.items()}
     used = set().union(*(placeholders(text) for text in texts.values()))
     unknown = sorted(set(values) - used)
     if unknown:
@@ -219,7 +220,7 @@ def values_from_config(cfg: Any) -> dict[str, str]:
         if timeout is not None:
             values["POLICY_TIMEOUT"] = postfix_seconds(float(timeout))
     if "SIDECAR_BIN" not in values:
-        values["SIDECAR_BIN"] = str(Path(sys.prefix) / "bin" / "sidecar")
+        values["SIDECAR_BIN"] = running_executable()
     config_path = getattr(cfg, "config_path", None)
     db_url = getattr(getattr(cfg, "database", None), "url", None)
     if config_path:
@@ -232,6 +233,15 @@ def values_from_config(cfg: Any) -> dict[str, str]:
         if sock:  # the running service's hand-off socket, absolute for the same reason
             values["INGEST_OPTIONS"] += f" --socket={Path(sock).resolve()}"
     return values
+
+
+def running_executable() -> str:
+    """The ``sidecar`` command being run (a venv's, ``pip install --user``'s ``~/.local/bin``,
+    ``/usr/local/bin``), else ``<sys.prefix>/bin/sidecar``."""
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if argv0 is not None and argv0.name == "sidecar" and argv0.is_file():
+        return str(argv0.absolute())
+    return str(Path(sys.prefix) / "bin" / "sidecar")
 
 
 def main_cf_parameters(text: str) -> dict[str, str]:

@@ -16,11 +16,25 @@ if TYPE_CHECKING:
     from typing import Any
 
 BOUNCE_COMMANDS = ("ingest", "parse", "import", "replay")  # sidecar.cli.bounces: cmd_<name>(args)
+CONFIG_OPTIONAL = ("check-domain",)  # a configuration only gives defaults: the built-in ones will do
 
 
-def _load(args: argparse.Namespace) -> Any:
+def config_path(args: argparse.Namespace) -> str | None:
+    """--config, $SIDECAR_CONFIG or /etc/postfix-sidecar/sidecar.toml; the built-in defaults
+    only for a command given its database (--db) or API (--api). Sets ``args.config``."""
+    from sidecar.config import find_config
+
+    explicit = bool(getattr(args, "db", None) or getattr(args, "api", None))
+    explicit = explicit or getattr(args, "command", None) in CONFIG_OPTIONAL
+    args.config = find_config(getattr(args, "config", None), defaults_ok=explicit)
+    return str(args.config) if args.config else None
+
+
+def load_for_args(args: argparse.Namespace) -> Any:
+    """The configuration a command runs on: its file (:func:`config_path`) and option overrides."""
     from sidecar.config import load_config
 
+    config_path(args)
     overrides: dict[str, Any] = {"database.url": getattr(args, "db", None)}
     if getattr(args, "policy", None):
         overrides["server.policy"] = args.policy
@@ -40,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = build_parser()
     args = ap.parse_args(argv)
+    if getattr(args, "print_file", None):
+        from sidecar.cli.files import print_file
+
+        return print_file(args.print_file)
     if not args.command:
         ap.print_help()
         return EX_USAGE
@@ -54,10 +72,11 @@ def _run(args: argparse.Namespace) -> int:
     from sidecar.config import ConfigError
 
     try:
-        cfg = _load(args)
+        cfg = load_for_args(args)
     except ConfigError as e:
         print(f"sidecar: configuration error: {e}", file=sys.stderr)
         return EX_CONFIG
+    require_database(args, cfg)
     fmt = getattr(args, "log_format", None) or cfg.logging.format
     if args.command == "serve" or fmt == "json":
         from sidecar.logs import setup_logging
@@ -66,6 +85,26 @@ def _run(args: argparse.Namespace) -> int:
         level = args.log_level if args.command == "serve" or args.log_level != "INFO" else "WARNING"
         setup_logging(level, fmt)
     return int(args.handler(args, cfg))
+
+
+CREATES_DATABASE = ("serve", "db upgrade")
+NO_DATABASE = ("check-config", "postfix-config", "check-domain")
+
+
+def require_database(args: argparse.Namespace, cfg: Any) -> None:
+    """A SQLite database named by the configuration must exist: only serve and db upgrade
+    create it (a command given ``--db URL`` works on the file it was told, new or not)."""
+    command = " ".join(filter(None, (args.command, getattr(args, "db_command", None))))
+    if command in CREATES_DATABASE + NO_DATABASE or getattr(args, "db", None) or getattr(args, "api", None):
+        return
+    from sidecar.store.db import DatabaseUnavailable, sqlite_path
+
+    path = sqlite_path(cfg.database.url)
+    if path is not None and not path.exists():
+        where = args.config or "the built-in defaults"
+        raise DatabaseUnavailable(
+            f"no database at {path} (database.url of {where}); `sidecar serve` or `sidecar db upgrade` creates it"
+        )
 
 
 def _guarded(run: Any, args: argparse.Namespace) -> int:

@@ -76,9 +76,10 @@ def ingest_main(argv: list[str]) -> int:
 
 
 def _load_config(args: Any) -> Any:
+    from sidecar.cli import config_path
     from sidecar.config import load_config
 
-    return load_config(getattr(args, "config", None), {"database.url": getattr(args, "db", None)})
+    return load_config(config_path(args), {"database.url": getattr(args, "db", None)})
 
 
 # -- parse ------------------------------------------------------------------------------------
@@ -194,9 +195,11 @@ def cmd_parse(args: Any) -> int:
 # -- import / replay ----------------------------------------------------------------------------
 def _recorder(args: Any, corroborate: bool | None = None) -> Any:
     from sidecar.bounce.record import Recorder
+    from sidecar.cli import require_database
     from sidecar.cli.serve import upgraded_engine
 
     cfg = _load_config(args)
+    require_database(args, cfg)
     return Recorder(cfg, upgraded_engine(cfg), corroborate=corroborate)
 
 

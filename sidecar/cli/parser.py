@@ -34,14 +34,21 @@ Typical use:
   sidecar recipients check ADDRESS                           did we send to ADDRESS (the record of recipients)
   sidecar check-domain DOMAIN --relay-ip IP                  SPF, DKIM, DMARC, PTR, blocklists: a health report
 
-With no --config the defaults serve: policy on tcp:10031 and HTTP on tcp:9731, both on
-127.0.0.1, and a SQLite database in ./var/. Every command that touches the database takes
---db URL (SQLAlchemy URL, e.g. sqlite:///var/sidecar.db or postgresql://user@host/db).
+The configuration file is --config FILE, else $SIDECAR_CONFIG, else
+/etc/postfix-sidecar/sidecar.toml. Without any, a command runs on the built-in defaults only
+when given --db URL (or --api URL); otherwise it exits 78 saying where it looked. Only serve
+and db upgrade create a database. Every command that touches the database takes --db URL
+(SQLAlchemy URL, e.g. sqlite:///var/sidecar.db or postgresql://user@host/db).
 """
 
 
 def common(p: argparse.ArgumentParser, db: bool = True) -> None:
-    p.add_argument("--config", "-c", metavar="FILE", help="TOML configuration file (default: built-in defaults)")
+    p.add_argument(
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="TOML configuration file (default: $SIDECAR_CONFIG, else /etc/postfix-sidecar/sidecar.toml)",
+    )
     if db:
         p.add_argument("--db", metavar="URL", help="database URL; overrides database.url from the config")
 
@@ -74,12 +81,32 @@ def _add(parent: Any, name: str, fn: Handler, help: str, **kw: Any) -> argparse.
     return p
 
 
+def _db_backup(args: argparse.Namespace, cfg: Config) -> int:
+    from sidecar.cli.backup import cmd_db_backup
+
+    return cmd_db_backup(args, cfg)
+
+
+def _global_opts(ap: argparse.ArgumentParser) -> None:
+    from sidecar import __version__
+    from sidecar.cli.files import SHIPPED
+
+    ap.add_argument("--version", action="version", version=f"sidecar (postfix-sidecar) {__version__}")
+    ap.add_argument(
+        "--print-file",
+        choices=sorted(SHIPPED),
+        metavar="NAME",
+        help="print a file shipped with the package and exit: " + ", ".join(sorted(SHIPPED)),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="sidecar", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     ap.add_argument("--log-format", choices=("text", "json"), help="text or json lines (default: logging.format)")
+    _global_opts(ap)
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser(
@@ -122,6 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     q = dsub.add_parser("upgrade", help="create or upgrade the schema to the current version")
     common(q)
     q.set_defaults(handler=serve.cmd_db_upgrade)
+    q = dsub.add_parser(
+        "backup",
+        help="copy the SQLite database to PATH while the service runs (the online backup API)",
+        description="A consistent single-file copy of the SQLite database, taken with SQLite's online backup "
+        "API while the service runs (not a file copy, which can miss the WAL). PostgreSQL: use pg_dump.",
+    )
+    common(q)
+    q.add_argument("path", metavar="PATH", help="the copy to write (refused if it exists, unless --force)")
+    q.add_argument("--force", action="store_true", help="replace PATH if it exists")
+    q.set_defaults(handler=_db_backup)
 
     p = sub.add_parser("suppressions", help="manage the suppression list")
     ssub = p.add_subparsers(dest="sup_command", metavar="ACTION", required=True)

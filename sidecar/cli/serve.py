@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -11,6 +12,7 @@ from typing import Any
 
 from sidecar.cli.output import EX_CONFIG
 from sidecar.config import Config
+from sidecar.notify import notify
 
 log = logging.getLogger("sidecar")
 
@@ -47,6 +49,7 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
         reactor.callWhenRunning(lambda: stop_started(top).addBoth(lambda _: reactor.stop()))
         reactor.run()  # type: ignore[attr-defined]
         return 1
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: notify("STOPPING=1", "STATUS=stopping"))
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     log.info(
         "serving policy on %s, HTTP on %s, database %s (ready in %.2fs)",
@@ -55,8 +58,66 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
         _safe_url(cfg.database.url),
         time.monotonic() - t0,
     )
+    # state loaded (makeService) and every listener bound (startService raises otherwise)
+    reactor.callWhenRunning(notify, "READY=1", f"STATUS=serving policy on {', '.join(cfg.server.policy)}")
+    Reloader(args, cfg, reactor, top).install()
     reactor.run()  # type: ignore[attr-defined]
     return 0
+
+
+class Reloader:
+    """SIGHUP: read the configuration file again and validate it, the service keeps running.
+
+    A bad file is logged in one line and the running configuration stays. From a good one,
+    ``server.safe_action`` applies at once; every other change is logged by section and takes
+    effect at the next restart (``systemctl restart postfix-sidecar``): the listeners,
+    database, rules and index are wired from the configuration the service started with. The
+    service manager sees RELOADING=1, then READY=1.
+    """
+
+    def __init__(self, args: argparse.Namespace, cfg: Config, reactor: Any, top: Any = None) -> None:
+        self.args, self.cfg, self.reactor = args, cfg, reactor
+        factory = getattr(top, "policy_factory", None)
+        self.decider = getattr(factory, "decide", None)  # GuardedDecider: its safe_action is live
+
+    def install(self) -> None:
+        import signal
+
+        signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
+
+    def reload(self) -> None:
+        from sidecar.cli import load_for_args
+        from sidecar.config import ConfigError
+
+        notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}", "STATUS=reloading")
+        where = self.args.config or "(built-in defaults)"
+        try:
+            new = load_for_args(self.args)
+        except ConfigError as e:
+            log.error("reload: %s: configuration error, still running on the previous configuration: %s", where, e)
+        else:
+            applied = []
+            if new.server.safe_action != self.cfg.server.safe_action and hasattr(self.decider, "safe_action"):
+                self.decider.safe_action = new.server.safe_action  # type: ignore[union-attr]
+                applied.append("server.safe_action")
+                self.cfg = dataclasses.replace(
+                    self.cfg, server=dataclasses.replace(self.cfg.server, safe_action=new.server.safe_action)
+                )
+            changed = [f.name for f in dataclasses.fields(new) if getattr(new, f.name) != getattr(self.cfg, f.name)]
+            if changed:
+                log.warning(
+                    "reload: %s: configuration OK; applied [%s]; changed [%s] takes effect at the next restart",
+                    where,
+                    ", ".join(applied),
+                    ", ".join(changed),
+                )
+            else:
+                log.info(
+                    "reload: %s: configuration OK%s",
+                    where,
+                    f"; applied [{', '.join(applied)}]" if applied else ", unchanged",
+                )
+        notify("READY=1", "STATUS=serving")
 
 
 def _safe_url(url: str) -> str:

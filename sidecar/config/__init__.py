@@ -5,7 +5,7 @@ and documentation), ``load`` the TOML reading, cross-key checks and path resolut
 """
 
 from sidecar.config.fields import DEFAULT_DATA_DIR, RATE_KEYS, WEBHOOK_EVENTS, ConfigError, redact_url
-from sidecar.config.load import absolute_sqlite_url, load_config, resolve_path
+from sidecar.config.load import CONFIG_ENV, DEFAULT_CONFIG, absolute_sqlite_url, find_config, load_config, resolve_path
 from sidecar.config.schema import (
     ApiConfig,
     ApiToken,
@@ -26,6 +26,8 @@ from sidecar.config.schema import (
 )
 
 __all__ = [
+    "CONFIG_ENV",
+    "DEFAULT_CONFIG",
     "DEFAULT_DATA_DIR",
     "RATE_KEYS",
     "WEBHOOK_EVENTS",
@@ -46,6 +48,7 @@ __all__ = [
     "WebhookSubscription",
     "WebhooksConfig",
     "absolute_sqlite_url",
+    "find_config",
     "iter_documented_keys",
     "load_config",
     "redact_url",

@@ -138,6 +138,35 @@ def _check(cfg: Config) -> None:
             raise ConfigError(f"ratelimit.rules[{i}].reply: bad placeholder {e}") from None
 
 
+DEFAULT_CONFIG = "/etc/postfix-sidecar/sidecar.toml"
+CONFIG_ENV = "SIDECAR_CONFIG"
+
+
+def find_config(explicit: str | None, *, defaults_ok: bool = False, default: str = DEFAULT_CONFIG) -> str | None:
+    """The configuration file a command reads: ``--config FILE``, else ``$SIDECAR_CONFIG``,
+    else ``default`` when it exists.
+
+    Without any, None (the built-in defaults) only when ``defaults_ok`` (the command named its
+    database or API itself); otherwise a :class:`ConfigError` that says where it looked, so no
+    command silently creates ``./var/sidecar.db`` in whatever directory it runs in.
+    """
+    if explicit:
+        return explicit
+    env = os.environ.get(CONFIG_ENV, "")
+    if env:
+        if not Path(env).is_file():
+            raise ConfigError(f"{CONFIG_ENV}={env}: no such file")
+        return env
+    if Path(default).is_file():
+        return default
+    if defaults_ok:
+        return None
+    raise ConfigError(
+        f"no configuration file: looked for --config, ${CONFIG_ENV} (not set) and {default} (none there); "
+        "give --config FILE (or --db URL to run on the built-in defaults)"
+    )
+
+
 def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Read and validate ``path`` (or defaults when None); ``overrides`` are dotted keys."""
     raw: dict[str, Any] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ from sqlalchemy.engine import make_url
 
 log = logging.getLogger("sidecar.store")
 
-MIGRATIONS = Path(__file__).with_name("migrations")
+# package data; Alembic needs a directory on disk (a wheel is never installed zipped)
+MIGRATIONS = Path(str(files("sidecar.store").joinpath("migrations")))
 PG_CONNECT_TIMEOUT = 10  # seconds
 
 
@@ -27,6 +29,15 @@ def normalise_url(url: str) -> str:
     if u.drivername in ("postgresql", "postgres"):
         u = u.set(drivername="postgresql+psycopg")
     return u.render_as_string(hide_password=False)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (None for another database or an in-memory one)."""
+    u = make_url(normalise_url(url))
+    db = u.database or ""
+    if u.get_backend_name() != "sqlite" or not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    return Path(db)
 
 
 def make_engine(url: str, *, create_dir: bool = True, pool_size: int = 5) -> Engine:

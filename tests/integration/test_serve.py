@@ -1,5 +1,6 @@
 """`sidecar serve` over real sockets with a real SQLite file."""
 
+import os
 import signal
 import socket
 import time
@@ -170,5 +171,11 @@ def test_check_config_names_the_key(tmp_path):
 
     r = subprocess.run([str(BIN), "check-config", "--config", str(cfg)], capture_output=True, text=True)
     assert r.returncode == 78 and "server.policy[0]" in r.stderr
-    r = subprocess.run([str(BIN), "check-config"], capture_output=True, text=True)
-    assert r.returncode == 0 and "configuration OK" in r.stdout
+    # no file anywhere: where it looked (one line, 78); SIDECAR_CONFIG names the file
+    env = {k: v for k, v in os.environ.items() if k != "SIDECAR_CONFIG"}
+    r = subprocess.run([str(BIN), "check-config"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert r.returncode == 78 and "/etc/postfix-sidecar/sidecar.toml" in r.stderr
+    (tmp_path / "good.toml").write_text('[server]\nsafe_action = "DUNNO"\n')
+    env["SIDECAR_CONFIG"] = str(tmp_path / "good.toml")
+    r = subprocess.run([str(BIN), "check-config"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "good.toml: configuration OK" in r.stdout

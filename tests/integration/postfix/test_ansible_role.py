@@ -85,10 +85,10 @@ def build_wheelhouse(out: Path) -> Path:
     """The project's wheel (built from a copy of the source) and its dependency closure."""
     src = out.parent / "src"
     src.mkdir()
-    for item in ("setup.cfg", "pyproject.toml", "README.md"):
+    for item in ("setup.cfg", "pyproject.toml", "README.md", "LICENSE", "NOTICE", "MANIFEST.in"):
         shutil.copy2(REPO / item, src / item)
-    for item in ("postfix", "sidecar"):
-        shutil.copytree(REPO / item, src / item, ignore=shutil.ignore_patterns("__pycache__"))
+    for item in ("postfix", "sidecar", "contrib", "man"):  # sidecar/data links into the others
+        shutil.copytree(REPO / item, src / item, ignore=shutil.ignore_patterns("__pycache__"), symlinks=True)
     pip = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index"]
     subprocess.run([*pip, "-w", str(out), str(src)], check=True, capture_output=True, timeout=120)
     todo: list[tuple[str, set[str]]] = [(r, {""}) for r in metadata.requires("postfix-sidecar") or ()]
@@ -151,8 +151,8 @@ class Deployment:
             "postfix_sidecar_user": ROLE_USER,
             "postfix_sidecar_group": ROLE_USER,
             "postfix_sidecar_prefix": str(self.prefix),
-            "postfix_sidecar_package": str(wheel),
-            "postfix_sidecar_pip_extra_args": f"--no-index --find-links {wheel.parent}",
+            # the role's default source: a wheelhouse on the controller (here the same host)
+            "postfix_sidecar_wheelhouse": str(wheel.parent),
             "postfix_sidecar_config_dir": str(r / "etc"),
             "postfix_sidecar_data_dir": str(r / "lib"),
             "postfix_sidecar_run_dir": str(r / "run"),
