@@ -167,6 +167,8 @@ WEBHOOK_EVENTS = (
     "suppression.added",
     "suppression.removed",
     "ratelimit.exceeded",
+    "reputation.level_changed",
+    "reputation.released",
 )
 
 

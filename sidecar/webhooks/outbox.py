@@ -29,7 +29,12 @@ from sidecar.store.models import Change, Event, WebhookCursor, WebhookDelivery
 from sidecar.suppression.changefeed import ChangeCursor
 from sidecar.suppression.store import iso
 
-EVENT_KINDS = {"bounce": "bounce.recorded", "complaint": "complaint.recorded", "ratelimit": "ratelimit.exceeded"}
+EVENT_KINDS = {
+    "bounce": "bounce.recorded",
+    "complaint": "complaint.recorded",
+    "ratelimit": "ratelimit.exceeded",
+    "reputation": "reputation.level_changed",  # or reputation.released (events.action "released")
+}
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,8 @@ def event_payload(row: Any) -> tuple[str, str, dict[str, Any]] | None:
     etype = EVENT_KINDS.get(row.kind)
     if etype is None:
         return None
+    if row.kind == "reputation":
+        return reputation_payload(row)
     if row.kind == "ratelimit":
         key = f"{row.reason}:{row.address or ''}"
         n = (row.diagnostic or "").split(" ", 1)[0]
@@ -89,6 +96,15 @@ def event_payload(row: Any) -> tuple[str, str, dict[str, Any]] | None:
         }
         order = row.address or ""
     data["event_id"] = row.id
+    return etype, order, {"id": f"evt_e{row.id}", "type": etype, "created_at": iso(row.created_at), "data": data}
+
+
+def reputation_payload(row: Any) -> tuple[str, str, dict[str, Any]]:
+    """A reputation audit event: tenant, from, to, reason, rates, volume (and who, for an operator's)."""
+    etype = "reputation.released" if row.action == "released" else "reputation.level_changed"
+    data = json.loads(row.diagnostic or "{}")
+    data["event_id"] = row.id
+    order = "reputation:" + row.tenant
     return etype, order, {"id": f"evt_e{row.id}", "type": etype, "created_at": iso(row.created_at), "data": data}
 
 
