@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sidecar.cli import admin, recipients, serve
+from sidecar.cli import reputation as rep
 from sidecar.cli import suppressions as sup
 from sidecar.cli import webhooks as wh
 from sidecar.config import WEBHOOK_EVENTS, Config
@@ -31,6 +32,7 @@ Typical use:
   sidecar limits show|reset KEY                              inspect or clear a rate-limit key
   sidecar events list / stats / webhooks deliveries          what happened, counts, webhook deliveries
   sidecar recipients check ADDRESS                           did we send to ADDRESS (the record of recipients)
+  sidecar reputation list|show|release|set-level|exempt      reputation levels per tenant
 
 With no --config the defaults serve: policy on tcp:10031 and HTTP on tcp:9731, both on
 127.0.0.1, and a SQLite database in ./var/. Every command that touches the database takes
@@ -271,4 +273,5 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("address", metavar="ADDRESS")
     q.add_argument("--json", action="store_true")
     q.set_defaults(handler=recipients.cmd_check)
+    rep.register(sub, _add)
     return ap

@@ -387,3 +387,7 @@ ROUTES: list[Route] = [
     Route(b"GET", ("webhooks", "deliveries"), R, list_deliveries, "List webhook deliveries"),
     Route(b"POST", ("webhooks", "redeliver"), W, redeliver, "Send deliveries again from a delivery id"),
 ]
+
+from sidecar.http.reputation import ROUTES as _REPUTATION  # noqa: E402
+
+ROUTES += _REPUTATION
