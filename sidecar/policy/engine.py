@@ -104,7 +104,14 @@ class PolicyEngine:
         tenant = self.tenant(attrs)
         if not tenant:
             return action
-        held = rep.levels.get(tenant) == 4 if rep.levels else False
+        level = rep.levels.get(tenant, 1) if rep.levels else 1
+        held = level == 4
+        if level == 3:  # the message uses throttle_factor units of the message-counted limits
+            instance = attrs.get("instance", "")
+            for i in range(1, rep.throttle_factor):
+                more = self._limits({**attrs, "instance": f"{instance}#{i}"}, "END-OF-MESSAGE", now)
+                if isinstance(more, Deferred):
+                    more.addErrback(lambda f: log.warning("throttle commit failed: %s", f.getErrorMessage()))
         count = attrs.get("recipient_count", "")
         rep.sent(tenant, int(count) if count.isdigit() else 0, attrs.get("queue_id", ""), held, now)
         if not held:
