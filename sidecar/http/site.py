@@ -10,7 +10,7 @@ from prometheus_client.twisted import MetricsResource
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-API_ROOTS = (b"openapi.json", b"suppressions", b"events", b"messages", b"limits", b"stats", b"webhooks")
+API_ROOTS = (b"openapi.json", b"suppressions", b"events", b"messages", b"limits", b"stats", b"webhooks", b"reputation")
 
 
 class Health(Resource):
