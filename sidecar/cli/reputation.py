@@ -84,7 +84,7 @@ def _change(args: argparse.Namespace, cfg: Config, action: str, to: int | None, 
         return open_client(args).request("POST", _path(tenant, path), body=body)  # type: ignore[no-any-return]
     engine = open_engine(cfg)
     held = kw.pop("held", None)
-    c = change(engine, tenant, action, _who(args), why, time.time(), to=to, **kw)
+    c = change(engine, tenant, action, _who(args), why, time.time(), to=to, held=held is not None, **kw)
     out: dict[str, Any] = {"tenant": tenant, "from": c.before, "to": c.after, "reason": c.reason}
     if held is not None:
         from sidecar.reputation.held import act_on_held

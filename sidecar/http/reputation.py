@@ -80,7 +80,10 @@ def _change(c: Call, data: dict[str, Any], action: str, to: int | None, **kw: An
     why = _text(data, "reason", 1000, required=True)
     held = kw.pop("held", None)
     try:
-        done = yield c.api.run(change, c.api.engine, tenant, action, _who(c, data), why, time.time(), to=to, **kw)
+        who = _who(c, data)
+        done = yield c.api.run(
+            change, c.api.engine, tenant, action, who, why, time.time(), to=to, held=bool(held), **kw
+        )
     except ReputationError as e:
         raise ApiError(409, str(e), "tenant") from None
     out: dict[str, Any] = {"tenant": tenant, "from": done.before, "to": done.after, "reason": done.reason}

@@ -122,8 +122,13 @@ def change(
     *,
     to: int | None = None,
     exempt: bool | None = None,
+    held: bool = False,
 ) -> Change:
-    """An operator's change. ``action``: "release" (to ``to``), "set-level" (to ``to``) or "exempt"."""
+    """An operator's change. ``action``: "release" (to ``to``), "set-level" (to ``to``) or "exempt".
+
+    A release of a tenant already at or under ``to`` is refused, unless ``held`` (its held
+    messages are released too): then only that is audited.
+    """
     if not tenant:
         raise ReputationError("tenant: expected a tenant name")
     if not why.strip():
@@ -135,9 +140,9 @@ def change(
             assert to is not None
             if not Level.NORMAL <= to <= Level.THROTTLE:
                 raise ReputationError("to: a release goes to level 1, 2 or 3")
-            if st.level <= to:
+            if st.level <= to and not held:
                 raise ReputationError(f"{tenant} is at level {st.level} ({level_name(st.level)}): nothing to release")
-            new = release(st, to, now)
+            new = release(st, to, now) if st.level > to else st
             kind = store.RELEASED
         elif action == "set-level":
             assert to is not None

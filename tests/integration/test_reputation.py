@@ -190,3 +190,31 @@ def test_api_checks_scope_and_body(server):
     assert st == 200 and body["to"] == 1
     st, body = call(server.url, "GET", "/reputation", READ)
     assert any(r["tenant"] == "api-t" and r["exempt"] for r in body["items"])
+
+
+def test_prune_keeps_the_window_and_held_messages(db):
+    path, engine = db
+    now = time.time()
+    old, recent = store.hour_of(now - 8 * 86400), store.hour_of(now)
+    store.save(
+        engine,
+        {("acme", old): (10, 0, 0), ("acme", recent): (20, 0, 0)},
+        [("OLD1", "acme", "n", False, now - 8 * 86400), ("OLDHELD", "acme", "n", True, now - 8 * 86400)],
+    )
+    assert store.prune(engine, now, 7 * 86400) == (1, 1)
+    assert q(path, "SELECT hour, sends FROM reputation_counts") == [(recent, 20)]
+    assert q(path, "SELECT queue_id FROM reputation_messages") == [("OLDHELD",)]
+
+
+def test_release_of_held_mail_alone_is_audited_without_a_level_change(db):
+    path, engine = db
+    now = time.time()
+    change(engine, "acme", "set-level", "ops", "x", now, to=3)
+    with pytest.raises(ReputationError, match="nothing to release"):
+        change(engine, "acme", "release", "ops", "x", now, to=3)
+    c = change(engine, "acme", "release", "ops", "held ones too", now, to=3, held=True)
+    assert (c.before, c.after) == (3, 3)
+    assert q(path, "SELECT action, decision FROM events WHERE kind = 'reputation' ORDER BY id")[-1] == (
+        "released",
+        "level 3 -> 3",
+    )
