@@ -2,9 +2,11 @@
 
 from pathlib import Path
 
+import pytest
 from prometheus_client import REGISTRY
 
 from sidecar.bounce.derive import EventKind, Finding
+from sidecar.config import ConfigError, load_config
 from sidecar.reputation.attribution import kind_of, original_queue_id
 from sidecar.reputation.evaluate import Evaluation
 from sidecar.reputation.levels import Assessment
@@ -56,3 +58,20 @@ def test_metrics_carry_only_tenants_above_normal_and_the_top_n():
     assert gauge("sidecar_reputation_level", tenant="mid") is None
     publish(Evaluation([], {}), 0)
     assert gauge("sidecar_reputation_level", tenant="bad") is None  # left: its series goes
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ('window = "8d"', "reputation.window: expected at most reputation.retention"),
+        ("release_to = 4", "reputation.release_to: expected 1, 2 or 3"),
+        ("warn_bounce = 2", "reputation.warn_bounce"),
+        ('cooldown = "0s"', "reputation.cooldown"),
+        ("nonsense = 1", "reputation.nonsense"),
+    ],
+)
+def test_bad_reputation_settings_name_the_key(tmp_path, text, message):
+    p = tmp_path / "c.toml"
+    p.write_text(f"[reputation]\n{text}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_config(p)
