@@ -57,12 +57,13 @@ def test_hold_then_release_delivers_to_the_mx(make_lab: MakeLab) -> None:
     )
     assert len(held) == 1 and held[0]["sender"] == sender, held
     assert not lab.sink.messages_to(to)
-    wait_until(
-        lambda: sidecar_json("reputation", "show", "held.test", "--db", lab.db_url)[0]["held"] == 1,
+    shown = wait_until(
+        lambda: [s for s in sidecar_json("reputation", "show", "held.test", "--db", lab.db_url) if s["held"] == 1],
         10,
         0.2,
         "the held queue id in the store",
     )
+    assert shown[0]["sends"] == 1  # Postfix's recipient_count at END-OF-MESSAGE
 
     out = reputation(lab, "release", "held.test", "--to", "1", "--release-held", "--reason", "lab: list cleaned")
     assert "level 4 -> 1" in out and "1 held message(s) released" in out, out
