@@ -7,8 +7,6 @@ thread pool, and replaces ``levels`` with what the store holds.
 
 from __future__ import annotations
 
-import math
-
 from sidecar import metrics
 from sidecar.reputation.levels import HOUR
 
@@ -28,9 +26,9 @@ class LiveReputation:
     def sent(self, tenant: str, recipients: int, queue_id: str, held: bool, now: float) -> None:
         """One message accepted at END-OF-MESSAGE with ``recipients`` recipients."""
         if recipients > 0:
-            key = (tenant, math.floor(now / HOUR))
-            self.counts[key] = self.counts.get(key, 0) + recipients
-            self._sends.inc(recipients)
+            key = (tenant, int(now // HOUR))
+            counts = self.counts
+            counts[key] = counts.get(key, 0) + recipients
         if held:
             metrics.REPUTATION_HELD.inc()
         if queue_id:
@@ -40,6 +38,8 @@ class LiveReputation:
         """The pending counts and messages (O(1): swapped for empty ones)."""
         counts, self.counts = self.counts, {}
         messages, self.messages = self.messages, []
+        if counts:  # the metric once per flush, not per message
+            self._sends.inc(sum(counts.values()))
         return {k: (n, 0, 0) for k, n in counts.items()}, messages
 
     def put_back(
