@@ -86,3 +86,38 @@ def test_disabled_reputation_counts_nothing(tmp_path):
     cfg = load_config(p)
     e = PolicyEngine(cfg, SuppressionIndex(False, ()), RateLimiter(()))
     assert e.decide(eom(sasl_username="alice", recipient_count="3", queue_id="Q"), NOW) == "DUNNO"
+
+
+class SharedLimiter:
+    """A shared backend's shape: every check answers later (a Deferred); ``budget`` units in all."""
+
+    def __init__(self, budget):
+        self.budget = budget
+        self.calls = 0
+
+    def __bool__(self):
+        return True
+
+    def check(self, attrs, state, now):
+        from twisted.internet.defer import succeed
+
+        if state != "RCPT":
+            return succeed(None)
+        self.calls += 1
+        self.budget -= 1
+        return succeed(None if self.budget >= 0 else ("shared", "k", "DEFER_IF_PERMIT 4.7.1 over"))
+
+
+def test_throttle_with_a_shared_backend_chains_the_extra_units(tmp_path):
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text("")
+    cfg = load_config(cfg_path)
+    live = LiveReputation("n", 4)
+    live.levels = {"alice": 3}
+    shared = SharedLimiter(6)
+    e = PolicyEngine(cfg, SuppressionIndex(False, ()), shared, reputation=live)  # type: ignore[arg-type]
+    got = []
+    for i in range(2):
+        e.decide(rcpt(sasl_username="alice", recipient=f"r{i}@example.test"), NOW).addCallback(got.append)
+    assert got == ["DUNNO", "DEFER_IF_PERMIT 4.7.1 over"]  # 4 units, then 2 left of the next 4
+    assert shared.calls == 7  # stops at the first refusal
