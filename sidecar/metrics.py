@@ -209,3 +209,23 @@ def _registered() -> set[Any]:
 
 
 _init_known()
+REPUTATION_LEVEL = Gauge(
+    "sidecar_reputation_level",
+    "Reputation level (1-5) per tenant: tenants above normal, and the reputation.metrics_top busiest",
+    ["tenant"],
+)
+REPUTATION_RATE = Gauge(
+    "sidecar_reputation_rate",
+    "Bounce or complaint rate over the window per tenant (the same tenants as sidecar_reputation_level)",
+    ["tenant", "kind"],
+)
+REPUTATION_TRANSITIONS = Counter(
+    "sidecar_reputation_transitions", "Reputation level changes, by level left and level entered", ["from", "to"]
+)
+REPUTATION_COUNTED = Counter(
+    "sidecar_reputation_counted", "What reputation counts: sends, hard_bounces, complaints (all tenants)", ["kind"]
+)
+REPUTATION_HELD = Counter("sidecar_reputation_held", "Messages answered HOLD at level 4")
+REPUTATION_HELD_DONE = Counter(
+    "sidecar_reputation_held_done", "Held messages released or deleted by an operator, by action", ["action"]
+)

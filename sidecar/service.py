@@ -120,8 +120,20 @@ def makeService(cfg: Config, reactor: Any) -> service.MultiService:
 
         shared = RedisRateLimiter(limiter, rl.redis_url, rl.redis_timeout, rl.redis_fallback, reactor)
         reactor.addSystemEventTrigger("before", "shutdown", shared.close)
+    reputation = None
+    if cfg.reputation.enabled:
+        from sidecar.recipients import node_name
+        from sidecar.reputation.live import LiveReputation
+        from sidecar.reputation.service import ReputationSync
+
+        reputation = LiveReputation(node_name(cfg), cfg.reputation.throttle_factor)
+        rsync = ReputationSync(cfg, engine, reactor, lambda f, *a: deferToThreadPool(reactor, pool, f, *a), reputation)
+        rsync.load()
+        rsync.setServiceParent(top)
     decide = GuardedDecider(
-        PolicyEngine(cfg, index, shared, sync.refusals, recorder.add if recorder is not None else None),
+        PolicyEngine(
+            cfg, index, shared, sync.refusals, recorder.add if recorder is not None else None, reputation=reputation
+        ),
         cfg.server.safe_action,
         reactor.seconds,
     )

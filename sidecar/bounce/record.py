@@ -161,7 +161,7 @@ class Recorder:
                     metrics.INGEST_MESSAGES.labels("duplicate").inc()
                     return Outcome(MessageState.DUPLICATE, None)
                 out = Outcome(d.state, mid)
-                self.apply(conn, d, mid, now, out)
+                self.apply(conn, d, mid, now, out, reputation_queue_id=self._queue_id(raw))
         except BaseException:
             metrics.INGEST_MESSAGES.labels("tempfail").inc()
             raise
@@ -169,6 +169,15 @@ class Recorder:
         metrics.INGEST_LATENCY.observe(time.perf_counter() - t0)
         log.info("ingested queue_id=%s %s", env.queue_id or "-", out.summary())
         return out
+
+    def _queue_id(self, raw: bytes) -> str | None:
+        """The original queue id for reputation counting ("" if none); None when reputation is off."""
+        rep = getattr(self.cfg, "reputation", None)
+        if rep is None or not rep.enabled:
+            return None
+        from sidecar.reputation.attribution import original_queue_id
+
+        return original_queue_id(raw)
 
     def gate(self, d: Derived, when: float) -> trust.Gate:
         c = self.icfg
@@ -184,8 +193,12 @@ class Recorder:
         when: float,
         out: Outcome,
         findings: Iterable[Finding] | None = None,
+        reputation_queue_id: str | None = None,
     ) -> None:
         """Insert events for ``findings`` (default: all of ``d``) and act on them.
+
+        With ``reputation_queue_id`` (not None), what was newly suppressed counts for the
+        sending tenant's reputation (:mod:`sidecar.reputation.attribution`).
 
         At most ``ingest.max_suppressions_per_message`` suppressions are made; when that cap or
         ``max_failed_recipients`` was hit, one event of kind ``cap-reached`` says so with the counts.
@@ -193,6 +206,7 @@ class Recorder:
         gate = self.gate(d, when)
         room = self.icfg.max_suppressions_per_message
         capped = 0
+        counted: list[tuple[str, str]] = []
         for f in d.findings if findings is None else findings:
             if f.kind in (EventKind.BOUNCE, EventKind.DELAY):
                 metrics.INGEST_RECIPIENTS.labels(f.category or "unknown", str(f.hard).lower()).inc()
@@ -209,6 +223,7 @@ class Recorder:
             if sup is None:
                 continue
             notes: list[Suppressed] = []
+            added: list[str] = []
             for scope in scopes:
                 if room <= 0:
                     capped += 1
@@ -218,12 +233,22 @@ class Recorder:
                     done = self._suppress(conn, f, eid, when, scope, sup[1], sup[2])
                 if done == Suppressed.ADDED:
                     out.suppressions += 1
+                    added.append(scope)
                 elif done not in notes:
                     notes.append(done)
+            if added and reputation_queue_id is not None:
+                from sidecar.reputation.attribution import for_finding
+
+                since = when - self.cfg.reputation.retention
+                counted.extend(for_finding(conn, f, d.verified, d.standings, added, reputation_queue_id, since))
             if notes:
                 stored = f"{decision} ({', '.join(notes)})"
                 conn.execute(update(Event).where(Event.id == eid).values(decision=stored))
                 out.decisions[-1] = (f.address, stored)
+        if counted:
+            from sidecar.reputation.attribution import count
+
+            count(conn, counted, when)
         dropped = d.dropped if findings is None else 0
         if dropped or capped:
             self._cap_event(conn, message_id, when, out.recipients, dropped, capped)

@@ -14,6 +14,7 @@ from typing import Any
 
 from sidecar.cli import admin, recipients, serve
 from sidecar.cli import domains as dom
+from sidecar.cli import reputation as rep
 from sidecar.cli import suppressions as sup
 from sidecar.cli import webhooks as wh
 from sidecar.config import WEBHOOK_EVENTS, Config
@@ -33,6 +34,7 @@ Typical use:
   sidecar events list / stats / webhooks deliveries          what happened, counts, webhook deliveries
   sidecar recipients check ADDRESS                           did we send to ADDRESS (the record of recipients)
   sidecar check-domain DOMAIN --relay-ip IP                  SPF, DKIM, DMARC, PTR, blocklists: a health report
+  sidecar reputation list|show|release|set-level|exempt      reputation levels per tenant
 
 The configuration file is --config FILE, else $SIDECAR_CONFIG, else
 /etc/postfix-sidecar/sidecar.toml. Without any, a command runs on the built-in defaults only
@@ -279,7 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("events", help="bounces, complaints, auto-replies, delays and rate-limit refusals")
     esub = e.add_subparsers(dest="events_command", metavar="ACTION", required=True)
     p = _add(esub, "list", admin.cmd_events_list, "list events (oldest first)")
-    p.add_argument("--kind", choices=("bounce", "delay", "complaint", "auto-reply", "delivered", "ratelimit", "domain"))
+    p.add_argument(
+        "--kind",
+        choices=("bounce", "delay", "complaint", "auto-reply", "delivered", "ratelimit", "domain", "reputation"),
+    )
     for f in ("address", "tenant", "category", "since", "until"):
         p.add_argument(f"--{f}")
     _page_opts(p, None)
@@ -318,4 +323,5 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(handler=recipients.cmd_check)
 
     dom.add_parser(sub)
+    rep.register(sub, _add)
     return ap

@@ -168,6 +168,8 @@ WEBHOOK_EVENTS = (
     "suppression.removed",
     "ratelimit.exceeded",
     "domain.check_changed",
+    "reputation.level_changed",
+    "reputation.released",
 )
 
 

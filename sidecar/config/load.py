@@ -127,6 +127,11 @@ def _check(cfg: Config) -> None:
         raise ConfigError("recipients.flush_interval: expected a positive duration")
     if cfg.recipients.retention < 86400:
         raise ConfigError('recipients.retention: expected at least "1d"')
+    rep = cfg.reputation
+    if rep.window > rep.retention:
+        raise ConfigError("reputation.window: expected at most reputation.retention")
+    if not 1 <= rep.release_to <= 3:
+        raise ConfigError("reputation.release_to: expected 1, 2 or 3 (4 and 5 are not a release)")
     try:
         cfg.suppression.reply.format(address="a@b", reason="r", date="d", tenant="t")
     except (KeyError, IndexError, ValueError) as e:

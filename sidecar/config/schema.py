@@ -244,6 +244,77 @@ class RecipientsConfig:
 
 
 @dataclass(frozen=True)
+class ReputationConfig:
+    enabled: bool = opt(
+        True, doc="Count sends, bounces and complaints per tenant and apply the five levels (docs/reputation.md)."
+    )
+    window: float = opt(
+        3 * 86400.0,
+        parse=positive_duration,
+        doc="Rates are measured over this much of the past (never before a release).",
+    )
+    retention: float = opt(
+        7 * 86400.0, parse=positive_duration, doc="How long the hourly counts and queue ids are kept."
+    )
+    min_sends_bounces: int = opt(200, parse=positive_int, doc="Sends in the window before the bounce rate acts.")
+    min_sends_complaints: int = opt(1000, parse=positive_int, doc="Sends in the window before the complaint rate acts.")
+    warn_bounce: float = opt(0.02, parse=probability, doc="Bounce rate that enters level 2 (warn).")
+    warn_complaint: float = opt(0.0008, parse=probability, doc="Complaint rate that enters level 2 (warn).")
+    throttle_bounce: float = opt(0.04, parse=probability, doc="Bounce rate (Wilson lower bound) that enters level 3.")
+    throttle_complaint: float = opt(
+        0.001, parse=probability, doc="Complaint rate (Wilson lower bound) that enters level 3."
+    )
+    hold_bounce: float = opt(
+        0.08, parse=probability, doc="Bounce rate (Wilson lower bound) that enters level 4 (hold)."
+    )
+    hold_complaint: float = opt(
+        0.003, parse=probability, doc="Complaint rate (Wilson lower bound) that enters level 4."
+    )
+    pause_bounce: float = opt(
+        0.10, parse=probability, doc="Bounce rate (Wilson lower bound) that enters level 5 (pause)."
+    )
+    pause_complaint: float = opt(
+        0.005, parse=probability, doc="Complaint rate (Wilson lower bound) that enters level 5."
+    )
+    warn_leave_bounce: float = opt(
+        0.015, parse=probability, doc="Level 2 is left after bounces stay under this for cooldown."
+    )
+    warn_leave_complaint: float = opt(0.0005, parse=probability, doc="... and complaints under this.")
+    throttle_leave_bounce: float = opt(
+        0.03, parse=probability, doc="Level 3 steps down after bounces stay under this for cooldown."
+    )
+    throttle_leave_complaint: float = opt(0.0008, parse=probability, doc="... and complaints under this.")
+    cooldown: float = opt(
+        6 * 3600.0,
+        parse=positive_duration,
+        doc="How long rates must stay under the leave thresholds to step down one level.",
+    )
+    bad_list_sends: int = opt(100, parse=positive_int, doc="A bad list: at least this many sends in one hour ...")
+    bad_list_bounce: float = opt(
+        0.15, parse=probability, doc="... with at least this share of hard bounces: level 4 at once."
+    )
+    throttle_factor: int = opt(
+        4, parse=positive_int, doc="At level 3 each recipient uses this many units of the tenant's rate limits."
+    )
+    release_to: int = opt(3, parse=positive_int, doc="Level a release goes to when no --to is given (1-3).")
+    evaluate_interval: float = opt(
+        60.0, parse=positive_duration, doc="How often the levels are re-evaluated from the counts."
+    )
+    sync_interval: float = opt(
+        5.0, parse=positive_duration, doc="How often counts are written and levels re-read from the database."
+    )
+    metrics_top: int = opt(
+        0,
+        parse=non_negative_int,
+        doc="Also export rates for the N busiest tenants at level 1 (0: only tenants above normal).",
+    )
+    postfix_config_dir: str = opt(
+        "", doc="Postfix configuration directory for postsuper/postqueue -c (empty: Postfix's default)."
+    )
+    postfix_bin_dir: str = opt("", doc="Directory of postsuper and postqueue (empty: found on PATH).")
+
+
+@dataclass(frozen=True)
 class PostfixConfig:
     bounce_domain: str = opt("bounce.localhost", doc="Domain whose mail Postfix routes to the ingester.")
     pipe_user: str = opt("sidecar", doc="Unprivileged user pipe(8) runs `sidecar ingest` as.")
@@ -354,6 +425,7 @@ class Config:
     ratelimit: RateLimitConfig = opt(factory=RateLimitConfig)
     ingest: IngestConfig = opt(factory=IngestConfig)
     recipients: RecipientsConfig = opt(factory=RecipientsConfig)
+    reputation: ReputationConfig = opt(factory=ReputationConfig)
     postfix: PostfixConfig = opt(factory=PostfixConfig)
     api: ApiConfig = opt(factory=ApiConfig)
     webhooks: WebhooksConfig = opt(factory=WebhooksConfig)

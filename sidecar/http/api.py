@@ -134,6 +134,7 @@ class Route:
     body: Body | None = None
     responses: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)  # successes: status -> OpenAPI response
     tags: tuple[str, ...] = ()  # default: the first path segment
+    errors: tuple[int, ...] = ()  # error statuses beyond the common ones (openapi.ERRORS)
     description: str = ""
 
     @property

@@ -388,3 +388,7 @@ ROUTES: list[Route] = [
     ),  # fmt: skip
 ]
 ROUTES += domains.ROUTES
+
+from sidecar.http.reputation import ROUTES as _REPUTATION  # noqa: E402
+
+ROUTES += _REPUTATION

@@ -26,6 +26,8 @@ ERRORS = {
     404: "Not found",
     413: "Request body larger than api.max_body",
     415: "Content-Type is not application/json",
+    409: "The change cannot be made in the current state (`field` names what)",
+    502: "Done, but a tool it runs failed (`field` names what was not done)",
     500: "Internal error (logged with its traceback)",
     503: "The database is unavailable",
 }
@@ -44,7 +46,7 @@ def error_codes(route: Any) -> list[int]:
         codes.append(413)
         if "application/json" in route.body.content:
             codes.append(415)
-    return codes + [500, 503]
+    return codes + list(route.errors) + [500, 503]
 
 
 def operation(route: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from sidecar.units import InvalidValue
 
 S = Suppression.__table__.c
 E = Event.__table__.c
-EVENT_KINDS = ("bounce", "delay", "complaint", "auto-reply", "delivered", "ratelimit", "domain")
+EVENT_KINDS = ("bounce", "delay", "complaint", "auto-reply", "delivered", "ratelimit", "domain", "reputation")
 MAX_PAGE = 1000
 _ASCII_INT = re.compile(r"[0-9]{1,19}")
 

@@ -34,7 +34,17 @@ class AccessLogSite(Site):
 
 
 # The management API answers every path not served above (kept for reference; routes live in ROUTES).
-API_ROOTS = (b"openapi.json", b"suppressions", b"events", b"messages", b"limits", b"stats", b"webhooks", b"domains")
+API_ROOTS = (
+    b"openapi.json",
+    b"suppressions",
+    b"events",
+    b"messages",
+    b"limits",
+    b"stats",
+    b"webhooks",
+    b"domains",
+    b"reputation",
+)
 
 
 class GetOnly(Resource):

@@ -12,6 +12,7 @@ from twisted.internet.defer import Deferred
 from sidecar import metrics
 from sidecar.config import Config
 from sidecar.policy.limits import RateLimiter
+from sidecar.reputation.live import HOLD_ACTION, PAUSE_ACTION, LiveReputation
 from sidecar.suppression.index import SuppressionIndex
 
 DUNNO = "DUNNO"
@@ -29,7 +30,9 @@ class PolicyEngine:
         limiter: RateLimiter,
         on_ratelimit: Callable[[str, str, float], None] | None = None,
         record: Callable[[str, str, float], None] | None = None,
+        reputation: LiveReputation | None = None,
     ) -> None:
+        self.reputation = reputation  # levels read at RCPT and END-OF-MESSAGE; sends counted
         self.index = index
         self.record = record  # (tenant, recipient, now) for each recipient let through
         self.on_ratelimit = on_ratelimit
@@ -61,33 +64,81 @@ class PolicyEngine:
 
     def decide_in_state(self, attrs: Mapping[str, str], state: str, now: float) -> str | Deferred[str]:
         """``decide`` for a caller that has already read ``protocol_state``."""
+        rep = self.reputation
         if state == "RCPT":
             recipient = attrs.get("recipient", "")
             sender = attrs.get("sender", "")
             known: str | None = None  # the tenant, when the suppression lookup already worked it out
+            extra = 0  # level 3: more units of the rate limits per recipient
+            if rep is not None and rep.levels:  # one dict read, only while some tenant is above level 1
+                known = self.tenant(attrs, sender)
+                level = rep.levels.get(known, 1)
+                if level >= 5:
+                    return PAUSE_ACTION
+                if level == 3:
+                    extra = rep.throttle_factor - 1
             if recipient and (sender or not self.skip_null_sender):
                 index = self.index
                 if index.tenant_scoped:
-                    tenant = known = self.tenant(attrs, sender)
+                    tenant = known = self.tenant(attrs, sender) if known is None else known
                     entry = index.lookup(recipient, tenant, now)
                 else:  # only global suppressions: the tenant is needed for the reply alone
                     entry = index.lookup(recipient, "", now)
-                    tenant = self.tenant(attrs, sender) if entry is not None else ""
+                    tenant = (self.tenant(attrs, sender) if known is None else known) if entry is not None else ""
                 if entry is not None:
                     self._suppressed.inc()
                     return self.reply.format(address=recipient, reason=entry.reason, date=entry.date, tenant=tenant)
             if recipient and self.record is not None:
-                action: Any = self._limits(attrs, state, now)
+                action: Any = self._limits(attrs, state, now, extra)
                 if isinstance(action, Deferred):
                     return action.addCallback(self._record_through, attrs, recipient, sender, known, now)
                 return self._record_through(action, attrs, recipient, sender, known, now)
+            return self._limits(attrs, state, now, extra)
+        if state == "END-OF-MESSAGE" and rep is not None:
+            return self._end_of_message(rep, attrs, now)
         return self._limits(attrs, state, now)
 
-    def _limits(self, attrs: Mapping[str, str], state: str, now: float) -> Any:
+    def _end_of_message(self, rep: LiveReputation, attrs: Mapping[str, str], now: float) -> Any:
+        """Count the message's recipients and note its queue id; level 4 answers HOLD."""
+        action = self._limits(attrs, "END-OF-MESSAGE", now)
+        tenant = self.tenant(attrs)
+        if not tenant:
+            return action
+        level = rep.levels.get(tenant, 1) if rep.levels else 1
+        held = level == 4
+        if level == 3:  # the message uses throttle_factor units of the message-counted limits
+            instance = attrs.get("instance", "")
+            for i in range(1, rep.throttle_factor):
+                more = self._limits({**attrs, "instance": f"{instance}#{i}"}, "END-OF-MESSAGE", now)
+                if isinstance(more, Deferred):
+                    more.addErrback(lambda f: log.warning("throttle commit failed: %s", f.getErrorMessage()))
+        count = attrs.get("recipient_count", "")
+        rep.sent(tenant, int(count) if count.isdigit() else 0, attrs.get("queue_id", ""), held, now)
+        if not held:
+            return action
+        if isinstance(action, Deferred):
+            return action.addCallback(lambda a: HOLD_ACTION if a == DUNNO else a)
+        return HOLD_ACTION if action == DUNNO else action
+
+    def _again(self, hit: Any, check: Any, attrs: Mapping[str, str], state: str, now: float, extra: int) -> Any:
+        """Level 3: the recipient uses ``extra`` more units of each limit; the first refusal answers."""
+        while hit is None and extra > 0:
+            extra -= 1
+            hit = check(attrs, state, now)
+            if isinstance(hit, Deferred):
+                return hit.addCallback(self._again, check, attrs, state, now, extra)
+        return hit
+
+    def _limits(self, attrs: Mapping[str, str], state: str, now: float, extra: int = 0) -> Any:
         """The rate limits' action: DUNNO, a refusal, or a Deferred of either (a shared backend)."""
         check = self._check_limits
         if check is not None:
             hit = check(attrs, state, now)
+            if extra:
+                if isinstance(hit, Deferred):
+                    hit = hit.addCallback(self._again, check, attrs, state, now, extra)
+                else:
+                    hit = self._again(hit, check, attrs, state, now, extra)
             if hit is not None:
                 if isinstance(hit, Deferred):  # a shared (Redis) backend answers later
                     return hit.addCallback(self._limited, now)

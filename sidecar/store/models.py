@@ -219,3 +219,54 @@ class RecipientTenant(Base):
 
     day: Mapped[int] = mapped_column(Integer, primary_key=True)
     tenant: Mapped[str] = mapped_column(String(255), primary_key=True)
+
+
+# -- Reputation (docs/reputation.md) -----------------------------------------------------------------
+
+
+class ReputationCount(Base):
+    """One tenant's sends, hard bounces and complaints in one UTC hour; every relay adds to it."""
+
+    __tablename__ = "reputation_counts"
+    __table_args__ = (Index("ix_reputation_counts_hour", "hour"),)
+
+    tenant: Mapped[str] = mapped_column(String(255), primary_key=True)
+    hour: Mapped[int] = mapped_column(Integer, primary_key=True)  # hours since the epoch (UTC)
+    sends: Mapped[int] = mapped_column(BigInteger, default=0)
+    hard_bounces: Mapped[int] = mapped_column(BigInteger, default=0)
+    complaints: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ReputationTenant(Base):
+    """A tenant's level (no row: level 1); ``version`` makes every change a compare-and-set."""
+
+    __tablename__ = "reputation_tenants"
+
+    tenant: Mapped[str] = mapped_column(String(255), primary_key=True)
+    level: Mapped[int] = mapped_column(Integer, default=1)
+    since: Mapped[float] = mapped_column(Float)
+    calm_since: Mapped[float | None] = mapped_column(Float, nullable=True)
+    window_start: Mapped[float] = mapped_column(Float, default=0.0)
+    exempt: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class ReputationMessage(Base):
+    """A message's Postfix queue id and its tenant, seen at END-OF-MESSAGE: attributes the DSNs
+    that name the queue id, and lists the messages held at level 4 (``held``) on each relay."""
+
+    __tablename__ = "reputation_messages"
+    __table_args__ = (
+        Index("ix_reputation_messages_queue_id", "queue_id"),
+        Index("ix_reputation_messages_held", "tenant", "held"),
+        Index("ix_reputation_messages_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    queue_id: Mapped[str] = mapped_column(String(32))
+    tenant: Mapped[str] = mapped_column(String(255))
+    node: Mapped[str] = mapped_column(String(255))
+    held: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float)

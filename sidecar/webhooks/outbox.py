@@ -35,6 +35,7 @@ EVENT_KINDS = {
     "complaint": "complaint.recorded",
     "ratelimit": "ratelimit.exceeded",
     "domain": "domain.check_changed",
+    "reputation": "reputation.level_changed",  # or reputation.released (events.action "released")
 }
 
 
@@ -68,6 +69,8 @@ def event_payload(row: Any) -> tuple[str, str, dict[str, Any]] | None:
     etype = EVENT_KINDS.get(row.kind)
     if etype is None:
         return None
+    if row.kind == "reputation":
+        return reputation_payload(row)
     data: dict[str, Any]
     if row.kind == "domain":
         data = domain_event_data(row)
@@ -99,6 +102,15 @@ def event_payload(row: Any) -> tuple[str, str, dict[str, Any]] | None:
         }
         order = row.address or ""
     data["event_id"] = row.id
+    return etype, order, {"id": f"evt_e{row.id}", "type": etype, "created_at": iso(row.created_at), "data": data}
+
+
+def reputation_payload(row: Any) -> tuple[str, str, dict[str, Any]]:
+    """A reputation audit event: tenant, from, to, reason, rates, volume (and who, for an operator's)."""
+    etype = "reputation.released" if row.action == "released" else "reputation.level_changed"
+    data = json.loads(row.diagnostic or "{}")
+    data["event_id"] = row.id
+    order = "reputation:" + row.tenant
     return etype, order, {"id": f"evt_e{row.id}", "type": etype, "created_at": iso(row.created_at), "data": data}
 
 

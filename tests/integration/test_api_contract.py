@@ -141,9 +141,13 @@ def test_every_documented_status_is_reachable(server, spec):
     assert hit("POST", "/suppressions", data=b"address=a", ctype="application/x-www-form-urlencoded") == 415
     assert hit("POST", "/suppressions", body={"address": "c@example.com"}) == 201
     assert hit("GET", "/messages/1") == 404
+    # a tenant at level 1 has nothing to release (409)
+    assert hit("POST", "/reputation/t1/release", body={"reason": "test"}) == 409
     documented = {int(c) for op in spec["paths"].values() for o in op.values() for c in o["responses"]}
     assert hit("GET", "/webhooks") == 200
-    assert documented - set(seen) - {500, 503} == set(), (documented, seen)
+    # 502 (released, but a Postfix tool failed on the held mail) needs held mail in a real Postfix
+    # queue and a failing postsuper: not reachable here
+    assert documented - set(seen) - {500, 502, 503} == set(), (documented, seen)
     for route in ROUTES:
         assert 401 in error_codes(route) and 400 in error_codes(route)
 

@@ -1,0 +1,1 @@
+"""Reputation protection: five levels per tenant from its send, bounce and complaint rates."""
