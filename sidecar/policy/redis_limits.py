@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +21,7 @@ from twisted.internet.defer import Deferred
 
 from sidecar import metrics
 from sidecar.policy.limits import CompiledRule, RateLimiter
+from sidecar.policy.redis_client import RedisConnectionLost, RedisScriptClient
 from sidecar.policy.redis_script import CHECK, CONSUME, FORCE, entry_code, gcra_script, redis_key
 
 log = logging.getLogger("sidecar.ratelimit")
@@ -35,34 +37,31 @@ Pending = tuple[bytes, list[bytes], list[tuple[CompiledRule, str]], Deferred, Ma
 class RedisRateLimiter:
     """Same interface as RateLimiter.check, but answers with a Deferred while Redis is up."""
 
-    def __init__(
-        self, local: RateLimiter, url: str, timeout: float, fallback: str, reactor: Any, pool_size: int = 1
-    ) -> None:
-        import txredisapi
-
+    def __init__(self, local: RateLimiter, url: str, timeout: float, fallback: str, reactor: Any) -> None:
         self.local = local
         self.rules = local.rules
         self.timeout = timeout
         self.fallback = fallback
         self.reactor = reactor
         u = urlsplit(url)
-        dbid = int(u.path.strip("/") or 0)
-        self.redis = txredisapi.lazyConnectionPool(
+        self.redis = RedisScriptClient(
+            reactor,
+            gcra_script(self.rules),
             host=u.hostname or "127.0.0.1",
             port=u.port or 6379,
-            dbid=dbid,
-            poolsize=pool_size,
-            reconnect=True,
+            db=int(u.path.strip("/") or 0),
+            username=u.username or None,
             password=u.password,
-            connectTimeout=CONNECT_TIMEOUT,
+            connect_timeout=CONNECT_TIMEOUT,
         )
         self._was_up: bool | None = None
         self._starting = True
         self._connect_deadline = reactor.seconds() + CONNECT_TIMEOUT
         self._queue: list[Pending] = []
         self._queued_at = 0.0
+        self._held: list[tuple[list[Pending], Any]] = []  # batches waiting for the first connection
+        self.redis.on_connect = self._connected
         self._flush_call: Any = None
-        self.script = gcra_script(self.rules)
         self._codes = [tuple(entry_code(i, mode) for mode in (CHECK, CONSUME, FORCE)) for i in range(len(self.rules))]
         self._windows = [range(len(r.windows)) for r in self.rules]
         self._batch_size = metrics.RATELIMIT_REDIS_BATCH
@@ -73,7 +72,7 @@ class RedisRateLimiter:
 
     @property
     def up(self) -> bool:
-        up = bool(self.redis._factory.size)
+        up = self.redis.connected
         if up:
             self._starting = False
         elif self._starting:
@@ -157,23 +156,38 @@ class RedisRateLimiter:
         for i in range(0, len(queue), MAX_BATCH):
             batch = queue[i : i + MAX_BATCH]
             self._batch_size.observe(len(batch))
-            keys: list[bytes] = []
-            for p in batch:
-                keys += p[1]
             timer = self.reactor.callLater(delay, self._expired, batch, "timeout", None)
-            try:
-                # txredisapi's eval sends EVALSHA once Redis has the script, the script again after NOSCRIPT
-                d = self.redis.eval(self.script, keys, [p[0] for p in batch])
-            except Exception as e:  # e.g. the connection went away since the check
-                timer.cancel()
-                self._expired(batch, "error", e)
+            if not self.redis.connected and self._starting:  # sent once connected, if still in time
+                self._held.append((batch, timer))
                 continue
-            d.addCallbacks(self._answer, self._failed, callbackArgs=(batch, timer), errbackArgs=(batch, timer))
+            self._send(batch, timer)
 
-    @staticmethod
-    def _answer(res: Any, batch: list[Pending], timer: Any) -> None:
+    def _send(self, batch: list[Pending], timer: Any) -> None:
+        keys: list[bytes] = []
+        for p in batch:
+            keys += p[1]
+        try:
+            self.redis.run(keys, [p[0] for p in batch], partial(self._reply, batch, timer))
+        except RedisConnectionLost as e:  # the connection went away since the check
+            timer.cancel()
+            self._expired(batch, "error", e)
+
+    def _connected(self) -> None:
+        held, self._held = self._held, []
+        for batch, timer in held:
+            if timer.active():
+                self._send(batch, timer)
+
+    def _reply(self, batch: list[Pending], timer: Any, res: Any) -> None:
         if timer.active():
             timer.cancel()
+        if isinstance(res, Exception):
+            self._expired(batch, "error", res)
+        else:
+            self._answer(res, batch)
+
+    @staticmethod
+    def _answer(res: Any, batch: list[Pending]) -> None:
         refused = {}
         for j in range(0, len(res), 3):  # only the refusals: (decision, rule within it, window), 1-based
             refused[int(res[j]) - 1] = (int(res[j + 1]) - 1, int(res[j + 2]) - 1)
@@ -186,11 +200,6 @@ class RedisRateLimiter:
             else:
                 rule, key = rules[hit[0]]
                 d.callback((rule.name, key, rule.reply(key, rule.windows[hit[1]])))
-
-    def _failed(self, err: Any, batch: list[Pending], timer: Any) -> None:
-        if timer.active():
-            timer.cancel()
-        self._expired(batch, "error", err.value)
 
     def _expired(self, batch: list[Pending], why: str, err: Any) -> None:
         """The fallback answers every decision of ``batch`` still waiting (Redis too slow, or failed)."""
@@ -207,4 +216,4 @@ class RedisRateLimiter:
     def close(self) -> Deferred:
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
-        return self.redis.disconnect()
+        return self.redis.close()
