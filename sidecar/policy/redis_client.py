@@ -46,8 +46,24 @@ class _Connection(Protocol):
         self.factory.made(self)
 
     def send(self, command: Sequence[Any], on_reply: Callable[[Reply], None]) -> None:
+        """Send now when nothing is queued before it (as the policy protocol's replies are).
+
+        Twisted's write only queues until the reactor's next poll, after every request that
+        poll reads: the script call would leave after them, and its answers come later.
+        """
         self.waiting.append(on_reply)
-        self.transport.write(hiredis.pack_command(tuple(command)))
+        data = hiredis.pack_command(tuple(command))
+        t = self.transport
+        sock = getattr(t, "socket", None)
+        if sock is not None and not t.dataBuffer and not t._tempDataBuffer and t.connected and not t.disconnecting:
+            try:
+                n = sock.send(data)
+            except OSError:  # would block, interrupted, or broken: Twisted sees to it
+                n = 0
+            if n == len(data):
+                return
+            data = data[n:]
+        t.write(data)
 
     def dataReceived(self, data: bytes) -> None:
         reader = self.reader
