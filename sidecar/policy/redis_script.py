@@ -5,9 +5,11 @@ written into the script as a Lua table instead of being sent with every decision
 travels as one argument, two bytes per rule it touches (``3 * rule index + mode``), and the
 keys of its windows. Relays with the same rules load the same script (the same SHA).
 
-The stored state is unchanged: one string per key and window, its theoretical arrival time in
-Redis's clock, expiring when it has passed (so ``sidecar limits`` and relays of an earlier
-version read and write the same keys).
+The stored state is one string per key and window, its theoretical arrival time in Redis's
+clock, expiring when it has passed (``sidecar limits`` reads it). It is written with 17
+significant digits, so that it reads back as the same number: Lua's ``tostring`` keeps 14,
+which rounded a time up by as much as 50 us and made a decision exactly at the limit refuse
+when the in-memory limiter admits it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ BODY = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local out, k = {}, 0
-local get, set, byte = 'GET', 'SET', string.byte
+local get, set, byte, fmt = 'GET', 'SET', string.byte, string.format
 for d = 1, #ARGV do
   local plan = ARGV[d]
   local refused = false
@@ -59,7 +61,7 @@ for d = 1, #ARGV do
         for w = 1, nw do
           local new = first
           if w > 1 then new = more[w] end
-          redis.call(set, KEYS[k + w], tostring(new), 'PX', math.ceil((new - now) * 1000) + 1000)
+          redis.call(set, KEYS[k + w], fmt('%.17g', new), 'PX', math.ceil((new - now) * 1000) + 1000)
         end
       end
     end
