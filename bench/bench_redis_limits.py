@@ -40,6 +40,7 @@ from tests.harness.system import free_port  # noqa: E402
 VENV_BIN = ROOT / ".venv" / "bin"
 SIDECAR = str(VENV_BIN / "sidecar")
 HZ = os.sysconf("SC_CLK_TCK")
+BATCH = ("sidecar_ratelimit_redis_batch_sum", "sidecar_ratelimit_redis_batch_count")
 
 
 def redis_stats(port: int) -> dict[str, float]:
@@ -121,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         redis = RedisServer().start()
         assert redis.pid is not None
+        subprocess.run(["redis-cli", "-p", str(redis.port), "CONFIG", "SET", "slowlog-log-slower-than", "1000"],
+                       check=True, capture_output=True)  # fmt: skip
         db, _ = seeded_db(args, cache, workdir, args.suppressions)
         plan = [("memory", "memory", None), ("redis", "redis", None)]
         if args.before:
@@ -141,12 +144,23 @@ def main(argv: list[str] | None = None) -> int:
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
         for i in range(args.rounds):
-            for name, (srv, _port, _m, rounds) in started.items():
+            for name, (srv, port, _m, rounds) in started.items():
                 assert srv.proc is not None
                 wait_quiet(0.1, args.quiet_wait)
                 rs0, t_redis0 = redis_stats(redis.port), proc_ticks(redis.pid)
+                b0 = metrics(port, BATCH)
+                latency = subprocess.Popen(  # Redis's own answer time to a PING while the round runs
+                    ["redis-cli", "-p", str(redis.port), "--latency", "--raw", "-i", str(max(1, int(args.duration) - 1))],  # noqa: E501
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                )  # fmt: skip
                 r = load(args, srv.port, [srv.proc.pid, redis.pid], None)  # type: ignore[arg-type]
+                r["redis_ping_ms"] = (latency.communicate(timeout=args.duration + 30)[0].strip().splitlines() or [""])[
+                    -1
+                ]
                 rs1, t_redis1 = redis_stats(redis.port), proc_ticks(redis.pid)
+                b1 = metrics(port, BATCH)
+                nb = b1.get(BATCH[1], 0) - b0.get(BATCH[1], 0)
+                r["batch_mean"] = round((b1.get(BATCH[0], 0) - b0.get(BATCH[0], 0)) / nb, 1) if nb else None
                 n = r["rps"] * r["wall_s"]
                 calls = rs1["calls"] - rs0["calls"]
                 r.update(
@@ -163,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                     f" {r['mismatches']} mismatches; CPU server {r['server_cpu']:.0%}"
                     f" ({r['server_us_per_req']} us/req),"
                     f" Redis {r['redis_cpu']:.0%} ({r['redis_us_per_req']} us/req, {calls:,.0f} script calls,"
-                    f" {r['script_usec_per_call']} us each), generator {r['generator_cpu']:.0%},"
+                    f" {r['script_usec_per_call']} us each, {r['batch_mean']} decisions per call; PING min/max/avg ms"
+                    f" {r['redis_ping_ms']}), generator {r['generator_cpu']:.0%},"
                     f" other {r['other_cpu']:.0%}; load avg {r['loadavg']:.2f}",
                     flush=True,
                 )
@@ -180,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                 "fallbacks": end.get(fb, 0) - m0.get(fb, 0),
                 "rounds": rounds,
             }
+        slow = subprocess.run(["redis-cli", "-p", str(redis.port), "SLOWLOG", "LEN"], capture_output=True, text=True)
+        results["slowlog_over_1ms"] = slow.stdout.strip()
     finally:
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
@@ -213,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{name} / memory: {t['rps'] / m['rps']:.2f}x (medians {t['rps_median'] / m['rps_median']:.2f}x),"
                 f" p99 {t['p99_ms']:.2f} vs {m['p99_ms']:.2f} ms"
             )
+    print(f"script calls over 1 ms (SLOWLOG LEN): {results.get('slowlog_over_1ms')}")
     if "redis-before" in results:
         print(f"redis / redis-before: {results['redis']['rps'] / results['redis-before']['rps']:.2f}x")
     if profiler is not None and os.path.exists(args.py_spy_out):
