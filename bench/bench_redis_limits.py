@@ -149,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
                 wait_quiet(0.1, args.quiet_wait)
                 rs0, t_redis0 = redis_stats(redis.port), proc_ticks(redis.pid)
                 b0 = metrics(port, BATCH)
-                latency = subprocess.Popen(  # Redis's own answer time to a PING while the round runs
-                    ["redis-cli", "-p", str(redis.port), "--latency", "--raw", "-i", str(max(1, int(args.duration) - 1))],  # noqa: E501
+                ping_s = str(max(1, int(args.duration) - 1))  # Redis's own answer time to a PING meanwhile
+                latency = subprocess.Popen(
+                    ["redis-cli", "-p", str(redis.port), "--latency", "--raw", "-i", ping_s],
                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                 )  # fmt: skip
                 r = load(args, srv.port, [srv.proc.pid, redis.pid], None)  # type: ignore[arg-type]
