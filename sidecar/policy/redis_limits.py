@@ -62,8 +62,19 @@ class RedisRateLimiter:
         self._held: list[tuple[list[Pending], Any]] = []  # batches waiting for the first connection
         self.redis.on_connect = self._connected
         self._flush_call: Any = None
-        self._codes = [tuple(entry_code(i, mode) for mode in (CHECK, CONSUME, FORCE)) for i in range(len(self.rules))]
-        self._windows = [range(len(r.windows)) for r in self.rules]
+        # per protocol state, the rules that apply, in order: (rule, its code with the mode, its windows)
+        # RCPT consumes per-recipient rules and checks per-message ones, DATA only checks per-message
+        # rules, END-OF-MESSAGE counts the message (once per instance)
+        plans: dict[str, list[tuple[CompiledRule, bytes, range]]] = {"RCPT": [], "DATA": [], "END-OF-MESSAGE": []}
+        for i, r in enumerate(self.rules):
+            windows = range(len(r.windows))
+            if r.messages:
+                plans["RCPT"].append((r, entry_code(i, CHECK), windows))
+                plans["DATA"].append((r, entry_code(i, CHECK), windows))
+                plans["END-OF-MESSAGE"].append((r, entry_code(i, FORCE), windows))
+            else:
+                plans["RCPT"].append((r, entry_code(i, CONSUME), windows))
+        self._plans = {state: plan for state, plan in plans.items() if plan or state == "END-OF-MESSAGE"}
         self._batch_size = metrics.RATELIMIT_REDIS_BATCH
         self._fallbacks = {r: metrics.RATELIMIT_FALLBACK.labels(r) for r in ("down", "timeout", "error")}
 
@@ -98,7 +109,7 @@ class RedisRateLimiter:
         return None
 
     def check(self, attrs: Mapping[str, str], state: str, now: float) -> Any:
-        if not self.up:
+        if self.redis.conn is None and not self.up:  # connected: no need to ask (up also keeps the gauge)
             return self._fallback(attrs, state, now, "down")
         plan = self._plan(attrs, state)
         if plan is None:
@@ -114,38 +125,32 @@ class RedisRateLimiter:
         self, attrs: Mapping[str, str], state: str
     ) -> tuple[bytes, list[bytes], list[tuple[CompiledRule, str]]] | None:
         """The script's view of one decision: codes, window keys, and (rule, key) per rule; None: nothing to ask."""
-        if state == "END-OF-MESSAGE":
-            if not self.local.first_commit(attrs):
-                return None
-            todo = [
-                (i, r, k, FORCE)
-                for i, r in enumerate(self.rules)
-                if r.messages and (k := r.key_value(attrs)) is not None
-            ]
-        else:
-            todo = []
-            for i, rule in enumerate(self.rules):
-                if rule.messages:
-                    if state not in ("RCPT", "DATA"):
-                        continue
-                    mode = CHECK
-                elif state != "RCPT":
+        plan = self._plans.get(state)
+        if plan is None or (state == "END-OF-MESSAGE" and not self.local.first_commit(attrs)):
+            return None
+        todo = []
+        for rule, code, windows in plan:
+            plain = rule.plain
+            if plain is not None:  # key_value's one-attribute case, inlined (as in RateLimiter.check)
+                v = attrs.get(plain, "").lower()
+                if not v or v in rule.exempt_values:
                     continue
-                else:
-                    mode = CONSUME
-                key = rule.key_value(attrs)
-                if key is not None:
-                    todo.append((i, rule, key, mode))
+                key = rule.prefix + v
+            else:
+                maybe = rule.key_value(attrs)
+                if maybe is None:
+                    continue
+                key = maybe
+            todo.append((rule, key, code, windows))
         if not todo:
             return None
-        codes, windows = self._codes, self._windows
         if len(todo) == 1:  # the usual case: one rule
-            i, rule, key, mode = todo[0]
-            return codes[i][mode], [redis_key(key, n).encode() for n in windows[i]], [(rule, key)]
+            rule, key, code, windows = todo[0]
+            return code, [redis_key(key, n).encode() for n in windows], [(rule, key)]
         return (
-            b"".join(codes[i][mode] for i, _r, _k, mode in todo),
-            [redis_key(key, n).encode() for i, _r, key, _m in todo for n in windows[i]],
-            [(rule, key) for _i, rule, key, _m in todo],
+            b"".join(code for _r, _k, code, _w in todo),
+            [redis_key(key, n).encode() for _r, key, _c, windows in todo for n in windows],
+            [(rule, key) for rule, key, _c, _w in todo],
         )
 
     def _flush(self) -> None:
@@ -173,6 +178,7 @@ class RedisRateLimiter:
             self._expired(batch, "error", e)
 
     def _connected(self) -> None:
+        self.up  # noqa: B018 - no longer starting; the gauge and the log say connected
         held, self._held = self._held, []
         for batch, timer in held:
             if timer.active():
