@@ -61,7 +61,8 @@ def test_batches_of_mixed_decisions_match_the_in_memory_limiter(redis_server):
     local, planner = RateLimiter(RULES), RateLimiter(RULES)
     script = gcra_script(local.rules)
     rng = random.Random(17)
-    now = float(r.time()[0])  # the windows are hours and days long: the few ms between clocks do not matter
+    secs, micros = r.time()
+    now = secs + micros / 1e6  # the windows are hours and days long: the ms the batches take do not matter
     senders = [f"u{i}@{d}" for i in range(3) for d in ("a.test", "b.test")]
     for batch_no in range(12):
         decisions = []
