@@ -67,6 +67,14 @@ def connected(lim, redis):
     return cmds[2:]
 
 
+def ask(lim, reactor, sender="a@x.test"):
+    """One RCPT decision, sent at the end of the reactor turn; the list its answer goes into."""
+    results = []
+    lim.check(rcpt(sender=sender), "RCPT", NOW).addCallback(results.append)
+    reactor.advance(0)
+    return results
+
+
 def test_one_turn_one_script_call_and_only_refusals_come_back(setup):
     lim, redis, reactor = setup
     connected(lim, redis)
@@ -90,9 +98,7 @@ def test_no_answer_within_redis_timeout_the_fallback_decides_and_the_late_answer
     lim, redis, reactor = setup
     connected(lim, redis)
     before = fallbacks("timeout")
-    results = []
-    lim.check(rcpt(sender="a@x.test"), "RCPT", NOW).addCallback(results.append)
-    reactor.advance(0)
+    results = ask(lim, reactor)
     assert len(redis.commands()) == 1
     reactor.advance(0.049)
     assert results == []
@@ -108,9 +114,7 @@ def test_connection_lost_with_decisions_in_flight_the_fallback_decides_at_once(s
     lim, redis, reactor = setup
     connected(lim, redis)
     before = fallbacks("error")
-    results = []
-    lim.check(rcpt(sender="a@x.test"), "RCPT", NOW).addCallback(results.append)
-    reactor.advance(0)
+    results = ask(lim, reactor)
     redis.proto.connectionLost(None)
     assert results == [None]
     assert fallbacks("error") == before + 1
@@ -134,9 +138,7 @@ def test_decisions_before_the_first_connection_wait_for_it_within_redis_timeout(
 
 def test_a_decision_that_waited_too_long_for_the_first_connection_is_never_sent(setup):
     lim, redis, reactor = setup
-    results = []
-    lim.check(rcpt(sender="a@x.test"), "RCPT", NOW).addCallback(results.append)
-    reactor.advance(0)
+    results = ask(lim, reactor)
     reactor.advance(0.06)
     assert results == [None]  # the fallback decided at the deadline
     assert connected(lim, redis) == []  # so Redis does not count it a second time
@@ -145,9 +147,7 @@ def test_a_decision_that_waited_too_long_for_the_first_connection_is_never_sent(
 def test_noscript_sends_the_script_itself_and_answers(setup):
     lim, redis, reactor = setup
     connected(lim, redis)
-    results = []
-    lim.check(rcpt(sender="a@x.test"), "RCPT", NOW).addCallback(results.append)
-    reactor.advance(0)
+    results = ask(lim, reactor)
     redis.commands()
     redis.reply(b"-NOSCRIPT No matching script. Please use EVAL.\r\n")  # e.g. SCRIPT FLUSH meanwhile
     (cmd,) = redis.commands()
@@ -159,9 +159,7 @@ def test_noscript_sends_the_script_itself_and_answers(setup):
 def test_an_error_reply_lets_the_fallback_decide(setup):
     lim, redis, reactor = setup
     connected(lim, redis)
-    results = []
-    lim.check(rcpt(sender="a@x.test"), "RCPT", NOW).addCallback(results.append)
-    reactor.advance(0)
+    results = ask(lim, reactor)
     redis.reply(b"-ERR something went wrong\r\n")
     assert results == [None]
     assert "r:a@x.test" in lim.local.state
