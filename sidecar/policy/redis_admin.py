@@ -12,7 +12,7 @@ def redis_tats(cfg: Config, key: str, n: int) -> tuple[dict[str, float], float]:
     """The stored theoretical arrival times of ``key``'s ``n`` windows, and Redis's clock."""
     import redis
 
-    from sidecar.policy.redis_limits import redis_key
+    from sidecar.policy.redis_script import redis_key
 
     r = redis.Redis.from_url(cfg.ratelimit.redis_url, socket_timeout=5)
     secs, micros = r.time()
@@ -24,7 +24,7 @@ def redis_reset(cfg: Config, key: str, n: int) -> int:
     """Clear ``key``'s ``n`` windows; returns the number of Redis keys deleted."""
     import redis
 
-    from sidecar.policy.redis_limits import redis_key
+    from sidecar.policy.redis_script import redis_key
 
     r = redis.Redis.from_url(cfg.ratelimit.redis_url, socket_timeout=5)
     return int(r.delete(*[redis_key(key, i) for i in range(n)]))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,94 +21,61 @@ from twisted.internet.defer import Deferred
 
 from sidecar import metrics
 from sidecar.policy.limits import CompiledRule, RateLimiter
+from sidecar.policy.redis_client import RedisConnectionLost, RedisScriptClient
+from sidecar.policy.redis_script import CHECK, CONSUME, FORCE, entry_code, gcra_script, redis_key
 
 log = logging.getLogger("sidecar.ratelimit")
 
-CHECK, CONSUME, FORCE = 0, 1, 2
-
-# One call decides a batch: every decision the policy server read in one reactor turn, in
-# order, atomically (a later decision on the same key sees what an earlier one counted).
-# ARGV: number of decisions; per decision: number of rules; per rule: mode, cost, number of
-# windows, then (interval, limit) per window. KEYS: one per window, in the same order.
-# Returns, per decision, {index of the rule that refused (0: none), index of its window}.
-# Rules are checked in order; the first refusal ends its decision (earlier rules keep their count).
-GCRA_SCRIPT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local out = {}
-local a, k = 2, 0
-for d = 1, tonumber(ARGV[1]) do
-  local nrules = tonumber(ARGV[a])
-  a = a + 1
-  local refused_rule, refused_win = 0, 0
-  for r = 1, nrules do
-    local mode, cost, nw = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-    a = a + 3
-    if refused_rule == 0 then
-      local tats = {}
-      for w = 1, nw do
-        local interval, limit = tonumber(ARGV[a + 2 * w - 2]), tonumber(ARGV[a + 2 * w - 1])
-        local tat = tonumber(redis.call('GET', KEYS[k + w]) or now)
-        if tat < now then tat = now end
-        local new = tat + cost * interval
-        if mode ~= 2 and new - now > limit + 1e-9 then
-          refused_rule, refused_win = r, w
-          break
-        end
-        tats[w] = new
-      end
-      if refused_rule == 0 and mode ~= 0 then
-        for w = 1, nw do
-          redis.call('SET', KEYS[k + w], tostring(tats[w]), 'PX', math.ceil((tats[w] - now) * 1000) + 1000)
-        end
-      end
-    end
-    a = a + 2 * nw
-    k = k + nw
-  end
-  out[#out + 1] = refused_rule
-  out[#out + 1] = refused_win
-end
-return out
-"""
 CONNECT_TIMEOUT = 2.0
 MAX_BATCH = 100  # decisions per script call: keeps each call short for the other relays
 
-
-def redis_key(key: str, window: int) -> str:
-    """Windows of one key share a hash tag (``{key}``)."""
-    return f"sidecar:rl:{{{key}}}#{window}"
+# One queued decision: its rules' codes, the keys of their windows, (rule, key) of each rule
+# (to word a refusal), the Deferred the policy engine waits on, and what the fallback needs.
+Pending = tuple[bytes, list[bytes], list[tuple[CompiledRule, str]], Deferred, Mapping[str, str], str, float]
 
 
 class RedisRateLimiter:
     """Same interface as RateLimiter.check, but answers with a Deferred while Redis is up."""
 
-    def __init__(
-        self, local: RateLimiter, url: str, timeout: float, fallback: str, reactor: Any, pool_size: int = 1
-    ) -> None:
-        import txredisapi
-
+    def __init__(self, local: RateLimiter, url: str, timeout: float, fallback: str, reactor: Any) -> None:
         self.local = local
         self.rules = local.rules
         self.timeout = timeout
         self.fallback = fallback
         self.reactor = reactor
         u = urlsplit(url)
-        dbid = int(u.path.strip("/") or 0)
-        self.redis = txredisapi.lazyConnectionPool(
+        self.redis = RedisScriptClient(
+            reactor,
+            gcra_script(self.rules),
             host=u.hostname or "127.0.0.1",
             port=u.port or 6379,
-            dbid=dbid,
-            poolsize=pool_size,
-            reconnect=True,
+            db=int(u.path.strip("/") or 0),
+            username=u.username or None,
             password=u.password,
-            connectTimeout=CONNECT_TIMEOUT,
+            connect_timeout=CONNECT_TIMEOUT,
         )
         self._was_up: bool | None = None
         self._starting = True
         self._connect_deadline = reactor.seconds() + CONNECT_TIMEOUT
-        self._queue: list[tuple[list[tuple[CompiledRule, str, int]], Deferred]] = []
+        self._queue: list[Pending] = []
+        self._queued_at = 0.0
+        self._held: list[tuple[list[Pending], Any]] = []  # batches waiting for the first connection
+        self.redis.on_connect = self._connected
         self._flush_call: Any = None
+        # per protocol state, the rules that apply, in order: (rule, its code with the mode, its windows)
+        # RCPT consumes per-recipient rules and checks per-message ones, DATA only checks per-message
+        # rules, END-OF-MESSAGE counts the message (once per instance)
+        plans: dict[str, list[tuple[CompiledRule, bytes, range]]] = {"RCPT": [], "DATA": [], "END-OF-MESSAGE": []}
+        for i, r in enumerate(self.rules):
+            windows = range(len(r.windows))
+            if r.messages:
+                plans["RCPT"].append((r, entry_code(i, CHECK), windows))
+                plans["DATA"].append((r, entry_code(i, CHECK), windows))
+                plans["END-OF-MESSAGE"].append((r, entry_code(i, FORCE), windows))
+            else:
+                plans["RCPT"].append((r, entry_code(i, CONSUME), windows))
+        self._plans = {state: plan for state, plan in plans.items() if plan or state == "END-OF-MESSAGE"}
+        self._batch_size = metrics.RATELIMIT_REDIS_BATCH
         self._fallbacks = {r: metrics.RATELIMIT_FALLBACK.labels(r) for r in ("down", "timeout", "error")}
 
     def __bool__(self) -> bool:
@@ -115,7 +83,7 @@ class RedisRateLimiter:
 
     @property
     def up(self) -> bool:
-        up = bool(self.redis._factory.size)
+        up = self.redis.connected
         if up:
             self._starting = False
         elif self._starting:
@@ -141,86 +109,117 @@ class RedisRateLimiter:
         return None
 
     def check(self, attrs: Mapping[str, str], state: str, now: float) -> Any:
-        if not self.up:
+        if self.redis.conn is None and not self.up:  # connected: no need to ask (up also keeps the gauge)
             return self._fallback(attrs, state, now, "down")
-        todo = self._plan(attrs, state)
-        if not todo:
+        plan = self._plan(attrs, state)
+        if plan is None:
             return None
         d: Deferred = Deferred()
-        self._queue.append((todo, d))
-        if self._flush_call is None:  # once per reactor turn: everything read in this turn goes in one call
+        if not self._queue:  # once per reactor turn: everything read in this turn goes in one call
+            self._queued_at = self.reactor.seconds()
             self._flush_call = self.reactor.callLater(0, self._flush)
-        d.addTimeout(self.timeout, self.reactor)
+        self._queue.append((*plan, d, attrs, state, now))
+        return d
 
-        def failed(err: Any) -> Any:
-            from twisted.internet.defer import TimeoutError as DeferTimeout
-
-            why = "timeout" if err.check(DeferTimeout) else "error"
-            log.warning("Redis rate-limit check failed (%s): %s", why, err.getErrorMessage())
-            return self._fallback(attrs, state, now, why)
-
-        return d.addErrback(failed)
-
-    def _plan(self, attrs: Mapping[str, str], state: str) -> list[tuple[CompiledRule, str, int]]:
+    def _plan(
+        self, attrs: Mapping[str, str], state: str
+    ) -> tuple[bytes, list[bytes], list[tuple[CompiledRule, str]]] | None:
+        """The script's view of one decision: codes, window keys, and (rule, key) per rule; None: nothing to ask."""
+        plan = self._plans.get(state)
+        if plan is None or (state == "END-OF-MESSAGE" and not self.local.first_commit(attrs)):
+            return None
         todo = []
-        if state == "END-OF-MESSAGE":
-            if not self.local.first_commit(attrs):
-                return []
-            return [(r, k, FORCE) for r in self.rules if r.messages and (k := r.key_value(attrs)) is not None]
-        for rule in self.rules:
-            if rule.messages:
-                if state not in ("RCPT", "DATA"):
+        for rule, code, windows in plan:
+            plain = rule.plain
+            if plain is not None:  # key_value's one-attribute case, inlined (as in RateLimiter.check)
+                v = attrs.get(plain, "").lower()
+                if not v or v in rule.exempt_values:
                     continue
-                mode = CHECK
+                key = rule.prefix + v
             else:
-                if state != "RCPT":
+                maybe = rule.key_value(attrs)
+                if maybe is None:
                     continue
-                mode = CONSUME
-            key = rule.key_value(attrs)
-            if key is not None:
-                todo.append((rule, key, mode))
-        return todo
+                key = maybe
+            todo.append((rule, key, code, windows))
+        if not todo:
+            return None
+        if len(todo) == 1:  # the usual case: one rule
+            rule, key, code, windows = todo[0]
+            return code, [redis_key(key, n).encode() for n in windows], [(rule, key)]
+        return (
+            b"".join(code for _r, _k, code, _w in todo),
+            [redis_key(key, n).encode() for _r, key, _c, windows in todo for n in windows],
+            [(rule, key) for rule, key, _c, _w in todo],
+        )
 
     def _flush(self) -> None:
         self._flush_call = None
         queue, self._queue = self._queue, []
-        pending = [(todo, d) for todo, d in queue if not d.called]  # not timed out meanwhile
-        for i in range(0, len(pending), MAX_BATCH):
-            batch = pending[i : i + MAX_BATCH]
-            metrics.RATELIMIT_REDIS_BATCH.observe(len(batch))
-            keys: list[str] = []
-            args: list[Any] = [len(batch)]
-            for todo, _d in batch:
-                args.append(len(todo))
-                for rule, key, mode in todo:
-                    args += [mode, 1, len(rule.windows)]
-                    for n, w in enumerate(rule.windows):
-                        args += [repr(w.interval), repr(w.capacity * w.interval)]
-                        keys.append(redis_key(key, n))
-            # txredisapi's eval sends EVALSHA once Redis has the script, the script again after NOSCRIPT
-            self.redis.eval(GCRA_SCRIPT, keys, args).addCallbacks(
-                self._answer, self._failed, callbackArgs=(batch,), errbackArgs=(batch,)
-            )
+        # one timer for the turn's decisions: each still gets its answer within redis_timeout
+        delay = max(0.0, self._queued_at + self.timeout - self.reactor.seconds())
+        for i in range(0, len(queue), MAX_BATCH):
+            batch = queue[i : i + MAX_BATCH]
+            self._batch_size.observe(len(batch))
+            timer = self.reactor.callLater(delay, self._expired, batch, "timeout", None)
+            if not self.redis.connected and self._starting:  # sent once connected, if still in time
+                self._held.append((batch, timer))
+                continue
+            self._send(batch, timer)
+
+    def _send(self, batch: list[Pending], timer: Any) -> None:
+        keys: list[bytes] = []
+        for p in batch:
+            keys += p[1]
+        try:
+            self.redis.run(keys, [p[0] for p in batch], partial(self._reply, batch, timer))
+        except RedisConnectionLost as e:  # the connection went away since the check
+            timer.cancel()
+            self._expired(batch, "error", e)
+
+    def _connected(self) -> None:
+        self.up  # noqa: B018 - no longer starting; the gauge and the log say connected
+        held, self._held = self._held, []
+        for batch, timer in held:
+            if timer.active():
+                self._send(batch, timer)
+
+    def _reply(self, batch: list[Pending], timer: Any, res: Any) -> None:
+        if timer.active():
+            timer.cancel()
+        if isinstance(res, Exception):
+            self._expired(batch, "error", res)
+        else:
+            self._answer(res, batch)
 
     @staticmethod
-    def _answer(res: Any, batch: list[tuple[list[tuple[CompiledRule, str, int]], Deferred]]) -> None:
-        for i, (todo, d) in enumerate(batch):
+    def _answer(res: Any, batch: list[Pending]) -> None:
+        refused = {}
+        for j in range(0, len(res), 3):  # only the refusals: (decision, rule within it, window), 1-based
+            refused[int(res[j]) - 1] = (int(res[j + 1]) - 1, int(res[j + 2]) - 1)
+        for n, (_codes, _keys, rules, d, _a, _s, _t) in enumerate(batch):
             if d.called:  # timed out: the fallback has answered it
                 continue
-            refused = int(res[2 * i])
-            if refused == 0:
+            hit = refused.get(n)
+            if hit is None:
                 d.callback(None)
             else:
-                rule, key, _mode = todo[refused - 1]
-                d.callback((rule.name, key, rule.reply(key, rule.windows[int(res[2 * i + 1]) - 1])))
+                rule, key = rules[hit[0]]
+                d.callback((rule.name, key, rule.reply(key, rule.windows[hit[1]])))
 
-    @staticmethod
-    def _failed(err: Any, batch: list[tuple[list[tuple[CompiledRule, str, int]], Deferred]]) -> None:
-        for _todo, d in batch:
-            if not d.called:
-                d.errback(err)
+    def _expired(self, batch: list[Pending], why: str, err: Any) -> None:
+        """The fallback answers every decision of ``batch`` still waiting (Redis too slow, or failed)."""
+        waiting = [p for p in batch if not p[3].called]
+        if not waiting:
+            return
+        if why == "timeout":
+            log.warning("Redis rate-limit check: no answer within %gs for %d decisions", self.timeout, len(waiting))
+        else:
+            log.warning("Redis rate-limit check failed for %d decisions: %s", len(waiting), err)
+        for _codes, _keys, _rules, d, attrs, state, now in waiting:
+            d.callback(self._fallback(attrs, state, now, why))
 
     def close(self) -> Deferred:
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
-        return self.redis.disconnect()
+        return self.redis.close()

@@ -273,3 +273,23 @@ def test_limits_show_and_reset_on_redis(nodes):
     run_cli("limits", "reset", "per-app:shown", db=a.db, config=a.config)
     out = run_cli("limits", "show", "per-app:shown", db=a.db, config=a.config).stdout
     assert "used 0, remaining 60" in out
+
+
+@pytest.mark.parametrize("nodes", [("2s", "")], indirect=True)
+def test_after_a_redis_restart_the_nodes_reconnect_and_count_in_redis_again(nodes, redis_server):
+    a, b = nodes
+    ca = a.connect()
+    assert ca.ask(rcpt(sasl_username="restart")) == "DUNNO"
+    redis_server.stop()
+    try:
+        assert ca.ask(rcpt(sasl_username="restart")) == "DUNNO"  # the local fallback, at once
+    finally:
+        redis_server.start()  # same port, empty
+    t0 = time.monotonic()
+    while "sidecar_ratelimit_redis_up 1.0" not in a.metrics():
+        assert time.monotonic() - t0 < 15, "no reconnection within 15 s"
+        time.sleep(0.2)
+    for i in range(3):  # counted in the new Redis (its script loaded again), so node b sees them
+        assert ca.ask(rcpt(sasl_username="resumed", recipient=f"r{i}@example.test")) == "DUNNO"
+    out = run_cli("limits", "show", "per-app:resumed", db=b.db, config=b.config).stdout
+    assert "used 3, remaining 57" in out
