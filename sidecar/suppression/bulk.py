@@ -131,16 +131,21 @@ def _write_chunk_pg(conn: Connection, rows: list[ImportRow], now: float) -> None
 
 @contextmanager
 def _writer(engine: Engine, pg: bool) -> Iterator[Callable[[], Any]]:
-    """``begin()`` for each chunk's transaction. SQLite: one connection for the whole import, its page
-    cache raised to SQLITE_IMPORT_CACHE_KIB meanwhile (and restored: the pool keeps the connection)."""
+    """``begin()`` for each chunk's transaction. SQLite: one connection for the whole import, with
+    its page cache raised to SQLITE_IMPORT_CACHE_KIB and its automatic WAL checkpoints off
+    meanwhile, then one checkpoint at the end (which also makes every chunk durable: with
+    ``synchronous=NORMAL`` the WAL is synced at checkpoints). A checkpoint after every chunk
+    re-wrote the index pages each chunk had touched: 11.2 -> 6.4 s of wall for 500,000 rows.
+    Both settings are restored (the pool keeps the connection)."""
     if pg:
         yield engine.begin
         return
     with engine.connect() as conn:
         dbapi: Any = conn.connection.driver_connection
-        (old,) = dbapi.execute("PRAGMA cache_size").fetchone()
+        (cache,) = dbapi.execute("PRAGMA cache_size").fetchone()
+        (auto,) = dbapi.execute("PRAGMA wal_autocheckpoint").fetchone()
         dbapi.execute(f"PRAGMA cache_size = -{SQLITE_IMPORT_CACHE_KIB}")
-        conn.commit()  # SQLAlchemy's autobegun transaction (nothing in it)
+        dbapi.execute("PRAGMA wal_autocheckpoint = 0")
 
         @contextmanager
         def begin() -> Iterator[Connection]:
@@ -152,7 +157,12 @@ def _writer(engine: Engine, pg: bool) -> Iterator[Callable[[], Any]]:
         finally:
             if conn.in_transaction():
                 conn.rollback()
-            dbapi.execute(f"PRAGMA cache_size = {int(old)}")
+            dbapi.execute(f"PRAGMA cache_size = {int(cache)}")
+            dbapi.execute(f"PRAGMA wal_autocheckpoint = {int(auto)}")
+            try:  # TRUNCATE: waits (busy_timeout) for readers on older snapshots, then empties the WAL
+                dbapi.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except Exception as e:  # the rows are committed; the next automatic checkpoint does it
+                log.warning("import: WAL checkpoint after the import failed: %s", e)
 
 
 def import_rows(
