@@ -40,8 +40,12 @@ DEFAULTS: dict[str, str] = {
 }
 #: Placeholders with no default: render() fails without them.
 REQUIRED = ("BOUNCE_DOMAIN",)
+#: Placeholders whose default is made from other values: PIPE_COMMAND = "SIDECAR_BIN ingest".
+DERIVED = ("PIPE_COMMAND",)
 #: Values that may contain spaces (everything else ends up as one word or one argv item).
-MULTI_WORD = frozenset({"DEFAULT_ACTION", "INGEST_OPTIONS"})
+MULTI_WORD = frozenset({"DEFAULT_ACTION", "INGEST_OPTIONS", "PIPE_COMMAND"})
+#: The thin pipe entry of this installation (``python3 -I -S`` runs it: see pipe_command).
+PIPE_ENTRY = Path(__file__).resolve().parent / "bounce" / "pipe_entry.py"
 
 _ACTION_ALIASES = {
     "dunno": FAIL_OPEN,
@@ -99,6 +103,8 @@ def render(values: Mapping[str, str], directory: Traversable | None = None) -> d
     if unknown:
         raise TemplateError("unknown placeholder(s): " + ", ".join(f"@@{n}@@" for n in unknown))
     merged = {**DEFAULTS, **{k: str(v) for k, v in values.items()}}
+    # the pipe(8) command: the thin entry when values_from_config found it, else `sidecar ingest`
+    merged.setdefault("PIPE_COMMAND", f"{merged['SIDECAR_BIN']} ingest")
     missing = sorted(used - set(merged))
     if missing:
         raise TemplateError("no value for placeholder(s): " + ", ".join(f"@@{n}@@" for n in missing))
@@ -188,6 +194,23 @@ def _section(cfg: Any, name: str) -> Any:
     return getattr(cfg, name, None)
 
 
+def pipe_command(sidecar_bin: str) -> str | None:
+    """``<python> -I -S <this installation>/sidecar/bounce/pipe_entry.py`` when ``sidecar_bin`` is this
+    installation's console script (its ``#!`` names a Python beside ours), else None: the pipe(8)
+    line then runs ``sidecar_bin ingest``, the same command, slower to start."""
+    try:
+        with open(sidecar_bin, "rb") as fh:
+            first = fh.readline(512).decode("utf-8").strip()
+    except (OSError, ValueError):
+        return None
+    interpreter = first[2:].strip() if first.startswith("#!") else ""
+    here = Path(sys.executable).parent
+    if not interpreter.startswith("/") or Path(interpreter).parent != here or "python" not in Path(interpreter).name:
+        return None
+    command = f"{interpreter} -I -S {PIPE_ENTRY}"
+    return command if len(command.split()) == 4 and PIPE_ENTRY.is_file() else None  # pipe(8) splits on spaces
+
+
 def values_from_config(cfg: Any) -> dict[str, str]:
     """Placeholder values for :func:`render` from a loaded :class:`sidecar.config.Config`.
 
@@ -195,7 +218,8 @@ def values_from_config(cfg: Any) -> dict[str, str]:
     ``.pipe_user``, ``.sidecar_bin``, ``.default_action``, ``.policy_timeout`` and
     ``cfg.config_path`` (passed to ``sidecar ingest --config``; without a file,
     ``cfg.database.url`` is passed as ``--db``). Missing attributes keep the template
-    defaults.
+    defaults. ``PIPE_COMMAND`` is the thin pipe entry when ``sidecar_bin`` belongs to this
+    installation (:func:`pipe_command`).
     """
     values: dict[str, str] = {}
     server, postfix = _section(cfg, "server"), _section(cfg, "postfix")
@@ -221,6 +245,9 @@ def values_from_config(cfg: Any) -> dict[str, str]:
             values["POLICY_TIMEOUT"] = postfix_seconds(float(timeout))
     if "SIDECAR_BIN" not in values:
         values["SIDECAR_BIN"] = running_executable()
+    command = pipe_command(values["SIDECAR_BIN"])
+    if command is not None:
+        values["PIPE_COMMAND"] = command
     config_path = getattr(cfg, "config_path", None)
     db_url = getattr(getattr(cfg, "database", None), "url", None)
     if config_path:

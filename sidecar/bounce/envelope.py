@@ -7,7 +7,7 @@ imports another for it. Standard library only: the pipe's fast path imports it o
 
 from __future__ import annotations
 
-import json
+from _json import encode_basestring_ascii  # json's own C string encoder: `import json` costs ~10 ms
 
 TYPE_CHECKING = False  # typing costs ~10 ms at start-up, paid once per bounce
 if TYPE_CHECKING:
@@ -45,10 +45,10 @@ class Envelope:
         return isinstance(other, Envelope) and all(getattr(self, k) == getattr(other, k) for k in self.FIELDS)
 
     def to_header(self, kept: int) -> bytes:
-        d: dict[str, Any] = {k: getattr(self, k) for k in self.FIELDS}
-        d["v"] = PROTOCOL_VERSION
-        d["length"] = kept
-        return json.dumps(d, separators=(",", ":")).encode() + b"\n"
+        """The JSON line ``json.dumps(..., separators=(",", ":"))`` would write (a test keeps them equal)."""
+        text = ",".join(f'"{k}":{encode_basestring_ascii(getattr(self, k))}' for k in self.FIELDS[:4])
+        tail = f'"size":{int(self.size)},"truncated":{"true" if self.truncated else "false"}'
+        return f'{{{text},{tail},"v":{PROTOCOL_VERSION},"length":{int(kept)}}}\n'.encode("ascii")
 
     @classmethod
     def from_header(cls, d: dict[str, Any]) -> Envelope:

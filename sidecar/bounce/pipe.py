@@ -1,7 +1,10 @@
 """``sidecar ingest``: the pipe(8) command. One message on stdin, exit 0 or 75, never anything else.
 
-This module is the fast path, run once per bounce: it imports only the standard library
-(plus the small config loader). It reads the message with the size limit, then hands it to
+This module is the fast path, run once per bounce: it imports only the standard library, and
+of that only what loads in a few milliseconds (``_socket``, not ``socket``; no ``re``, ``json``
+or ``argparse`` on the hand-off path). :mod:`sidecar.bounce.pipe_entry` runs it under
+``python3 -I -S``; the in-process fallback first adds the installation's site-packages
+(:func:`full_python`). It reads the message with the size limit, then hands it to
 the running service over the local unix socket (:mod:`sidecar.bounce.handoff`), which
 parses and records it in its database thread pool and answers only after commit. When the
 socket is missing, refuses, or drops the connection before answering, the whole job is done
@@ -14,8 +17,8 @@ unparsed / bad-verp); 75 = anything else, so Postfix keeps the message and retri
 
 from __future__ import annotations
 
+import _socket
 import os
-import socket
 import sys
 
 from sidecar.bounce.envelope import Envelope
@@ -59,7 +62,7 @@ def handoff(path: str, env: Envelope, data: bytes, timeout: float = REPLY_TIMEOU
     """
     if not path or not os.path.exists(path):
         return None
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         s.settimeout(5.0)
         try:
@@ -92,17 +95,100 @@ DEFAULT_SOCKET = "var/ingest.sock"
 DEFAULT_MAX_SIZE = 10 * 1024 * 1024
 
 
+def full_python() -> None:
+    """Add the installation's site-packages when started without them (``python3 -I -S``, as
+    :mod:`sidecar.bounce.pipe_entry` is): only the fallback and the full config loader need them."""
+    if sys.flags.no_site:
+        import site
+
+        site.main()
+
+
+class PipeArgs:
+    """The options of ``sidecar ingest`` (as :func:`sidecar.cli.bounces.ingest_parser` defines them)."""
+
+    __slots__ = ("config", "db", "sender", "recipient", "queue_id", "extension", "socket", "no_handoff")
+
+    def __init__(self) -> None:
+        self.config: str | None = None
+        self.db: str | None = None
+        self.sender = self.recipient = self.queue_id = self.extension = ""
+        self.socket: str | None = None
+        self.no_handoff = False
+
+
+_OPTIONS = {"--config": "config", "--db": "db", "--sender": "sender", "--recipient": "recipient"}
+_OPTIONS.update({"--queue-id": "queue_id", "--extension": "extension", "--socket": "socket"})
+
+
+def quick_args(argv: list[str]) -> PipeArgs | None:
+    """The pipe(8) line's arguments (``--name=value`` or ``--name value``) without argparse (~15 ms
+    to import); None for anything else (``-c``, ``--no-handoff``, an abbreviation, an unknown
+    option), which the caller leaves to argparse."""
+    args = PipeArgs()
+    items = iter(argv)
+    for item in items:
+        name, eq, value = item.partition("=")
+        if name not in _OPTIONS:
+            return None
+        if not eq:
+            value = next(items, "-")
+            if value.startswith("-"):  # argparse would take it for an option
+                return None
+        setattr(args, _OPTIONS[name], value)
+    return args
+
+
 def _config(args: Any) -> Any:
+    full_python()
     from sidecar.config import load_config
 
     return load_config(args.config, {"database.url": args.db})
 
 
-def _scan_ingest(text: str) -> dict[str, Any] | None:
-    """socket / max_message_size of ``[ingest]`` in a plainly written file, without tomllib
-    (which drags in typing: ~10 ms). None when unsure: the caller then uses tomllib."""
-    import re
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+_UNSURE = object()
 
+
+def _table_name(line: str) -> str | None:
+    """``[name]`` or ``[[name]]`` (optionally followed by a comment): the name, else None."""
+    double = line.startswith("[[")
+    inner = line[2:] if double else line[1:]
+    name, close, rest = inner.partition("]")
+    if not close or (double and not rest.startswith("]")):
+        return None
+    rest = rest[1:].strip() if double else rest.strip()
+    name = name.strip()
+    if rest[:1] not in ("", "#") or not name or not _NAME_CHARS.issuperset(name):
+        return None
+    return name
+
+
+def _plain_value(line: str) -> Any:
+    """The value of ``key = "text"``, ``key = 'text'`` or ``key = 123_456`` (a comment may follow);
+    _UNSURE for anything else (escapes, other types), which the caller leaves to tomllib."""
+    value = line.partition("=")[2].strip()
+    quote = value[:1]
+    if quote in ('"', "'"):
+        end = value.find(quote, 1)
+        if end < 0 or (quote == '"' and "\\" in value[1:end]):
+            return _UNSURE
+        result: Any = value[1:end]
+        tail = value[end + 1 :]
+    else:
+        n = 0
+        while n < len(value) and (value[n].isdigit() or (n and value[n] == "_")):
+            n += 1
+        if not n or not value[:n].isascii():
+            return _UNSURE
+        result, tail = int(value[:n].replace("_", "")), value[n:]
+    tail = tail.strip()
+    return result if tail[:1] in ("", "#") else _UNSURE
+
+
+def _scan_ingest(text: str) -> dict[str, Any] | None:
+    """socket / max_message_size of ``[ingest]`` in a plainly written file, without tomllib or re
+    (which cost ~10 ms each at start-up). None when unsure: the caller then uses tomllib."""
     if '"""' in text or "'''" in text:
         return None
     section: str | None = None
@@ -112,20 +198,19 @@ def _scan_ingest(text: str) -> dict[str, Any] | None:
         if not line or line.startswith("#"):
             continue
         if line.startswith("["):
-            m = re.match(r"^\[\[?\s*([A-Za-z0-9_.-]+)\s*\]\]?\s*(#.*)?$", line)
-            if m is None:
+            section = _table_name(line)
+            if section is None:
                 return None
-            section = m.group(1)
             continue
         key = line.split("=", 1)[0].strip().strip("\"'")
         if section is None and key.split(".")[0] == "ingest":
             return None  # dotted key or inline table at the top level
         if section != "ingest" or key not in ("socket", "max_message_size"):
             continue
-        m = re.match(r"""^\S+\s*=\s*(?:"([^"\\]*)"|'([^']*)'|(\d[\d_]*))\s*(#.*)?$""", line)
-        if m is None:
+        value = _plain_value(line)
+        if value is _UNSURE:
             return None
-        found[key] = int(m.group(3).replace("_", "")) if m.group(3) else (m.group(1) or m.group(2) or "")
+        found[key] = value
     return found
 
 
@@ -162,6 +247,7 @@ def fast_settings(config_path: str | None) -> tuple[str, int] | None:
 
 def record_locally(cfg: Any, env: Envelope, data: bytes) -> int:
     """The fallback: parse and record in this process."""
+    full_python()
     from sidecar.bounce.record import open_recorder
 
     recorder = open_recorder(cfg)

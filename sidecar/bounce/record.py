@@ -36,6 +36,8 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy.dialects import postgresql as postgresql_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from sidecar import metrics
@@ -55,6 +57,21 @@ SOFT_COUNTED = frozenset({"invalid-recipient", "mailbox-full", "dns", "network"}
 REASON_HARD, REASON_COMPLAINT, REASON_SOFT = "hard bounce", "complaint", "soft bounces"
 # never count as soft bounces
 NOT_COUNTED = (Decision.SUPERSEDED, Decision.BAD_VERP, Decision.UNVERIFIED, Decision.UNCORROBORATED)
+
+
+# Statements built once, values passed as parameters: building ``.values(...)`` per message cost
+# about a seventh of the service's time per hand-off (SQLAlchemy's coercion of each value).
+_INSERT_EVENT = insert(Event).returning(Event.id)
+_INSERT_RAW = {
+    name: dialect.insert(RawMessage.__table__)
+    .on_conflict_do_nothing(index_elements=["sha256"])
+    .returning(RawMessage.__table__.c.id)
+    for name, dialect in (("sqlite", sqlite_dialect), ("postgresql", postgresql_dialect))
+}
+
+
+def _insert_raw(conn: Connection) -> Any:
+    return _INSERT_RAW[conn.dialect.name]
 
 
 class Suppressed(StrEnum):
@@ -139,23 +156,21 @@ class Recorder:
             self.assess(d, now)
             with self.engine.begin() as conn:
                 mid = conn.execute(
-                    dialect_insert(conn, RawMessage.__table__)
-                    .values(
-                        sha256=digest,
-                        received_at=now,
-                        queue_id=env.queue_id or None,
-                        envelope_sender=env.sender or None,
-                        envelope_recipient=env.recipient or None,
-                        extension=env.extension or None,
-                        size=env.size or len(raw),
-                        content=zlib.compress(raw, 6),
-                        state=d.state,
-                        kind=d.kind,
-                        parser_version=d.parser_version,
-                        error=d.error,
-                    )
-                    .on_conflict_do_nothing(index_elements=["sha256"])
-                    .returning(RawMessage.id)
+                    _insert_raw(conn),
+                    {
+                        "sha256": digest,
+                        "received_at": now,
+                        "queue_id": env.queue_id or None,
+                        "envelope_sender": env.sender or None,
+                        "envelope_recipient": env.recipient or None,
+                        "extension": env.extension or None,
+                        "size": env.size or len(raw),
+                        "content": zlib.compress(raw, 6),
+                        "state": d.state,
+                        "kind": d.kind,
+                        "parser_version": d.parser_version,
+                        "error": d.error,
+                    },
                 ).scalar()
                 if mid is None:  # recorded meanwhile by another process
                     metrics.INGEST_MESSAGES.labels("duplicate").inc()
@@ -254,27 +269,22 @@ class Recorder:
             self._cap_event(conn, message_id, when, out.recipients, dropped, capped)
 
     def _event(self, conn: Connection, message_id: int | None, when: float, f: Finding, decision: Decision) -> int:
-        return int(
-            conn.execute(
-                insert(Event)
-                .values(
-                    created_at=when,
-                    kind=f.kind,
-                    address=f.address,
-                    tenant=f.tenant,
-                    category=f.category,
-                    reason=f.reason,
-                    hard=f.hard,
-                    status=(f.status or None) and f.status[:16],
-                    action=(f.action or None) and f.action[:16],
-                    remote_mta=(f.remote_mta or None) and f.remote_mta[:255],
-                    diagnostic=f.diagnostic,
-                    decision=decision,
-                    message_id=message_id,
-                )
-                .returning(Event.id)
-            ).scalar_one()
-        )
+        row = {
+            "created_at": when,
+            "kind": f.kind,
+            "address": f.address,
+            "tenant": f.tenant,
+            "category": f.category,
+            "reason": f.reason,
+            "hard": f.hard,
+            "status": (f.status or None) and f.status[:16],
+            "action": (f.action or None) and f.action[:16],
+            "remote_mta": (f.remote_mta or None) and f.remote_mta[:255],
+            "diagnostic": f.diagnostic,
+            "decision": decision,
+            "message_id": message_id,
+        }
+        return int(conn.execute(_INSERT_EVENT, row).scalar_one())
 
     def _cap_event(
         self, conn: Connection, message_id: int, when: float, recorded: int, dropped: int, capped: int

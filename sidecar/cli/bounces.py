@@ -75,6 +75,15 @@ def ingest_main(argv: list[str]) -> int:
     return cmd_ingest(args)
 
 
+def pipe_main(argv: list[str]) -> int:
+    """``sidecar ingest ARGS`` for the thin entry (:mod:`sidecar.bounce.pipe_entry`): the pipe(8)
+    line's options are read without argparse; anything else goes through :func:`ingest_main`."""
+    from sidecar.bounce.pipe import quick_args
+
+    args = quick_args(argv)
+    return cmd_ingest(args) if args is not None else ingest_main(argv)
+
+
 def _load_config(args: Any) -> Any:
     from sidecar.cli import config_path
     from sidecar.config import load_config

@@ -19,6 +19,8 @@ BLOCK = POSTFIX / "dsn-failed-554-5.7.1-rcpt.eml"
 ARF = CORPUS / "arf-01.eml"
 AUTO = CORPUS / "rfc3834-03.eml"
 KEY = "test-verp-key"
+#: The thin pipe entry as the pipe(8) line runs it (``sidecar postfix-config``).
+THIN = [sys.executable, "-I", "-S", str(ROOT / "sidecar" / "bounce" / "pipe_entry.py")]
 
 
 def variant(path: Path, n: int) -> bytes:
@@ -33,7 +35,9 @@ def ingest(
     config: Path | None = None,
     timeout: float = 60,
     python_prelude: str | None = None,
+    entry: str = "cli",
 ) -> subprocess.CompletedProcess[bytes]:
+    """``sidecar ingest`` (``entry="cli"``) or the thin entry (``entry="thin"``) with ``data`` on stdin."""
     args = [
         "ingest",
         "--db",
@@ -51,6 +55,8 @@ def ingest(
     if python_prelude is not None:
         code = f"import sys\n{python_prelude}\nfrom sidecar.cli import main\nsys.exit(main({args!r}))\n"
         cmd = [sys.executable, "-c", code]
+    elif entry == "thin":
+        cmd = [*THIN, *args[1:]]
     else:
         cmd = [str(BIN), *args]
     env = {"PATH": "/usr/bin:/bin", "LANG": "C"}  # what pipe(8) gives

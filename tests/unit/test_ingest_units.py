@@ -104,6 +104,42 @@ def test_ingest_parser_matches_the_cli_subparser() -> None:
     assert ours == cli
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--config=/etc/s.toml", "--sender=MAILER-DAEMON", "--recipient=b+t@x", "--queue-id=Q1", "--extension="],
+        ["--config", "/etc/s.toml", "--sender", "", "--recipient", "b@x", "--db", "sqlite:///x.db"],
+        ["--socket=/run/s.sock", "--sender=a=b", "--sender=last", "--extension=-dash"],
+        [],
+    ],
+)
+def test_quick_args_read_the_pipe_line_as_argparse_does(argv: list[str]) -> None:
+    from sidecar.cli.bounces import ingest_parser
+
+    quick = pipe.quick_args(argv)
+    assert quick is not None
+    full = vars(ingest_parser().parse_args(argv))
+    assert {k: getattr(quick, k) for k in full} == full
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["-c", "x"], ["--no-handoff"], ["--rec=b@x"], ["--sender", "-x"], ["--sender"], ["--help"], ["extra"]],
+)
+def test_quick_args_leave_anything_else_to_argparse(argv: list[str]) -> None:
+    assert pipe.quick_args(argv) is None
+
+
+def test_envelope_header_is_what_json_dumps_writes() -> None:
+    for env in (
+        Envelope("MAILER-DAEMON", 'b+"q"\\@x', "Q", "t\x01\u00e9\udcff", 2**40, True),
+        Envelope(),
+    ):
+        d = {k: getattr(env, k) for k in Envelope.FIELDS}
+        d.update(v=1, length=7)
+        assert env.to_header(7) == json.dumps(d, separators=(",", ":")).encode() + b"\n"
+
+
 def test_bad_arguments_defer_instead_of_exit_2(capsys) -> None:
     from sidecar.cli.bounces import ingest_main
 

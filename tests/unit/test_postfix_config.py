@@ -9,6 +9,7 @@ import pytest
 
 from sidecar.postfix_config import (
     DEFAULTS,
+    DERIVED,
     FAIL_CLOSED,
     FAIL_OPEN,
     TemplateError,
@@ -85,7 +86,7 @@ def test_render_master_cf_keeps_postfix_macros() -> None:
 def test_every_template_placeholder_has_a_default_or_is_required() -> None:
     directory = template_dir()
     used = set().union(*(placeholders(p.read_text()) for p in directory.iterdir() if p.name.endswith(".tmpl")))
-    assert used == set(DEFAULTS) | {"BOUNCE_DOMAIN"}
+    assert used == set(DEFAULTS) | {"BOUNCE_DOMAIN"} | set(DERIVED)
 
 
 def test_unknown_placeholder_is_an_error() -> None:
@@ -183,7 +184,8 @@ def test_values_from_sparse_config_uses_defaults() -> None:
     assert values["BOUNCE_DOMAIN"] == "b.example"
     assert values["SIDECAR_BIN"].endswith("/bin/sidecar")
     assert "INGEST_OPTIONS" not in values
-    assert "ingest --sender=${sender} " in render(values)["master.cf"]
+    command = values.get("PIPE_COMMAND", f"{values['SIDECAR_BIN']} ingest")  # the thin entry, if found
+    assert f"argv={command} --sender=${{sender}} " in render(values)["master.cf"]
 
 
 def test_values_without_config_file_pass_an_absolute_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -221,6 +223,8 @@ DOC_VALUES = {
     "POLICY_SERVICE": "inet:127.0.0.1:10031",
     "PIPE_USER": "sidecar",
     "SIDECAR_BIN": "/opt/postfix-sidecar/bin/sidecar",
+    "PIPE_COMMAND": "/opt/postfix-sidecar/bin/python3 -I -S "
+    "/opt/postfix-sidecar/lib/python3.11/site-packages/sidecar/bounce/pipe_entry.py",
     "INGEST_OPTIONS": "--config=/etc/postfix-sidecar/sidecar.toml",
 }
 
@@ -234,3 +238,22 @@ def test_docs_show_the_rendered_templates() -> None:
         assert marker in doc, marker
         block = doc.split(marker, 1)[1].split("```\n", 1)[1].split("\n```", 1)[0]
         assert block == rendered[name].rstrip("\n"), f"docs/postfix.md: the {name} block is stale"
+
+
+def test_pipe_command_is_the_thin_entry_only_for_this_installation(tmp_path: Path) -> None:
+    import sys
+
+    from sidecar.postfix_config import PIPE_ENTRY, pipe_command
+
+    ours = tmp_path / "sidecar"
+    ours.write_text(f"#!{Path(sys.executable).parent / 'python3'}\nimport sys\n")
+    assert pipe_command(str(ours)) == f"{Path(sys.executable).parent / 'python3'} -I -S {PIPE_ENTRY}"
+    assert PIPE_ENTRY.is_file()
+    other = tmp_path / "other"
+    other.write_text("#!/elsewhere/bin/python3\n")
+    shell = tmp_path / "shell"
+    shell.write_text(f"#!{Path(sys.executable).parent / 'sh'}\n")
+    for path in (other, shell, tmp_path / "missing"):
+        assert pipe_command(str(path)) is None
+    values = {"BOUNCE_DOMAIN": "b.example", "SIDECAR_BIN": str(other)}  # no PIPE_COMMAND: `sidecar ingest`
+    assert f"argv={other} ingest --sender=${{sender}}" in render(values)["master.cf"]

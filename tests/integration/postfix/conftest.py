@@ -121,6 +121,7 @@ def make_lab(request: pytest.FixtureRequest, postfix_installed: None) -> Generat
             capture_dir.mkdir(mode=0o777)
             capture_dir.chmod(0o777)
             pf_values.update(SIDECAR_BIN=str(script), INGEST_OPTIONS="")
+            pf_values.pop("PIPE_COMMAND", None)  # argv = the capture script (SIDECAR_BIN ingest)
         elif ingest != "sidecar":
             raise ValueError(ingest)
         pf_values.update(values or {})

@@ -295,7 +295,10 @@ def test_role_deploys_the_sidecar_and_wires_postfix(deployment: Deployment) -> N
     assert f"smtpd_end_of_data_restrictions = {policy}\n" in main, main
     assert f"transport_maps = inline:{{ {BOUNCE_DOMAIN}=sidecar-bounce: }}" in main
     service = postfix.run("postconf", "-M", "sidecar-bounce/unix").stdout
-    assert f"user={ROLE_USER}" in service and f"argv={sidecar} ingest --config={dep.config_file} " in service, service
+    # the thin form of `sidecar ingest`: the prefix's Python running the prefix's pipe entry
+    thin = f"-I -S {dep.prefix}/lib/"
+    assert f"user={ROLE_USER}" in service and f"argv={dep.prefix}/bin/python" in service and thin in service, service
+    assert f"/sidecar/bounce/pipe_entry.py --config={dep.config_file} " in service, service
     # the role's sidecar serve: our prefix, our configuration, the role's user
     [pid] = dep.sidecar_pids()
     assert int(dep.pidfile.read_text()) == pid
