@@ -416,3 +416,18 @@ def test_an_unusable_original_recipient_falls_back_to_the_reported_address() -> 
         "Action: failed\nStatus: 5.1.1"
     )
     assert _derived(raw) == [("kim@example.net", "5.1.1")]
+
+
+def test_an_alias_expanded_by_the_reporting_mta_names_the_address_we_sent_to() -> None:
+    """Postfix's "<final> (expanded from <alias>)" and Exim's "(generated from alias)": the
+    suppression must name the alias (what the policy server saw at RCPT), the report the final."""
+    from sidecar.bounce.parse.text_verdicts import alias_source
+
+    assert alias_source("<lena@mx.example.net> (expanded from <lena@example.com>): Host or domain") == (
+        "lena@example.com"
+    )
+    assert alias_source("<a@example.net> (expanded from\n<b@example.org>): user unknown") == "b@example.org"
+    assert alias_source("  a@example.net\n    (generated from al@example.org)\n  SMTP error") == "al@example.org"
+    # a parenthesis later in the prose is not the recipient's alias
+    assert alias_source("<a@example.net>: user unknown (expanded from x@example.org)") is None
+    assert alias_source("<a@example.net>: user unknown") is None

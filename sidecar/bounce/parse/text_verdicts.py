@@ -7,6 +7,7 @@ verdicts from :mod:`.classify`, helped by the family's own sentences.
 
 from __future__ import annotations
 
+import re
 from email.message import Message
 
 from sidecar.bounce.parse import arf, dsn, mime, reporting_mta, textbounce
@@ -14,6 +15,21 @@ from sidecar.bounce.parse.budget import MAX_RECIPIENTS, Budget
 from sidecar.bounce.parse.classify import Verdict, classify, provider_reason, reply_code
 from sidecar.bounce.parse.results import FailedRecipient
 from sidecar.bounce.parse.status import RETURNED
+
+# "<final@b> (expanded from <sent@a>): ..." (Postfix), "final@b (generated from sent@a)" (Exim): the
+# alias the mail was sent to, which a suppression must name (docs/bounces.md, "Which address")
+_ALIAS_OF = re.compile(
+    r"^\s*<?[^<>()\s]{3,320}>?:?\s*\((?:expanded|generated) from:?\s*<?([^<>()\s]{3,320}?)>?\s*\)", re.I
+)
+
+
+def alias_source(diagnostic: str | None) -> str | None:
+    """The address an alias or forward of a text recipient was expanded from, if its block says so."""
+    m = _ALIAS_OF.match(diagnostic or "")
+    if m is None:
+        return None
+    addr = dsn.address_value(m.group(1))
+    return addr if addr and dsn.usable(addr) else None
 
 
 def _exclusions(msg: Message, original: Message | None) -> set[str]:
@@ -92,6 +108,7 @@ def from_text(
                 action,
                 remote,
                 t.diagnostic or None,
+                original_recipient=alias_source(t.diagnostic),
                 evidence=verdict.evidence,
             )
         )
