@@ -226,6 +226,12 @@ REPUTATION_COUNTED = Counter(
     "sidecar_reputation_counted", "What reputation counts: sends, hard_bounces, complaints (all tenants)", ["kind"]
 )
 REPUTATION_HELD = Counter("sidecar_reputation_held", "Messages answered HOLD at level 4")
+REPUTATION_HELD_NOW = Gauge(
+    "sidecar_reputation_held_messages", "Messages this relay answered HOLD that no operator has released or deleted yet"
+)
+REPUTATION_HELD_OLDEST = Gauge(
+    "sidecar_reputation_held_oldest_seconds", "Age of the oldest of them (0: none), updated each reputation evaluation"
+)
 REPUTATION_HELD_DONE = Counter(
     "sidecar_reputation_held_done", "Held messages released or deleted by an operator, by action", ["action"]
 )

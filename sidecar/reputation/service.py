@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 
 from sidecar import metrics
+from sidecar.recipients import node_name
 from sidecar.reputation import store
 from sidecar.reputation.evaluate import Evaluation, evaluate_all
 from sidecar.reputation.levels import LevelMachine, level_name
@@ -39,6 +40,7 @@ class ReputationSync(service.MultiService):
         self.rc = cfg.reputation
         self.engine, self.clock, self._in_pool, self.live = engine, clock, run_in_pool, live
         self.machine = LevelMachine(self.rc)
+        self.node = node_name(cfg)
         self._busy: set[str] = set()
         self._every(self.rc.sync_interval, "reputation-sync", self.sync)
         self._every(self.rc.evaluate_interval, "reputation-evaluate", self.evaluate)
@@ -100,7 +102,15 @@ class ReputationSync(service.MultiService):
                 c.reason,
             )
         publish(ev, self.rc.metrics_top)
-        return self._in_pool(store.levels, self.engine).addCallback(self._set_levels)
+        d = self._in_pool(store.held_summary, self.engine, self.node)
+        d.addCallback(self._held)
+        d.addCallback(lambda _: self._in_pool(store.levels, self.engine))
+        return d.addCallback(self._set_levels)
+
+    def _held(self, summary: tuple[int, float | None]) -> None:
+        count, oldest = summary
+        metrics.REPUTATION_HELD_NOW.set(count)
+        metrics.REPUTATION_HELD_OLDEST.set(max(0.0, self.clock.seconds() - oldest) if oldest is not None else 0.0)
 
     def prune(self) -> Deferred:
         return self._in_pool(store.prune, self.engine, self.clock.seconds(), self.rc.retention)

@@ -174,6 +174,17 @@ def tenant_for_queue_id(conn: Connection, queue_id: str, since: float) -> str | 
     return rows[0][0] if len(rows) == 1 else None
 
 
+def held_summary(engine: Engine, node: str) -> tuple[int, float | None]:
+    """Messages recorded as held on ``node`` (not yet released or deleted) and the oldest one's time."""
+    from sqlalchemy import func
+
+    c = ReputationMessage.__table__.c
+    q = select(func.count(), func.min(c.created_at)).where(c.held.is_(True), c.node == node)
+    with engine.connect() as conn:
+        n, oldest = conn.execute(q).one()
+    return int(n or 0), (float(oldest) if oldest is not None else None)
+
+
 def held_ids(conn: Connection, tenant: str, node: str) -> list[str]:
     c = ReputationMessage.__table__.c
     q = select(c.queue_id).where(c.tenant == tenant, c.held.is_(True), c.node == node).order_by(c.id)

@@ -56,7 +56,7 @@ def alert_queries() -> list[tuple[str, str]]:
 
 def test_alert_rules_pass_promtool_check_and_unit_tests():
     out = promtool("check", "rules", str(ALERTS))
-    assert out.returncode == 0 and "SUCCESS: 8 rules found" in out.stdout, out.stdout + out.stderr
+    assert out.returncode == 0 and "SUCCESS: 9 rules found" in out.stdout, out.stdout + out.stderr
     for _, rule in alert_queries():
         assert rule
     rules = yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"]

@@ -218,3 +218,23 @@ def test_release_of_held_mail_alone_is_audited_without_a_level_change(db):
         "released",
         "level 3 -> 3",
     )
+
+
+def test_held_summary_counts_this_relays_held_mail_and_its_oldest(db):
+    """What the "held mail older than a day" alert reads: held, not released, on this relay only."""
+    _, engine = db
+    assert store.held_summary(engine, "relay1") == (0, None)
+    store.save(
+        engine,
+        {},
+        [
+            ("AAA1", "acme", "relay1", True, 1000.0),
+            ("AAA2", "acme", "relay1", True, 5000.0),
+            ("AAA3", "acme", "relay1", False, 10.0),  # accepted, not held
+            ("BBB1", "acme", "relay2", True, 100.0),  # another relay's
+        ],
+    )
+    assert store.held_summary(engine, "relay1") == (2, 1000.0)
+    with engine.begin() as conn:
+        store.clear_held(conn, "acme", "relay1")
+    assert store.held_summary(engine, "relay1") == (0, None)
