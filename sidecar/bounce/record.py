@@ -36,9 +36,6 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
-from sqlalchemy.dialects import postgresql as postgresql_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from sidecar import metrics
 from sidecar import recipients as recipient_record
@@ -46,7 +43,8 @@ from sidecar.bounce import trust
 from sidecar.bounce.derive import Decision, Derived, EventKind, Finding, MessageState, Outcome, derive_raw
 from sidecar.bounce.envelope import Envelope
 from sidecar.recipients import RecipientLookup
-from sidecar.store.db import dialect_insert
+from sidecar.reputation.attribution import counted_queue_id
+from sidecar.store.db import dialect_insert, ensure_schema, insert_for
 from sidecar.store.models import Event, RawMessage, Suppression, SuppressionCause
 from sidecar.suppression.store import SuppressionStore
 from sidecar.units import InvalidValue
@@ -63,15 +61,11 @@ NOT_COUNTED = (Decision.SUPERSEDED, Decision.BAD_VERP, Decision.UNVERIFIED, Deci
 # about a seventh of the service's time per hand-off (SQLAlchemy's coercion of each value).
 _INSERT_EVENT = insert(Event).returning(Event.id)
 _INSERT_RAW = {
-    name: dialect.insert(RawMessage.__table__)
+    name: insert_for(name, RawMessage.__table__)
     .on_conflict_do_nothing(index_elements=["sha256"])
     .returning(RawMessage.__table__.c.id)
-    for name, dialect in (("sqlite", sqlite_dialect), ("postgresql", postgresql_dialect))
+    for name in ("sqlite", "postgresql")
 }
-
-
-def _insert_raw(conn: Connection) -> Any:
-    return _INSERT_RAW[conn.dialect.name]
 
 
 class Suppressed(StrEnum):
@@ -156,7 +150,7 @@ class Recorder:
             self.assess(d, now)
             with self.engine.begin() as conn:
                 mid = conn.execute(
-                    _insert_raw(conn),
+                    _INSERT_RAW[conn.dialect.name],
                     {
                         "sha256": digest,
                         "received_at": now,
@@ -176,7 +170,7 @@ class Recorder:
                     metrics.INGEST_MESSAGES.labels("duplicate").inc()
                     return Outcome(MessageState.DUPLICATE, None)
                 out = Outcome(d.state, mid)
-                self.apply(conn, d, mid, now, out, reputation_queue_id=self._queue_id(raw))
+                self.apply(conn, d, mid, now, out, reputation_queue_id=counted_queue_id(self.cfg, raw))
         except BaseException:
             metrics.INGEST_MESSAGES.labels("tempfail").inc()
             raise
@@ -184,15 +178,6 @@ class Recorder:
         metrics.INGEST_LATENCY.observe(time.perf_counter() - t0)
         log.info("ingested queue_id=%s %s", env.queue_id or "-", out.summary())
         return out
-
-    def _queue_id(self, raw: bytes) -> str | None:
-        """The original queue id for reputation counting ("" if none); None when reputation is off."""
-        rep = getattr(self.cfg, "reputation", None)
-        if rep is None or not rep.enabled:
-            return None
-        from sidecar.reputation.attribution import original_queue_id
-
-        return original_queue_id(raw)
 
     def gate(self, d: Derived, when: float) -> trust.Gate:
         c = self.icfg
@@ -411,18 +396,3 @@ def open_recorder(cfg: Any, parse: Callable[[bytes], Any] | None = None) -> Reco
     engine = make_engine(cfg.database.url, create_dir=False)
     ensure_schema(engine)
     return Recorder(cfg, engine, parse)
-
-
-def ensure_schema(engine: Engine) -> None:
-    """Upgrade only when the tables are missing (cheap check; Alembic is slow to import)."""
-    try:
-        with engine.connect() as conn:
-            conn.execute(select(RawMessage.id).limit(1))
-            conn.execute(select(Event.id).limit(1))
-        return
-    except (OperationalError, ProgrammingError) as e:
-        if "no such table" not in str(e) and "does not exist" not in str(e):
-            raise
-    from sidecar.store.db import upgrade
-
-    upgrade(engine)

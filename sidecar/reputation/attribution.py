@@ -33,6 +33,14 @@ def original_queue_id(raw: bytes) -> str:
     return m.group(1).decode("ascii") if m else ""
 
 
+def counted_queue_id(cfg: Any, raw: bytes) -> str | None:
+    """The original queue id a recorded message counts under ("" if none); None when reputation is off."""
+    rep = getattr(cfg, "reputation", None)
+    if rep is None or not rep.enabled:
+        return None
+    return original_queue_id(raw)
+
+
 def tenant_for(
     conn: Connection, verp_tenant: str, record_tenants: Iterable[str], queue_id: str, since: float
 ) -> str | None:

@@ -8,9 +8,10 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 log = logging.getLogger("sidecar.store")
 
@@ -70,7 +71,12 @@ def make_engine(url: str, *, create_dir: bool = True, pool_size: int = 5) -> Eng
 
 def dialect_insert(conn: Connection, table: Any) -> Any:
     """The connection's dialect INSERT for ``table``: it has ``on_conflict_do_update/do_nothing``."""
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+    return insert_for(conn.dialect.name, table)
+
+
+def insert_for(dialect: str, table: Any) -> Any:
+    """The dialect INSERT by dialect name (for statements built once, ahead of any connection)."""
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 DB_FILE_MODE = 0o640
@@ -140,3 +146,18 @@ def head_revision() -> str:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     (head,) = ScriptDirectory.from_config(cfg).get_heads()
     return str(head)
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Upgrade only when the tables are missing (cheap check; Alembic is slow to import)."""
+    from sidecar.store.models import Event, RawMessage
+
+    try:
+        with engine.connect() as conn:
+            conn.execute(select(RawMessage.id).limit(1))
+            conn.execute(select(Event.id).limit(1))
+        return
+    except (OperationalError, ProgrammingError) as e:
+        if "no such table" not in str(e) and "does not exist" not in str(e):
+            raise
+    upgrade(engine)
