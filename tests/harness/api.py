@@ -43,3 +43,28 @@ def call(
     except urllib.error.HTTPError as e:
         status, raw, rtype = e.code, e.read(), e.headers.get("content-type", "")
     return status, json.loads(raw) if rtype.startswith("application/json") else raw
+
+
+def add_event(engine: Any, address: str, kind: str = "bounce") -> str:
+    """An ``events`` row as the ingester writes it (a hard 5.1.1 bounce by default); its webhook id."""
+    import time
+
+    from sqlalchemy import insert
+
+    from sidecar.store.models import Event
+
+    with engine.begin() as conn:
+        eid = conn.execute(
+            insert(Event)
+            .values(
+                created_at=time.time(),
+                kind=kind,
+                address=address,
+                tenant="",
+                category="invalid-recipient",
+                hard=True,
+                status="5.1.1",
+            )
+            .returning(Event.id)
+        ).scalar_one()
+    return f"evt_e{eid}"

@@ -18,6 +18,7 @@ from sidecar.store.models import Event
 from sidecar.suppression.store import SuppressionStore
 from sidecar.webhooks.signing import SignatureError, verify
 from tests.harness.api import ApiServer, call
+from tests.harness.api import add_event as add_bounce
 
 SECRET = "whsec-test-1"
 TOKEN = "tok-webhooks"
@@ -115,24 +116,6 @@ def harness(tmp_path, receiver):
     time.sleep(0.5)  # the subscription's cursor starts at the end of the feeds
     yield s
     s.stop()
-
-
-def add_bounce(engine: Any, address: str, kind: str = "bounce") -> str:
-    with engine.begin() as conn:
-        eid = conn.execute(
-            insert(Event)
-            .values(
-                created_at=time.time(),
-                kind=kind,
-                address=address,
-                tenant="",
-                category="invalid-recipient",
-                hard=True,
-                status="5.1.1",
-            )
-            .returning(Event.id)
-        ).scalar_one()
-    return f"evt_e{eid}"
 
 
 def test_every_kind_delivered_signed(harness, receiver):

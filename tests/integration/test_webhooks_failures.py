@@ -22,12 +22,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from sqlalchemy import insert
 
 from sidecar.store.db import make_engine, upgrade
-from sidecar.store.models import Event
 from sidecar.webhooks.client import TLS_MISSING
 from tests.harness.api import ApiServer, call
+from tests.harness.api import add_event as add_bounce
 
 SECRET = "whsec-failures"
 TOKEN = "tok-failures"
@@ -112,24 +111,6 @@ def wait(cond: Any, what: str, timeout: float = 30) -> None:
     while not cond():
         assert time.monotonic() - t0 < timeout, what
         time.sleep(0.05)
-
-
-def add_bounce(engine: Any, address: str) -> str:
-    with engine.begin() as conn:
-        eid = conn.execute(
-            insert(Event)
-            .values(
-                created_at=time.time(),
-                kind="bounce",
-                address=address,
-                tenant="",
-                category="invalid-recipient",
-                hard=True,
-                status="5.1.1",
-            )
-            .returning(Event.id)
-        ).scalar_one()
-    return f"evt_e{eid}"
 
 
 def sub(url: str, name: str = "", extra: str = "") -> str:
