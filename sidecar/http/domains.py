@@ -11,25 +11,10 @@ from sidecar.http.schemas import STR, obj, ok
 _NUM_OR_NULL = {"type": ["number", "null"]}
 _INT_OR_NULL = {"type": ["integer", "null"]}
 _STATE = {"enum": ["pass", "warn", "fail", "temperror", None]}
-DOMAIN_SUMMARY = obj(
-    {
-        "domain": STR,
-        "state": _STATE,
-        "score": _INT_OR_NULL,
-        "checked_at": _NUM_OR_NULL,
-        "problems": {"type": "array", "items": STR},
-    }
-)
+_HEAD = {"domain": STR, "state": _STATE, "score": _INT_OR_NULL, "checked_at": _NUM_OR_NULL}
 CHECK = obj({"check": STR, "state": _STATE, "detail": STR, "fix": STR})
-DOMAIN_REPORT = obj(
-    {
-        "domain": STR,
-        "state": _STATE,
-        "score": _INT_OR_NULL,
-        "checked_at": _NUM_OR_NULL,
-        "checks": {"type": "array", "items": CHECK},
-    }
-)
+DOMAIN_SUMMARY = obj({**_HEAD, "problems": {"type": "array", "items": STR}})
+DOMAIN_REPORT = obj({**_HEAD, "checks": {"type": "array", "items": CHECK}})
 NAME = (Param("name", text(253, example="example.com"), "a configured [[domains]] name", "path"),)
 
 
@@ -37,9 +22,14 @@ def _monitor(c: Call) -> Any:
     return getattr(c.api, "domain_monitor", None)
 
 
+def _not_yet(name: str) -> dict[str, Any]:
+    """A configured domain before its first round of checks has completed."""
+    return {"domain": name, "state": None, "score": None, "checked_at": None}
+
+
 def _summary(name: str, report: Any) -> dict[str, Any]:
     if report is None:
-        return {"domain": name, "state": None, "score": None, "checked_at": None, "problems": []}
+        return {**_not_yet(name), "problems": []}
     return {
         "domain": name,
         "state": report.state.value,
@@ -63,7 +53,7 @@ def get_domain(c: Call) -> Any:
     monitor = _monitor(c)
     report = monitor.reports.get(name) if monitor is not None else None
     if report is None:
-        return {"domain": name, "state": None, "score": None, "checked_at": None, "checks": []}
+        return {**_not_yet(name), "checks": []}
     return report.to_dict()
 
 
