@@ -9,17 +9,17 @@ down) or an argument needs the full parser. ``sidecar postfix-config`` prints th
 that runs it with the installation's own Python.
 """
 
-import os
 import sys
 
 
 def main() -> int:
     try:
-        # this file is <root>/sidecar/bounce/pipe_entry.py; -I leaves <root> off sys.path
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        # this file is <root>/sidecar/bounce/pipe_entry.py (__file__ of a script is absolute);
+        # -I leaves <root> off sys.path. No `os`: it costs ~2 ms (with _collections_abc) per bounce.
+        root = __file__.rsplit("/", 3)[0]
         if root not in sys.path:
             sys.path.append(root)  # after the standard library: nothing there can shadow it
-        from sidecar.cli.bounces import pipe_main
+        from sidecar.bounce.pipe import pipe_main
 
         return pipe_main(sys.argv[1:])
     except BaseException as e:  # never exit 1 (pipe(8) would bounce the DSN, which is then lost)
