@@ -9,8 +9,14 @@ fallback), each with the pipe commands compared in the same run: ``cli`` (``side
 and ``thin`` (``python3 -I -S sidecar/bounce/pipe_entry.py``, the pipe(8) line
 ``sidecar postfix-config`` prints); ``fast`` (the fast path without the console script) on
 request. Prints messages/s for each and thin/cli; the target is >= 120/s at concurrency 4.
+Also the CPU each message cost: in the pipe processes (client), the service, and this bench's
+own spawning, and what those add up to on all the machine's cores (the rate the CPU allows,
+whatever else the machine is doing). ``--against DIR`` adds a run of the thin entry and the
+service from another tree (e.g. ``git archive`` of an earlier commit), for before/after figures
+from one run.
 
     .venv/bin/python bench/bench_ingest.py [--messages 300] [--concurrency 4] [--entry cli,thin]
+        [--against /tmp/before]
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import signal
 import sqlite3
@@ -90,12 +97,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def entry_command(entry: str, tree: Path | None) -> list[str]:
+    if tree is None:
+        return ENTRY[entry]
+    if entry != "thin":
+        sys.exit("--against compares the thin entry only")
+    return [*ENTRY["thin"][:3], str(tree / "sidecar/bounce/pipe_entry.py")]
+
+
 def run_pipe(
-    cfg: Path, msgs: list[bytes], concurrency: int, cwd: str, entry: str = "cli"
+    cfg: Path, msgs: list[bytes], concurrency: int, cwd: str, entry: str = "cli", tree: Path | None = None
 ) -> tuple[float, dict[int, int]]:
     env = {"PATH": "/usr/bin:/bin", "LANG": "C"}
     # the --name=value form, as the pipe(8) line writes them
-    cmd = [*ENTRY[entry], f"--config={cfg}", "--sender=MAILER-DAEMON", "--recipient=bounces@bounce.example"]
+    cmd = [*entry_command(entry, tree), f"--config={cfg}", "--sender=MAILER-DAEMON"]
+    cmd += ["--recipient=bounces@bounce.example"]
     cmd += ["--queue-id=BENCH", "--extension="]
 
     def one(raw: bytes) -> int:
@@ -111,8 +127,13 @@ def run_pipe(
     return elapsed, counts
 
 
-def bench(mode: str, n: int, concurrency: int, work: Path, entry: str) -> float:
-    d = work / f"{mode}-{entry}"
+def cpu_ms(usage: resource.struct_rusage) -> float:
+    return (usage.ru_utime + usage.ru_stime) * 1000
+
+
+def bench(mode: str, n: int, concurrency: int, work: Path, entry: str, tree: Path | None = None) -> float:
+    label = entry if tree is None else f"{entry}@{tree.name}"
+    d = work / f"{mode}-{label}"
     d.mkdir()
     db, sock = d / "sidecar.db", d / "ingest.sock"
     cfg = d / "sidecar.toml"
@@ -121,27 +142,34 @@ def bench(mode: str, n: int, concurrency: int, work: Path, entry: str) -> float:
     if mode == "handoff":
         script = d / "service.py"
         script.write_text(SERVICE)
-        proc = subprocess.Popen([sys.executable, str(script), str(cfg)], stdout=subprocess.PIPE)
+        env = dict(os.environ, PYTHONPATH=str(tree)) if tree is not None else None
+        proc = subprocess.Popen([sys.executable, str(script), str(cfg)], stdout=subprocess.PIPE, env=env)
         assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
     else:
         subprocess.run([str(SIDECAR), "db", "upgrade", "--config", str(cfg)], check=True, capture_output=True)
     try:
-        run_pipe(cfg, samples(10), concurrency, str(work), entry)  # warm the page cache
+        run_pipe(cfg, samples(10), concurrency, str(work), entry, tree)  # warm the page cache
         cpu0 = cpu_seconds(proc.pid) if proc is not None else 0.0
-        elapsed, codes = run_pipe(cfg, samples(n + 10)[10:], concurrency, str(work), entry)
+        kids0, self0 = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
+        elapsed, codes = run_pipe(cfg, samples(n + 10)[10:], concurrency, str(work), entry, tree)
+        kids1, self1 = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
         service_ms = (cpu_seconds(proc.pid) - cpu0) / n * 1000 if proc is not None else 0.0
     finally:
         if proc is not None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(10)
+    client_ms = (cpu_ms(kids1) - cpu_ms(kids0)) / n
+    spawn_ms = (cpu_ms(self1) - cpu_ms(self0)) / n
     with sqlite3.connect(db) as c:
         stored = c.execute("select count(*) from raw_messages").fetchone()[0]
     rate = n / elapsed
+    total = client_ms + service_ms + spawn_ms
     print(
-        f"{mode:<9} entry={entry:<4} {n} messages, concurrency {concurrency}: {elapsed:6.2f} s  "
-        f"{rate:6.1f} messages/s  exit codes {codes}  stored {stored}"
-        + (f"  service CPU {service_ms:.1f} ms/message" if service_ms else "")
-        + f"  load average {os.getloadavg()[0]:.1f}"
+        f"{mode:<9} entry={label:<4} {n} messages, concurrency {concurrency}: {elapsed:6.2f} s  "
+        f"{rate:6.1f} messages/s  exit codes {codes}  stored {stored}  load average {os.getloadavg()[0]:.1f}\n"
+        f"          CPU per message: client {client_ms:.1f} ms, service {service_ms:.1f} ms, bench {spawn_ms:.1f} ms"
+        f" = {total:.1f} ms: {os.cpu_count() or 1} cores allow {(os.cpu_count() or 1) * 1000 / total:.0f} messages/s",
+        flush=True,
     )
     return rate
 
@@ -162,6 +190,11 @@ def main() -> int:
         action="store_true",
         help="run the fast entry from a venv laid out like a non-editable install",
     )
+    ap.add_argument(
+        "--against",
+        type=Path,
+        help="also run the thin entry and the service from this tree (a `git archive` of another commit)",
+    )
     args = ap.parse_args()
     print(
         f"# {platform.node()} {platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}, "
@@ -176,13 +209,13 @@ def main() -> int:
         entries = [e for e in args.entry.split(",") if e]
         if not entries or set(entries) - set(ENTRY):
             ap.error(f"--entry: choose from {', '.join(ENTRY)}")
-        rates = {
-            (m, e): bench(
-                m, args.messages if m == "handoff" else max(args.messages // 5, 20), args.concurrency, work, e
-            )
-            for m in modes
-            for e in entries
-        }
+        rates = {}
+        for m in modes:
+            n = args.messages if m == "handoff" else max(args.messages // 5, 20)
+            if args.against is not None:
+                rates[(m, "before")] = bench(m, n, args.concurrency, work, "thin", args.against.resolve())
+            for e in entries:
+                rates[(m, e)] = bench(m, n, args.concurrency, work, e)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for (m, e), rate in rates.items():
@@ -194,6 +227,8 @@ def main() -> int:
     for m in modes:
         if (m, "cli") in rates and (m, "thin") in rates:
             print(f"{m}: thin / cli = {rates[(m, 'thin')] / rates[(m, 'cli')]:.2f}x (same run)")
+        if (m, "before") in rates and (m, "thin") in rates:
+            print(f"{m}: thin / thin@{args.against.name} = {rates[(m, 'thin')] / rates[(m, 'before')]:.2f}x (same run)")
     return 0
 
 

@@ -47,7 +47,8 @@ def record_group(recorder: Recorder, items: list[tuple[bytes, Envelope]]) -> lis
     digests = [hashlib.sha256(raw).hexdigest() for raw, _ in items]
     rm = RawMessage.__table__.c
     with recorder.engine.connect() as conn:
-        known = dict(conn.execute(select(rm.sha256, rm.id).where(rm.sha256.in_(set(digests)))).tuples().all())
+        rows = conn.execute(select(rm.sha256, rm.id).where(rm.sha256.in_(set(digests))))
+        known = {digest: mid for digest, mid in rows}
     ready: list[tuple[int, Prepared]] = []
     for n, (raw, env) in enumerate(items):
         try:
