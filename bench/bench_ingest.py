@@ -55,6 +55,11 @@ svc = HandoffService(cfg, engine, reactor, pool)
 reactor.callWhenRunning(lambda: (svc.startService(), print("ready", flush=True)))
 reactor.addSystemEventTrigger("before", "shutdown", lambda: (svc.stopService(), pool.stop()))
 reactor.run()
+from sidecar import metrics
+groups = getattr(metrics, "INGEST_GROUP_SIZE", None)  # group commit (absent from older trees)
+if groups is not None:
+    samples = {s.name: s.value for s in groups.collect()[0].samples}
+    print("groups", int(samples["sidecar_ingest_group_size_count"]), int(samples["sidecar_ingest_group_size_sum"]))
 """
 
 
@@ -155,9 +160,13 @@ def bench(mode: str, n: int, concurrency: int, work: Path, entry: str, tree: Pat
         kids1, self1 = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
         service_ms = (cpu_seconds(proc.pid) - cpu0) / n * 1000 if proc is not None else 0.0
     finally:
+        groups = ""
         if proc is not None:
             proc.send_signal(signal.SIGTERM)
-            proc.wait(10)
+            out, _ = proc.communicate(timeout=10)
+            words = out.decode().split()
+            if words[:1] == ["groups"] and int(words[1]):
+                groups = f", {int(words[2]) / int(words[1]):.2f} messages per transaction"
     client_ms = (cpu_ms(kids1) - cpu_ms(kids0)) / n
     spawn_ms = (cpu_ms(self1) - cpu_ms(self0)) / n
     with sqlite3.connect(db) as c:
@@ -168,7 +177,8 @@ def bench(mode: str, n: int, concurrency: int, work: Path, entry: str, tree: Pat
         f"{mode:<9} entry={label:<4} {n} messages, concurrency {concurrency}: {elapsed:6.2f} s  "
         f"{rate:6.1f} messages/s  exit codes {codes}  stored {stored}  load average {os.getloadavg()[0]:.1f}\n"
         f"          CPU per message: client {client_ms:.1f} ms, service {service_ms:.1f} ms, bench {spawn_ms:.1f} ms"
-        f" = {total:.1f} ms: {os.cpu_count() or 1} cores allow {(os.cpu_count() or 1) * 1000 / total:.0f} messages/s",
+        f" = {total:.1f} ms: {os.cpu_count() or 1} cores allow {(os.cpu_count() or 1) * 1000 / total:.0f} messages/s"
+        + groups,
         flush=True,
     )
     return rate
