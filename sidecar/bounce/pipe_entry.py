@@ -32,5 +32,21 @@ def main() -> int:
         return 75
 
 
+def leave(code: int) -> None:
+    """Exit with ``code``. On the hand-off path (``site`` never imported: nothing was opened that
+    needs closing) without the interpreter's finalisation, which costs ~2-3 ms of CPU per bounce."""
+    if "site" not in sys.modules:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except BaseException:
+                pass
+        import posix
+
+        posix._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())
