@@ -21,8 +21,11 @@ def _one_line(e: BaseException) -> str:
 
 def cmd_ingest(args: Any) -> int:
     """The pipe(8) command. Returns 0 once recorded, 75 on ANY failure: never 1."""
-    from sidecar.bounce.pipe import guarded
-
+    try:
+        from sidecar.bounce.pipe import guarded
+    except BaseException as e:  # guarded() itself maps every other failure to 75
+        sys.stderr.write(f"sidecar ingest: temporary failure, message kept for retry: {_one_line(e)}\n")
+        return EX_TEMPFAIL
     return guarded(args)
 
 
