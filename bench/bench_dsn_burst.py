@@ -10,7 +10,8 @@ the machine and the date (the figures for docs/postfix.md "Fault tolerance").
 
 Needs what the integration tests need: root and an installed Postfix.
 
-    .venv/bin/python bench/bench_dsn_burst.py [--count 1000] [--rounds 1]
+    .venv/bin/python bench/bench_dsn_burst.py [--count 1000] [--rounds 1] [--entries thin,cli]
+        [--maxproc 8,16]
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ def machine() -> str:
     return f"{cpu or 'unknown CPU'}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
-def one_round(count: int) -> dict[str, float]:
-    env = dict(os.environ, SIDECAR_DSN_BURST=str(count))
+def one_round(count: int, entry: str = "thin", maxproc: str = "") -> dict[str, float]:
+    env = dict(os.environ, SIDECAR_DSN_BURST=str(count), SIDECAR_DSN_BURST_PIPE=entry)
+    if maxproc:
+        env["SIDECAR_DSN_BURST_MAXPROC"] = maxproc
     cmd = [sys.executable, "-m", "pytest", "-m", "postfix", TEST, "-s", "-q", "-p", "no:cacheprovider"]
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     m = FIGURE.search(result.stdout)
@@ -67,21 +70,52 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--count", type=int, default=1000, help="DSNs in the burst (default 1000)")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the whole test this many times")
+    ap.add_argument(
+        "--entries",
+        default="thin",
+        help="pipe commands, alternating within each round: thin (the line `sidecar postfix-config` prints), "
+        "cli (`sidecar ingest`); default thin",
+    )
+    ap.add_argument(
+        "--maxproc",
+        default="",
+        help="sidecar-bounce process limits to alternate, comma-separated (default: the template's)",
+    )
     args = ap.parse_args()
+    entries = [e for e in args.entries.split(",") if e]
+    if not entries or set(entries) - {"thin", "cli"}:
+        ap.error("--entries: thin and/or cli")
+    limits = [m for m in args.maxproc.split(",") if m] or [""]
     print(f"machine: {machine()}")
     print(f"date:    {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     print(f"command: SIDECAR_DSN_BURST={args.count} .venv/bin/python -m pytest -m postfix {TEST} -s")
+    rates: dict[str, list[float]] = {}
     for r in range(args.rounds):
-        t0 = time.monotonic()
-        load_before = os.getloadavg()[0]
-        f = one_round(args.count)
-        print(
-            f"round {r + 1}: {f['messages']} DSNs, injected in {f['inject']:.2f} s, recorded after "
-            f"{f['recorded']:.2f} s, queue empty after {f['seconds']:.2f} s = {f['rate']:.1f} messages/s "
-            f"(deferred on the way: {f['deferred']}; whole test incl. lab start/stop {time.monotonic() - t0:.1f} s; "
-            f"load average before/after {load_before:.1f}/{os.getloadavg()[0]:.1f})",
-            flush=True,
-        )
+        for entry in entries:
+            for maxproc in limits:
+                case = entry + (f" maxproc={maxproc}" if maxproc else "")
+                rates.setdefault(case, []).append(report(r, case, args.count, entry, maxproc))
+    for case, values in rates.items():
+        print(f"{case}: {', '.join(f'{v:.1f}' for v in values)} messages/s")
+    if len(rates) > 1:
+        first, *others = rates
+        for case in others:
+            ratios = [b / a for a, b in zip(rates[first], rates[case], strict=True)]
+            print(f"{case} / {first}: {', '.join(f'{x:.2f}x' for x in ratios)} (round by round)")
+
+
+def report(r: int, case: str, count: int, entry: str, maxproc: str) -> float:
+    t0 = time.monotonic()
+    load_before = os.getloadavg()[0]
+    f = one_round(count, entry, maxproc)
+    print(
+        f"round {r + 1} [{case}]: {f['messages']} DSNs, injected in {f['inject']:.2f} s, recorded after "
+        f"{f['recorded']:.2f} s, queue empty after {f['seconds']:.2f} s = {f['rate']:.1f} messages/s "
+        f"(deferred on the way: {f['deferred']}; whole test incl. lab start/stop {time.monotonic() - t0:.1f} s; "
+        f"load average before/after {load_before:.1f}/{os.getloadavg()[0]:.1f})",
+        flush=True,
+    )
+    return f["rate"]
 
 
 if __name__ == "__main__":

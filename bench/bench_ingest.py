@@ -9,8 +9,14 @@ fallback), each with the pipe commands compared in the same run: ``cli`` (``side
 and ``thin`` (``python3 -I -S sidecar/bounce/pipe_entry.py``, the pipe(8) line
 ``sidecar postfix-config`` prints); ``fast`` (the fast path without the console script) on
 request. Prints messages/s for each and thin/cli; the target is >= 120/s at concurrency 4.
+Also the CPU each message cost: in the pipe processes (client), the service, and this bench's
+own spawning, and what those add up to on all the machine's cores (the rate the CPU allows,
+whatever else the machine is doing). ``--against DIR`` adds a run of the thin entry and the
+service from another tree (e.g. ``git archive`` of an earlier commit), for before/after figures
+from one run.
 
     .venv/bin/python bench/bench_ingest.py [--messages 300] [--concurrency 4] [--entry cli,thin]
+        [--against /tmp/before]
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import signal
 import sqlite3
@@ -48,6 +55,11 @@ svc = HandoffService(cfg, engine, reactor, pool)
 reactor.callWhenRunning(lambda: (svc.startService(), print("ready", flush=True)))
 reactor.addSystemEventTrigger("before", "shutdown", lambda: (svc.stopService(), pool.stop()))
 reactor.run()
+from sidecar import metrics
+groups = getattr(metrics, "INGEST_GROUP_SIZE", None)  # group commit (absent from older trees)
+if groups is not None:
+    samples = {s.name: s.value for s in groups.collect()[0].samples}
+    print("groups", int(samples["sidecar_ingest_group_size_count"]), int(samples["sidecar_ingest_group_size_sum"]))
 """
 
 
@@ -90,12 +102,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def entry_command(entry: str, tree: Path | None) -> list[str]:
+    if tree is None:
+        return ENTRY[entry]
+    if entry != "thin":
+        sys.exit("--against compares the thin entry only")
+    return [*ENTRY["thin"][:3], str(tree / "sidecar/bounce/pipe_entry.py")]
+
+
 def run_pipe(
-    cfg: Path, msgs: list[bytes], concurrency: int, cwd: str, entry: str = "cli"
+    cfg: Path, msgs: list[bytes], concurrency: int, cwd: str, entry: str = "cli", tree: Path | None = None
 ) -> tuple[float, dict[int, int]]:
     env = {"PATH": "/usr/bin:/bin", "LANG": "C"}
     # the --name=value form, as the pipe(8) line writes them
-    cmd = [*ENTRY[entry], f"--config={cfg}", "--sender=MAILER-DAEMON", "--recipient=bounces@bounce.example"]
+    cmd = [*entry_command(entry, tree), f"--config={cfg}", "--sender=MAILER-DAEMON"]
+    cmd += ["--recipient=bounces@bounce.example"]
     cmd += ["--queue-id=BENCH", "--extension="]
 
     def one(raw: bytes) -> int:
@@ -111,9 +132,14 @@ def run_pipe(
     return elapsed, counts
 
 
-def bench(mode: str, n: int, concurrency: int, work: Path, entry: str) -> float:
-    d = work / f"{mode}-{entry}"
-    d.mkdir()
+def cpu_ms(usage: resource.struct_rusage) -> float:
+    return (usage.ru_utime + usage.ru_stime) * 1000
+
+
+def bench(mode: str, n: int, concurrency: int, work: Path, entry: str, tree: Path | None = None) -> float:
+    label = entry if tree is None else f"{entry}@{tree.name}"
+    d = work / f"{mode}-{label}"
+    d.mkdir(parents=True)
     db, sock = d / "sidecar.db", d / "ingest.sock"
     cfg = d / "sidecar.toml"
     cfg.write_text(f'[database]\nurl = "sqlite:///{db}"\n[ingest]\nsocket = "{sock}"\n')
@@ -121,27 +147,39 @@ def bench(mode: str, n: int, concurrency: int, work: Path, entry: str) -> float:
     if mode == "handoff":
         script = d / "service.py"
         script.write_text(SERVICE)
-        proc = subprocess.Popen([sys.executable, str(script), str(cfg)], stdout=subprocess.PIPE)
+        env = dict(os.environ, PYTHONPATH=str(tree)) if tree is not None else None
+        proc = subprocess.Popen([sys.executable, str(script), str(cfg)], stdout=subprocess.PIPE, env=env)
         assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
     else:
         subprocess.run([str(SIDECAR), "db", "upgrade", "--config", str(cfg)], check=True, capture_output=True)
     try:
-        run_pipe(cfg, samples(10), concurrency, str(work), entry)  # warm the page cache
+        run_pipe(cfg, samples(10), concurrency, str(work), entry, tree)  # warm the page cache
         cpu0 = cpu_seconds(proc.pid) if proc is not None else 0.0
-        elapsed, codes = run_pipe(cfg, samples(n + 10)[10:], concurrency, str(work), entry)
+        kids0, self0 = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
+        elapsed, codes = run_pipe(cfg, samples(n + 10)[10:], concurrency, str(work), entry, tree)
+        kids1, self1 = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
         service_ms = (cpu_seconds(proc.pid) - cpu0) / n * 1000 if proc is not None else 0.0
     finally:
+        groups = ""
         if proc is not None:
             proc.send_signal(signal.SIGTERM)
-            proc.wait(10)
+            out, _ = proc.communicate(timeout=10)
+            words = out.decode().split()
+            if words[:1] == ["groups"] and int(words[1]):
+                groups = f", {int(words[2]) / int(words[1]):.2f} messages per transaction"
+    client_ms = (cpu_ms(kids1) - cpu_ms(kids0)) / n
+    spawn_ms = (cpu_ms(self1) - cpu_ms(self0)) / n
     with sqlite3.connect(db) as c:
         stored = c.execute("select count(*) from raw_messages").fetchone()[0]
     rate = n / elapsed
+    total = client_ms + service_ms + spawn_ms
     print(
-        f"{mode:<9} entry={entry:<4} {n} messages, concurrency {concurrency}: {elapsed:6.2f} s  "
-        f"{rate:6.1f} messages/s  exit codes {codes}  stored {stored}"
-        + (f"  service CPU {service_ms:.1f} ms/message" if service_ms else "")
-        + f"  load average {os.getloadavg()[0]:.1f}"
+        f"{mode:<9} entry={label:<4} {n} messages, concurrency {concurrency}: {elapsed:6.2f} s  "
+        f"{rate:6.1f} messages/s  exit codes {codes}  stored {stored}  load average {os.getloadavg()[0]:.1f}\n"
+        f"          CPU per message: client {client_ms:.1f} ms, service {service_ms:.1f} ms, bench {spawn_ms:.1f} ms"
+        f" = {total:.1f} ms: {os.cpu_count() or 1} cores allow {(os.cpu_count() or 1) * 1000 / total:.0f} messages/s"
+        + groups,
+        flush=True,
     )
     return rate
 
@@ -162,6 +200,18 @@ def main() -> int:
         action="store_true",
         help="run the fast entry from a venv laid out like a non-editable install",
     )
+    ap.add_argument(
+        "--against",
+        type=Path,
+        help="also run the thin entry and the service from this tree (a `git archive` of another commit)",
+    )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat the cases, in reverse order every other round (a machine whose load drifts then "
+        "favours none of them); the ratios are printed round by round",
+    )
     args = ap.parse_args()
     print(
         f"# {platform.node()} {platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}, "
@@ -176,24 +226,33 @@ def main() -> int:
         entries = [e for e in args.entry.split(",") if e]
         if not entries or set(entries) - set(ENTRY):
             ap.error(f"--entry: choose from {', '.join(ENTRY)}")
-        rates = {
-            (m, e): bench(
-                m, args.messages if m == "handoff" else max(args.messages // 5, 20), args.concurrency, work, e
-            )
-            for m in modes
-            for e in entries
-        }
+        cases = (["before"] if args.against is not None else []) + entries
+        rounds: list[dict[tuple[str, str], float]] = []
+        for r in range(args.rounds):
+            rates: dict[tuple[str, str], float] = {}
+            for m in modes:
+                n = args.messages if m == "handoff" else max(args.messages // 5, 20)
+                for e in cases if r % 2 == 0 else cases[::-1]:
+                    tree = args.against.resolve() if e == "before" else None
+                    rates[(m, e)] = bench(m, n, args.concurrency, work / f"r{r}", "thin" if tree else e, tree)
+            rounds.append(rates)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    for (m, e), rate in rates.items():
-        if m == "handoff":
+    best = {key: max(rates[key] for rates in rounds) for key in rounds[0]}
+    for (m, e), rate in best.items():
+        if m == "handoff" and e != "before":
             print(
                 f"target >= {TARGET:.0f} messages/s through the pipe (service running, entry {e}): "
-                f"{'met' if rate >= TARGET else 'NOT met'} ({rate:.1f})"
+                f"{'met' if rate >= TARGET else 'NOT met'} (best {rate:.1f})"
             )
     for m in modes:
-        if (m, "cli") in rates and (m, "thin") in rates:
-            print(f"{m}: thin / cli = {rates[(m, 'thin')] / rates[(m, 'cli')]:.2f}x (same run)")
+        for a, b, name in (
+            ("thin", "cli", "thin / cli"),
+            ("thin", "before", f"thin / thin@{args.against and args.against.name}"),
+        ):
+            if (m, a) in best and (m, b) in best:
+                ratios = ", ".join(f"{rates[(m, a)] / rates[(m, b)]:.2f}x" for rates in rounds)
+                print(f"{m}: {name} = {ratios} (round by round, each pair from the same round)")
     return 0
 
 

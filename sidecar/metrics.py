@@ -115,6 +115,11 @@ INGEST_CAPS = Counter(
     "sidecar_ingest_caps_reached", "Messages that hit a per-message cap, by cap (recipients, suppressions)", ["cap"]
 )
 INGEST_LATENCY = Histogram("sidecar_ingest_seconds", "Time to parse and record one message")
+INGEST_GROUP_SIZE = Histogram(
+    "sidecar_ingest_group_size",
+    "Hand-offs written in one transaction (group commit: those that arrived while the previous one was written)",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 
 API_REQUESTS = Counter(
     "sidecar_api_requests", "Management API requests answered, by route and HTTP status", ["route", "status"]

@@ -8,8 +8,10 @@ Framing (one message per connection)::
        or:  "TEMPFAIL <reason>"\\n          the client exits 75 and Postfix retries
 
 Recording runs in the service's database thread pool (``deferToThreadPool``); the reactor
-never touches the database. A client that sees the connection close without a reply does
-the job itself, so the reply is the only promise made.
+never touches the database. Hand-offs that arrive while a transaction is being written are
+recorded together in the next one, each answered after its commit (:mod:`sidecar.bounce.group`).
+A client that sees the connection close without a reply does the job itself, so the reply is
+the only promise made.
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import protocol
-from twisted.internet.threads import deferToThreadPool
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from sidecar import metrics
 from sidecar.bounce.envelope import MAX_HEADER, Envelope
+from sidecar.bounce.group import GroupCommit
 from sidecar.bounce.record import Recorder
 
 log = logging.getLogger("sidecar.bounce.handoff")
@@ -121,9 +123,7 @@ class HandoffProtocol(protocol.Protocol, TimeoutMixin):
         self.setTimeout(None)
         assert self.env is not None
         spool, self.spool = self.spool, None
-        d = deferToThreadPool(
-            self.factory.reactor, self.factory.threadpool, _record_spooled, self.factory.recorder, spool, self.env
-        )
+        d = self.factory.group.submit(spool, self.env, self.length)
         d.addCallbacks(lambda out: self._reply(f"OK {out.summary()}"), self._failed)
 
     def _failed(self, f: Failure) -> None:
@@ -153,16 +153,6 @@ class HandoffProtocol(protocol.Protocol, TimeoutMixin):
         tr.abortConnection()
 
 
-def _record_spooled(recorder: Recorder, spool: Any, env: Envelope) -> Any:
-    """In the database thread: read the spooled message back and record it."""
-    try:
-        spool.seek(0)
-        data = spool.read()
-    finally:
-        spool.close()
-    return recorder.record(data, env)
-
-
 class HandoffFactory(protocol.Factory):
     def __init__(
         self, recorder: Recorder, reactor: Any, threadpool: Any, max_size: int, max_connections: int = 32
@@ -170,6 +160,7 @@ class HandoffFactory(protocol.Factory):
         self.recorder = recorder
         self.reactor = reactor
         self.threadpool = threadpool
+        self.group = GroupCommit(recorder, reactor, threadpool)
         self.max_size = max_size
         self.max_connections = max_connections
         self.active = 0

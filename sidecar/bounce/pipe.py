@@ -1,8 +1,8 @@
 """``sidecar ingest``: the pipe(8) command. One message on stdin, exit 0 or 75, never anything else.
 
 This module is the fast path, run once per bounce: it imports only the standard library, and
-of that only what loads in a few milliseconds (``_socket``, not ``socket``; no ``re``, ``json``
-or ``argparse`` on the hand-off path). :mod:`sidecar.bounce.pipe_entry` runs it under
+of that only what loads in a few milliseconds (``_socket``, not ``socket``; no ``os``, ``re``,
+``json`` or ``argparse`` on the hand-off path). :mod:`sidecar.bounce.pipe_entry` runs it under
 ``python3 -I -S``; the in-process fallback first adds the installation's site-packages
 (:func:`full_python`). It reads the message with the size limit, then hands it to
 the running service over the local unix socket (:mod:`sidecar.bounce.handoff`), which
@@ -18,7 +18,6 @@ unparsed / bad-verp); 75 = anything else, so Postfix keeps the message and retri
 from __future__ import annotations
 
 import _socket
-import os
 import sys
 
 from sidecar.bounce.envelope import Envelope
@@ -60,14 +59,14 @@ def handoff(path: str, env: Envelope, data: bytes, timeout: float = REPLY_TIMEOU
     A timeout raises :class:`TempFail`: the service has the message and may still commit it,
     so the safe answer is to let Postfix retry (a duplicate is recognised by its sha256).
     """
-    if not path or not os.path.exists(path):
+    if not path:
         return None
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         s.settimeout(5.0)
         try:
             s.connect(path)
-        except OSError:  # refused, stale socket file, permission denied ...
+        except OSError:  # no such file, refused, stale socket file, permission denied ...
             return None
         s.settimeout(timeout)
         try:
@@ -239,10 +238,19 @@ def fast_settings(config_path: str | None) -> tuple[str, int] | None:
         limit = section.get("max_message_size", limit)
     if not isinstance(socket_path, str) or isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
         return None
-    if socket_path and not os.path.isabs(socket_path):  # as config.resolve_path: the file's directory
-        base = os.path.dirname(os.path.abspath(config_path)) if config_path else os.getcwd()
-        socket_path = os.path.join(base, socket_path)
+    if socket_path and not socket_path.startswith("/"):  # as config.resolve_path: the file's directory
+        socket_path = _beside(config_path, socket_path)
     return socket_path, limit
+
+
+def _beside(config_path: str | None, relative: str) -> str:
+    """``relative`` resolved against the configuration file's directory (else the working directory)."""
+    if config_path and config_path.startswith("/") and "/." not in config_path and "//" not in config_path:
+        return f"{config_path.rpartition('/')[0] or '/'}/{relative}"  # the pipe(8) line's plain absolute path
+    import os  # ~2 ms: only for a path that needs normalising
+
+    base = os.path.dirname(os.path.abspath(config_path)) if config_path else os.getcwd()
+    return os.path.join(base, relative)
 
 
 def record_locally(cfg: Any, env: Envelope, data: bytes) -> int:
@@ -256,6 +264,38 @@ def record_locally(cfg: Any, env: Envelope, data: bytes) -> int:
     finally:
         recorder.engine.dispose()
     return EX_OK if out.outcome else EX_TEMPFAIL
+
+
+def guarded(args: Any, stdin: IO[bytes] | None = None) -> int:
+    """:func:`run` with the pipe's contract: 0 once recorded, 75 on ANY failure (never 1, which
+    makes pipe(8) bounce the DSN, and a bounced DSN is lost), the reason as one line on stderr."""
+    try:
+        code = run(args, stdin)
+        return code if code in (EX_OK, EX_TEMPFAIL) else EX_TEMPFAIL
+    except BaseException as e:
+        if isinstance(e, SystemExit) and e.code in (0, None):
+            return EX_OK
+        try:
+            from sidecar.errors import one_line
+
+            # Must not start with a 4.x.x/5.x.x status: pipe(8) would take it as the result.
+            reason = one_line(e, with_type=True)
+            sys.stderr.write(f"sidecar ingest: temporary failure, message kept for retry: {reason}\n")
+            sys.stderr.flush()
+        except BaseException:
+            pass
+        return EX_TEMPFAIL
+
+
+def pipe_main(argv: list[str]) -> int:
+    """``sidecar ingest ARGS`` for the thin entry (:mod:`sidecar.bounce.pipe_entry`): the pipe(8)
+    line's options are read without argparse; anything else goes through the full ingest parser."""
+    args = quick_args(argv)
+    if args is None:
+        from sidecar.cli.bounces import ingest_main
+
+        return ingest_main(argv)
+    return guarded(args)
 
 
 def run(args: Any, stdin: IO[bytes] | None = None) -> int:

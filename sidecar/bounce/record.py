@@ -42,6 +42,12 @@ from sidecar import recipients as recipient_record
 from sidecar.bounce import trust
 from sidecar.bounce.derive import Decision, Derived, EventKind, Finding, MessageState, Outcome, derive_raw
 from sidecar.bounce.envelope import Envelope
+from sidecar.bounce.rules import (
+    REASON_COMPLAINT,
+    REASON_SOFT,
+    decide,
+    soft_events,
+)
 from sidecar.recipients import RecipientLookup
 from sidecar.reputation.attribution import counted_queue_id
 from sidecar.store.db import dialect_insert, ensure_schema, insert_for
@@ -50,12 +56,6 @@ from sidecar.suppression.store import SuppressionStore
 from sidecar.units import InvalidValue
 
 log = logging.getLogger("sidecar.bounce")
-
-SOFT_COUNTED = frozenset({"invalid-recipient", "mailbox-full", "dns", "network"})
-REASON_HARD, REASON_COMPLAINT, REASON_SOFT = "hard bounce", "complaint", "soft bounces"
-# never count as soft bounces
-NOT_COUNTED = (Decision.SUPERSEDED, Decision.BAD_VERP, Decision.UNVERIFIED, Decision.UNCORROBORATED)
-
 
 # Statements built once, values passed as parameters: building ``.values(...)`` per message cost
 # about a seventh of the service's time per hand-off (SQLAlchemy's coercion of each value).
@@ -76,6 +76,15 @@ class Suppressed(StrEnum):
     EXPIRED = "expired"  # an old message (import, replay) whose suppression would already be over
     REFUSED = "refused"  # a value the store refuses: retrying the message would not help
     CAP_REACHED = "cap-reached"  # over ingest.max_suppressions_per_message
+
+
+class Prepared:
+    """A message ready to be written: parsed and assessed, outside any transaction."""
+
+    __slots__ = ("raw", "env", "digest", "derived")
+
+    def __init__(self, raw: bytes, env: Envelope, digest: str, derived: Derived) -> None:
+        self.raw, self.env, self.digest, self.derived = raw, env, digest, derived
 
 
 class Recorder:
@@ -130,54 +139,79 @@ class Recorder:
 
         A parser crash propagates (the pipe exits 75 and Postfix retries) unless
         ``keep_parse_errors``: then the message is stored "unparsed" with the error, for replay.
+        (Several messages in one transaction: :func:`sidecar.bounce.group.record_group`.)
         """
         t0 = time.perf_counter()
         now = time.time() if now is None else now
-        digest = hashlib.sha256(raw).hexdigest()
         try:
-            with self.engine.connect() as conn:
-                dup = conn.execute(select(RawMessage.id).where(RawMessage.sha256 == digest)).scalar()
-            if dup is not None:
-                metrics.INGEST_MESSAGES.labels("duplicate").inc()
-                return Outcome(MessageState.DUPLICATE, dup)
-            try:
-                d = self.derive(raw, env)
-            except Exception as e:
-                if not keep_parse_errors:
-                    raise
-                log.exception("parser error on queue_id=%s", env.queue_id or "-")
-                d = Derived(MessageState.UNPARSED, None, [], f"parser error: {type(e).__name__}: {e}"[:1000])
-            self.assess(d, now)
+            item = self.prepare(raw, env, now, keep_parse_errors=keep_parse_errors)
+            if isinstance(item, Outcome):
+                return item
             with self.engine.begin() as conn:
-                mid = conn.execute(
-                    _INSERT_RAW[conn.dialect.name],
-                    {
-                        "sha256": digest,
-                        "received_at": now,
-                        "queue_id": env.queue_id or None,
-                        "envelope_sender": env.sender or None,
-                        "envelope_recipient": env.recipient or None,
-                        "extension": env.extension or None,
-                        "size": env.size or len(raw),
-                        "content": zlib.compress(raw, 6),
-                        "state": d.state,
-                        "kind": d.kind,
-                        "parser_version": d.parser_version,
-                        "error": d.error,
-                    },
-                ).scalar()
-                if mid is None:  # recorded meanwhile by another process
-                    metrics.INGEST_MESSAGES.labels("duplicate").inc()
-                    return Outcome(MessageState.DUPLICATE, None)
-                out = Outcome(d.state, mid)
-                self.apply(conn, d, mid, now, out, reputation_queue_id=counted_queue_id(self.cfg, raw))
+                out = self.write(conn, item, now)
         except BaseException:
             metrics.INGEST_MESSAGES.labels("tempfail").inc()
             raise
-        metrics.INGEST_MESSAGES.labels(d.state).inc()
-        metrics.INGEST_LATENCY.observe(time.perf_counter() - t0)
-        log.info("ingested queue_id=%s %s", env.queue_id or "-", out.summary())
+        self.finished(item, out, t0)
         return out
+
+    def prepare(
+        self, raw: bytes, env: Envelope, now: float, *, keep_parse_errors: bool = False, known: int | None = -1
+    ) -> Prepared | Outcome:
+        """Everything before the write transaction: the duplicate check, the parse, our own data on
+        the addresses. An :class:`Outcome` for a message already recorded (``known``: its id when
+        the caller looked it up already, None when it found none; -1: look it up here)."""
+        digest = hashlib.sha256(raw).hexdigest()
+        if known == -1:
+            with self.engine.connect() as conn:
+                known = conn.execute(select(RawMessage.id).where(RawMessage.sha256 == digest)).scalar()
+        if known is not None:
+            metrics.INGEST_MESSAGES.labels("duplicate").inc()
+            return Outcome(MessageState.DUPLICATE, known)
+        try:
+            d = self.derive(raw, env)
+        except Exception as e:
+            if not keep_parse_errors:
+                raise
+            log.exception("parser error on queue_id=%s", env.queue_id or "-")
+            d = Derived(MessageState.UNPARSED, None, [], f"parser error: {type(e).__name__}: {e}"[:1000])
+        self.assess(d, now)
+        return Prepared(raw, env, digest, d)
+
+    def write(self, conn: Connection, item: Prepared, now: float) -> Outcome:
+        """The raw message, its events and decisions, inside the caller's transaction."""
+        d, env, raw = item.derived, item.env, item.raw
+        mid = conn.execute(
+            _INSERT_RAW[conn.dialect.name],
+            {
+                "sha256": item.digest,
+                "received_at": now,
+                "queue_id": env.queue_id or None,
+                "envelope_sender": env.sender or None,
+                "envelope_recipient": env.recipient or None,
+                "extension": env.extension or None,
+                "size": env.size or len(raw),
+                "content": zlib.compress(raw, 6),
+                "state": d.state,
+                "kind": d.kind,
+                "parser_version": d.parser_version,
+                "error": d.error,
+            },
+        ).scalar()
+        if mid is None:  # recorded meanwhile by another process (or earlier in the same transaction)
+            return Outcome(MessageState.DUPLICATE, None)
+        out = Outcome(d.state, mid)
+        self.apply(conn, d, mid, now, out, reputation_queue_id=counted_queue_id(self.cfg, raw))
+        return out
+
+    def finished(self, item: Prepared, out: Outcome, t0: float) -> None:
+        """After the commit: count and log what was recorded."""
+        if out.outcome == MessageState.DUPLICATE:
+            metrics.INGEST_MESSAGES.labels("duplicate").inc()
+            return
+        metrics.INGEST_MESSAGES.labels(item.derived.state).inc()
+        metrics.INGEST_LATENCY.observe(time.perf_counter() - t0)
+        log.info("ingested queue_id=%s %s", item.env.queue_id or "-", out.summary())
 
     def gate(self, d: Derived, when: float) -> trust.Gate:
         c = self.icfg
@@ -210,7 +244,7 @@ class Recorder:
         for f in d.findings if findings is None else findings:
             if f.kind in (EventKind.BOUNCE, EventKind.DELAY):
                 metrics.INGEST_RECIPIENTS.labels(f.category or "unknown", str(f.hard).lower()).inc()
-            decision, sup = self.decide(conn, f, when, ignore=d.state == MessageState.BAD_VERP)
+            decision, sup = decide(self.icfg, conn, f, when, ignore=d.state == MessageState.BAD_VERP)
             scopes: list[str] = []
             if sup is not None or decision == Decision.SOFT:
                 held, scopes = gate.scopes(f.address, sup is not None and sup[1] == REASON_COMPLAINT)
@@ -301,49 +335,6 @@ class Recorder:
             )
         )
 
-    # -- policy --------------------------------------------------------------------------------
-    def decide(
-        self, conn: Connection, f: Finding, when: float, ignore: bool = False
-    ) -> tuple[Decision, tuple[str, str, float | None] | None]:
-        """(decision, (scope tenant, reason, expires_at) or None): what the message asks for, before
-        the trust gate (:mod:`sidecar.bounce.trust`) decides the scopes. Reads the database (soft counts)."""
-        c = self.icfg
-        if ignore:
-            return Decision.BAD_VERP, None
-        if f.kind == EventKind.COMPLAINT:
-            return Decision.SUPPRESS_COMPLAINT, (f.tenant, REASON_COMPLAINT, None)
-        if f.kind != EventKind.BOUNCE:
-            return Decision.DELAY if f.kind == EventKind.DELAY else Decision.RECORD, None
-        if f.category == "block":
-            return Decision.BLOCK, None
-        temporary = (f.status or "").startswith("4")
-        if f.hard and not temporary:
-            exp = when + c.hard_suppression if c.hard_suppression > 0 else None
-            return Decision.SUPPRESS_HARD, ("", REASON_HARD, exp)
-        if f.hard is False and f.category in SOFT_COUNTED and f.action in (None, "failed"):
-            prior = self._soft_events(conn, f.address, when)
-            if len(prior) + 1 >= c.soft_threshold:
-                return Decision.SUPPRESS_SOFT, ("", REASON_SOFT, when + c.soft_suppression)
-            return Decision.SOFT, None
-        return Decision.RECORD, None
-
-    def _soft_events(self, conn: Connection, address: str, when: float) -> list[int]:
-        e = Event.__table__.c
-        q = (
-            select(e.id)
-            .where(
-                e.address == address,
-                e.kind == EventKind.BOUNCE,
-                e.hard.is_(False),
-                e.category.in_(sorted(SOFT_COUNTED)),
-                e.created_at > when - self.icfg.soft_window,
-                e.created_at <= when,
-                e.decision.notin_(NOT_COUNTED),
-            )
-            .order_by(e.id)
-        )
-        return list(conn.execute(q).scalars())
-
     def _suppress(
         self,
         conn: Connection,
@@ -369,7 +360,7 @@ class Recorder:
             return Suppressed.COVERED
         causes = [event_id]
         if reason == REASON_SOFT:
-            causes = sorted(set(self._soft_events(conn, f.address, when)) | {event_id})
+            causes = sorted(set(soft_events(self.icfg, conn, f.address, when)) | {event_id})
         try:
             self.store.add(
                 f.address,

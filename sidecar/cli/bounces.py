@@ -22,20 +22,11 @@ def _one_line(e: BaseException) -> str:
 def cmd_ingest(args: Any) -> int:
     """The pipe(8) command. Returns 0 once recorded, 75 on ANY failure: never 1."""
     try:
-        from sidecar.bounce.pipe import run
-
-        code = run(args)
-        return code if code in (EX_OK, EX_TEMPFAIL) else EX_TEMPFAIL
-    except BaseException as e:
-        if isinstance(e, SystemExit) and e.code in (0, None):
-            return EX_OK
-        try:
-            # Must not start with a 4.x.x/5.x.x status: pipe(8) would take it as the result.
-            sys.stderr.write(f"sidecar ingest: temporary failure, message kept for retry: {_one_line(e)}\n")
-            sys.stderr.flush()
-        except BaseException:
-            pass
+        from sidecar.bounce.pipe import guarded
+    except BaseException as e:  # guarded() itself maps every other failure to 75
+        sys.stderr.write(f"sidecar ingest: temporary failure, message kept for retry: {_one_line(e)}\n")
         return EX_TEMPFAIL
+    return guarded(args)
 
 
 class _IngestArgs(Exception):
@@ -73,15 +64,6 @@ def ingest_main(argv: list[str]) -> int:
         sys.stderr.write(f"sidecar ingest: temporary failure, bad arguments: {_one_line(e)}\n")
         return EX_TEMPFAIL
     return cmd_ingest(args)
-
-
-def pipe_main(argv: list[str]) -> int:
-    """``sidecar ingest ARGS`` for the thin entry (:mod:`sidecar.bounce.pipe_entry`): the pipe(8)
-    line's options are read without argparse; anything else goes through :func:`ingest_main`."""
-    from sidecar.bounce.pipe import quick_args
-
-    args = quick_args(argv)
-    return cmd_ingest(args) if args is not None else ingest_main(argv)
 
 
 def _load_config(args: Any) -> Any:

@@ -8,7 +8,7 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.testing import StringTransport
 
-from sidecar.bounce import handoff
+from sidecar.bounce import group, handoff
 from sidecar.bounce.derive import Outcome
 from sidecar.bounce.envelope import Envelope
 
@@ -25,9 +25,21 @@ class FakeRecorder:
         return Outcome("parsed", 7, recipients=1, suppressions=1)
 
 
+def record_each(recorder: Any, items: list[tuple[bytes, Envelope]]) -> list[Any]:
+    """group.record_group's contract over FakeRecorder.record: an Outcome or the exception, per item."""
+    out: list[Any] = []
+    for data, env in items:
+        try:
+            out.append(recorder.record(data, env))
+        except Exception as e:
+            out.append(e)
+    return out
+
+
 @pytest.fixture(autouse=True)
 def inline_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(handoff, "deferToThreadPool", lambda reactor, pool, fn, *a: defer.maybeDeferred(fn, *a))
+    monkeypatch.setattr(group, "deferToThreadPool", lambda reactor, pool, fn, *a: defer.maybeDeferred(fn, *a))
+    monkeypatch.setattr(group, "record_group", record_each)
 
 
 def connect(recorder: Any, max_size: int = 1 << 20) -> tuple[handoff.HandoffProtocol, StringTransport]:

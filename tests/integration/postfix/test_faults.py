@@ -354,6 +354,20 @@ def burst_size() -> int:
     return int(os.environ.get("SIDECAR_DSN_BURST", "1000"))
 
 
+def burst_values() -> dict[str, str]:
+    """What bench/bench_dsn_burst.py compares: SIDECAR_DSN_BURST_PIPE=cli runs `sidecar ingest` as
+    the pipe command instead of the thin entry `sidecar postfix-config` prints;
+    SIDECAR_DSN_BURST_MAXPROC sets the sidecar-bounce service's process limit."""
+    values = {}
+    if os.environ.get("SIDECAR_DSN_BURST_PIPE", "thin") == "cli":
+        from tests.harness.sidecar import BIN
+
+        values["PIPE_COMMAND"] = f"{BIN} ingest"
+    if os.environ.get("SIDECAR_DSN_BURST_MAXPROC"):
+        values["PIPE_MAXPROC"] = os.environ["SIDECAR_DSN_BURST_MAXPROC"]
+    return values
+
+
 def dsn_messages(n: int) -> list[bytes]:
     """Postfix-style DSNs (the lab's real one), one per failed recipient, all different."""
     template = DSN_TEMPLATE.read_text()
@@ -376,7 +390,7 @@ def dsn_messages(n: int) -> list[bytes]:
 
 def test_d_burst_of_dsns_through_the_pipe(make_lab: MakeLab) -> None:
     n = burst_size()
-    lab = make_lab(config={"ingest": PIPE_MECHANICS})  # DSNs injected for addresses never sent to
+    lab = make_lab(config={"ingest": PIPE_MECHANICS}, values=burst_values())  # DSNs for addresses never sent to
     messages = dsn_messages(n)
     mark = lab.postfix.mark_log()
     started = time.monotonic()
