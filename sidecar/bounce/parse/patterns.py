@@ -50,7 +50,10 @@ PATTERNS: dict[str, re.Pattern[str]] = {
 }
 
 # the same patterns, searched only in texts containing one of their literal runs (parse/prefilter.py)
-PREFILTERED: dict[str, Prefiltered] = {reason: Prefiltered(pattern) for reason, pattern in PATTERNS.items()}
+PREFILTERED: dict[str, Prefiltered] = {
+    reason: Prefiltered(pattern, tuple(c.prefiltered for c in OF_REASON[reason]))
+    for reason, pattern in PATTERNS.items()
+}
 
 
 def match_reason(text: str, order: tuple[str, ...] = ORDER) -> str | None:

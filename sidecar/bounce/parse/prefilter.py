@@ -70,6 +70,10 @@ def needles(pattern: re.Pattern[str]) -> tuple[str, ...] | None:
         found = _best(_parser.parse(pattern.pattern, pattern.flags))
     except Exception:  # an unknown parse-tree shape: no prefilter, never a wrong one
         return None
+    return _minimal(found)
+
+
+def _minimal(found: set[str] | None) -> tuple[str, ...] | None:
     if not found or min(map(len, found)) < _MIN_NEEDLE:
         return None
     kept: list[str] = []
@@ -80,16 +84,34 @@ def needles(pattern: re.Pattern[str]) -> tuple[str, ...] | None:
 
 
 class Prefiltered:
-    """A compiled pattern searched only in texts that contain one of its :func:`needles`."""
+    """A compiled pattern searched only in texts that contain one of its :func:`needles`.
 
-    __slots__ = ("pattern", "needles")
+    The needles are worked out at the first search (parsing every pattern at import would
+    cost a short-lived ``sidecar ingest`` tens of milliseconds). With ``parts`` (the patterns
+    whose alternation ``pattern`` is), they are the union of the parts' own.
+    """
 
-    def __init__(self, pattern: re.Pattern[str]) -> None:
+    __slots__ = ("pattern", "_parts", "_needles")
+
+    def __init__(self, pattern: re.Pattern[str], parts: tuple[Prefiltered, ...] = ()) -> None:
         self.pattern = pattern
-        self.needles = needles(pattern)
+        self._parts = parts
+        self._needles: tuple[str, ...] | None = ()  # (): not worked out yet
+
+    @property
+    def needles(self) -> tuple[str, ...] | None:
+        if self._needles == ():
+            if self._parts:
+                each = [p.needles for p in self._parts]
+                self._needles = None if any(n is None for n in each) else _minimal({s for n in each for s in n or ()})
+            else:
+                self._needles = needles(self.pattern)
+        return self._needles
 
     def search(self, text: str) -> re.Match[str] | None:
-        found = self.needles
+        found = self._needles
+        if found == ():
+            found = self.needles
         if found is not None and not any(s in text for s in found):
             return None
         return self.pattern.search(text)
