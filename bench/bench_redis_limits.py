@@ -2,9 +2,9 @@
 
 Starts a private Redis on loopback (tests/harness/services.py) and sidecar servers on a
 SQLite copy seeded with --suppressions addresses: one with `ratelimit.backend = "memory"`,
-one with `"redis"`, and with --before DIR a third on Redis running the sidecar package
-found in DIR (e.g. `git archive BASE | tar -x -C DIR`), so that before and after are
-measured in one run. Each is warmed (one request per sender: --keys live rate-limit keys),
+one with `"redis"`, and with --before DIR two more (memory and Redis) running the sidecar
+package found in DIR (e.g. `git archive BASE | tar -x -C DIR`), so that before and after
+are measured in one run. Each is warmed (one request per sender: --keys live rate-limit keys),
 then bench/policy_load.py drives them in alternating rounds (50 connections, every reply
 checked). Per round it records the CPU of the server, the generator and Redis, and Redis's
 own figures for the script (`INFO commandstats`: calls and microseconds per call).
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=50)
     p.add_argument("--duration", type=float, default=10.0, help="seconds per round per server")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds")
-    p.add_argument("--before", metavar="DIR", help="also a Redis-backed server running the sidecar package in DIR")
+    p.add_argument("--before", metavar="DIR", help="also memory and Redis servers running the sidecar package in DIR")
     p.add_argument("--py-spy", metavar="BIN", help="profile the Redis-backed server's rounds with py-spy")
     p.add_argument("--py-spy-out", default="/tmp/sidecar-bench-redis-profile.txt")
     p.add_argument("--quiet-wait", type=float, default=20.0, help="wait up to this long for an idle machine")
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         db, _ = seeded_db(args, cache, workdir, args.suppressions)
         plan = [("memory", "memory", None), ("redis", "redis", None)]
         if args.before:
-            plan.append(("redis-before", "redis", args.before))
+            plan += [("memory-before", "memory", args.before), ("redis-before", "redis", args.before)]
         started = {}
         for name, backend, source in plan:
             srv, http_port = start(args, name, backend, source, db, redis.url, workdir, servers)
@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 rounds.append(r)
                 print(
-                    f"  round {i + 1} {name}: {r['rps']:,.0f} req/s, p99 {r['p99_ms']:.2f} ms, {r['errors']} errors,"
+                    f"  round {i + 1} {name}: {r['rps']:,.0f} req/s, p50 {r['p50_ms']:.2f} ms,"
+                    f" p99 {r['p99_ms']:.2f} ms, {r['errors']} errors,"
                     f" {r['mismatches']} mismatches; CPU server {r['server_cpu']:.0%}"
                     f" ({r['server_us_per_req']} us/req),"
                     f" Redis {r['redis_cpu']:.0%} ({r['redis_us_per_req']} us/req, {calls:,.0f} script calls,"
@@ -190,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = {
                 "rps": best["rps"],
                 "p99_ms": best["p99_ms"],
+                "p50_median_ms": statistics.median(r["p50_ms"] for r in rounds),
                 "rps_median": statistics.median(r["rps"] for r in rounds),
                 "p99_median_ms": statistics.median(r["p99_ms"] for r in rounds),
                 "errors": sum(r["errors"] + r["mismatches"] for r in rounds),
@@ -214,13 +216,17 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{args.connections} connections, {args.keys:,} keys, {args.rounds} alternating rounds x {args.duration:g} s"
     )
-    print("| server | req/s (best) | req/s (median) | p99 ms (best round) | p99 ms (median) | errors | fallbacks |")
-    print("|---|---|---|---|---|---|---|")
-    for name in ("memory", "redis", "redis-before"):
+    print(
+        "| server | req/s (best) | req/s (median) | p50 ms (median) | p99 ms (best round) | p99 ms (median)"
+        " | errors | fallbacks |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name in ("memory", "redis", "memory-before", "redis-before"):
         if name in results:
             t = results[name]
             print(
-                f"| {name} | {t['rps']:,.0f} | {t['rps_median']:,.0f} | {t['p99_ms']:.2f} | {t['p99_median_ms']:.2f} |"
+                f"| {name} | {t['rps']:,.0f} | {t['rps_median']:,.0f} | {t['p50_median_ms']:.2f} | {t['p99_ms']:.2f}"
+                f" | {t['p99_median_ms']:.2f} |"
                 f" {t['errors']} | {t['fallbacks']:,.0f} |"
             )
     m = results["memory"]
@@ -232,8 +238,15 @@ def main(argv: list[str] | None = None) -> int:
                 f" p99 {t['p99_ms']:.2f} vs {m['p99_ms']:.2f} ms"
             )
     print(f"script calls over 1 ms (SLOWLOG LEN): {results.get('slowlog_over_1ms')}")
-    if "redis-before" in results:
-        print(f"redis / redis-before: {results['redis']['rps'] / results['redis-before']['rps']:.2f}x")
+    for name in ("memory", "redis"):
+        if f"{name}-before" in results:
+            t, b = results[name], results[f"{name}-before"]
+            print(
+                f"{name} / {name}-before: {t['rps'] / b['rps']:.2f}x"
+                f" (medians {t['rps_median'] / b['rps_median']:.2f}x),"
+                f" p99 {t['p99_ms']:.2f} vs {b['p99_ms']:.2f} ms (medians {t['p99_median_ms']:.2f} vs"
+                f" {b['p99_median_ms']:.2f})"
+            )
     if profiler is not None and os.path.exists(args.py_spy_out):
         print(f"\npy-spy profile of the Redis-backed server's rounds ({args.py_spy_out}):")
         print(profile_summary(args.py_spy_out, top=25))

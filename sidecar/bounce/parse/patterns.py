@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from sidecar.bounce.parse.phrases import OF_REASON
+from sidecar.bounce.parse.prefilter import Prefiltered
 
 ORDER: tuple[str, ...] = (
     "mesgtoobig",
@@ -48,10 +49,16 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     reason: re.compile("|".join(f"(?:{p})" for c in OF_REASON[reason] for p in c.phrases)) for reason in ORDER
 }
 
+# the same patterns, searched only in texts containing one of their literal runs (parse/prefilter.py)
+PREFILTERED: dict[str, Prefiltered] = {
+    reason: Prefiltered(pattern, tuple(c.prefiltered for c in OF_REASON[reason]))
+    for reason, pattern in PATTERNS.items()
+}
+
 
 def match_reason(text: str, order: tuple[str, ...] = ORDER) -> str | None:
     """The first reason in ``order`` whose pattern matches lower-cased ``text``."""
     for reason in order:
-        if PATTERNS[reason].search(text):
+        if PREFILTERED[reason].search(text):
             return reason
     return None

@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from sidecar.bounce.parse.prefilter import Prefiltered
+
 RFC3463 = "RFC 3463"
 IANA = "IANA SMTP Enhanced Status Codes registry (RFC 5248)"
 SISIMAI = "sisimai lib/Sisimai/Reason"
@@ -38,9 +40,11 @@ class PhraseClass:
     sources: tuple[str, ...]
     phrases: tuple[str, ...]
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    prefiltered: Prefiltered = field(init=False, repr=False, compare=False)  # the pattern, prefiltered
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pattern", re.compile("|".join(f"(?:{p})" for p in self.phrases)))
+        object.__setattr__(self, "prefiltered", Prefiltered(self.pattern))
 
 
 CLASSES: tuple[PhraseClass, ...] = (
@@ -392,7 +396,7 @@ for _c in CLASSES:
 def first_match(reason: str, text: str) -> tuple[str, str] | None:
     """(phrase class, the words matched) of the first class naming ``reason`` found in ``text``."""
     for c in OF_REASON.get(reason, ()):
-        m = c.pattern.search(text)
+        m = c.prefiltered.search(text)
         if m:
             return c.name, m.group(0)
     return None
