@@ -25,12 +25,14 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    func,
     insert,
     literal,
     select,
 )
 from sqlalchemy.dialects import postgresql
 
+from sidecar.store.indexes import create_indexes, drop_indexes
 from sidecar.store.models import Change, Suppression
 from sidecar.suppression.fields import check_text
 from sidecar.suppression.rows import CSV_FIELDS, CsvRows, check_rows, csv_escape
@@ -55,6 +57,7 @@ IMPORT_COLUMNS = ("address", "tenant", "reason", "category", "source", "note", "
 UPSERT_COLUMNS = ("reason", "category", "source", "note", "active", "created_at", "updated_at", "expires_at")
 PG_IMPORT_CHUNK = 50_000
 SQLITE_IMPORT_CHUNK = 50_000  # ~0.3 s of write lock each on this machine kind (other writers wait)
+REBUILD_MIN_ROWS = 50_000  # an import this large into a table no larger rebuilds the secondary indexes
 
 
 # SQLite: one prepared statement per table, executed by the driver over plain tuples. Going through
@@ -208,7 +211,7 @@ def import_rows(
         source=source,
         now=now,
     )
-    total = 0
+    total, t0, c0 = 0, time.monotonic(), time.process_time()
     with tempfile.SpooledTemporaryFile(max_size=32 << 20) as spool:
         chunk: list[ImportRow] = []
         where: dict[tuple[str, str], int] = {}  # (address, tenant) -> its last row in chunk
@@ -227,25 +230,73 @@ def import_rows(
             pickle.dump(chunk, spool, pickle.HIGHEST_PROTOCOL)
             total += len(chunk)
         spool.seek(0)
-        done = 0
+        log.info(
+            "import: %d rows checked in %.1f s (CPU %.1f s)", total, time.monotonic() - t0, time.process_time() - c0
+        )
+        done, t0, c0 = 0, time.monotonic(), time.process_time()
         with _writer(store.engine, pg) as begin:
-            while done < total:
-                part: list[ImportRow] = pickle.load(spool)
-                try:
-                    with begin() as conn:
-                        write(conn, part, now)
-                except Exception as e:
-                    if not done:
-                        raise
-                    log.error("import stopped after committing %d of %d rows: %s", done, total, e)
-                    raise ImportIncomplete(
-                        f"import stopped after committing {done:,} of {total:,} rows "
-                        f"(lines 2..{done + 1}): {type(e).__name__}"
-                    ) from e
-                done += len(part)
-                if progress:
-                    progress(done)
+            with begin() as conn:
+                rebuild = _worth_rebuilding(conn, total)
+                if rebuild:
+                    drop_indexes(conn)
+            try:
+                while done < total:
+                    part: list[ImportRow] = pickle.load(spool)
+                    try:
+                        with begin() as conn:
+                            write(conn, part, now)
+                    except Exception as e:
+                        if not done:
+                            raise
+                        log.error("import stopped after committing %d of %d rows: %s", done, total, e)
+                        raise ImportIncomplete(
+                            f"import stopped after committing {done:,} of {total:,} rows "
+                            f"(lines 2..{done + 1}): {type(e).__name__}"
+                        ) from e
+                    done += len(part)
+                    if progress:
+                        progress(done)
+                log.info(
+                    "import: %d rows written in %.1f s (CPU %.1f s; indexes dropped: %s)",
+                    *(total, time.monotonic() - t0, time.process_time() - c0, rebuild),
+                )
+            except Exception:
+                if rebuild:
+                    _build_indexes(begin, after_failure=True)
+                raise
+            if rebuild:
+                _build_indexes(begin)
     return total
+
+
+def _build_indexes(begin: Callable[[], Any], after_failure: bool = False) -> None:
+    """The dropped indexes built again, in one transaction. After a failed import a failure here
+    is only logged (the import's own error is the one to report): the next ``upgrade`` (any
+    command, serve, the next import) re-creates them (sidecar.store.indexes.restore_indexes)."""
+    t0, c0 = time.monotonic(), time.process_time()
+    try:
+        with begin() as conn:
+            create_indexes(conn)
+    except Exception as e:
+        if not after_failure:
+            raise
+        log.error("import: the suppressions table's indexes were not rebuilt (%s); the next start re-creates them", e)
+        return
+    log.info(
+        "import: suppressions indexes rebuilt in %.1f s (CPU %.1f s)", time.monotonic() - t0, time.process_time() - c0
+    )
+
+
+def _worth_rebuilding(conn: Connection, rows: int) -> bool:
+    """Whether an import of ``rows`` rows drops the table's secondary indexes (BULK_INDEXES) and builds
+    them again at its end, instead of updating them row by row: when it brings at least
+    REBUILD_MIN_ROWS rows and the table holds no more rows than that already (one sorted build
+    of each then costs less than the row-by-row updates: 4.1 vs 1.8 s of SQLite's CPU per
+    300,000 rows with and without them). The count reads at most ``rows + 1`` rows."""
+    if rows < REBUILD_MIN_ROWS:
+        return False
+    head = select(literal(1)).select_from(Suppression).limit(rows + 1).subquery()
+    return int(conn.execute(select(func.count()).select_from(head)).scalar_one()) <= rows
 
 
 def import_csv(store: SuppressionStore, fh: IO[str], **kw: Any) -> int:
