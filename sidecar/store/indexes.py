@@ -60,5 +60,9 @@ def restore_indexes(engine: Engine) -> list[str]:
         ", ".join(str(ix.name) for ix in missing),
     )
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":  # several relays starting at once: one builds, the others find them
+            from sidecar.store.db import UPGRADE_LOCK
+
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({UPGRADE_LOCK})")
         create_indexes(conn, missing)
     return [str(ix.name) for ix in missing]
