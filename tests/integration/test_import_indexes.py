@@ -11,6 +11,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 from sqlalchemy import func, inspect, select
 
 from sidecar.store.db import make_engine, upgrade
@@ -129,9 +130,21 @@ def test_indexes_come_back_after_an_import_killed_half_way(db_url, tmp_path) -> 
     out = run_cli("db", "upgrade", db=db_url)
     assert "re-creating 5 missing index(es)" in out.stderr
     assert _indexes(engine) == NAMES
-    # and the same file again completes the import (upserts), indexes and all
-    run_cli("suppressions", "import", str(src), "--no-progress", db=db_url)
+    engine.dispose()
+
+
+def test_a_bad_last_row_of_a_large_file_writes_nothing(db_url) -> None:
+    """The rows are staged (COPY on PostgreSQL) while they are checked: a bad row at the very end
+    still leaves the database as it was, its indexes too, and the next import works."""
+    engine = make_engine(db_url)
+    upgrade(engine)
+    store = SuppressionStore(engine)
+    n = REBUILD_MIN_ROWS + 5
+    with pytest.raises(ValueError, match=f"^line {n + 2}: address: "):
+        store.import_csv(io.StringIO(_csv(n) + "not-an-address,t,r\n"))
     with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(Suppression)).scalar() == n
+        assert conn.execute(select(func.count()).select_from(Suppression)).scalar() == 0
+        assert conn.execute(select(func.count()).select_from(Change)).scalar() == 0
     assert _indexes(engine) == NAMES
+    assert store.import_csv(io.StringIO(_csv(10))) == 10
     engine.dispose()
