@@ -74,10 +74,8 @@ def run_import(csv_path: Path, url: str, source: str | None, pg: object | None =
     proc = subprocess.Popen(
         [
             SIDECAR,
-            "--log-level",
-            "info",
-            "--log-format",
-            "json",
+            # this tree logs its phases (older ones have neither the lines nor, before 1d933b8, --log-format)
+            *([] if source else ["--log-level", "info", "--log-format", "json"]),
             "suppressions",
             "import",
             str(csv_path),
