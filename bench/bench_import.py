@@ -7,7 +7,10 @@ an empty database, timed from spawn to exit; the peak RSS is the child's ``ru_ma
 Then checks that every row is an active suppression and that the change feed holds every
 address (or, for a bulk import, a reload marker newer than them). With ``--compare DIR`` the
 same import runs first from DIR (e.g. ``git archive OLD | tar -x -C DIR``, via PYTHONPATH),
-then from this tree, in turn, so before/after come from one run.
+then from this tree, in turn, so before/after come from one run. Each line also gives the
+command's CPU, the PostgreSQL server's CPU (on a shared machine the wall time measures the queue
+for a core as much as the work) and this tree's phases from its log (checked, written, indexes
+rebuilt).
 
     .venv/bin/python bench/bench_import.py [--rows 1000000] [--backend sqlite,postgresql] [--compare DIR]
 
@@ -20,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -42,15 +46,44 @@ def uptime() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def run_import(csv_path: Path, url: str, source: str | None) -> dict:
+def pg_cpu_s(pg: object | None) -> float:
+    """CPU seconds of the PostgreSQL server's processes so far: the live ones, and the ended backends
+    the postmaster reaped (its children's time)."""
+    if pg is None:
+        return 0.0
+    from scale_env import pg_pids
+
+    ticks = 0
+    for i, pid in enumerate(pg_pids(pg)):  # type: ignore[arg-type]
+        try:
+            v = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        ticks += int(v[11]) + int(v[12]) + (int(v[13]) + int(v[14]) if i == 0 else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def run_import(csv_path: Path, url: str, source: str | None, pg: object | None = None) -> dict:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     if source:
         env["PYTHONPATH"] = source
     load0 = os.getloadavg()[0]
+    server0 = pg_cpu_s(pg)
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        [SIDECAR, "suppressions", "import", str(csv_path), "--db", url, "--json", "--no-progress"],
+        [
+            SIDECAR,
+            # this tree logs its phases (older ones have neither the lines nor, before 1d933b8, --log-format)
+            *([] if source else ["--log-level", "info", "--log-format", "json"]),
+            "suppressions",
+            "import",
+            str(csv_path),
+            "--db",
+            url,
+            "--json",
+            "--no-progress",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
@@ -58,14 +91,21 @@ def run_import(csv_path: Path, url: str, source: str | None) -> dict:
     )
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.monotonic() - t0
+    server = pg_cpu_s(pg) - server0
     proc.returncode = os.waitstatus_to_exitcode(status)
     out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
     if proc.returncode != 0:
         raise RuntimeError(f"import failed ({proc.returncode}): {out[-2000:]!r} {err[-2000:]!r}")
+    # this tree's phases, from its log lines ("import: 1000000 rows checked in 3.1 s", ...)
+    phases = re.findall(
+        r"import: (?:\d+ rows )?(.+? in [\d.]+ s(?: \(CPU [\d.]+ s[^)]*\))?)", err.decode(errors="replace")
+    )
     return {
+        "phases": phases,
         "wall_s": round(wall, 2),
         "command_s": json.loads(out.strip().splitlines()[-1])["seconds"],
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+        **({"server_cpu_s": round(server, 2)} if pg is not None else {}),
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "load": f"{load0:.2f} -> {os.getloadavg()[0]:.2f}",
     }
@@ -83,7 +123,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--backend", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
-    ap.add_argument("--compare", metavar="DIR", help="also run the sidecar package from DIR (before), in turn")
+    ap.add_argument(
+        "--compare",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="also run the sidecar package from DIR (before), in turn; repeat for several (before, before2, ...)",
+    )
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--fast-pg", action="store_true", help="PostgreSQL without fsync (the test settings)")
     ap.add_argument("--cache-dir", default="/tmp/sidecar-bench-cache", help="keeps the generated CSV")
@@ -93,8 +139,9 @@ def main() -> int:
     backends = [b for b in args.backend.split(",") if b]
     if set(backends) - set(TARGET_S):
         ap.error("--backend: sqlite and/or postgresql")
-    if args.compare and not (Path(args.compare) / "sidecar" / "__init__.py").exists():
-        ap.error(f"--compare {args.compare}: no sidecar package there")
+    for d in args.compare:
+        if not (Path(d) / "sidecar" / "__init__.py").exists():
+            ap.error(f"--compare {d}: no sidecar package there")
     cache = Path(args.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     csv_path = suppression_csv(cache, args.rows)
@@ -104,7 +151,10 @@ def main() -> int:
         f"{args.rows:,} rows; load average at start {uptime()}",
         flush=True,
     )
-    trees = ([("before", str(Path(args.compare).resolve()))] if args.compare else []) + [("after", None)]
+    trees: list[tuple[str, str | None]] = [
+        (f"before{i + 1 if i else ''}", str(Path(d).resolve())) for i, d in enumerate(args.compare)
+    ]
+    trees.append(("after", None))
     work = Path(tempfile.mkdtemp(prefix="bench-import-"))
     pg = None
     results: dict[tuple[str, str], list[dict]] = {}
@@ -124,7 +174,7 @@ def main() -> int:
                     else:
                         assert pg is not None
                         url = pg.create_database(f"import{n}")
-                    r = run_import(csv_path, url, source)
+                    r = run_import(csv_path, url, source, pg if backend == "postgresql" else None)
                     if backend == "sqlite":
                         r["suppressions"], r["feed"] = counts_sqlite(db)
                         for p in work.glob(f"import-{n}.db*"):
@@ -133,7 +183,7 @@ def main() -> int:
                         r["suppressions"], r["feed"] = db_counts(pg, f"import{n}")  # type: ignore[arg-type]
                     r["complete"] = r["suppressions"] == args.rows and r["feed"] >= args.rows
                     results.setdefault((backend, label), []).append(r)
-                    print(f"{backend:<10} {label:<6} {json.dumps(r)}", flush=True)
+                    print(f"{backend:<10} {label:<7} {json.dumps(r)}", flush=True)
     finally:
         if pg is not None:
             pg_remove(pg)
@@ -145,10 +195,10 @@ def main() -> int:
             f"{backend}: {after['wall_s']} s, peak RSS {after['peak_rss_mb']} MB, complete {after['complete']}; "
             f"target <= {TARGET_S[backend]:.0f} s {'met' if after['wall_s'] <= TARGET_S[backend] else 'NOT met'}"
         )
-        if "before" in best:
-            before = best["before"]
-            line += f"; before {before['wall_s']} s, {before['peak_rss_mb']} MB"
-            line += f"; after/before {after['wall_s'] / before['wall_s']:.2f}x"
+        for label, before in best.items():
+            if label != "after":
+                line += f"; {label} {before['wall_s']} s, {before['peak_rss_mb']} MB"
+                line += f"; after/{label} {after['wall_s'] / before['wall_s']:.2f}x"
         print(line)
     print(f"load average at end {uptime()}")
     return 0

@@ -112,12 +112,16 @@ def _alembic_config(engine: Engine):  # type: ignore[no-untyped-def]
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Create or upgrade the schema to ``revision``."""
+    """Create or upgrade the schema to ``revision``; at head, also re-create any index of the
+    suppressions table that an interrupted bulk import left dropped (sidecar.store.indexes)."""
     from alembic import command
     from alembic.script import ScriptDirectory
 
+    from sidecar.store.indexes import restore_indexes
+
     cfg = _alembic_config(engine)
     if revision == "head" and current_revision(engine) in ScriptDirectory.from_config(cfg).get_heads():
+        restore_indexes(engine)  # one catalogue read, unless an interrupted bulk import left some dropped
         return  # the usual case, without taking the lock: nothing to do
     with engine.begin() as conn:
         # One upgrade at a time: several relays (or serve and `sidecar db upgrade`) starting
@@ -128,6 +132,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock now; others wait (busy_timeout)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+    if revision == "head":
+        restore_indexes(engine)
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -221,12 +221,12 @@ def test_a_running_server_learns_every_row_of_an_import(pg_url, tmp_path):
     t = threading.Thread(target=writer)
     t.start()
     try:
-        out = run_cli("suppressions", "import", str(csv_path), "--json", "--no-progress", db=pg_url)
-        assert '"imported": 120000' in out.stdout
-    finally:
-        stop.set()
-        t.join()
-    try:
+        try:
+            out = run_cli("suppressions", "import", str(csv_path), "--json", "--no-progress", db=pg_url)
+            assert '"imported": 120000' in out.stdout
+        finally:
+            stop.set()
+            t.join()
         want = n + len(added)
         t0 = time.monotonic()
         while True:
