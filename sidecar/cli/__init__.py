@@ -78,10 +78,11 @@ def _run(args: argparse.Namespace) -> int:
         return EX_CONFIG
     require_database(args, cfg)
     fmt = getattr(args, "log_format", None) or cfg.logging.format
-    if args.command == "serve" or fmt == "json":
+    if args.command == "serve" or fmt == "json" or args.log_level != "INFO":
         from sidecar.logs import setup_logging
 
-        # other commands print their results; their log carries warnings and errors only
+        # other commands print their results; their log carries warnings and errors only,
+        # unless --log-level asks for more (or less)
         level = args.log_level if args.command == "serve" or args.log_level != "INFO" else "WARNING"
         setup_logging(level, fmt)
     return int(args.handler(args, cfg))

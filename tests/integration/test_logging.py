@@ -62,3 +62,25 @@ def test_bad_format_is_one_line_naming_the_key(tmp_path):
     cfg.write_text('[logging]\nformat = "xml"\n')
     out = subprocess.run([str(BIN), "check-config", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "logging.format" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_log_level_of_other_commands_in_text(tmp_path):
+    """--log-level INFO is quiet for commands that print their results; --log-level DEBUG/INFO
+    asked for explicitly shows the import's phases in the text format too."""
+    db = f"sqlite:///{tmp_path}/sidecar.db"
+    csv = tmp_path / "list.csv"
+    csv.write_text("address\na@example.com\n")
+    subprocess.run([str(BIN), "db", "upgrade", "--db", db], check=True, capture_output=True, timeout=60)
+
+    def imported(*flags: str) -> str:
+        out = subprocess.run(
+            [str(BIN), *flags, "suppressions", "import", str(csv), "--db", db, "--no-progress"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stderr
+
+    assert " INFO " not in imported()
+    assert " INFO sidecar" in imported("--log-level", "DEBUG")
