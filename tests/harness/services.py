@@ -135,6 +135,8 @@ class RedisServer:
                 "",
                 "--appendonly",
                 "no",
+                # bound to a namespace's address, not loopback: clients come over the bridge
+                *(["--protected-mode", "no"] if self.netns else []),
                 "--dir",
                 str(self.dir),
                 "--logfile",

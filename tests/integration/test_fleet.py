@@ -79,6 +79,7 @@ class Fleet:
     sink: SmtpSink
     relays: dict[str, tuple[Container, str]] = field(default_factory=dict)  # name: (container, address)
     times: dict[str, float] = field(default_factory=dict)
+    slowest: dict[str, str] = field(default_factory=dict)  # relay: its last converge's slowest tasks
 
     def role_vars(self) -> dict[str, Any]:
         return {
@@ -119,12 +120,21 @@ class Fleet:
             "ANSIBLE_HOME": "/tmp/ansible-home",  # the container's own /tmp
             "ANSIBLE_LOCAL_TEMP": "/tmp/ansible-tmp",
             "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_PIPELINING": "1",
+            # per-task times (ansible-core's junit callback), for the slowest tasks in the output
+            "ANSIBLE_CALLBACKS_ENABLED": "ansible.builtin.junit",
+            "JUNIT_OUTPUT_DIR": "/tmp/ansible-junit",
             "PYTHONDONTWRITEBYTECODE": "1",
         }
         runs = {}
         for name, (c, _) in self.relays.items():
+            c.run("rm", "-rf", "/tmp/ansible-junit")
             inventory = self.staging / f"inventory-{name}.json"
-            host = {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3"}
+            host = {
+                "ansible_connection": "local",
+                "ansible_python_interpreter": "/usr/bin/python3",
+                "ansible_become": False,
+            }
             inventory.write_text(json.dumps({"postfix_relays": {"hosts": {name: host}}}))
             argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(REPO / "ansible" / "site.yml")]
             argv += ["-e", f"@{self.staging / 'vars.json'}"]
@@ -138,10 +148,14 @@ class Fleet:
             ok = proc.returncode == 0 and name in recap and recap[name][2:] == ("0", "0")
             assert ok, f"ansible-playbook on {name} failed:\n{output[-8000:]}"
             changed[name] = int(recap[name][1])
+            self.slowest[name] = slowest_tasks(self.relays[name][0])
         return changed
 
-    def smtp(self, relay: str, recipients: list[str], sender: str = SENDER) -> dict[str, tuple[int, str]]:
-        """One message from the host through ``relay``; the RCPT replies (DATA only if one was taken)."""
+    def smtp(
+        self, relay: str, recipients: list[str], sender: str = SENDER, data: bool = True
+    ) -> dict[str, tuple[int, str]]:
+        """One message from the host through ``relay``; the RCPT replies. DATA only if a recipient
+        was taken and ``data``: without it the transaction is abandoned (nothing is relayed)."""
         replies = {}
         with smtplib.SMTP(self.relays[relay][1], 25, local_hostname="client.fleet.test", timeout=20) as s:
             s.ehlo()
@@ -150,11 +164,18 @@ class Fleet:
             for rcpt in recipients:
                 code, msg = s.rcpt(rcpt)
                 replies[rcpt] = (code, msg.decode())
-            if any(code == 250 for code, _ in replies.values()):
+            if data and any(code == 250 for code, _ in replies.values()):
                 body = f"From: {sender}\r\nTo: {', '.join(recipients)}\r\nSubject: fleet\r\n\r\nvia {relay}\r\n"
                 code, msg = s.data(body)
                 assert code == 250, (code, msg)
         return replies
+
+
+def slowest_tasks(c: Container, count: int = 4) -> str:
+    """The slowest tasks of the relay's last converge, from the junit callback's report."""
+    xml = c.run("sh", "-c", "cat /tmp/ansible-junit/*.xml").stdout
+    cases = [(float(t), n) for n, t in re.findall(r'<testcase name="([^"]*)"[^>]*time="([0-9.]+)"', xml)]
+    return ", ".join(f"{n.split(' : ')[-1][:48]} {t:.1f}s" for t, n in sorted(cases, reverse=True)[:count])
 
 
 def wait(what: str, predicate: Callable[[], object], timeout: float, details: Callable[[], str] = str) -> None:
@@ -273,6 +294,7 @@ def test_role_on_a_fleet_under_systemd(fleet: Fleet) -> None:
     t0 = time.monotonic()
     changed = f.converge()
     f.times["converge 1"] = time.monotonic() - t0
+    print(f"slowest tasks of the first converge on relay 1: {f.slowest['relay1']}")
     assert all(n > 0 for n in changed.values()), changed
     t0 = time.monotonic()
     changed = f.converge()
@@ -314,7 +336,7 @@ def test_role_on_a_fleet_under_systemd(fleet: Fleet) -> None:
     # ... and relay 2 refuses it at RCPT within 2 s
     replies: list[tuple[int, str]] = []
     while time.monotonic() - stored < 5:
-        replies.append(f.smtp("relay2", [HARD])[HARD])
+        replies.append(f.smtp("relay2", [HARD], data=False)[HARD])
         if replies[-1][0] == 550:
             break
     refused = time.monotonic() - stored
@@ -331,3 +353,4 @@ def test_role_on_a_fleet_under_systemd(fleet: Fleet) -> None:
     f.times["test body"] = time.monotonic() - t_start
     figures = ", ".join(f"{k} {v:.1f}s" for k, v in f.times.items())
     print(f"fleet: {figures}; relay 2 refused the bounced address {refused:.2f}s after it was stored")
+    print(f"slowest tasks of the second converge on relay 1: {f.slowest['relay1']}")
