@@ -174,7 +174,8 @@ class Fleet:
 def slowest_tasks(c: Container, count: int = 4) -> str:
     """The slowest tasks of the relay's last converge, from the junit callback's report."""
     xml = c.run("sh", "-c", "cat /tmp/ansible-junit/*.xml").stdout
-    cases = [(float(t), n) for n, t in re.findall(r'<testcase name="([^"]*)"[^>]*time="([0-9.]+)"', xml)]
+    tags = [dict(re.findall(r'(\w+)="([^"]*)"', tag)) for tag in re.findall(r"<testcase\b([^>]*)>", xml)]
+    cases = [(float(t.get("time", 0)), t.get("name", "?")) for t in tags]
     return ", ".join(f"{n.split(' : ')[-1][:48]} {t:.1f}s" for t, n in sorted(cases, reverse=True)[:count])
 
 
