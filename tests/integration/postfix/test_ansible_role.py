@@ -6,10 +6,8 @@ Everything started is stopped by PID and removed, also on failure (see docs/depl
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import grp
-import hashlib
 import json
 import os
 import pwd
@@ -21,10 +19,8 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
-import zipfile
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +28,11 @@ import pytest
 from lab_policy import policy_query
 from lab_postfix import BOUNCE_DOMAIN, MASTER_CF_BASE, PostfixLab, wait_until
 from lab_sink import SmtpSink
-from packaging.requirements import Requirement
-from packaging.tags import parse_tag, sys_tags
 
 from sidecar.bounce.verp import make_verp_sender
 from sidecar.postfix_config import FAIL_CLOSED
 from tests.harness.system import free_port, pid_alive
+from tests.harness.wheelhouse import build_wheelhouse
 
 pytestmark = pytest.mark.postfix
 
@@ -47,64 +42,6 @@ HARD = "hard@example.test"
 VERP_KEY = "role-verp-key"
 SENDER = f"bounces@{BOUNCE_DOMAIN}"
 RECAP = re.compile(r"^localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
-
-
-# ---------------------------------------------------------------------------------------
-# A wheelhouse without a package index: the project's wheel plus its dependencies
-
-
-def _repack(dist: metadata.Distribution, out: Path) -> None:
-    """Write an installed distribution back as a wheel (its files under site-packages)."""
-    site = Path(str(dist.locate_file("")))
-    wheel_file = (dist.read_text("WHEEL") or "").splitlines()
-    tags = [line.split(":", 1)[1].strip() for line in wheel_file if line.startswith("Tag:")]
-    ours = {str(t) for t in sys_tags()}
-    # e.g. hyperlink lists py2-none-any first; a compressed set (rbloom's "cp37-abi3-manylinux_2_17_x86_64.
-    # manylinux2014_x86_64") names the wheel as it is
-    tag = next(t for t in tags if any(str(x) in ours for x in parse_tag(t)))
-    name = re.sub(r"[-_.]+", "_", dist.metadata["Name"])
-    skip = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
-    records, info_dir = [], ""
-    with zipfile.ZipFile(out / f"{name}-{dist.version}-{tag}.whl", "w") as whl:
-        for f in dist.files or ():
-            parts = f.parts
-            if parts[0] == ".." or "__pycache__" in parts:
-                continue  # scripts (pip makes them again from entry_points.txt), bytecode
-            if parts[0].endswith(".dist-info"):
-                info_dir = parts[0]
-                if parts[-1] in skip:
-                    continue
-            data = (site / f).read_bytes()
-            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-            whl.writestr(str(f), data)
-            records.append(f"{f},sha256={digest},{len(data)}")
-        whl.writestr(f"{info_dir}/RECORD", "\n".join([*records, f"{info_dir}/RECORD,,"]) + "\n")
-
-
-def build_wheelhouse(out: Path) -> Path:
-    """The project's wheel (built from a copy of the source) and its dependency closure."""
-    src = out.parent / "src"
-    src.mkdir()
-    for item in ("setup.cfg", "pyproject.toml", "README.md", "LICENSE", "NOTICE", "MANIFEST.in"):
-        shutil.copy2(REPO / item, src / item)
-    for item in ("postfix", "sidecar", "contrib", "man"):  # sidecar/data links into the others
-        shutil.copytree(REPO / item, src / item, ignore=shutil.ignore_patterns("__pycache__"), symlinks=True)
-    pip = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index"]
-    subprocess.run([*pip, "-w", str(out), str(src)], check=True, capture_output=True, timeout=120)
-    todo: list[tuple[str, set[str]]] = [(r, {""}) for r in metadata.requires("postfix-sidecar") or ()]
-    seen: set[str] = set()
-    while todo:
-        text, extras = todo.pop()
-        req = Requirement(text)
-        if req.marker and not any(req.marker.evaluate({"extra": e}) for e in extras):
-            continue
-        dist = metadata.distribution(req.name)
-        key = dist.metadata["Name"].lower()
-        if key not in seen:
-            _repack(dist, out)
-        seen.add(key)
-        todo += [(r, set(req.extras) | {""}) for r in dist.requires or ()]
-    return next(out.glob("postfix_sidecar-*.whl"))
 
 
 # ---------------------------------------------------------------------------------------
