@@ -77,7 +77,7 @@ class SidecarProcess:
             argv += ["--policy", endpoint]
         return argv + ["--http", f"tcp:{self.http_port}:interface={self.host}"]
 
-    def start(self, timeout: float = 30) -> SidecarProcess:
+    def start(self, timeout: float = 60) -> SidecarProcess:
         t0 = time.monotonic()
         with open(self.log, "ab") as logf:
             self.proc = subprocess.Popen(
