@@ -8,7 +8,8 @@ CONFIG ?= contrib/make-run.toml
 RUN_ARGS ?=
 # `make test` spreads the test files over this many pytest-xdist workers (0: one process, in order)
 TEST_WORKERS ?= 2
-XDIST = -n $(TEST_WORKERS) --dist loadgroup
+# --dist loadfile: a test file stays on one worker (its module fixtures are built once)
+XDIST = -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: venv deps system-deps run test test-unit test-integration test-postfix lint bench man clean
 
