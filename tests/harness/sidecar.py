@@ -92,6 +92,7 @@ class SidecarProcess:
                 self.started_in = time.monotonic() - t0
                 return self
             time.sleep(0.05)
+        self.stop()  # not left running: the caller's teardown never sees a server that did not start
         raise self.error(f"sidecar serve not ready after {timeout}s ({self.url}/healthz):\n{self.log_tail()}")
 
     def healthz(self) -> int | None:
