@@ -6,6 +6,10 @@ BIN = $(VENV)/bin
 # `make run` reads this file, explicitly (not /etc/postfix-sidecar/sidecar.toml nor $SIDECAR_CONFIG)
 CONFIG ?= contrib/make-run.toml
 RUN_ARGS ?=
+# `make test` spreads the test files over this many pytest-xdist workers (0: one process, in order)
+TEST_WORKERS ?= 2
+# --dist loadfile: a test file stays on one worker (its module fixtures are built once)
+XDIST = -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: venv deps system-deps run test test-unit test-integration test-postfix lint bench man clean
 
@@ -28,16 +32,16 @@ system-deps:
 	@bash .ci/system-deps
 
 test: system-deps venv
-	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) tests $(PYTEST_ARGS)
 
 test-unit: venv
-	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) tests/unit $(PYTEST_ARGS)
 
 test-integration: system-deps venv
-	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) tests/integration $(PYTEST_ARGS)
 
 test-postfix: system-deps venv
-	$(BIN)/python -m pytest -m postfix tests/integration/postfix $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m postfix tests/integration/postfix $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff format --check sidecar tests bench man

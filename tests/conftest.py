@@ -1,4 +1,5 @@
-"""Shared fixtures: a private PostgreSQL and Redis per test session, started only when asked for."""
+"""Shared fixtures: a private PostgreSQL and Redis per test session (per xdist worker under
+`make test`), started only when asked for."""
 
 from __future__ import annotations
 

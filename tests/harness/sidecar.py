@@ -77,7 +77,7 @@ class SidecarProcess:
             argv += ["--policy", endpoint]
         return argv + ["--http", f"tcp:{self.http_port}:interface={self.host}"]
 
-    def start(self, timeout: float = 30) -> SidecarProcess:
+    def start(self, timeout: float = 60) -> SidecarProcess:
         t0 = time.monotonic()
         with open(self.log, "ab") as logf:
             self.proc = subprocess.Popen(
@@ -92,6 +92,7 @@ class SidecarProcess:
                 self.started_in = time.monotonic() - t0
                 return self
             time.sleep(0.05)
+        self.stop()  # not left running: the caller's teardown never sees a server that did not start
         raise self.error(f"sidecar serve not ready after {timeout}s ({self.url}/healthz):\n{self.log_tail()}")
 
     def healthz(self) -> int | None:
