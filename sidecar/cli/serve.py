@@ -53,7 +53,7 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     from sidecar.runtime import settle_after_start
 
-    settle_after_start()  # the GIL switch interval, and start-up's objects out of the GC's way
+    settle_after_start()  # start-up's objects out of the GC's way
     log.info(
         "serving policy on %s, HTTP on %s, database %s (ready in %.2fs)",
         ", ".join(cfg.server.policy),

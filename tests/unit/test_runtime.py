@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import gc
-import sys
 import weakref
 
-from sidecar.runtime import SWITCH_INTERVAL, settle_after_start
+from sidecar.runtime import settle_after_start
 
 
 class _Node:
@@ -14,8 +13,7 @@ class _Node:
         self.other: object = None
 
 
-def test_after_start_the_gil_is_handed_over_quickly_and_start_up_objects_are_frozen() -> None:
-    interval = sys.getswitchinterval()
+def test_after_start_start_up_objects_are_frozen_and_its_garbage_collected() -> None:
     gc.unfreeze()
     kept = [_Node() for _ in range(1000)]  # what start-up built: lives on
     for n in kept:
@@ -26,10 +24,8 @@ def test_after_start_the_gil_is_handed_over_quickly_and_start_up_objects_are_fro
     del cycle
     try:
         settle_after_start()
-        assert sys.getswitchinterval() == SWITCH_INTERVAL < interval
         assert gc.get_freeze_count() >= len(kept)
         assert gone() is None
         assert not any(isinstance(o, _Node) for o in gc.get_objects())  # frozen: no collection walks them
     finally:
-        sys.setswitchinterval(interval)
         gc.unfreeze()
