@@ -15,6 +15,7 @@ A group never takes more than :data:`MAX_MESSAGES` messages or (beyond its first
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -39,8 +40,6 @@ DATABASE_DOWN = (OperationalError, InterfaceError)
 def record_group(recorder: Recorder, items: list[tuple[bytes, Envelope]]) -> list[Outcome | BaseException]:
     """Record ``items`` in one transaction; per item its :class:`Outcome` or the exception that
     kept it from being recorded (the caller answers that one TEMPFAIL). In the database thread."""
-    import hashlib
-
     t0 = time.perf_counter()
     now = time.time()
     results: list[Outcome | BaseException | None] = [None] * len(items)
@@ -52,7 +51,7 @@ def record_group(recorder: Recorder, items: list[tuple[bytes, Envelope]]) -> lis
     ready: list[tuple[int, Prepared]] = []
     for n, (raw, env) in enumerate(items):
         try:
-            item = recorder.prepare(raw, env, now, known=known.get(digests[n]))
+            item = recorder.prepare(raw, env, now, known=known.get(digests[n]), digest=digests[n])
         except Exception as e:
             metrics.INGEST_MESSAGES.labels("tempfail").inc()
             results[n] = e

@@ -156,12 +156,20 @@ class Recorder:
         return out
 
     def prepare(
-        self, raw: bytes, env: Envelope, now: float, *, keep_parse_errors: bool = False, known: int | None = -1
+        self,
+        raw: bytes,
+        env: Envelope,
+        now: float,
+        *,
+        keep_parse_errors: bool = False,
+        known: int | None = -1,
+        digest: str | None = None,
     ) -> Prepared | Outcome:
         """Everything before the write transaction: the duplicate check, the parse, our own data on
         the addresses. An :class:`Outcome` for a message already recorded (``known``: its id when
-        the caller looked it up already, None when it found none; -1: look it up here)."""
-        digest = hashlib.sha256(raw).hexdigest()
+        the caller looked it up already, None when it found none; -1: look it up here; ``digest``:
+        the raw message's sha256 when the caller has it)."""
+        digest = digest or hashlib.sha256(raw).hexdigest()
         if known == -1:
             with self.engine.connect() as conn:
                 known = conn.execute(select(RawMessage.id).where(RawMessage.sha256 == digest)).scalar()

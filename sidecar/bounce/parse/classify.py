@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from sidecar.bounce.parse.budget import MAX_DIAGNOSTIC
-from sidecar.bounce.parse.phrases import first_match
+from sidecar.bounce.parse.patterns import first_match
 from sidecar.bounce.parse.reasons import decide
 from sidecar.bounce.parse.remote_host import remote_reason
 from sidecar.bounce.parse.results import Category, Evidence, FailedRecipient

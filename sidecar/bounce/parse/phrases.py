@@ -15,7 +15,8 @@ are ``.{0,N}``: a text with the literal repeated would make the search quadratic
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 from sidecar.bounce.parse.prefilter import Prefiltered
 
@@ -39,12 +40,15 @@ class PhraseClass:
     meaning: str
     sources: tuple[str, ...]
     phrases: tuple[str, ...]
-    pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
-    prefiltered: Prefiltered = field(init=False, repr=False, compare=False)  # the pattern, prefiltered
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "pattern", re.compile("|".join(f"(?:{p})" for p in self.phrases)))
-        object.__setattr__(self, "prefiltered", Prefiltered(self.pattern))
+    # compiled at first use: the reasons' combined patterns (parse/patterns.py) serve most searches
+    @cached_property
+    def pattern(self) -> re.Pattern[str]:
+        return re.compile("|".join(f"(?:{p})" for p in self.phrases))
+
+    @cached_property
+    def prefiltered(self) -> Prefiltered:
+        return Prefiltered(self.pattern)
 
 
 CLASSES: tuple[PhraseClass, ...] = (
@@ -387,16 +391,3 @@ CLASSES: tuple[PhraseClass, ...] = (
 )  # fmt: skip
 
 BY_NAME: dict[str, PhraseClass] = {c.name: c for c in CLASSES}
-# the phrase classes that name each reason, in the order above
-OF_REASON: dict[str, tuple[PhraseClass, ...]] = {}
-for _c in CLASSES:
-    OF_REASON[_c.reason] = (*OF_REASON.get(_c.reason, ()), _c)
-
-
-def first_match(reason: str, text: str) -> tuple[str, str] | None:
-    """(phrase class, the words matched) of the first class naming ``reason`` found in ``text``."""
-    for c in OF_REASON.get(reason, ()):
-        m = c.prefiltered.search(text)
-        if m:
-            return c.name, m.group(0)
-    return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Callable
 from typing import Any
 
 _parser: Any = importlib.import_module("re._parser")  # the parser re.compile itself uses
@@ -93,16 +94,17 @@ class Prefiltered:
 
     __slots__ = ("pattern", "_parts", "_needles")
 
-    def __init__(self, pattern: re.Pattern[str], parts: tuple[Prefiltered, ...] = ()) -> None:
+    def __init__(self, pattern: re.Pattern[str], parts: Callable[[], tuple[Prefiltered, ...]] | None = None) -> None:
         self.pattern = pattern
-        self._parts = parts
+        self._parts = parts  # called when the needles are first needed (the parts compile lazily too)
         self._needles: tuple[str, ...] | None = ()  # (): not worked out yet
 
     @property
     def needles(self) -> tuple[str, ...] | None:
         if self._needles == ():
-            if self._parts:
-                each = [p.needles for p in self._parts]
+            parts = self._parts() if self._parts is not None else ()
+            if parts:
+                each = [p.needles for p in parts]
                 self._needles = None if any(n is None for n in each) else _minimal({s for n in each for s in n or ()})
             else:
                 self._needles = needles(self.pattern)

@@ -32,7 +32,6 @@ import re
 
 from sidecar.bounce.parse.patterns import PREFILTERED
 from sidecar.bounce.parse.phrases import BY_NAME
-from sidecar.bounce.parse.prefilter import Prefiltered
 
 # Enhanced status code -> the reason it names (RFC 3463/5248 semantics, sisimai's reading).
 STATUS_NAME: dict[str, str] = {
@@ -180,13 +179,9 @@ _NOT_USER = ("norelaying", "blocked", "mailboxfull", "hasmoved", "rejected", "no
 _BEFORE_DATA = frozenset({"HELO", "EHLO", "MAIL", "RCPT", "STARTTLS", "AUTH", "CONNECT"})
 
 
-# what a key names: a reason's pattern, else a phrase class's (parse/phrases.py)
-_KEYS: dict[str, Prefiltered] = {**{name: c.prefiltered for name, c in BY_NAME.items()}, **PREFILTERED}
-
-
 def _matches(key: str, text: str) -> bool:
     """Whether ``text`` says ``key``: a reason name, or a phrase class name (parse/phrases.py)."""
-    pattern = _KEYS.get(key)
+    pattern = PREFILTERED.get(key) or (BY_NAME[key].prefiltered if key in BY_NAME else None)
     return bool(text) and pattern is not None and pattern.search(text) is not None
 
 
