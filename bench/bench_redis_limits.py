@@ -12,6 +12,7 @@ own figures for the script (`INFO commandstats`: calls and microseconds per call
     .venv/bin/python bench/bench_redis_limits.py                     # 100,000 keys
     .venv/bin/python bench/bench_redis_limits.py --keys 10000 --duration 5 --rounds 2
     .venv/bin/python bench/bench_redis_limits.py --before /tmp/base  # before/after in one run
+    .venv/bin/python bench/bench_redis_limits.py --rate 5000         # paced: latency below saturation
     .venv/bin/python bench/bench_redis_limits.py --py-spy .venv/bin/py-spy   # profile the Redis-backed server
 """
 
@@ -95,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--suppressions", type=int, default=100_000, help="suppressed addresses in the index")
     p.add_argument("--keys", type=int, default=100_000, help="active rate-limit keys (senders)")
     p.add_argument("--connections", type=int, default=50)
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="paced load at this many requests/s over all connections (policy_load.py --rate; 0: saturating)",
+    )
     p.add_argument("--duration", type=float, default=10.0, help="seconds per round per server")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds")
     p.add_argument("--before", metavar="DIR", help="also memory and Redis servers running the sidecar package in DIR")
@@ -215,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"\n{args.connections} connections, {args.keys:,} keys, {args.rounds} alternating rounds x {args.duration:g} s"
+        + (f", paced at {args.rate:,.0f} req/s" if args.rate else ", saturating")
     )
     print(
         "| server | req/s (best) | req/s (median) | p50 ms (median) | p99 ms (best round) | p99 ms (median)"

@@ -191,6 +191,8 @@ def load(args: argparse.Namespace, port: int, ours: list[int], pg: PostgresServe
     ]
     if warmup:
         argv.append("--warmup-only")
+    elif getattr(args, "rate", 0):
+        argv += ["--rate", str(args.rate)]
     watch = CpuWatch(ours, pg)
     res = subprocess.run(
         argv, capture_output=True, text=True, timeout=args.duration + 600 + args.keys / 500, cwd=ROOT, check=False

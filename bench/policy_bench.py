@@ -206,6 +206,8 @@ def run_load(
     ]
     if warmup_only:
         argv.append("--warmup-only")
+    elif args.rate:
+        argv += ["--rate", str(args.rate)]
     limit = args.duration + 600 + (args.keys / 1000 if warmup_only else 0)
     hz = os.sysconf("SC_CLK_TCK")
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -517,6 +519,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--connections", type=int, default=50)
     p.add_argument("--procs", type=int, default=1, help="load-generator processes")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="paced load at this many requests/s over all connections (policy_load.py --rate; 0: saturating)",
+    )
     p.add_argument("--suppressions", type=int, default=1_000_000)
     p.add_argument("--keys", type=int, default=100_000, help="active rate-limit keys (senders)")
     p.add_argument("--suppressed-fraction", type=float, default=0.1)

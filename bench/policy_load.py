@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import errno
+import heapq
 import ipaddress
 import itertools
 import json
@@ -203,10 +204,16 @@ def run_load(
     expect: str = EXPECT_NONE,
     fixed: list[bytes] | None = None,
     timeout: float = 10.0,
+    rate: float = 0.0,
 ) -> Result:
     """Drive `connections` persistent connections from one selector loop.
 
     Either `source` (random workload) or `fixed` (send each request once, e.g. warm-up).
+    With ``rate`` (requests per second over all connections) the load is paced: each connection
+    sends on its own schedule, one request every ``connections / rate`` seconds, still one
+    outstanding request at a time; a request whose slot came while its connection still waited
+    for a reply goes as soon as the reply arrives, and its latency counts from its slot (so a
+    slow server is not hidden by the generator waiting for it: no coordinated omission).
     """
     res = Result()
     lat = res.latencies_ns
@@ -221,7 +228,22 @@ def run_load(
     check_expect = expect != EXPECT_NONE
     policy = expect == EXPECT_POLICY
 
+    interval = int(connections / rate * 1e9) if rate > 0 else 0
+    due: list[tuple[int, int]] = []  # paced: (slot in ns, fd) of connections waiting for their slot
+    slots: dict[int, int] = {}  # paced: fd -> the slot of its next request
+
     def send_next(c: _Conn) -> bool:
+        nonlocal remaining
+        if interval:
+            slot = slots[c.fd]
+            slots[c.fd] = slot + interval
+            if slot > perf():
+                heapq.heappush(due, (slot, c.fd))
+                return True
+            return send_now(c, slot)
+        return send_now(c, perf())
+
+    def send_now(c: _Conn, slot: int) -> bool:
         nonlocal remaining
         if remaining == 0:
             return False
@@ -235,7 +257,7 @@ def run_load(
         remaining -= 1
         c.suppressed = sup
         c.buf = b""
-        c.sent_at = perf()
+        c.sent_at = slot
         try:
             n = c.sock.send(data)
         except BlockingIOError:
@@ -259,6 +281,7 @@ def run_load(
             res.note(f"connect: {exc}")
             return
         conns[c.fd] = c
+        slots[c.fd] = perf()
         sel.register(c.sock, selectors.EVENT_READ, c)
         if not send_next(c):
             drop(c)
@@ -268,6 +291,9 @@ def run_load(
         conns[c.fd] = c
         sel.register(c.sock, selectors.EVENT_READ, c)
     start = time.monotonic()
+    t0 = perf()
+    for i, fd in enumerate(conns):  # first slots spread over one interval
+        slots[fd] = t0 + interval * i // max(1, connections)
     for c in list(conns.values()):
         if not send_next(c):
             drop(c)
@@ -275,8 +301,25 @@ def run_load(
     done_sending = False
     checked = 0
     while conns:
-        events = sel.select(1.0)
+        wait = 1.0
+        if due:
+            now_ns = perf()
+            while due and due[0][0] <= now_ns:
+                slot, fd = heapq.heappop(due)
+                c = conns.get(fd)
+                if c is not None and (done_sending or not send_now(c, slot)):
+                    done_sending = done_sending or remaining == 0
+                    drop(c)
+            if due:
+                wait = max(0.0, (due[0][0] - perf()) / 1e9)
+        if not conns:
+            break
+        events = sel.select(wait)
         now_ns = perf()
+        if not events and due:
+            if deadline is not None and time.monotonic() >= deadline:
+                done_sending = True
+            continue
         if not events:
             stale = [c for c in conns.values() if now_ns - c.sent_at > timeout * 1e9]
             for c in stale:
@@ -384,6 +427,7 @@ def _worker(args: argparse.Namespace, index: int, conns: int, requests: int, q, 
         duration=args.duration,
         expect=args.expect,
         timeout=args.timeout,
+        rate=args.rate / args.procs,
     )
     q.put(
         ("done", index, res.requests, res.errors, res.mismatches, res.elapsed, res.latencies_ns.tobytes(), res.samples)
@@ -452,6 +496,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--warmup-only", action="store_true", help="the warm-up pass, then exit")
     p.add_argument("--timeout", type=float, default=10.0, help="per-reply timeout, seconds")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="paced load: requests per second over all connections, latency counted from each request's "
+        "slot (0: each connection sends its next request as soon as the reply came, the saturating load)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
@@ -500,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
                 duration=args.duration,
                 expect=args.expect,
                 timeout=args.timeout,
+                rate=args.rate,
             )
             out.update(summarize([res]))
         bad += out["errors"] + out["mismatches"]

@@ -14,7 +14,7 @@ Pure: time is passed in; no database here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from hashlib import blake2b
 
@@ -23,6 +23,10 @@ from rbloom import Bloom
 from sidecar.suppression.address import match_key
 
 DAY = 86400
+# Pairs hashed into a filter per step of apply_steps: ~0.6 ms of CPU (the match form, the
+# blake2b hash, rbloom's update). A flush of 15,000 pairs is ~70 ms of CPU: run whole, in a
+# pool thread or on the reactor, it held policy requests up for as long (the GIL).
+APPLY_SLICE = 128
 
 
 def pair_hash(tenant: str, address: str) -> int:
@@ -64,6 +68,7 @@ class DayFilter:
     bloom: Bloom
     tenants: set[str] = field(default_factory=set)
     dirty: bool = False
+    items: float = 0.0  # the bloom's estimated pairs when it was last saved
 
 
 class RecipientRecorder:
@@ -107,23 +112,42 @@ class RecipientRecorder:
     def apply(self, day: int, pairs: Iterable[tuple[str, str]], stored: bytes | None = None) -> int:
         """Hash ``pairs`` into ``day``'s filter; ``stored`` seeds a filter not in memory yet
         (this node's row written before a restart). Returns the number of distinct pairs."""
+        steps = self.apply_steps(day, pairs, stored)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return int(done.value)
+
+    def apply_steps(
+        self, day: int, pairs: Iterable[tuple[str, str]], stored: bytes | None = None
+    ) -> Generator[None, None, int]:
+        """:meth:`apply` a slice of APPLY_SLICE pairs at a time, yielding after each; returns the
+        distinct pairs. The service runs it on the reactor through a Cooperator, a few slices per
+        turn, so that no policy request waits behind a whole flush."""
         f = self.filters.get(day)
         if f is None:
             f = self.filters[day] = DayFilter(load_filter(stored) if stored else new_filter(self.expected, self.rate))
-        cs = self.case_sensitive_local
-        keys = {(t, match_key(r, cs)) for t, r in pairs}
-        f.bloom.update([pair_hash(t, a) for t, a in keys])
-        f.tenants.update(t for t, _ in keys)
         f.dirty = True
-        return len(keys)
+        cs = self.case_sensitive_local
+        items = list(pairs)
+        seen: set[tuple[str, str]] = set()
+        for i in range(0, len(items), APPLY_SLICE):
+            keys = {(t, match_key(r, cs)) for t, r in items[i : i + APPLY_SLICE]} - seen
+            seen |= keys
+            f.bloom.update([pair_hash(t, a) for t, a in keys])
+            f.tenants.update(t for t, _ in keys)
+            yield None
+        return len(seen)
 
     def dirty(self) -> list[tuple[int, bytes, float, list[str]]]:
         """(day, filter bytes, estimated pairs, tenants) of each filter changed since it was saved."""
-        return [
-            (day, f.bloom.save_bytes(), f.bloom.approx_items, sorted(f.tenants))
-            for day, f in sorted(self.filters.items())
-            if f.dirty
-        ]
+        out = []
+        for day, f in sorted(self.filters.items()):
+            if f.dirty:
+                f.items = f.bloom.approx_items  # counts the set bits: ~4 ms for 1,000,000 pairs
+                out.append((day, f.bloom.save_bytes(), f.items, sorted(f.tenants)))
+        return out
 
     def saved(self, days: Iterable[int], now: float) -> None:
         """The flush wrote ``days``; filters of days before yesterday are dropped from memory."""
@@ -156,8 +180,9 @@ class RecipientRecorder:
         return frozenset(found)
 
     def items_today(self, now: float) -> float:
+        """Today's estimated pairs as of the last flush's ``dirty`` (counted there, in the pool)."""
         f = self.filters.get(day_of(now))
-        return f.bloom.approx_items if f is not None else 0.0
+        return f.items if f is not None else 0.0
 
 
 class DayFilters:

@@ -21,37 +21,47 @@ def flush(
     engine: Engine, recorder: RecipientRecorder, node: str, pending: dict[int, set[tuple[str, str]]], now: float
 ) -> int:
     """Hash ``pending`` into the recorder's filters, then write every changed filter and its
-    tenants. A day's filter not in memory yet starts from this node's stored row (a restart
-    within the day keeps what was recorded before it). The days applied are removed from
-    ``pending`` (what is left after an error was not recorded). Returns the distinct pairs added."""
+    tenants (:func:`stored_bits`, ``recorder.apply``, :func:`save_dirty`, all in the calling
+    thread). The days applied are removed from ``pending`` (what is left after an error was not
+    recorded). Returns the distinct pairs added."""
     added = 0
     for day in sorted(pending):
-        stored = None
-        if day not in recorder.filters:
-            with engine.connect() as conn:
-                stored = conn.execute(select(F.c.bits).where(F.c.day == day, F.c.node == node)).scalar()
+        stored = stored_bits(engine, node, day) if day not in recorder.filters else None
         added += recorder.apply(day, pending.pop(day), stored)
-    rows = recorder.dirty()
-    if rows:
-        with engine.begin() as conn:
-            for day, data, items, tenants in rows:
-                ins = dialect_insert(conn, F)
-                conn.execute(
-                    ins.values(day=day, node=node, bits=data, items=items, updated_at=now).on_conflict_do_update(
-                        index_elements=["day", "node"],  # the blob is sent once
-                        set_={
-                            "bits": ins.excluded.bits,
-                            "items": ins.excluded["items"],
-                            "updated_at": ins.excluded.updated_at,
-                        },
-                    )
-                )
-                if tenants:
-                    conn.execute(
-                        dialect_insert(conn, T).on_conflict_do_nothing(), [{"day": day, "tenant": t} for t in tenants]
-                    )
-        recorder.saved([r[0] for r in rows], now)
+    save_dirty(engine, recorder, node, now)
     return added
+
+
+def stored_bits(engine: Engine, node: str, day: int) -> bytes | None:
+    """This node's stored filter of ``day``: a day's filter not in memory yet starts from it (a
+    restart within the day keeps what was recorded before it)."""
+    with engine.connect() as conn:
+        return conn.execute(select(F.c.bits).where(F.c.day == day, F.c.node == node)).scalar()
+
+
+def save_dirty(engine: Engine, recorder: RecipientRecorder, node: str, now: float) -> None:
+    """Write every filter changed since it was saved, and its tenants, in one transaction."""
+    rows = recorder.dirty()
+    if not rows:
+        return
+    with engine.begin() as conn:
+        for day, data, items, tenants in rows:
+            ins = dialect_insert(conn, F)
+            conn.execute(
+                ins.values(day=day, node=node, bits=data, items=items, updated_at=now).on_conflict_do_update(
+                    index_elements=["day", "node"],  # the blob is sent once
+                    set_={
+                        "bits": ins.excluded.bits,
+                        "items": ins.excluded["items"],
+                        "updated_at": ins.excluded.updated_at,
+                    },
+                )
+            )
+            if tenants:
+                conn.execute(
+                    dialect_insert(conn, T).on_conflict_do_nothing(), [{"day": day, "tenant": t} for t in tenants]
+                )
+    recorder.saved([r[0] for r in rows], now)
 
 
 def prune(engine: Engine, now: float, retention: float) -> int:

@@ -6,7 +6,7 @@ import gc
 
 import pytest
 from twisted.internet.defer import maybeDeferred
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, Cooperator
 
 from sidecar.config import Config, LimitConfig, RateLimitRule
 from sidecar.policy.limits import RateLimiter
@@ -96,3 +96,62 @@ def test_a_failed_poll_is_logged_and_retried_next_tick(world, caplog):
     store.add("later@x.test", reason="hard", now=clock.seconds())
     clock.advance(0.5)
     assert len(calls) == 2 and len(index) == 1 and sync.db_ok
+
+
+@pytest.fixture
+def recording():
+    """StateSync with a record of recipients; one slice of hashing per reactor turn."""
+    from sidecar.recipient_filters import RecipientRecorder
+
+    clock = Clock()
+    clock.advance(T0)
+    engine = make_engine("sqlite://")
+    upgrade(engine)
+    rec = RecipientRecorder(10_000, 1e-6)
+    limiter = RateLimiter([])
+    sync = StateSync(
+        Config(), MemorySuppressionStore(), engine, clock, maybeDeferred, SuppressionIndex(False, ()), limiter, rec
+    )
+    turns: list = []  # the reactor turns the flush asked for, run one at a time by the test
+    sync._cooperator = Cooperator(terminationPredicateFactory=lambda: lambda: True, scheduler=turns.append)
+    yield turns, engine, rec, sync
+    gc.unfreeze()
+    engine.dispose()
+
+
+def test_the_recipients_flush_hashes_a_slice_per_reactor_turn(recording):
+    from sidecar.recipient_filters import APPLY_SLICE
+    from sidecar.store.recipient_days import StoredRecipients
+
+    turns, engine, rec, sync = recording
+    n = APPLY_SLICE * 3 + 1  # four slices
+    for i in range(n):
+        rec.add("t1", f"u{i}@x.test", T0)
+    d = sync.flush_recipients()
+    ran = 0
+    while not d.called:
+        assert turns and ran < 10
+        turns.pop(0)()
+        ran += 1
+        assert d.called or sum(f.bloom.approx_items > 0 for f in rec.filters.values()) == 1
+    assert ran == 5 and d.result is None  # a slice per turn, then one more that finds the task done
+    assert not any(f.dirty for f in rec.filters.values())
+    lookup = StoredRecipients(engine, Config().recipients.retention)
+    assert all(lookup.tenants_for(f"u{i}@x.test", T0) == {"t1"} for i in (0, n // 2, n - 1))
+    assert lookup.tenants_for("never@x.test", T0) == frozenset()
+
+
+def test_stopping_during_a_flush_still_saves_every_recipient(recording):
+    from sidecar.store.recipient_days import StoredRecipients
+
+    turns, engine, rec, sync = recording
+    sync.startService()
+    for i in range(600):
+        rec.add("", f"v{i}@x.test", T0)
+    d = sync.flush_recipients()
+    turns.pop(0)()  # one slice hashed, the rest still pending
+    assert not d.called
+    sync.stopService()  # the flush is cut short; the last flush at stop writes everything
+    assert d.called
+    lookup = StoredRecipients(engine, Config().recipients.retention)
+    assert all(lookup.tenants_for(f"v{i}@x.test", T0) == {""} for i in range(0, 600, 7))
