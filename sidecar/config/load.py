@@ -198,7 +198,11 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
         cfg,
         config_path=str(Path(path).resolve()) if path else None,
         database=dataclasses.replace(cfg.database, url=absolute_sqlite_url(cfg.database.url, base)),
-        ingest=dataclasses.replace(cfg.ingest, socket=resolve_path(cfg.ingest.socket, base)),
+        ingest=dataclasses.replace(
+            cfg.ingest,
+            socket=resolve_path(cfg.ingest.socket, base),
+            lmtp=cfg.ingest.lmtp if cfg.ingest.lmtp.startswith("tcp") else resolve_path(cfg.ingest.lmtp, base),
+        ),
         webhooks=dataclasses.replace(
             cfg.webhooks,
             subscriptions=tuple(
