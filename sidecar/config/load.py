@@ -210,6 +210,8 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
             ),
         ),
     )
+    if cfg.ingest.lmtp and cfg.ingest.lmtp == cfg.ingest.socket:
+        raise ConfigError(f"ingest.lmtp: {cfg.ingest.lmtp} is ingest.socket already (give each its own path)")
     for i, sub in enumerate(cfg.webhooks.subscriptions):
         if not sub.ca_file:
             continue
