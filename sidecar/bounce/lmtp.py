@@ -34,10 +34,12 @@ from sidecar import metrics
 from sidecar.bounce.envelope import Envelope
 from sidecar.bounce.lmtp_data import DataSink, RecipientCopy, SharedBody
 from sidecar.bounce.lmtp_syntax import (
+    HEAD,
     CommandError,
     parse_mail,
     parse_rcpt,
     parse_xforward,
+    received_queue_id,
     split_extension,
 )
 
@@ -46,7 +48,15 @@ log = logging.getLogger("sidecar.bounce.lmtp")
 MAX_LINE = 4096  # a command line (RFC 5321's 512 plus room for XFORWARD and parameters)
 NULL_SENDER = "MAILER-DAEMON"  # what pipe(8) passes as ${sender} for <> (its null_sender default)
 
-EXTENSIONS = (b"PIPELINING", b"8BITMIME", b"SMTPUTF8", b"ENHANCEDSTATUSCODES", b"XFORWARD IDENT")
+# Postfix's client sends XFORWARD only with an attribute it has: SOURCE (local/remote) always is,
+# and IDENT (the queue id) travels in the same command. Only IDENT is used.
+EXTENSIONS = (
+    b"PIPELINING",
+    b"8BITMIME",
+    b"SMTPUTF8",
+    b"ENHANCEDSTATUSCODES",
+    b"XFORWARD NAME ADDR PORT PROTO HELO SOURCE IDENT",
+)
 
 
 class LmtpProtocol(protocol.Protocol, TimeoutMixin):
@@ -227,6 +237,9 @@ class LmtpProtocol(protocol.Protocol, TimeoutMixin):
         self.buf = bytearray(rest)
         self.busy = True
         self.setTimeout(None)
+        if not ident:  # Postfix sends IDENT only for mail that came with one: its own Received: line has it
+            sink.spool.seek(0)
+            ident = received_queue_id(sink.spool.read(HEAD))
         body = SharedBody(sink.spool, len(recipients))
         waits: list[Deferred[Any]] = []
         for rcpt in recipients:

@@ -9,6 +9,11 @@ MAX_XFORWARD_VALUE = 255
 _PATH = re.compile(r"^(FROM|TO):\s?<([^<>]*)>(.*)$", re.IGNORECASE | re.DOTALL)
 _XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
 UNAVAILABLE = ("[UNAVAILABLE]", "[TEMPUNAVAIL]")
+# the Received: line Postfix's cleanup puts first: "... by HOST (Postfix) [with PROTO] id QUEUEID[ for <..>];"
+_OWN_RECEIVED = re.compile(
+    rb"\AReceived:[^\n]*(?:\n[ \t][^\n]*)*?\(Postfix\)(?: with \S+)?\s+id ([0-9A-Za-z]{5,32})[;\s]"
+)
+HEAD = 2048  # bytes of the message searched for that line
 
 
 class CommandError(Exception):
@@ -79,3 +84,10 @@ def split_extension(address: str, delimiters: str) -> str:
         local = local[1:-1]
     positions = [i for i in (local.find(d) for d in delimiters) if i > 0]
     return local[min(positions) + 1 :] if positions else ""
+
+
+def received_queue_id(head: bytes) -> str:
+    """The queue id in the first header line when it is the Received: line Postfix added on
+    queueing this message (pipe(8)'s ``${queue_id}``), else ""."""
+    m = _OWN_RECEIVED.match(head[:HEAD])
+    return m.group(1).decode("ascii") if m else ""

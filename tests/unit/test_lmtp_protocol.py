@@ -87,7 +87,11 @@ def test_session_in_chunks_one_reply_per_recipient(chunk: int) -> None:
     feed(proto, SESSION, chunk)
     lines = replies(tr)
     assert lines[0] == "220 lmtp.test LMTP postfix-sidecar ready"
-    assert "250 XFORWARD IDENT" in lines and "250-PIPELINING" in lines and "250-8BITMIME" in lines
+    assert (
+        "250 XFORWARD NAME ADDR PORT PROTO HELO SOURCE IDENT" in lines
+        and "250-PIPELINING" in lines
+        and "250-8BITMIME" in lines
+    )
     after = lines[lines.index("354 End data with <CR><LF>.<CR><LF>") + 1 :]
     assert [line[:3] for line in after] == ["250", "250", "221"]
     assert after[0].startswith("250 2.0.0 Ok: parsed")
@@ -300,3 +304,26 @@ def test_data_framing(wire: bytes, message: bytes, chunk: int) -> None:
     sink.spool.seek(0)
     assert sink.spool.read() == message and sink.total == len(message) and not sink.truncated
     assert wire.endswith(rest) and (rest == b"" or rest.endswith(b"NEXT"))
+
+
+@pytest.mark.parametrize(
+    ("head", "queue_id"),
+    [
+        (b"Received: by mail.lab.test (Postfix)\n\tid 8D48F224922; Sat, 28 Nov 2026\nSubject: x\n", "8D48F224922"),
+        (
+            b"Received: from x (unknown)\n\tby m.test (Postfix) with ESMTP id 4Xq9Z1w2Jhz9v\n\tfor <a@b>; Sat\n",
+            "4Xq9Z1w2Jhz9v",
+        ),
+        (b"Subject: x\nReceived: by m.test (Postfix) id ABCDEF;\n", ""),  # not the first line: not ours
+        (b"Received: by m.test (Exim) id ABCDEF;\n", ""),
+    ],
+)
+def test_queue_id_from_postfixs_own_received_line(head: bytes, queue_id: str) -> None:
+    from sidecar.bounce.lmtp_syntax import received_queue_id
+
+    assert received_queue_id(head) == queue_id
+    grp = FakeGroup()
+    proto, _, _ = connect(grp)
+    feed(proto, b"LHLO x\r\nXFORWARD SOURCE=LOCAL\r\nMAIL FROM:<>\r\nRCPT TO:<a@b>\r\nDATA\r\n", 4096)
+    feed(proto, head.replace(b"\n", b"\r\n") + b".\r\n", 4096)
+    assert grp.items[0][1].queue_id == queue_id
