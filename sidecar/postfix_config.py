@@ -38,7 +38,7 @@ DEFAULTS: dict[str, str] = {
     "SIDECAR_BIN": "/usr/local/bin/sidecar",
     "INGEST_OPTIONS": "",
     "BOUNCE_TRANSPORT": "sidecar-bounce:",  # sidecar-lmtp:NEXTHOP when ingest.lmtp is set
-    "LMTP_MAXPROC": "8",
+    "LMTP_MAXPROC": "16",  # 1,000 DSNs through a real Postfix: 16 at a time 1.9x as fast as 8 (benchmarks.md)
 }
 #: Placeholders with no default: render() fails without them.
 REQUIRED = ("BOUNCE_DOMAIN",)

@@ -30,7 +30,7 @@ def test_unix_socket_relative_to_the_config_file(tmp_path: Path) -> None:
     out = render(values_from_config(cfg))
     params = main_cf_parameters(out["main.cf"])
     assert params["transport_maps"] == f"inline:{{ bounce.example.com=sidecar-lmtp:unix:{tmp_path}/run/lmtp.sock }}"
-    assert "sidecar-lmtp unix -       -       n       -       8       lmtp\n" in out["master.cf"]
+    assert "sidecar-lmtp unix -       -       n       -       16       lmtp\n" in out["master.cf"]
     assert "  -o lmtp_send_xforward_command=yes\n" in out["master.cf"]
 
 

@@ -104,7 +104,9 @@ def test_burst_of_dsns_through_lmtp(make_lab: MakeLab) -> None:
         f"(deferred on the way: {deferrals})"
     )
     connections = metric(lab, "sidecar_lmtp_connections_total").get("", 0)
-    figure(f"d: over {connections:.0f} LMTP connections")
+    delays = [[float(x) for x in d.split("/")] for d in re.findall(r"lmtp\[\d+\]: .*delays=([\d./]+), dsn=2", log)]
+    means = "/".join(f"{sum(d[i] for d in delays) / max(len(delays), 1):.3f}" for i in range(4))
+    figure(f"d: over {connections:.0f} LMTP connections; mean delays (before qmgr/in qmgr/connect/transfer) {means} s")
     assert sent == n, f"{sent} of {n} delivered via LMTP"
     assert deferrals == 0
     assert not re.search(r"status=bounced", log), "a DSN was bounced (lost)"
