@@ -46,6 +46,7 @@ from sidecar.bounce.lmtp_syntax import (
 log = logging.getLogger("sidecar.bounce.lmtp")
 
 MAX_LINE = 4096  # a command line (RFC 5321's 512 plus room for XFORWARD and parameters)
+MAX_PENDING = 65536  # input kept unread while a commit is awaited; past it, reading pauses
 NULL_SENDER = "MAILER-DAEMON"  # what pipe(8) passes as ${sender} for <> (its null_sender default)
 
 # Postfix's client sends XFORWARD only with an attribute it has: SOURCE (local/remote) always is,
@@ -71,6 +72,7 @@ class LmtpProtocol(protocol.Protocol, TimeoutMixin):
         self.sink: DataSink | None = None  # set while the message itself arrives
         self.busy = False  # waiting for commits: input is kept, not read
         self.closing = False
+        self.paused = False
         self._reset()
 
     def _reset(self) -> None:
@@ -120,6 +122,11 @@ class LmtpProtocol(protocol.Protocol, TimeoutMixin):
             self._message_done(rest)
             return
         self.buf += data
+        if self.busy and len(self.buf) > MAX_PENDING and not self.paused:
+            # pipelined input while the commit is awaited: stop reading until the answer is out
+            self.paused = True
+            tr: Any = self.transport
+            tr.pauseProducing()
         self._commands()
 
     def _commands(self) -> None:
@@ -273,6 +280,10 @@ class LmtpProtocol(protocol.Protocol, TimeoutMixin):
         if not self.connected:
             return
         self._send(*lines)
+        if self.paused:
+            self.paused = False
+            tr: Any = self.transport
+            tr.resumeProducing()
         self.setTimeout(self.factory.idle_timeout)
         self._commands()
 
