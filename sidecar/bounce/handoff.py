@@ -277,14 +277,6 @@ class HandoffService(Service):
         if not self.path:
             log.info("ingest hand-off socket disabled (ingest.socket is empty)")
             return
-        gid = socket_gid(self.cfg)
-        directory = Path(self.path).parent
-        if not directory.exists():
-            # Only the service and the pipe user's group get to the socket; a directory that
-            # exists already is left as it is (it may hold other sockets, e.g. a policy socket).
-            directory.mkdir(mode=0o750, parents=True, exist_ok=True)
-            set_socket_group(directory, gid, 0o750)
-        remove_stale_socket(self.path)
         factory = HandoffFactory(
             self.recorder,
             self.reactor,
@@ -293,15 +285,7 @@ class HandoffService(Service):
             self.cfg.ingest.max_handoffs,
             group=self.group,
         )
-        # 0660: the service's user and the pipe user's group. Anyone else could forge bounces
-        # (and suppress any address); Twisted binds under the process umask, then chmods.
-        self.port = self.reactor.listenUNIX(self.path, factory, mode=SOCKET_MODE, backlog=128, wantPID=False)
-        try:
-            set_socket_group(Path(self.path), gid, SOCKET_MODE)
-        except Exception:
-            self.port.stopListening()
-            self.port = None
-            raise
+        self.port = listen_unix(self.reactor, self.path, factory, socket_gid(self.cfg), "ingest.socket", backlog=128)
         log.info(
             "ingest hand-off listening on %s (mode %o, group %s)",
             self.path,
@@ -312,15 +296,44 @@ class HandoffService(Service):
     def stopService(self) -> Any:
         super().stopService()
         port, self.port = self.port, None
-        if port is None:
-            return None
-        d = port.stopListening()
+        return stop_unix(port, self.path)
 
-        def _cleanup(result: Any) -> Any:
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
-            return result
 
-        return d.addBoth(_cleanup) if d is not None else _cleanup(None)
+def listen_unix(reactor: Any, path: str, factory: Any, gid: int | None, key: str, backlog: int) -> Any:
+    """Listen on the unix socket ``path`` (mode 0660, group ``gid``); ``key`` names the setting in errors.
+
+    A missing directory is made (0750, the same group); one that exists is left as it is (it may
+    hold other sockets, e.g. a policy socket). A stale socket file is removed, a live one refused.
+    Only the service's user and the group reach the socket: anyone else could forge bounces (and
+    suppress any address). Twisted binds under the process umask, then chmods."""
+    directory = Path(path).parent
+    if not directory.exists():
+        directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+        set_socket_group(directory, gid, 0o750, key)
+    remove_stale_socket(path, key)
+    try:
+        port = reactor.listenUNIX(path, factory, mode=SOCKET_MODE, backlog=backlog, wantPID=False)
+    except Exception as e:
+        raise RuntimeError(f"{key} {path!r}: {' '.join(str(e).split())}") from None
+    try:
+        set_socket_group(Path(path), gid, SOCKET_MODE, key)
+    except Exception:
+        port.stopListening()
+        raise
+    return port
+
+
+def stop_unix(port: Any, path: str) -> Any:
+    """Stop listening on ``port`` (None: nothing to do) and remove its socket file."""
+    if port is None:
+        return None
+    d = port.stopListening()
+
+    def _cleanup(result: Any) -> Any:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return result
+
+    return d.addBoth(_cleanup) if d is not None else _cleanup(None)

@@ -10,14 +10,13 @@ import grp
 import logging
 import os
 import pwd
-from pathlib import Path
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import endpoints
 from twisted.python.failure import Failure
 
-from sidecar.bounce.handoff import SOCKET_MODE, group_name, remove_stale_socket, set_socket_group
+from sidecar.bounce.handoff import SOCKET_MODE, group_name, listen_unix, stop_unix
 from sidecar.bounce.lmtp import LmtpFactory
 from sidecar.errors import one_line
 
@@ -86,39 +85,17 @@ class LmtpService(Service):
         log.info("LMTP listening on %s", self.listen)
 
     def _listen_unix(self) -> None:
-        gid = lmtp_gid(self.cfg)
-        path = Path(self.listen)
-        if not path.parent.exists():
-            path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-            set_socket_group(path.parent, gid, 0o750, KEY)
-        remove_stale_socket(self.listen, KEY)
-        try:
-            self.port = self.reactor.listenUNIX(
-                self.listen, self.factory, mode=SOCKET_MODE, backlog=1024, wantPID=False
-            )
-        except Exception as e:
-            raise RuntimeError(f"{KEY} {self.listen!r}: {one_line(e)}") from None
-        try:
-            set_socket_group(path, gid, SOCKET_MODE, KEY)
-        except Exception:
-            self.port.stopListening()
-            self.port = None
-            raise
-        log.info("LMTP listening on %s (mode %o, group %s)", self.listen, SOCKET_MODE, group_name(os.stat(path).st_gid))
+        self.port = listen_unix(self.reactor, self.listen, self.factory, lmtp_gid(self.cfg), KEY, backlog=1024)
+        log.info(
+            "LMTP listening on %s (mode %o, group %s)",
+            self.listen,
+            SOCKET_MODE,
+            group_name(os.stat(self.listen).st_gid),
+        )
 
     def stopService(self) -> Any:
         super().stopService()
         port, self.port = self.port, None
-        if port is None:
-            return None
-        d = port.stopListening()
-
-        def _cleanup(result: Any) -> Any:
-            if not is_tcp(self.listen):
-                try:
-                    os.unlink(self.listen)
-                except OSError:
-                    pass
-            return result
-
-        return d.addBoth(_cleanup) if d is not None else _cleanup(None)
+        if port is not None and is_tcp(self.listen):
+            return port.stopListening()
+        return stop_unix(port, self.listen)
