@@ -5,7 +5,8 @@ The same contract as the pipe(8) command: a recipient is answered ``250`` only a
 transaction that recorded its message committed; ``451`` on a database failure or any doubt, so
 Postfix keeps the message and retries. A message is never refused permanently for its content:
 past ``ingest.max_message_size`` it is cut and recorded as truncated, as the pipe command does.
-Only commands Postfix never sends (bad syntax, control characters) get a ``5xx``.
+A command that is unknown or out of order gets a ``5xx`` (Postfix never sends one); a problem
+with an argument (address syntax, control characters, an over-long line) a ``4xx`` naming it.
 
 Each recipient of a message is its own hand-off to :class:`sidecar.bounce.group.GroupCommit`,
 the content preceded by the lines pipe(8) adds with its ``DOR`` flags (``Return-Path:``,
@@ -141,11 +142,11 @@ class LmtpProtocol(protocol.Protocol, TimeoutMixin):
             if nl < 0:
                 if len(self.buf) > MAX_LINE:
                     metrics.LMTP_REPLIES.labels("refused").inc()
-                    self._close(f"500 5.5.2 line too long (limit {MAX_LINE} bytes), closing connection")
+                    self._close(f"421 4.5.2 line too long (limit {MAX_LINE} bytes), closing connection")
                 return
             if nl > MAX_LINE:
                 metrics.LMTP_REPLIES.labels("refused").inc()
-                self._close(f"500 5.5.2 line too long (limit {MAX_LINE} bytes), closing connection")
+                self._close(f"421 4.5.2 line too long (limit {MAX_LINE} bytes), closing connection")
                 return
             line = bytes(self.buf[:nl]).rstrip(b"\r")
             del self.buf[: nl + 1]
@@ -157,11 +158,11 @@ class LmtpProtocol(protocol.Protocol, TimeoutMixin):
 
     def _command(self, line: bytes) -> None:
         if any(b < 32 and b != 9 or b == 127 for b in line):
-            raise CommandError("501 5.5.2 control character in command")
+            raise CommandError("451 4.5.2 control character in command")
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
-            raise CommandError("501 5.5.2 command is not UTF-8") from None
+            raise CommandError("451 4.5.2 command is not UTF-8") from None
         verb, _, arg = text.partition(" ")
         verb = verb.upper()
         handler = getattr(self, f"do_{verb}", None) if verb.isalpha() else None

@@ -1,10 +1,15 @@
-"""The arguments of LMTP commands (MAIL, RCPT, XFORWARD): checked, bounded, one clear reply each."""
+"""The arguments of LMTP commands (MAIL, RCPT, XFORWARD): checked, bounded, one clear reply each.
+
+A problem with a MAIL or RCPT argument is answered with a 4xx, never a 5xx: a 5xx would make
+Postfix bounce the message, and a bounced DSN (null sender) is lost; the pipe command never
+refuses a message permanently either. Postfix itself never sends such a command, so only a
+client that is not Postfix ever sees these replies."""
 
 from __future__ import annotations
 
 import re
 
-MAX_ADDRESS = 512  # bytes of a path between < and > (RFC 5321: 256; room for quoted local parts)
+MAX_ADDRESS = 2048  # bytes of a path between < and > (RFC 5321: 256; room for what Postfix may queue)
 MAX_XFORWARD_VALUE = 255
 _PATH = re.compile(r"^(FROM|TO):\s?<([^<>]*)>(.*)$", re.IGNORECASE | re.DOTALL)
 _XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
@@ -23,12 +28,12 @@ class CommandError(Exception):
 def _path(arg: str, keyword: str) -> tuple[str, list[str]]:
     m = _PATH.match(arg)
     if m is None or m.group(1).upper() != keyword:
-        raise CommandError(f"501 5.5.4 syntax: {'MAIL FROM' if keyword == 'FROM' else 'RCPT TO'}:<address>")
+        raise CommandError(f"451 4.5.4 syntax: {'MAIL FROM' if keyword == 'FROM' else 'RCPT TO'}:<address>")
     address = m.group(2)
     if len(address.encode()) > MAX_ADDRESS:
-        raise CommandError(f"501 5.1.3 address longer than {MAX_ADDRESS} bytes")
+        raise CommandError(f"451 4.1.3 address longer than {MAX_ADDRESS} bytes")
     if any(c.isspace() for c in address) and not address.startswith('"'):
-        raise CommandError("501 5.1.3 white space in address")
+        raise CommandError("451 4.1.3 white space in address")
     return address, m.group(3).split()
 
 
@@ -44,7 +49,7 @@ def parse_mail(arg: str) -> str:
             continue
         if name == "SMTPUTF8" and not value:
             continue
-        raise CommandError(f"555 5.5.4 unsupported MAIL parameter {name[:20]!r}")
+        raise CommandError(f"455 4.5.4 unsupported MAIL parameter {name[:20]!r}")
     return address
 
 
@@ -52,9 +57,9 @@ def parse_rcpt(arg: str) -> str:
     """``TO:<address>`` -> the address."""
     address, params = _path(arg, "TO")
     if not address:
-        raise CommandError("501 5.1.3 empty recipient address")
+        raise CommandError("451 4.1.3 empty recipient address")
     if params:
-        raise CommandError(f"555 5.5.4 unsupported RCPT parameter {params[0].partition('=')[0][:20]!r}")
+        raise CommandError(f"455 4.5.4 unsupported RCPT parameter {params[0].partition('=')[0][:20]!r}")
     return address
 
 

@@ -164,15 +164,15 @@ def test_group_commit_failure_is_451_for_every_recipient(monkeypatch: pytest.Mon
         (b"LHLO x\r\nMAIL FROM:<>\r\nMAIL FROM:<>\r\n", "503 5.5.1 nested MAIL command"),
         (b"EHLO x\r\n", "500 5.5.1 this is LMTP: say LHLO"),
         (b"LHLO\r\n", "501 5.5.4 LHLO needs a host name"),
-        (b"LHLO x\r\nMAIL FROM:a@b\r\n", "501 5.5.4 syntax: MAIL FROM:<address>"),
-        (b"LHLO x\r\nMAIL FROM:<> NOTIFY=NEVER\r\n", "555 5.5.4 unsupported MAIL parameter 'NOTIFY'"),
-        (b"LHLO x\r\nMAIL FROM:<>\r\nRCPT TO:<>\r\n", "501 5.1.3 empty recipient address"),
-        (b"LHLO x\r\nMAIL FROM:<>\r\nRCPT TO:<a@b> ORCPT=x\r\n", "555 5.5.4 unsupported RCPT parameter 'ORCPT'"),
-        (b"LHLO x\r\nMAIL FROM:<a\x01b@c>\r\n", "501 5.5.2 control character in command"),
+        (b"LHLO x\r\nMAIL FROM:a@b\r\n", "451 4.5.4 syntax: MAIL FROM:<address>"),
+        (b"LHLO x\r\nMAIL FROM:<> NOTIFY=NEVER\r\n", "455 4.5.4 unsupported MAIL parameter 'NOTIFY'"),
+        (b"LHLO x\r\nMAIL FROM:<>\r\nRCPT TO:<>\r\n", "451 4.1.3 empty recipient address"),
+        (b"LHLO x\r\nMAIL FROM:<>\r\nRCPT TO:<a@b> ORCPT=x\r\n", "455 4.5.4 unsupported RCPT parameter 'ORCPT'"),
+        (b"LHLO x\r\nMAIL FROM:<a\x01b@c>\r\n", "451 4.5.2 control character in command"),
         (b"LHLO x\r\nXFORWARD IDENT=a+07b\r\n", "501 5.5.4 control character in XFORWARD IDENT"),
         (b"LHLO x\r\nXFORWARD IDENT=" + b"a" * 300 + b"\r\n", "501 5.5.4 XFORWARD IDENT longer than 255 characters"),
         (b"LHLO x\r\nMAIL FROM:<>\r\nXFORWARD IDENT=a\r\n", "503 5.5.1 XFORWARD belongs before MAIL"),
-        (b"LHLO x\r\nMAIL FROM:<\xff@x>\r\n", "501 5.5.2 command is not UTF-8"),
+        (b"LHLO x\r\nMAIL FROM:<\xff@x>\r\n", "451 4.5.2 command is not UTF-8"),
         (b"BDAT 10\r\n", "500 5.5.2 command not recognised: 'BDAT'"),
     ],
 )
@@ -200,7 +200,7 @@ def test_too_many_recipients_is_452_and_the_rest_are_delivered() -> None:
 def test_a_long_command_line_closes_the_connection(chunk: int) -> None:
     proto, tr, _ = connect(FakeGroup())
     feed(proto, b"LHLO " + b"x" * 5000 + b"\r\nNOOP\r\n", chunk)
-    assert replies(tr)[-1] == "500 5.5.2 line too long (limit 4096 bytes), closing connection"
+    assert replies(tr)[-1] == "421 4.5.2 line too long (limit 4096 bytes), closing connection"
     assert tr.disconnecting
 
 
