@@ -97,3 +97,29 @@ def test_port_in_use_is_a_one_line_startup_error(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr
     assert len(lines) == 1 and "cannot start" in lines[0], lines
     assert f"ingest.lmtp 'tcp:{taken}:interface=127.0.0.1'" in lines[0] and "in use" in lines[0], lines
+
+
+def test_database_locked_is_451_then_recorded_once_on_retry(tmp_path: Path) -> None:
+    """A transaction that cannot be written (SQLite locked past its busy timeout) is answered 451,
+    never 250 and never 5xx: Postfix keeps the DSN and the retry records it, once."""
+    sock = tmp_path / "lmtp.sock"
+    server = serve(tmp_path, str(sock))
+    try:
+        client = LmtpClient(str(sock), timeout=120)
+        message = variant(HARD, 7)
+        holder = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+        try:
+            holder.execute("BEGIN EXCLUSIVE")
+            reply = client.deliver("", ["bounces@bounce.example"], message)[0]
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert reply.startswith("451 4.3.0 not recorded, try again later: OperationalError"), reply
+        assert rows(tmp_path / "s.db", "SELECT COUNT(*) FROM raw_messages") == [(0,)]
+        again = client.deliver("", ["bounces@bounce.example"], message)[0]
+        assert again.startswith("250 2.0.0 Ok: parsed"), again
+        assert rows(tmp_path / "s.db", "SELECT COUNT(*) FROM raw_messages") == [(1,)]
+        client.close()
+        assert 'sidecar_lmtp_replies_total{outcome="tempfail"} 1.0' in server.metrics()
+    finally:
+        server.stop()
