@@ -23,6 +23,7 @@ dot-unstuffed in bulk while it is spooled (:class:`sidecar.bounce.lmtp_data.Data
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from typing import Any
 
@@ -47,6 +48,7 @@ from sidecar.bounce.lmtp_syntax import (
 log = logging.getLogger("sidecar.bounce.lmtp")
 
 MAX_LINE = 4096  # a command line (RFC 5321's 512 plus room for XFORWARD and parameters)
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # tab is allowed
 MAX_PENDING = 65536  # input kept unread while a commit is awaited; past it, reading pauses
 NULL_SENDER = "MAILER-DAEMON"  # what pipe(8) passes as ${sender} for <> (its null_sender default)
 
@@ -131,33 +133,35 @@ class LmtpProtocol(protocol.Protocol, TimeoutMixin):
         self._commands()
 
     def _commands(self) -> None:
-        while not self.busy and not self.closing:
-            if self.sink is not None:  # DATA accepted with more input pipelined behind it
-                data, self.buf = bytes(self.buf), bytearray()
-                rest = self.sink.feed(data)
-                if rest is not None:
-                    self._message_done(rest)
-                return
-            nl = self.buf.find(b"\n")
-            if nl < 0:
-                if len(self.buf) > MAX_LINE:
+        pos = 0  # lines are read by offset and the buffer cut once: no copy of the rest per line
+        try:
+            while not self.busy and not self.closing:
+                if self.sink is not None:  # DATA accepted with more input pipelined behind it
+                    data, self.buf, pos = bytes(self.buf[pos:]), bytearray(), 0
+                    rest = self.sink.feed(data)
+                    if rest is not None:
+                        self._message_done(rest)
+                    return
+                nl = self.buf.find(b"\n", pos)
+                if (nl if nl >= 0 else len(self.buf)) - pos > MAX_LINE:
                     metrics.LMTP_REPLIES.labels("refused").inc()
                     self._close(f"421 4.5.2 line too long (limit {MAX_LINE} bytes), closing connection")
-                return
-            if nl > MAX_LINE:
-                metrics.LMTP_REPLIES.labels("refused").inc()
-                self._close(f"421 4.5.2 line too long (limit {MAX_LINE} bytes), closing connection")
-                return
-            line = bytes(self.buf[:nl]).rstrip(b"\r")
-            del self.buf[: nl + 1]
-            try:
-                self._command(line)
-            except CommandError as e:
-                metrics.LMTP_REPLIES.labels("refused").inc()
-                self._send(str(e))
+                    return
+                if nl < 0:
+                    return
+                line = bytes(self.buf[pos:nl]).rstrip(b"\r")
+                pos = nl + 1
+                try:
+                    self._command(line)
+                except CommandError as e:
+                    metrics.LMTP_REPLIES.labels("refused").inc()
+                    self._send(str(e))
+        finally:
+            if pos:
+                del self.buf[:pos]
 
     def _command(self, line: bytes) -> None:
-        if any(b < 32 and b != 9 or b == 127 for b in line):
+        if _CONTROL.search(line):
             raise CommandError("451 4.5.2 control character in command")
         try:
             text = line.decode("utf-8")
