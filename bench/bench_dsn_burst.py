@@ -6,12 +6,15 @@ private Postfix instance, ``sidecar serve``, pipe(8) running ``sidecar ingest`` 
 ``nobody``) with ``SIDECAR_DSN_BURST=COUNT``: COUNT Postfix-style DSNs are injected over
 SMTP (4 sessions) to the bounce address, each goes through the pipe, and the clock stops
 when all are recorded and Postfix's queue is empty. Prints messages, seconds, messages/s,
-the machine and the date (the figures for docs/postfix.md "Fault tolerance").
+the machine and the date (the figures for docs/postfix.md "Fault tolerance"). ``--entries lmtp``
+runs ``test_lmtp_postfix.py::test_burst_of_dsns_through_lmtp`` instead: the same burst delivered
+by Postfix's lmtp(8) client to the service's LMTP listener (``ingest.lmtp``), no process per DSN;
+``--entries thin,lmtp`` compares the two in one run.
 
 Needs what the integration tests need: root and an installed Postfix.
 
     .venv/bin/python bench/bench_dsn_burst.py [--count 1000] [--rounds 1] [--entries thin,cli]
-        [--maxproc 8,16]
+        [--maxproc 8,16]   (--entries: thin, cli, lmtp)
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST = "tests/integration/postfix/test_faults.py::test_d_burst_of_dsns_through_the_pipe"
+LMTP_TEST = "tests/integration/postfix/test_lmtp_postfix.py::test_burst_of_dsns_through_lmtp"
 FIGURE = re.compile(
     r"d: (\d+) DSNs: injected over SMTP in ([\d.]+) s, all recorded after ([\d.]+) s, "
     r"queue empty after ([\d.]+) s = ([\d.]+) messages/s \(deferred on the way: (\d+)\)"
@@ -50,7 +54,8 @@ def one_round(count: int, entry: str = "thin", maxproc: str = "") -> dict[str, f
     env = dict(os.environ, SIDECAR_DSN_BURST=str(count), SIDECAR_DSN_BURST_PIPE=entry)
     if maxproc:
         env["SIDECAR_DSN_BURST_MAXPROC"] = maxproc
-    cmd = [sys.executable, "-m", "pytest", "-m", "postfix", TEST, "-s", "-q", "-p", "no:cacheprovider"]
+    test = LMTP_TEST if entry == "lmtp" else TEST
+    cmd = [sys.executable, "-m", "pytest", "-m", "postfix", test, "-s", "-q", "-p", "no:cacheprovider"]
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     m = FIGURE.search(result.stdout)
     if result.returncode != 0 or m is None:
@@ -74,21 +79,23 @@ def main() -> None:
         "--entries",
         default="thin",
         help="pipe commands, alternating within each round: thin (the line `sidecar postfix-config` prints), "
-        "cli (`sidecar ingest`); default thin",
+        "cli (`sidecar ingest`), lmtp (Postfix's lmtp client into the service, ingest.lmtp); default thin",
     )
     ap.add_argument(
         "--maxproc",
         default="",
-        help="sidecar-bounce process limits to alternate, comma-separated (default: the template's)",
+        help="process limits of the sidecar-bounce (or, for lmtp, sidecar-lmtp) service to alternate, "
+        "comma-separated (default: the template's)",
     )
     args = ap.parse_args()
     entries = [e for e in args.entries.split(",") if e]
-    if not entries or set(entries) - {"thin", "cli"}:
-        ap.error("--entries: thin and/or cli")
+    if not entries or set(entries) - {"thin", "cli", "lmtp"}:
+        ap.error("--entries: thin, cli and/or lmtp")
     limits = [m for m in args.maxproc.split(",") if m] or [""]
     print(f"machine: {machine()}")
     print(f"date:    {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
-    print(f"command: SIDECAR_DSN_BURST={args.count} .venv/bin/python -m pytest -m postfix {TEST} -s")
+    for test in sorted({LMTP_TEST if e == "lmtp" else TEST for e in entries}):
+        print(f"command: SIDECAR_DSN_BURST={args.count} .venv/bin/python -m pytest -m postfix {test} -s")
     rates: dict[str, list[float]] = {}
     for r in range(args.rounds):
         for entry in entries:

@@ -9,6 +9,10 @@ fallback), each with the pipe commands compared in the same run: ``cli`` (``side
 and ``thin`` (``python3 -I -S sidecar/bounce/pipe_entry.py``, the pipe(8) line
 ``sidecar postfix-config`` prints); ``fast`` (the fast path without the console script) on
 request. Prints messages/s for each and thin/cli; the target is >= 120/s at concurrency 4.
+``--mode lmtp`` delivers the same messages over LMTP instead (``ingest.lmtp``): ``--concurrency``
+clients, each on one connection kept open for all its messages (as Postfix's lmtp client caches
+them), one recipient per message, each answered after its commit; no process per message.
+``--mode handoff,lmtp`` measures both in one run and prints lmtp / handoff.
 Also the CPU each message cost: in the pipe processes (client), the service, and this bench's
 own spawning, and what those add up to on all the machine's cores (the rate the CPU allows,
 whatever else the machine is doing). ``--against DIR`` adds a run of the thin entry and the
@@ -16,7 +20,7 @@ service from another tree (e.g. ``git archive`` of an earlier commit), for befor
 from one run.
 
     .venv/bin/python bench/bench_ingest.py [--messages 300] [--concurrency 4] [--entry cli,thin]
-        [--against /tmp/before]
+        [--mode both|handoff|fallback|lmtp|handoff,lmtp] [--against /tmp/before]
 """
 
 from __future__ import annotations
@@ -52,8 +56,14 @@ upgrade(engine)
 pool = ThreadPool(1, cfg.server.db_threads, "db")
 pool.start()
 svc = HandoffService(cfg, engine, reactor, pool)
-reactor.callWhenRunning(lambda: (svc.startService(), print("ready", flush=True)))
-reactor.addSystemEventTrigger("before", "shutdown", lambda: (svc.stopService(), pool.stop()))
+services = [svc]
+if getattr(cfg.ingest, "lmtp", ""):  # the LMTP listener, on the hand-off socket's group commit
+    from sidecar.bounce.group import GroupCommit
+    from sidecar.bounce.lmtp_service import LmtpService
+    svc = HandoffService(cfg, engine, reactor, pool, group=GroupCommit(svc.recorder, reactor, pool))
+    services = [svc, LmtpService(cfg, reactor, svc.group)]
+reactor.callWhenRunning(lambda: ([s.startService() for s in services], print("ready", flush=True)))
+reactor.addSystemEventTrigger("before", "shutdown", lambda: ([s.stopService() for s in services], pool.stop()))
 reactor.run()
 from sidecar import metrics
 groups = getattr(metrics, "INGEST_GROUP_SIZE", None)  # group commit (absent from older trees)
@@ -132,6 +142,30 @@ def run_pipe(
     return elapsed, counts
 
 
+def run_lmtp(sock: Path, msgs: list[bytes], concurrency: int) -> tuple[float, dict[int, int]]:
+    """``concurrency`` LMTP clients, each on one connection for its share of ``msgs``; the final
+    reply's code per message (250 = recorded)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.harness.lmtp import LmtpClient
+
+    def one_client(batch: list[bytes]) -> list[int]:
+        client = LmtpClient(str(sock))
+        try:
+            return [int(client.deliver("", ["bounces@bounce.example"], raw)[0][:3]) for raw in batch]
+        finally:
+            client.close()
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as ex:
+        results = list(ex.map(one_client, [msgs[i::concurrency] for i in range(concurrency)]))
+    elapsed = time.perf_counter() - t0
+    counts: dict[int, int] = {}
+    for c in (code for codes in results for code in codes):
+        counts[c] = counts.get(c, 0) + 1
+    return elapsed, counts
+
+
 def cpu_ms(usage: resource.struct_rusage) -> float:
     return (usage.ru_utime + usage.ru_stime) * 1000
 
@@ -142,9 +176,10 @@ def bench(mode: str, n: int, concurrency: int, work: Path, entry: str, tree: Pat
     d.mkdir(parents=True)
     db, sock = d / "sidecar.db", d / "ingest.sock"
     cfg = d / "sidecar.toml"
-    cfg.write_text(f'[database]\nurl = "sqlite:///{db}"\n[ingest]\nsocket = "{sock}"\n')
+    lmtp = f'lmtp = "{d / "lmtp.sock"}"\n' if mode == "lmtp" else ""
+    cfg.write_text(f'[database]\nurl = "sqlite:///{db}"\n[ingest]\nsocket = "{sock}"\n{lmtp}')
     proc = None
-    if mode == "handoff":
+    if mode in ("handoff", "lmtp"):
         script = d / "service.py"
         script.write_text(SERVICE)
         env = dict(os.environ, PYTHONPATH=str(tree)) if tree is not None else None
@@ -153,10 +188,16 @@ def bench(mode: str, n: int, concurrency: int, work: Path, entry: str, tree: Pat
     else:
         subprocess.run([str(SIDECAR), "db", "upgrade", "--config", str(cfg)], check=True, capture_output=True)
     try:
-        run_pipe(cfg, samples(10), concurrency, str(work), entry, tree)  # warm the page cache
+        if mode == "lmtp":
+            run_lmtp(d / "lmtp.sock", samples(10), concurrency)  # warm up
+        else:
+            run_pipe(cfg, samples(10), concurrency, str(work), entry, tree)  # warm the page cache
         cpu0 = cpu_seconds(proc.pid) if proc is not None else 0.0
         kids0, self0 = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
-        elapsed, codes = run_pipe(cfg, samples(n + 10)[10:], concurrency, str(work), entry, tree)
+        if mode == "lmtp":
+            elapsed, codes = run_lmtp(d / "lmtp.sock", samples(n + 10)[10:], concurrency)
+        else:
+            elapsed, codes = run_pipe(cfg, samples(n + 10)[10:], concurrency, str(work), entry, tree)
         kids1, self1 = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
         service_ms = (cpu_seconds(proc.pid) - cpu0) / n * 1000 if proc is not None else 0.0
     finally:
@@ -175,7 +216,8 @@ def bench(mode: str, n: int, concurrency: int, work: Path, entry: str, tree: Pat
     total = client_ms + service_ms + spawn_ms
     print(
         f"{mode:<9} entry={label:<4} {n} messages, concurrency {concurrency}: {elapsed:6.2f} s  "
-        f"{rate:6.1f} messages/s  exit codes {codes}  stored {stored}  load average {os.getloadavg()[0]:.1f}\n"
+        f"{rate:6.1f} messages/s  {'replies' if mode == 'lmtp' else 'exit codes'} {codes}\n"
+        f"          stored {stored}  load average {os.getloadavg()[0]:.1f}\n"
         f"          CPU per message: client {client_ms:.1f} ms, service {service_ms:.1f} ms, bench {spawn_ms:.1f} ms"
         f" = {total:.1f} ms: {os.cpu_count() or 1} cores allow {(os.cpu_count() or 1) * 1000 / total:.0f} messages/s"
         + groups,
@@ -188,7 +230,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=300)
     ap.add_argument("--concurrency", type=int, default=4)
-    ap.add_argument("--mode", choices=("both", "handoff", "fallback"), default="both")
+    ap.add_argument(
+        "--mode",
+        default="both",
+        help="comma-separated: handoff (pipe command, service running), fallback (pipe command, no "
+        "service), lmtp (LMTP clients on cached connections, service running); both = handoff,fallback",
+    )
     ap.add_argument(
         "--entry",
         default="cli,thin",
@@ -222,29 +269,36 @@ def main() -> int:
     try:
         if args.regular_install:
             regular_install(work)
-        modes = ("handoff", "fallback") if args.mode == "both" else (args.mode,)
+        modes = ["handoff", "fallback"] if args.mode == "both" else [m for m in args.mode.split(",") if m]
+        if not modes or set(modes) - {"handoff", "fallback", "lmtp"}:
+            ap.error("--mode: both, or handoff, fallback and/or lmtp")
         entries = [e for e in args.entry.split(",") if e]
         if not entries or set(entries) - set(ENTRY):
             ap.error(f"--entry: choose from {', '.join(ENTRY)}")
         cases = (["before"] if args.against is not None else []) + entries
+        plan = [(m, e) for m in modes for e in (["lmtp"] if m == "lmtp" else cases)]
         rounds: list[dict[tuple[str, str], float]] = []
         for r in range(args.rounds):
             rates: dict[tuple[str, str], float] = {}
-            for m in modes:
-                n = args.messages if m == "handoff" else max(args.messages // 5, 20)
-                for e in cases if r % 2 == 0 else cases[::-1]:
-                    tree = args.against.resolve() if e == "before" else None
-                    rates[(m, e)] = bench(m, n, args.concurrency, work / f"r{r}", "thin" if tree else e, tree)
+            for m, e in plan if r % 2 == 0 else plan[::-1]:
+                n = args.messages if m != "fallback" else max(args.messages // 5, 20)
+                tree = args.against.resolve() if e == "before" else None
+                rates[(m, e)] = bench(m, n, args.concurrency, work / f"r{r}", "thin" if tree else e, tree)
             rounds.append(rates)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     best = {key: max(rates[key] for rates in rounds) for key in rounds[0]}
     for (m, e), rate in best.items():
-        if m == "handoff" and e != "before":
+        if m in ("handoff", "lmtp") and e != "before":
             print(
                 f"target >= {TARGET:.0f} messages/s through the pipe (service running, entry {e}): "
                 f"{'met' if rate >= TARGET else 'NOT met'} (best {rate:.1f})"
             )
+    if ("lmtp", "lmtp") in best:
+        for e in entries:
+            if ("handoff", e) in best:
+                ratios = ", ".join(f"{rates[('lmtp', 'lmtp')] / rates[('handoff', e)]:.2f}x" for rates in rounds)
+                print(f"lmtp / handoff {e}: {ratios} (round by round, each pair from the same round)")
     for m in modes:
         for a, b, name in (
             ("thin", "cli", "thin / cli"),

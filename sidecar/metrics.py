@@ -121,6 +121,16 @@ INGEST_GROUP_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64),
 )
 
+LMTP_CONNECTIONS = Counter("sidecar_lmtp_connections", "LMTP connections accepted (Postfix's lmtp client caches them)")
+LMTP_MESSAGES = Counter("sidecar_lmtp_messages", "Messages received over LMTP (each recorded once per recipient)")
+LMTP_RECIPIENTS = Counter("sidecar_lmtp_recipients", "Recipients of the messages received over LMTP")
+LMTP_REPLIES = Counter(
+    "sidecar_lmtp_replies",
+    "LMTP replies by outcome: accepted (250 after the commit), tempfail (451: not recorded), "
+    "refused (a command refused: syntax, bounds), busy (421: over ingest.lmtp_max_connections)",
+    ["outcome"],
+)
+
 API_REQUESTS = Counter(
     "sidecar_api_requests", "Management API requests answered, by route and HTTP status", ["route", "status"]
 )
@@ -185,6 +195,7 @@ KNOWN_LABELS: dict[Any, tuple[tuple[str, ...], ...]] = {
     INGEST_WITHHELD: (("uncorroborated",), ("unverified",), ("no-tenant",)),
     INGEST_CAPS: (("recipients",), ("suppressions",)),
     INGEST_SUPPRESSIONS: (("hard bounce",), ("soft bounces",), ("complaint",)),
+    LMTP_REPLIES: (("accepted",), ("tempfail",), ("refused",), ("busy",)),
 }
 WEBHOOK_OUTCOMES = ("delivered", "failed", "dead")
 

@@ -37,6 +37,8 @@ DEFAULTS: dict[str, str] = {
     "PIPE_SIZE_LIMIT": "10240000",
     "SIDECAR_BIN": "/usr/local/bin/sidecar",
     "INGEST_OPTIONS": "",
+    "BOUNCE_TRANSPORT": "sidecar-bounce:",  # sidecar-lmtp:NEXTHOP when ingest.lmtp is set
+    "LMTP_MAXPROC": "16",  # 1,000 DSNs through a real Postfix: 16 at a time 1.9x as fast as 8 (benchmarks.md)
 }
 #: Placeholders with no default: render() fails without them.
 REQUIRED = ("BOUNCE_DOMAIN",)
@@ -248,6 +250,9 @@ def values_from_config(cfg: Any) -> dict[str, str]:
     command = pipe_command(values["SIDECAR_BIN"])
     if command is not None:
         values["PIPE_COMMAND"] = command
+    lmtp = getattr(getattr(cfg, "ingest", None), "lmtp", "")
+    if lmtp:
+        values["BOUNCE_TRANSPORT"] = f"sidecar-lmtp:{lmtp_nexthop(lmtp)}"
     config_path = getattr(cfg, "config_path", None)
     db_url = getattr(getattr(cfg, "database", None), "url", None)
     if config_path:
@@ -260,6 +265,19 @@ def values_from_config(cfg: Any) -> dict[str, str]:
         if sock:  # the running service's hand-off socket, absolute for the same reason
             values["INGEST_OPTIONS"] += f" --socket={Path(sock).resolve()}"
     return values
+
+
+def lmtp_nexthop(listen: str) -> str:
+    """``ingest.lmtp`` -> lmtp(8)'s next hop: a socket path -> ``unix:/path``;
+    ``tcp:10024:interface=127.0.0.1`` -> ``inet:127.0.0.1:10024`` (``inet:[::1]:PORT`` for IPv6)."""
+    if listen.startswith(("tcp:", "tcp6:")):
+        return postfix_endpoint(listen)
+    path = str(Path(listen).resolve())
+    if any(c.isspace() or c in ",{}" for c in path):
+        raise TemplateError(
+            f"ingest.lmtp {listen!r}: Postfix's inline: map cannot hold this path (spaces, commas, braces)"
+        )
+    return f"unix:{path}"
 
 
 def running_executable() -> str:

@@ -171,18 +171,24 @@ def makeService(cfg: Config, reactor: Any) -> service.MultiService:
         "HTTP listener " + s.http, endpoints.serverFromString(reactor, s.http), make_site(status, api=api)
     ).setServiceParent(top)
 
-    if cfg.ingest.socket:
-        try:
-            from sidecar.bounce.handoff import HandoffService
-        except ImportError:  # pragma: no cover - during development
-            log.warning("ingest hand-off not available")
-        else:
-            lookup = None
-            if recorder is not None:  # this relay's unflushed recipients count too
-                from sidecar.recipients import EitherLookup, open_lookup
+    if cfg.ingest.socket or cfg.ingest.lmtp:
+        from sidecar.bounce.group import GroupCommit
+        from sidecar.bounce.handoff import HandoffService
+        from sidecar.bounce.record import Recorder
 
-                lookup = EitherLookup(recorder, open_lookup(cfg, engine))
-            HandoffService(cfg, engine, reactor, pool, recipients=lookup).setServiceParent(top)
+        lookup = None
+        if recorder is not None:  # this relay's unflushed recipients count too
+            from sidecar.recipients import EitherLookup, open_lookup
+
+            lookup = EitherLookup(recorder, open_lookup(cfg, engine))
+        # one group commit for both entries: their messages share transactions
+        group = GroupCommit(Recorder(cfg, engine, recipients=lookup), reactor, pool)
+        if cfg.ingest.socket:
+            HandoffService(cfg, engine, reactor, pool, group=group).setServiceParent(top)
+        if cfg.ingest.lmtp:
+            from sidecar.bounce.lmtp_service import LmtpService
+
+            LmtpService(cfg, reactor, group).setServiceParent(top)
     WebhookService(cfg, engine, reactor, pool).setServiceParent(top)
     top.sync = sync  # type: ignore[attr-defined]
     top.policy_factory = factory  # type: ignore[attr-defined]

@@ -155,12 +155,18 @@ class HandoffProtocol(protocol.Protocol, TimeoutMixin):
 
 class HandoffFactory(protocol.Factory):
     def __init__(
-        self, recorder: Recorder, reactor: Any, threadpool: Any, max_size: int, max_connections: int = 32
+        self,
+        recorder: Recorder,
+        reactor: Any,
+        threadpool: Any,
+        max_size: int,
+        max_connections: int = 32,
+        group: GroupCommit | None = None,
     ) -> None:
         self.recorder = recorder
         self.reactor = reactor
         self.threadpool = threadpool
-        self.group = GroupCommit(recorder, reactor, threadpool)
+        self.group = group if group is not None else GroupCommit(recorder, reactor, threadpool)
         self.max_size = max_size
         self.max_connections = max_connections
         self.active = 0
@@ -198,19 +204,18 @@ def socket_gid(cfg: Any) -> int | None:
         return None
 
 
-def _set_group(path: Path, gid: int | None, mode: int) -> None:
+def set_socket_group(path: Path, gid: int | None, mode: int, key: str = "ingest.socket") -> None:
     try:
         if gid is not None and os.stat(path).st_gid != gid:
             os.chown(path, -1, gid)
         os.chmod(path, mode)
     except PermissionError as e:
         raise RuntimeError(
-            f"ingest.socket: cannot give {path} to group {_group_name(gid)} "
-            f"(the service's user must belong to it): {e.strerror}"
+            f"{key}: cannot give {path} to group {group_name(gid)} (the service's user must belong to it): {e.strerror}"
         ) from None
 
 
-def _group_name(gid: int | None) -> str:
+def group_name(gid: int | None) -> str:
     if gid is None:
         return "(the service's own)"
     try:
@@ -219,14 +224,14 @@ def _group_name(gid: int | None) -> str:
         return str(gid)
 
 
-def remove_stale_socket(path: str) -> None:
+def remove_stale_socket(path: str, key: str = "ingest.socket") -> None:
     """Remove ``path`` if it is a socket nobody listens on; refuse if a live service owns it."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(st.st_mode):
-        raise RuntimeError(f"ingest.socket {path!r} exists and is not a socket")
+        raise RuntimeError(f"{key} {path!r} exists and is not a socket")
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.settimeout(1.0)
@@ -236,7 +241,7 @@ def remove_stale_socket(path: str) -> None:
         return
     finally:
         s.close()
-    raise RuntimeError(f"ingest.socket {path!r} is in use by another running service")
+    raise RuntimeError(f"{key} {path!r} is in use by another running service")
 
 
 class HandoffService(Service):
@@ -250,12 +255,20 @@ class HandoffService(Service):
     name = "ingest-handoff"  # type: ignore[assignment]
 
     def __init__(
-        self, cfg: Any, engine: Any, reactor: Any, threadpool: Any, parse: Any = None, recipients: Any = None
+        self,
+        cfg: Any,
+        engine: Any,
+        reactor: Any,
+        threadpool: Any,
+        parse: Any = None,
+        recipients: Any = None,
+        group: GroupCommit | None = None,
     ) -> None:
         self.cfg = cfg
         self.reactor = reactor
         self.threadpool = threadpool
-        self.recorder = Recorder(cfg, engine, parse, recipients=recipients)
+        self.group = group
+        self.recorder = group.recorder if group is not None else Recorder(cfg, engine, parse, recipients=recipients)
         self.path = cfg.ingest.socket
         self.port: Any = None
 
@@ -264,45 +277,63 @@ class HandoffService(Service):
         if not self.path:
             log.info("ingest hand-off socket disabled (ingest.socket is empty)")
             return
-        gid = socket_gid(self.cfg)
-        directory = Path(self.path).parent
-        if not directory.exists():
-            # Only the service and the pipe user's group get to the socket; a directory that
-            # exists already is left as it is (it may hold other sockets, e.g. a policy socket).
-            directory.mkdir(mode=0o750, parents=True, exist_ok=True)
-            _set_group(directory, gid, 0o750)
-        remove_stale_socket(self.path)
         factory = HandoffFactory(
-            self.recorder, self.reactor, self.threadpool, self.cfg.ingest.max_message_size, self.cfg.ingest.max_handoffs
+            self.recorder,
+            self.reactor,
+            self.threadpool,
+            self.cfg.ingest.max_message_size,
+            self.cfg.ingest.max_handoffs,
+            group=self.group,
         )
-        # 0660: the service's user and the pipe user's group. Anyone else could forge bounces
-        # (and suppress any address); Twisted binds under the process umask, then chmods.
-        self.port = self.reactor.listenUNIX(self.path, factory, mode=SOCKET_MODE, backlog=128, wantPID=False)
-        try:
-            _set_group(Path(self.path), gid, SOCKET_MODE)
-        except Exception:
-            self.port.stopListening()
-            self.port = None
-            raise
+        self.port = listen_unix(self.reactor, self.path, factory, socket_gid(self.cfg), "ingest.socket", backlog=128)
         log.info(
             "ingest hand-off listening on %s (mode %o, group %s)",
             self.path,
             SOCKET_MODE,
-            _group_name(os.stat(self.path).st_gid),
+            group_name(os.stat(self.path).st_gid),
         )
 
     def stopService(self) -> Any:
         super().stopService()
         port, self.port = self.port, None
-        if port is None:
-            return None
-        d = port.stopListening()
+        return stop_unix(port, self.path)
 
-        def _cleanup(result: Any) -> Any:
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
-            return result
 
-        return d.addBoth(_cleanup) if d is not None else _cleanup(None)
+def listen_unix(reactor: Any, path: str, factory: Any, gid: int | None, key: str, backlog: int) -> Any:
+    """Listen on the unix socket ``path`` (mode 0660, group ``gid``); ``key`` names the setting in errors.
+
+    A missing directory is made (0750, the same group); one that exists is left as it is (it may
+    hold other sockets, e.g. a policy socket). A stale socket file is removed, a live one refused.
+    Only the service's user and the group reach the socket: anyone else could forge bounces (and
+    suppress any address). Twisted binds under the process umask, then chmods."""
+    directory = Path(path).parent
+    if not directory.exists():
+        directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+        set_socket_group(directory, gid, 0o750, key)
+    remove_stale_socket(path, key)
+    try:
+        port = reactor.listenUNIX(path, factory, mode=SOCKET_MODE, backlog=backlog, wantPID=False)
+    except Exception as e:
+        raise RuntimeError(f"{key} {path!r}: {' '.join(str(e).split())}") from None
+    try:
+        set_socket_group(Path(path), gid, SOCKET_MODE, key)
+    except Exception:
+        port.stopListening()
+        raise
+    return port
+
+
+def stop_unix(port: Any, path: str) -> Any:
+    """Stop listening on ``port`` (None: nothing to do) and remove its socket file."""
+    if port is None:
+        return None
+    d = port.stopListening()
+
+    def _cleanup(result: Any) -> Any:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return result
+
+    return d.addBoth(_cleanup) if d is not None else _cleanup(None)

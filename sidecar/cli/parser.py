@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run the policy server and the HTTP listener",
         description="Run the policy server (Postfix check_policy_service), the HTTP listener "
-        "(/metrics, /healthz) and the ingest hand-off socket. Upgrades the schema first.",
+        "(/metrics, /healthz), the ingest hand-off socket and, when ingest.lmtp is set, the LMTP "
+        "listener Postfix's lmtp(8) client delivers bounces to. Upgrades the schema first.",
     )
     common(p)
     p.add_argument(

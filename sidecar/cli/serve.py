@@ -131,9 +131,10 @@ def _safe_url(url: str) -> str:
 
 def cmd_check_config(args: argparse.Namespace, cfg: Config) -> int:
     rules = ", ".join(r.name for r in cfg.ratelimit.rules) or "none"
+    lmtp = f"lmtp {cfg.ingest.lmtp}; " if cfg.ingest.lmtp else ""
     print(
         f"{args.config or '(defaults)'}: configuration OK (policy {', '.join(cfg.server.policy)}; "
-        f"http {cfg.server.http}; rate-limit rules: {rules})"
+        f"http {cfg.server.http}; {lmtp}rate-limit rules: {rules})"
     )
     return 0
 

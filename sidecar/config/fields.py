@@ -222,3 +222,34 @@ def host_name(value: object) -> str:
 
 def host_name_or_empty(value: object) -> str:
     return "" if value == "" else host_name(value)
+
+
+def lmtp_listen(value: object) -> str:
+    """``ingest.lmtp``: empty (off), a unix socket path, or a loopback TCP listener
+    ``tcp:PORT:interface=127.0.0.1`` (``tcp6:PORT:interface=\\:\\:1``)."""
+    if not isinstance(value, str) or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError('expected a unix socket path or "tcp:PORT:interface=127.0.0.1"')
+    if not value.startswith(("tcp:", "tcp6:")):
+        if value.startswith(("unix:", "ssl:", "systemd:")):
+            raise ValueError('expected a plain unix socket path (no "unix:") or "tcp:PORT:interface=127.0.0.1"')
+        return value
+    kind, _, rest = value.partition(":")
+    parts = re.split(r"(?<!\\):", rest)
+    named = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+    port = parts[0]
+    if not port.isdigit() or not 0 < int(port) < 65536 or set(named) - {"interface", "backlog"}:
+        raise ValueError(f'expected "{kind}:PORT:interface=ADDRESS" with a port 1-65535')
+    try:
+        host = ipaddress.ip_address(named.get("interface", "").replace("\\:", ":"))
+    except ValueError:
+        raise ValueError("the TCP listener needs interface= set to a loopback address") from None
+    if not host.is_loopback:
+        raise ValueError(f"interface {host} is not a loopback address: bounces would be open to forgery")
+    return value
+
+
+def delimiter_chars(value: object) -> str:
+    """``ingest.recipient_delimiter``: Postfix's recipient_delimiter (each character is one)."""
+    if not isinstance(value, str) or len(value) > 8 or any(c.isalnum() or c.isspace() or c == "@" for c in value):
+        raise ValueError('expected up to 8 delimiter characters like "+" (no letters, digits, spaces or @)')
+    return value

@@ -198,7 +198,11 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
         cfg,
         config_path=str(Path(path).resolve()) if path else None,
         database=dataclasses.replace(cfg.database, url=absolute_sqlite_url(cfg.database.url, base)),
-        ingest=dataclasses.replace(cfg.ingest, socket=resolve_path(cfg.ingest.socket, base)),
+        ingest=dataclasses.replace(
+            cfg.ingest,
+            socket=resolve_path(cfg.ingest.socket, base),
+            lmtp=cfg.ingest.lmtp if cfg.ingest.lmtp.startswith("tcp") else resolve_path(cfg.ingest.lmtp, base),
+        ),
         webhooks=dataclasses.replace(
             cfg.webhooks,
             subscriptions=tuple(
@@ -206,6 +210,8 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
             ),
         ),
     )
+    if cfg.ingest.lmtp and cfg.ingest.lmtp == cfg.ingest.socket:
+        raise ConfigError(f"ingest.lmtp: {cfg.ingest.lmtp} is ingest.socket already (give each its own path)")
     for i, sub in enumerate(cfg.webhooks.subscriptions):
         if not sub.ca_file:
             continue

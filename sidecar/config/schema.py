@@ -14,11 +14,13 @@ from sidecar.config.fields import (
     access_action,
     address_pattern,
     db_url,
+    delimiter_chars,
     domain_name,
     endpoint,
     event_name,
     exemption,
     http_url,
+    lmtp_listen,
     mailbox,
     non_negative_int,
     opt,
@@ -180,6 +182,41 @@ class IngestConfig:
         parse=positive_int,
         doc="Hand-off connections served at once; more are closed unanswered (that "
         "`sidecar ingest` then records in-process).",
+    )
+    lmtp: str = opt(
+        "",
+        parse=lmtp_listen,
+        doc="LMTP listener where Postfix's lmtp(8) client delivers bounces to the running service "
+        "(docs/ingest.md): a unix socket path (relative to the config file's directory) or "
+        '"tcp:PORT:interface=127.0.0.1" (loopback only); empty disables (the pipe(8) transport then).',
+    )
+    lmtp_group: str = opt(
+        "",
+        doc="Group of the LMTP unix socket (mode 0660) and of its directory when the service creates "
+        "it (0750); empty = the primary group of the user postfix when it exists (lmtp(8) runs as "
+        "Postfix's mail_owner), else the service's own group.",
+    )
+    lmtp_max_connections: int = opt(
+        64,
+        parse=positive_int,
+        doc="LMTP connections served at once; one more is answered 421 (Postfix defers and retries).",
+    )
+    lmtp_max_recipients: int = opt(
+        100,
+        parse=positive_int,
+        doc="Recipients accepted in one LMTP transaction; more are answered 452 (Postfix sends them in "
+        "another transaction).",
+    )
+    lmtp_idle_timeout: float = opt(
+        300.0,
+        parse=positive_duration,
+        doc="Close an LMTP connection idle this long (Postfix reuses a cached one for up to 300s).",
+    )
+    recipient_delimiter: str = opt(
+        "+",
+        parse=delimiter_chars,
+        doc="Postfix's recipient_delimiter: the LMTP listener finds a recipient's extension (the "
+        "VERP token) after the first of these characters, as pipe(8)'s ${extension}.",
     )
     verp_key: str = opt("", doc="HMAC key for VERP tokens (bounces+TOKEN@domain); empty disables VERP.")
     soft_threshold: int = opt(3, parse=positive_int, doc="Soft bounces within soft_window that suppress an address.")
