@@ -9,14 +9,15 @@ to which import_rows, import_csv and export_csv delegate.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 
-from sidecar.store.db import dialect_insert
+from sidecar.store.db import dialect_insert, insert_for
 from sidecar.store.models import Change, Suppression, SuppressionCause
 from sidecar.suppression import bulk
 from sidecar.suppression.address import canonical
@@ -53,6 +54,38 @@ class SuppressionRow:
             "updated_at": iso(self.updated_at),
             "expires_at": iso(self.expires_at) or None,
         }
+
+
+# The statements of ``add``, built once (per dialect) with bound parameters: built per call, with
+# the values in them, SQLAlchemy's construction and coercion cost ~1.2 ms of CPU per suppression.
+_ADD_COLUMNS = ("address", "tenant", "reason", "category", "source", "note", "created_at", "expires_at")
+
+
+@functools.cache
+def _upsert(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT (address, tenant) DO UPDATE ... RETURNING id: the row's id either way."""
+    ins = insert_for(dialect, Suppression.__table__).values(
+        {**{c: bindparam(c) for c in _ADD_COLUMNS}, "active": True, "updated_at": bindparam("created_at")}
+    )
+    return ins.on_conflict_do_update(
+        index_elements=["address", "tenant"],
+        set_={
+            k: ins.excluded[k]
+            for k in ("reason", "category", "source", "note", "active", "created_at", "updated_at", "expires_at")
+        },
+    ).returning(Suppression.id)
+
+
+_FEED_ADD = insert(Change).values(
+    kind="suppression",
+    address=bindparam("address"),
+    tenant=bindparam("tenant"),
+    active=True,
+    reason=bindparam("reason"),
+    created_at=bindparam("created_at"),
+    expires_at=bindparam("expires_at"),
+    changed_at=bindparam("created_at"),
+)
 
 
 class SuppressionStore:
@@ -107,48 +140,24 @@ class SuppressionStore:
             check_text(name, value)
         if expires_at is not None:
             check_time(expires_at, "expires_at")
-        row = dict(
-            address=addr,
-            tenant=tenant,
-            reason=reason,
-            category=category,
-            source=source,
-            note=note,
-            active=True,
-            created_at=now,
-            updated_at=now,
-            expires_at=expires_at,
-        )
-        ins = dialect_insert(conn, Suppression.__table__).values(**row)
-        ins = ins.on_conflict_do_update(
-            index_elements=["address", "tenant"],
-            set_={
-                k: ins.excluded[k]
-                for k in ("reason", "category", "source", "note", "active", "created_at", "updated_at", "expires_at")
-            },
-        )
-        conn.execute(ins)
-        sid = conn.execute(
-            select(Suppression.id).where(Suppression.address == addr, Suppression.tenant == tenant)
-        ).scalar_one()
+        row = {
+            "address": addr,
+            "tenant": tenant,
+            "reason": reason,
+            "category": category,
+            "source": source,
+            "note": note,
+            "created_at": now,
+            "expires_at": expires_at,
+        }
+        sid = int(conn.execute(_upsert(conn.dialect.name), row).scalar_one())
         ids = list(cause_event_ids)
         if ids:
             conn.execute(
                 dialect_insert(conn, SuppressionCause.__table__).on_conflict_do_nothing(),
                 [{"suppression_id": sid, "event_id": e} for e in ids],
             )
-        conn.execute(
-            insert(Change).values(
-                kind="suppression",
-                address=addr,
-                tenant=tenant,
-                active=True,
-                reason=reason,
-                created_at=now,
-                expires_at=expires_at,
-                changed_at=now,
-            )
-        )
+        conn.execute(_FEED_ADD, row)
         return sid
 
     def remove(self, address: str, *, tenant: str = "", now: float | None = None) -> bool:
