@@ -45,6 +45,11 @@ class InMemoryRecipients:
         return frozenset(t for t, when in self._seen.get(address, {}).items() if when >= since)
 
 
+# How stale the store's record may be for the ingester (seconds): the filters change once per
+# recipients.flush_interval (5 s); a burst of bounces then reads the stamps a few times a second,
+# not twice per failed address.
+LOOKUP_MAX_AGE = 0.25
+
 _LOOKUPS: weakref.WeakKeyDictionary[Any, dict[float, RecipientLookup]] = weakref.WeakKeyDictionary()
 
 
@@ -63,7 +68,7 @@ def open_lookup(cfg: Any, engine: Any) -> RecipientLookup:
         per_engine = _LOOKUPS.setdefault(engine, {})
         lookup = per_engine.get(rc.retention)
         if lookup is None:
-            lookup = per_engine[rc.retention] = StoredRecipients(engine, rc.retention)
+            lookup = per_engine[rc.retention] = StoredRecipients(engine, rc.retention, LOOKUP_MAX_AGE)
     return lookup
 
 

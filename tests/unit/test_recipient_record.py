@@ -1,5 +1,7 @@
 """The record of recipients: filters, day rollover, expiry, tenants, the engine's hook, the store."""
 
+import time
+
 import pytest
 from twisted.internet import defer, task
 
@@ -7,7 +9,7 @@ from sidecar.config import ConfigError, load_config
 from sidecar.policy.engine import GuardedDecider, PolicyEngine
 from sidecar.policy.limits import RateLimiter
 from sidecar.recipient_filters import DAY, DayFilters, RecipientRecorder, day_of, pair_hash
-from sidecar.recipients import InMemoryRecipients, open_lookup
+from sidecar.recipients import LOOKUP_MAX_AGE, InMemoryRecipients, open_lookup
 from sidecar.store import recipient_days
 from sidecar.store.db import make_engine, upgrade
 from sidecar.suppression.index import SuppressionIndex
@@ -265,15 +267,29 @@ def test_flush_then_lookup_through_the_store_and_prune(tmp_path, engine):
     assert lookup.tenants_for("a@example.test", NOW + DAY) == {"alice"}
     assert lookup.tenants_for("b@example.test", NOW + DAY) == {"bob"}
     assert lookup.tenants_for("c@example.test", NOW + DAY) == frozenset()
-    # a later flush is seen by the same (cached) lookup
+    # a later flush is seen by the same (cached) lookup, once its last reading is LOOKUP_MAX_AGE old
     rec.add("carol", "c@example.test", NOW + DAY)
     recipient_days.flush(engine, rec, "n1", rec.take(), NOW + DAY + 5)
+    time.sleep(LOOKUP_MAX_AGE)
     assert lookup.tenants_for("c@example.test", NOW + DAY) == {"carol"}
     # the old day leaves the store once out of the window
     later = (day_of(NOW) + 1) * DAY + cfg.recipients.retention
     assert recipient_days.prune(engine, later, cfg.recipients.retention) == 1
     assert lookup.tenants_for("a@example.test", later) == frozenset()
     assert lookup.tenants_for("b@example.test", later) == {"bob"}
+
+
+def test_a_lookup_within_max_age_of_its_last_reading_reads_nothing(engine):
+    rec = RecipientRecorder(1000, 1e-6)
+    rec.add("alice", "a@example.test", NOW)
+    recipient_days.flush(engine, rec, "n1", rec.take(), NOW)
+    lookup = recipient_days.StoredRecipients(engine, 14 * DAY, max_age=3600)
+    assert lookup.tenants_for("a@example.test", NOW) == {"alice"}
+    rec.add("carol", "c@example.test", NOW)
+    recipient_days.flush(engine, rec, "n1", rec.take(), NOW + 5)
+    assert lookup.tenants_for("c@example.test", NOW) == frozenset()  # the reading of a moment ago
+    assert lookup.tenants_for("c@example.test", NOW + DAY) == {"carol"}  # another window: read again
+    assert recipient_days.StoredRecipients(engine, 14 * DAY).tenants_for("c@example.test", NOW) == {"carol"}
 
 
 def test_a_restarted_node_keeps_what_it_flushed_earlier_that_day(engine):
