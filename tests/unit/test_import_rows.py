@@ -61,3 +61,47 @@ def test_csv_rows_read_as_dict_reader() -> None:
     for a, b in zip(ours, theirs, strict=True):
         for key in ("address", "tenant", "reason"):
             assert a.get(key) == (b[key].lstrip("'") if b[key] else b[key])
+
+
+CSV_CASES = [
+    "address,tenant,reason,category,created_at,expires_at,source,note\r\n"
+    'A@Example.COM,acme, hard ,policy,2026-01-02T03:04:05Z,30d,crm,"a, b"\r\n'
+    "b@example.com,,,,,never,,\r\n"
+    "'=c@example.com,'+t,'-r,,,,,'@n\r\n"
+    "o'brien@example.com,t'x,r,,,,,\r\n",
+    "address,reason\nshort@example.com\n\nlong@example.com,r3,extra,cells\n",  # short, blank, long
+    'address\n<d@example.com>\n"""q r""@Example.com"\né@exämple.com\nx+Tag@EXAMPLE.com.\n',
+    'address\nm@example.com,"an ignored\nextra cell"\nn@example.com\n',
+]
+
+
+@pytest.mark.parametrize("text", CSV_CASES)
+@pytest.mark.parametrize("case_sensitive", [False, True])
+def test_csv_fast_path_gives_what_the_dict_rows_give(text: str, case_sensitive: bool) -> None:
+    from sidecar.suppression.rows import check_rows
+
+    canon = SuppressionStore(None, case_sensitive_local=case_sensitive).canonical  # type: ignore[arg-type]
+    kw = dict(default_reason="imported", default_tenant="dflt", default_expires=5.0, source="import", now=1e9)
+    fast = list(check_rows(CsvRows(io.StringIO(text, newline="")), canon, **kw))
+    generic = list(check_rows(iter(list(CsvRows(io.StringIO(text, newline="")))), canon, **kw))
+    assert fast == generic and len(fast) >= 2
+
+
+BAD_CSV = [
+    ("address,reason\nok@example.com,r\nbroken,r\n", "line 3: address: 'broken': no '@' in address"),
+    ('address,note\nok@example.com,fine\nx@example.com,"two\nlines"\n', "line 3: note: control character U+000A"),
+    ('address\nok@example.com,"an ignored\nextra cell"\nbad\n', "line 4: address: 'bad': no '@' in address"),
+    ("address,reason\nok@example.com," + "r" * 65 + "\n", "line 2: reason: longer than 64 characters"),
+    ("address,expires_at\nok@example.com,tomorrow-ish\n", "line 2: expires_at:"),
+    ("address,tenant\nok@example.com,a\x85b\n", "line 2: tenant: control character U+0085"),
+    ("address,address\nok@example.com,bad\n", "line 2: address:"),  # repeated column: the general path
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_CSV)
+def test_a_bad_csv_row_names_its_line_and_field(text: str, message: str) -> None:
+    from sidecar.suppression.rows import check_rows
+
+    with pytest.raises(ValueError) as e:
+        list(check_rows(CsvRows(io.StringIO(text, newline="")), now=1e9))
+    assert str(e.value).startswith(message), str(e.value)
