@@ -27,3 +27,46 @@ def test_import_restores_the_connection_and_checkpoints(tmp_path) -> None:
         assert c.execute("SELECT count(*) FROM suppressions").fetchone() == (1200,)
         assert c.execute("SELECT count(*) FROM changes").fetchone() == (1200,)
     engine.dispose()
+
+
+def test_staged_rows_keep_their_values_and_the_file_order(tmp_path, monkeypatch) -> None:
+    """Rows of both staged forms (with and without times of their own) interleaved, more
+    combinations than the memo keeps, a key repeated: every value as checked, the feed in file
+    order, the last row of a key wins."""
+    from sidecar.suppression import bulk_sqlite
+
+    monkeypatch.setattr(bulk_sqlite, "COMBO_MEMO", 3)
+    monkeypatch.setattr(bulk_sqlite, "STAGE_BATCH", 4)
+    engine = make_engine(f"sqlite:///{tmp_path}/s.db")
+    upgrade(engine)
+    now = 1_800_000_000.25
+    lines = ["address,tenant,reason,category,created_at,expires_at,source,note"]
+    want = {}
+    for i in range(40):
+        created = "2026-01-02T03:04:05Z" if i % 3 == 1 else ""
+        expires = "2030-01-01T00:00:00Z" if i % 5 == 2 else ""
+        note = f"n{i % 7}" if i % 2 else ""
+        addr, tenant = f"u{i % 30}@x.test", f"t{i % 30 % 4}"  # u0..u9 twice: the later row wins
+        lines.append(f"{addr},{tenant},r{i % 6},c{i % 2},{created},{expires},s{i % 3},{note}")
+        want[(addr, tenant)] = (
+            f"r{i % 6}",
+            f"c{i % 2}",
+            f"s{i % 3}",
+            note or None,
+            1767323045.0 if created else now,
+            1893456000.0 if expires else None,
+        )
+    store = SuppressionStore(engine)
+    assert store.import_csv(io.StringIO("\n".join(lines) + "\n"), batch=7, now=now) == 40
+    with sqlite3.connect(tmp_path / "s.db") as c:
+        got = {
+            (a, t): tuple(rest)
+            for a, t, *rest in c.execute(
+                "SELECT address, tenant, reason, category, source, note, created_at, expires_at FROM suppressions"
+            )
+        }
+        feed = c.execute("SELECT address, tenant, reason FROM changes ORDER BY id").fetchall()
+    assert got == want and len(got) == 30
+    assert feed == [(f"u{i % 30}@x.test", f"t{i % 30 % 4}", f"r{i % 6}") for i in range(40)]
+    assert not list(sqlite3.connect(tmp_path / "s.db").execute("PRAGMA database_list"))[1:]  # nothing attached
+    engine.dispose()
