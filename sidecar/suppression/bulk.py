@@ -24,9 +24,9 @@ from sqlalchemy import (
 
 from sidecar.store.indexes import create_indexes, drop_indexes
 from sidecar.store.models import Suppression
-from sidecar.suppression import bulk_pg, bulk_sqlite
+from sidecar.suppression import bulk_pg, bulk_sqlite, checker
 from sidecar.suppression.fields import check_text
-from sidecar.suppression.rows import CSV_FIELDS, CsvRows, check_rows, csv_escape
+from sidecar.suppression.rows import CSV_FIELDS, CsvRows, csv_escape
 from sidecar.units import check_time, iso
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ def import_rows(
         now=now,
     )
     t0, c0 = time.monotonic(), time.process_time()
-    checked = check_rows(rows, store.canonical, **kw)
+    checked = checker.checked(rows, store.canonical, **kw)  # in a child process for a CSV file
     with _writer(store.engine, pg) as w:
         begin = w.begin
         total = w.stage(checked, now)

@@ -110,6 +110,7 @@ class CsvRows:
     ``line`` is the first physical line of the row last read (a quoted cell may span several)."""
 
     def __init__(self, fh: IO[str]) -> None:
+        self.fh = fh
         self.reader = csv.DictReader(fh)
         names = self.reader.fieldnames
         if not names or "address" not in names:
