@@ -59,6 +59,7 @@ class _Writer:
 
     def __init__(self, conn: Connection, pg: bool) -> None:
         self.conn, self.pg = conn, pg
+        self.plain = False  # PostgreSQL: try plain INSERTs (the table was empty; bulk_pg.write_part)
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -72,7 +73,10 @@ class _Writer:
         return bulk_sqlite.stage(self.conn.connection.driver_connection, rows, now)
 
     def write_part(self, conn: Connection, first: int, end: int, now: float) -> None:
-        (bulk_pg if self.pg else bulk_sqlite).write_part(conn, first, end, now)
+        if self.pg:
+            self.plain = bulk_pg.write_part(conn, first, end, now, self.plain)
+        else:
+            bulk_sqlite.write_part(conn, first, end, now)
 
 
 @contextmanager
@@ -170,6 +174,7 @@ def import_rows(
         t0, c0 = time.monotonic(), time.process_time()
         with begin() as conn:
             rebuild = _worth_rebuilding(conn, total)
+            w.plain = pg and bulk_pg.is_empty(conn)
             if rebuild:
                 drop_indexes(conn)
         done = 0
