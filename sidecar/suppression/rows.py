@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from operator import itemgetter
 from typing import IO, Any
 
@@ -99,6 +100,9 @@ def normalise_row(
     return Normaliser(canon, **kw)(*(r.get(f) for f in CSV_FIELDS))
 
 
+CHECK_BATCH = 2_000  # rows read before they are checked (sidecar.suppression.batch_check)
+
+
 class Line(dict[str, str]):
     """An input row that knows its line number in the file (for error messages)."""
 
@@ -136,10 +140,13 @@ class CsvRows:
                 yield dict(zip(names, cells, strict=False))  # a long row's extra cells: ignored
 
     def checked(self, normalise: Normaliser) -> Iterator[tuple[Any, ...]]:
-        """``normalise`` over the rows, straight from the cells (no dict per row): the values
+        """``normalise`` over the rows, straight from the cells (no dict per row), a batch of
+        CHECK_BATCH rows at a time through sidecar.suppression.batch_check when it can: the values
         ``iter(self)`` would give, in CSV_FIELDS order (a column the header lacks, or a short row's
         missing cell, reads as empty); ValueError("line N: field: problem") for a bad row.
         Requires a header without repeated names (``simple``)."""
+        from sidecar.suppression.batch_check import fast_batch
+
         names = self.reader.fieldnames or []
         width = len(names)
         pos = {n: i for i, n in enumerate(names)}
@@ -147,22 +154,35 @@ class CsvRows:
         pad = [""] * (width + 1)
         reader = self.reader.reader
         last = reader.line_num
-        for row in reader:
-            first, last = last + 1, reader.line_num
-            if not row:
+        while True:
+            batch: list[list[str]] = []
+            ends: list[int] = []  # each row's last line
+            for row in islice(reader, CHECK_BATCH):
+                batch.append(row)
+                ends.append(reader.line_num)
+            if not batch:
+                return
+            fast = fast_batch(batch, width, pos, normalise)
+            if fast is not None:
+                yield from fast
+                last = ends[-1]
                 continue
-            if len(row) == width:
-                row.append("")
-            else:  # a short row's missing cells, a long row's extra ones: as iter(self)
-                row = (row + pad)[:width] + [""]
-            values = cells_of(row)
-            if "'" in "".join(values):  # rare: only then look for the export's formula quote
-                values = tuple(csv_unescape(v) for v in values)
-            try:
-                yield normalise(*values)
-            except InvalidValue as e:
-                self.line = first
-                raise ValueError(f"line {first}: {e}") from None
+            for row, end in zip(batch, ends, strict=True):
+                first, last = last + 1, end
+                if not row:
+                    continue
+                if len(row) == width:
+                    row.append("")
+                else:  # a short row's missing cells, a long row's extra ones: as iter(self)
+                    row = (row + pad)[:width] + [""]
+                values = cells_of(row)
+                if "'" in "".join(values):  # rare: only then look for the export's formula quote
+                    values = tuple(csv_unescape(v) for v in values)
+                try:
+                    yield normalise(*values)
+                except InvalidValue as e:
+                    self.line = first
+                    raise ValueError(f"line {first}: {e}") from None
 
     @property
     def simple(self) -> bool:
