@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
 
-from sidecar.suppression.rows import CSV_FIELDS, DomainMemo, Normaliser
+from sidecar.suppression.rows import CSV_FIELDS, DomainMemo, Normaliser, Uniform
 
 # PLAIN (sidecar.suppression.rows) for every line of the joined addresses
 _LINES = re.compile("(?:[!#-;=?A-~]{1,256}@[!#-;=?A-~]+\n)*[!#-;=?A-~]{1,256}@[!#-;=?A-~]+")
@@ -24,9 +23,7 @@ _DOMAINS = re.compile("@([!#-;=?A-~]+)")
 _TEXT = ("tenant", "reason", "category", "source", "note")
 
 
-def fast_batch(
-    batch: Sequence[list[str]], width: int, pos: dict[str, int], normalise: Normaliser
-) -> list[tuple[Any, ...]] | None:
+def fast_batch(batch: Sequence[list[str]], width: int, pos: dict[str, int], normalise: Normaliser) -> Uniform | None:
     """The checked rows of ``batch`` (each of ``width`` cells, header positions ``pos``), or None
     when the batch must go through the per-row check."""
     memo = normalise.canon
@@ -60,4 +57,4 @@ def fast_batch(
         rest = normalise(*(batch[0][pos[f]] if f in pos else "" for f in CSV_FIELDS))[1:]
     except ValueError:
         return None
-    return [(a, *rest) for a in out]
+    return Uniform(out, rest)

@@ -26,7 +26,7 @@ from sidecar.store.indexes import create_indexes, drop_indexes
 from sidecar.store.models import Suppression
 from sidecar.suppression import bulk_pg, bulk_sqlite, checker
 from sidecar.suppression.fields import check_text
-from sidecar.suppression.rows import CSV_FIELDS, CsvRows, csv_escape
+from sidecar.suppression.rows import CSV_FIELDS, Batch, CsvRows, csv_escape, flatten
 from sidecar.units import check_time, iso
 
 if TYPE_CHECKING:
@@ -66,11 +66,11 @@ class _Writer:
         with self.conn.begin():
             yield self.conn
 
-    def stage(self, rows: Iterable[tuple[Any, ...]], now: float) -> int:
+    def stage(self, batches: Iterable[Batch], now: float) -> int:
         if self.pg:
             with self.begin() as conn:
-                return bulk_pg.stage(conn, rows)
-        return bulk_sqlite.stage(self.conn.connection.driver_connection, rows, now)
+                return bulk_pg.stage(conn, flatten(batches))
+        return bulk_sqlite.stage(self.conn.connection.driver_connection, batches, now)
 
     def write_part(self, conn: Connection, first: int, end: int, now: float) -> None:
         if self.pg:

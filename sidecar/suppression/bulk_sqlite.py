@@ -16,13 +16,16 @@ order), in one transaction, so running servers learn every chunk as it commits.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
+from itertools import repeat
 from typing import Any
 
 from sqlalchemy import Connection
 
 from sidecar.store.models import Change, Suppression
 from sidecar.suppression.bulk_pg import IMPORT_COLUMNS, UPSERT_COLUMNS
+from sidecar.suppression.rows import Batch, Uniform, flatten
 
 SCHEMA = "sidecar_import"  # the attached temporary database
 COMBO_MEMO = 10_000  # combinations remembered; past that the memo starts again (memory stays flat)
@@ -45,10 +48,10 @@ FEED = (
 )
 
 
-def stage(dbapi: Any, rows: Iterable[tuple[Any, ...]], now: float) -> int:
+def stage(dbapi: Any, batches: Iterable[Batch], now: float) -> int:
     """Attach the staging database to ``dbapi`` (a sqlite3 connection outside any transaction) and
-    write ``rows`` (checked, in file order; a bad one raises, and ``unstage`` discards what was
-    staged) into it; the number of rows. Row ``n`` of the file has rowid ``n``."""
+    write the rows of ``batches`` (checked, in file order; a bad one raises, and ``unstage``
+    discards what was staged) into it; the number of rows. Row ``n`` of the file has rowid ``n``."""
     dbapi.execute(f"ATTACH DATABASE '' AS {SCHEMA}")
     dbapi.execute(f"PRAGMA {SCHEMA}.journal_mode = OFF")  # never rolled back: discarded whole on failure
     dbapi.execute(f"CREATE TABLE {SCHEMA}.rows (address TEXT, combo INTEGER, created_at REAL, expires_at REAL)")
@@ -66,27 +69,41 @@ def stage(dbapi: Any, rows: Iterable[tuple[Any, ...]], now: float) -> int:
     memo: dict[tuple[Any, ...], int] = {}
     batch: list[tuple[Any, ...]] = []
     combos: list[tuple[Any, ...]] = []
-    n = next_combo = form = 0
-    for addr, tenant, reason, category, source, note, created, expires in rows:
-        key = (tenant, reason, category, source, note)
+    n = form = 0
+
+    ids = itertools.count(1)
+
+    def combo_of(key: tuple[Any, ...]) -> int:
         combo = memo.get(key)
         if combo is None:
             if len(memo) >= COMBO_MEMO:
                 memo.clear()
-            combo = memo[key] = next_combo = next_combo + 1
+            combo = memo[key] = next(ids)
             combos.append((combo, *key))
-        if created == now and expires is None:
-            if form:
-                n += _flush(dbapi, put_rows[form], batch, put_combo, combos)
-                form = 0
-            batch.append((addr, combo))
-        else:
-            if not form:
-                n += _flush(dbapi, put_rows[form], batch, put_combo, combos)
-                form = 1
-            batch.append((addr, combo, None if created == now else created, expires))
-        if len(batch) >= STAGE_BATCH:
+        return combo
+
+    for part in batches:
+        if isinstance(part, Uniform) and part.rest[5] == now and part.rest[6] is None:
+            # a uniform batch: its addresses bound straight from the list, no row built in Python
+            combo = combo_of(part.rest[:5])
             n += _flush(dbapi, put_rows[form], batch, put_combo, combos)
+            dbapi.executemany(put_rows[0], zip(part.addresses, repeat(combo)))
+            n += len(part.addresses)
+            continue
+        for addr, tenant, reason, category, source, note, created, expires in flatten([part]):
+            combo = combo_of((tenant, reason, category, source, note))
+            if created == now and expires is None:
+                if form:
+                    n += _flush(dbapi, put_rows[form], batch, put_combo, combos)
+                    form = 0
+                batch.append((addr, combo))
+            else:
+                if not form:
+                    n += _flush(dbapi, put_rows[form], batch, put_combo, combos)
+                    form = 1
+                batch.append((addr, combo, None if created == now else created, expires))
+            if len(batch) >= STAGE_BATCH:
+                n += _flush(dbapi, put_rows[form], batch, put_combo, combos)
     n += _flush(dbapi, put_rows[form], batch, put_combo, combos)
     dbapi.commit()
     return n

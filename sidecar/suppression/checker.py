@@ -2,11 +2,11 @@
 
 The check (CSV reading, address syntax, text fields, times) is Python on one core; staging the
 rows (SQLite binding them, or the COPY to PostgreSQL) is the other half of the first pass.
-A forked child runs ``check_rows`` over the file and hands the checked rows over a pipe in
-batches, so the two halves run on two cores. Nothing changes in what is checked or in the
-errors: a bad row's ValueError ("line N: field: problem") is raised here, in the parent, and
-the child stops at it. The pipe is bounded (the child waits while it is full), so memory stays
-flat.
+A forked child runs ``check_batches`` over the file and hands each batch of checked rows
+over a pipe (a uniform batch as its addresses and their shared values), so the two halves run
+on two cores. Nothing changes in what is checked or in the errors: a bad row's ValueError
+("line N: field: problem") is raised here, in the parent, and the child stops at it. The pipe
+is bounded (the child waits while it is full), so memory stays flat.
 
 Only for a CSV read from a file descriptor (the CLI's file or stdin), in a process running no
 other thread (a fork copies only the calling thread): otherwise ``checked`` checks in-process.
@@ -23,17 +23,16 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from sidecar.suppression.rows import CsvRows, check_rows
+from sidecar.suppression.rows import Batch, CsvRows, check_batches
 
-BATCH = 2_000  # rows per message: ~130 kB pickled
 PIPE_BYTES = 1 << 20  # Linux's default limit for an unprivileged process (fs.pipe-max-size)
 
 
-def checked(rows: Iterable[Any], canon: Callable[[str], str], **kw: Any) -> Iterator[tuple[Any, ...]]:
-    """``check_rows(rows, canon, **kw)``, in a child process when ``rows`` can be read there."""
+def checked(rows: Iterable[Any], canon: Callable[[str], str], **kw: Any) -> Iterator[Batch]:
+    """``check_batches(rows, canon, **kw)``, in a child process when ``rows`` can be read there."""
     if _forkable(rows):
         return _from_child(rows, canon, kw)  # type: ignore[arg-type]
-    return check_rows(rows, canon, **kw)
+    return check_batches(rows, canon, **kw)
 
 
 def _forkable(rows: Iterable[Any]) -> bool:
@@ -50,13 +49,8 @@ def _forkable(rows: Iterable[Any]) -> bool:
 
 def _child(out: Any, rows: CsvRows, canon: Callable[[str], str], kw: dict[str, Any]) -> None:
     try:
-        batch: list[tuple[Any, ...]] = []
-        for row in check_rows(rows, canon, **kw):
-            batch.append(row)
-            if len(batch) >= BATCH:
-                out.send(("rows", batch))
-                batch = []
-        out.send(("rows", batch))
+        for batch in check_batches(rows, canon, **kw):
+            out.send(("rows", batch))
         out.send(("end", None))
     except ValueError as e:  # a bad row: the message names its line and field
         out.send(("bad", str(e)))
@@ -66,7 +60,7 @@ def _child(out: Any, rows: CsvRows, canon: Callable[[str], str], kw: dict[str, A
         out.close()
 
 
-def _from_child(rows: CsvRows, canon: Callable[[str], str], kw: dict[str, Any]) -> Iterator[tuple[Any, ...]]:
+def _from_child(rows: CsvRows, canon: Callable[[str], str], kw: dict[str, Any]) -> Iterator[Batch]:
     ctx = multiprocessing.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
     with contextlib.suppress(OSError, AttributeError):  # the child may run ahead by a few batches, not one
@@ -85,7 +79,7 @@ def _from_child(rows: CsvRows, canon: Callable[[str], str], kw: dict[str, Any]) 
                     f"the import's checking process ended unexpectedly (exit status {proc.exitcode})"
                 ) from None
             if kind == "rows":
-                yield from payload
+                yield payload
             elif kind == "end":
                 ended = True
                 return

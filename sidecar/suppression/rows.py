@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from operator import itemgetter
-from typing import IO, Any
+from typing import IO, Any, NamedTuple, Union
 
 from sidecar.suppression.address import AddressError, canonical
 from sidecar.suppression.fields import CONTROL, check_text
@@ -103,6 +103,26 @@ def normalise_row(
 CHECK_BATCH = 2_000  # rows read before they are checked (sidecar.suppression.batch_check)
 
 
+class Uniform(NamedTuple):
+    """Checked rows that differ only in their address: ``(address, *rest)`` each."""
+
+    addresses: Sequence[str]
+    rest: tuple[Any, ...]
+
+
+Batch = Union[list[tuple[Any, ...]], Uniform]  # noqa: UP007 - a runtime alias
+
+
+def flatten(batches: Iterable[Batch]) -> Iterator[tuple[Any, ...]]:
+    """The rows of ``batches``, one by one."""
+    for b in batches:
+        if isinstance(b, Uniform):
+            rest = b.rest
+            yield from [(a, *rest) for a in b.addresses]
+        else:
+            yield from b
+
+
 class Line(dict[str, str]):
     """An input row that knows its line number in the file (for error messages)."""
 
@@ -140,8 +160,13 @@ class CsvRows:
                 yield dict(zip(names, cells, strict=False))  # a long row's extra cells: ignored
 
     def checked(self, normalise: Normaliser) -> Iterator[tuple[Any, ...]]:
+        """The rows of ``checked_batches``, one by one."""
+        return flatten(self.checked_batches(normalise))
+
+    def checked_batches(self, normalise: Normaliser) -> Iterator[Batch]:
         """``normalise`` over the rows, straight from the cells (no dict per row), a batch of
-        CHECK_BATCH rows at a time through sidecar.suppression.batch_check when it can: the values
+        CHECK_BATCH rows at a time through sidecar.suppression.batch_check when it can (then one
+        Uniform), else row by row (a list of rows): the values
         ``iter(self)`` would give, in CSV_FIELDS order (a column the header lacks, or a short row's
         missing cell, reads as empty); ValueError("line N: field: problem") for a bad row.
         Requires a header without repeated names (``simple``)."""
@@ -164,9 +189,10 @@ class CsvRows:
                 return
             fast = fast_batch(batch, width, pos, normalise)
             if fast is not None:
-                yield from fast
+                yield fast
                 last = ends[-1]
                 continue
+            out = []
             for row, end in zip(batch, ends, strict=True):
                 first, last = last + 1, end
                 if not row:
@@ -179,10 +205,11 @@ class CsvRows:
                 if "'" in "".join(values):  # rare: only then look for the export's formula quote
                     values = tuple(csv_unescape(v) for v in values)
                 try:
-                    yield normalise(*values)
+                    out.append(normalise(*values))
                 except InvalidValue as e:
                     self.line = first
                     raise ValueError(f"line {first}: {e}") from None
+            yield out
 
     @property
     def simple(self) -> bool:
@@ -229,13 +256,29 @@ def check_rows(
     rows: Iterable[dict[str, str]], canon: Callable[[str], str] = canonical, **kw: Any
 ) -> Iterator[tuple[Any, ...]]:
     """normalise_row over ``rows``; a bad one raises ValueError("line N: field: problem")."""
+    return flatten(check_batches(rows, canon, **kw))
+
+
+def check_batches(
+    rows: Iterable[dict[str, str]], canon: Callable[[str], str] = canonical, **kw: Any
+) -> Iterator[Batch]:
+    """check_rows in batches (lists of rows, or a Uniform for a CSV batch that is)."""
     canon = DomainMemo(canon)
     if isinstance(rows, CsvRows) and rows.simple:
-        yield from rows.checked(Normaliser(canon, **kw))
+        yield from rows.checked_batches(Normaliser(canon, **kw))
         return
     normalise = Normaliser(canon, **kw)
+    yield from _parts(rows, normalise)
+
+
+def _parts(rows: Iterable[dict[str, str]], normalise: Normaliser) -> Iterator[list[tuple[Any, ...]]]:
+    out: list[tuple[Any, ...]] = []
     for lineno, r in enumerate(rows, start=2):
         try:
-            yield normalise(*(r.get(f) for f in CSV_FIELDS))
+            out.append(normalise(*(r.get(f) for f in CSV_FIELDS)))
         except InvalidValue as e:
             raise ValueError(f"line {getattr(r, 'line', 0) or getattr(rows, 'line', lineno)}: {e}") from None
+        if len(out) >= CHECK_BATCH:
+            yield out
+            out = []
+    yield out

@@ -12,7 +12,7 @@ import pytest
 
 from sidecar.store.db import make_engine, upgrade
 from sidecar.suppression import checker
-from sidecar.suppression.rows import CsvRows
+from sidecar.suppression.rows import CsvRows, check_rows, flatten
 from sidecar.suppression.store import SuppressionStore
 
 
@@ -39,10 +39,10 @@ def test_the_child_gives_what_the_in_process_check_gives(tmp_path, forking) -> N
     kw = dict(default_reason="imported", default_tenant="", source="import", now=1e9)
     canon = SuppressionStore(None).canonical  # type: ignore[arg-type]
     with _file(tmp_path, text) as fh:
-        ours = list(checker.checked(CsvRows(fh), canon, **kw))
+        ours = list(flatten(checker.checked(CsvRows(fh), canon, **kw)))
     assert forking == [1]
     with _file(tmp_path, text) as fh:
-        assert ours == list(checker.check_rows(CsvRows(fh), canon, **kw))
+        assert ours == list(check_rows(CsvRows(fh), canon, **kw))
     assert len(ours) == 12_345 and not multiprocessing.active_children()
 
 
@@ -60,13 +60,13 @@ def test_a_bad_row_found_by_the_child_names_its_line_and_nothing_is_written(tmp_
 
 
 def test_a_child_that_dies_is_an_error_not_a_short_import(tmp_path, forking, monkeypatch) -> None:
-    real = checker.check_rows
+    real = checker.check_batches
 
     def dies(rows, canon, **kw):
-        yield from list(real(rows, canon, **kw))[:10]
+        yield list(flatten(real(rows, canon, **kw)))[:10]
         os._exit(3)
 
-    monkeypatch.setattr(checker, "check_rows", dies)
+    monkeypatch.setattr(checker, "check_batches", dies)
     engine = make_engine(f"sqlite:///{tmp_path}/s.db")
     upgrade(engine)
     text = "address\n" + "".join(f"u{i}@x.test\n" for i in range(100))
@@ -80,7 +80,7 @@ def test_a_child_no_longer_needed_is_ended(tmp_path, forking) -> None:
     text = "address\n" + "".join(f"u{i}@x.test\n" for i in range(200_000))
     with _file(tmp_path, text) as fh:
         rows = checker.checked(CsvRows(fh), SuppressionStore(None).canonical, now=1e9)  # type: ignore[arg-type]
-        assert next(iter(rows))[0] == "u0@x.test"
+        assert list(flatten([next(iter(rows))]))[0][0] == "u0@x.test"
         assert len(multiprocessing.active_children()) == 1  # still checking (the pipe is full)
         rows.close()  # type: ignore[attr-defined]
     assert not multiprocessing.active_children()
