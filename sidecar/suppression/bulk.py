@@ -1,4 +1,4 @@
-"""Bulk paths of the suppression store: import (rows or CSV, in chunks; staged by COPY on PostgreSQL) and export.
+"""Bulk paths of the suppression store: import (rows or CSV, staged, then written in chunks) and export.
 
 SuppressionStore.import_rows, import_csv and export_csv delegate here; the per-row writes and the
 reads stay in sidecar.suppression.store.
@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import logging
-import pickle
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -25,11 +23,10 @@ from sqlalchemy import (
 )
 
 from sidecar.store.indexes import create_indexes, drop_indexes
-from sidecar.store.models import Change, Suppression
-from sidecar.suppression import bulk_pg
-from sidecar.suppression.bulk_pg import IMPORT_COLUMNS, UPSERT_COLUMNS
+from sidecar.store.models import Suppression
+from sidecar.suppression import bulk_pg, bulk_sqlite, checker
 from sidecar.suppression.fields import check_text
-from sidecar.suppression.rows import CSV_FIELDS, CsvRows, check_rows, csv_escape
+from sidecar.suppression.rows import CSV_FIELDS, Batch, CsvRows, csv_escape, flatten
 from sidecar.units import check_time, iso
 
 if TYPE_CHECKING:
@@ -44,66 +41,61 @@ class ImportIncomplete(RuntimeError):
 
 
 # -- bulk import -------------------------------------------------------------------------------
-# (address, tenant, reason, category, source, note, created_at, expires_at, final): final is False for
-# a row that a later row of the same chunk supersedes; it still goes to the change feed, in file order.
-ImportRow = tuple[str, str, str, str | None, str, str | None, float, float | None, bool]
 PG_IMPORT_CHUNK = 50_000
 SQLITE_IMPORT_CHUNK = 50_000  # ~0.3 s of write lock each on this machine kind (other writers wait)
 REBUILD_MIN_ROWS = 50_000  # an import this large into a table no larger rebuilds the secondary indexes
 
 
-# SQLite: one prepared statement per table, executed by the driver over plain tuples. Going through
-# SQLAlchemy's executemany cost more than the writes themselves (a dict per row, then its
-# parameter processing per row: 8 of 29 s in a profile of 100,000 rows).
-_SQLITE_UPSERT = (
-    f"INSERT INTO {Suppression.__tablename__} ({', '.join(IMPORT_COLUMNS)}, active, updated_at) "
-    f"VALUES ({', '.join('?' * len(IMPORT_COLUMNS))}, 1, ?) "
-    f"ON CONFLICT (address, tenant) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in UPSERT_COLUMNS)}"
-)
-_SQLITE_FEED = (
-    f"INSERT INTO {Change.__tablename__} "
-    "(kind, address, tenant, active, reason, created_at, expires_at, changed_at) "
-    "VALUES ('suppression', ?, ?, 1, ?, ?, ?, ?)"
-)
 # Page cache of the importing connection while it writes (KiB, as SQLite's negative cache_size):
 # the (address, tenant) index of a million rows is ~60 MB; with the default 2 MB cache, each chunk
 # re-read and re-wrote most of its pages. Restored after the import (the connection is pooled).
 SQLITE_IMPORT_CACHE_KIB = 64 * 1024
 
 
-def _write_chunk(conn: Connection, rows: list[ImportRow], now: float) -> None:
-    """One chunk on SQLite: the upserts (the last row of each key), then the change feed in file order."""
-    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr] # sqlite3, in this transaction
-    try:
-        cur.executemany(_SQLITE_UPSERT, [(*r[:8], now) for r in rows if r[8]])
-        cur.executemany(_SQLITE_FEED, [(r[0], r[1], r[2], r[6], r[7], now) for r in rows])
-    finally:
-        cur.close()
+class _Writer:
+    """The import's one connection (on PostgreSQL its staging table is the session's; on SQLite
+    the staging database is attached to it): ``stage`` the checked rows, then ``begin()`` for
+    each transaction and ``write_part`` in it."""
+
+    def __init__(self, conn: Connection, pg: bool) -> None:
+        self.conn, self.pg = conn, pg
+        self.plain = False  # PostgreSQL: try plain INSERTs (the table was empty; bulk_pg.write_part)
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        with self.conn.begin():
+            yield self.conn
+
+    def stage(self, batches: Iterable[Batch], now: float) -> int:
+        if self.pg:
+            with self.begin() as conn:
+                return bulk_pg.stage(conn, flatten(batches))
+        return bulk_sqlite.stage(self.conn.connection.driver_connection, batches, now)
+
+    def write_part(self, conn: Connection, first: int, end: int, now: float) -> None:
+        if self.pg:
+            self.plain = bulk_pg.write_part(conn, first, end, now, self.plain)
+        else:
+            bulk_sqlite.write_part(conn, first, end, now)
 
 
 @contextmanager
-def _writer(engine: Engine, pg: bool) -> Iterator[Callable[[], Any]]:
-    """``begin()`` for each transaction of the import, all on one connection (on PostgreSQL its
-    staging table is the session's). SQLite: the connection's page cache raised to
+def _writer(engine: Engine, pg: bool) -> Iterator[_Writer]:
+    """The import's _Writer. SQLite: the connection's page cache raised to
     SQLITE_IMPORT_CACHE_KIB and its automatic WAL checkpoints off meanwhile, then one checkpoint
     at the end (which also makes every chunk durable: with ``synchronous=NORMAL`` the WAL is
     synced at checkpoints). A checkpoint after every chunk re-wrote the index pages each chunk
-    had touched: 11.2 -> 6.4 s of wall for 500,000 rows. Both settings are restored (the pool
-    keeps the connection)."""
+    had touched: 11.2 -> 6.4 s of wall for 500,000 rows. Both settings are restored and the
+    staging database detached (the pool keeps the connection)."""
     with engine.connect() as conn:
-
-        @contextmanager
-        def begin() -> Iterator[Connection]:
-            with conn.begin():
-                yield conn
-
+        w = _Writer(conn, pg)
         if pg:
             try:
-                yield begin
+                yield w
             finally:
                 if conn.in_transaction():
                     conn.rollback()
-                with contextlib.suppress(Exception), begin():
+                with contextlib.suppress(Exception), w.begin():
                     bulk_pg.unstage(conn)
             return
         dbapi: Any = conn.connection.driver_connection
@@ -112,40 +104,17 @@ def _writer(engine: Engine, pg: bool) -> Iterator[Callable[[], Any]]:
         dbapi.execute(f"PRAGMA cache_size = -{SQLITE_IMPORT_CACHE_KIB}")
         dbapi.execute("PRAGMA wal_autocheckpoint = 0")
         try:
-            yield begin
+            yield w
         finally:
             if conn.in_transaction():
                 conn.rollback()
+            bulk_sqlite.unstage(dbapi)
             dbapi.execute(f"PRAGMA cache_size = {int(cache)}")
             dbapi.execute(f"PRAGMA wal_autocheckpoint = {int(auto)}")
             try:  # TRUNCATE: waits (busy_timeout) for readers on older snapshots, then empties the WAL
                 dbapi.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             except Exception as e:  # the rows are committed; the next automatic checkpoint does it
                 log.warning("import: WAL checkpoint after the import failed: %s", e)
-
-
-def _spool(rows: Iterable[tuple[Any, ...]], spool: IO[bytes], size: int) -> int:
-    """SQLite: the checked rows in chunks of ``size`` (pickled to ``spool``), each row flagged final
-    unless a later row of the same chunk has its (address, tenant); the number of rows."""
-    total = 0
-    chunk: list[ImportRow] = []
-    where: dict[tuple[str, str], int] = {}  # (address, tenant) -> its last row in chunk
-    for row in rows:
-        key = (row[0], row[1])
-        prev = where.get(key)
-        if prev is not None:  # the later row wins
-            chunk[prev] = (*chunk[prev][:-1], False)
-        where[key] = len(chunk)
-        chunk.append((*row, True))
-        if len(chunk) >= size:
-            pickle.dump(chunk, spool, pickle.HIGHEST_PROTOCOL)
-            total += len(chunk)
-            chunk, where = [], {}
-    if chunk:
-        pickle.dump(chunk, spool, pickle.HIGHEST_PROTOCOL)
-        total += len(chunk)
-    spool.seek(0)
-    return total
 
 
 def import_rows(
@@ -162,10 +131,11 @@ def import_rows(
 ) -> int:
     """Upsert many suppressions (from CSV dicts), all or nothing. Raises ValueError naming the bad line.
 
-    Two passes: every row is checked first, streamed so that memory stays flat: on SQLite the
-    normalised rows are spooled to a temporary file, on PostgreSQL COPYed into the session's
-    temporary staging table as they are checked (sidecar.suppression.bulk_pg); nothing anyone
-    else can see is written unless all are good. Then the rows are written in chunks of
+    Two passes: every row is checked first, streamed so that memory stays flat, and staged as
+    it is checked where only the import's own connection sees it: on SQLite a temporary database
+    attached to it (sidecar.suppression.bulk_sqlite), on PostgreSQL the session's temporary
+    table, by COPY (sidecar.suppression.bulk_pg); nothing anyone else can see is written unless
+    all are good. Then the rows are written in chunks of
     ``batch`` rows (default SQLITE_IMPORT_CHUNK, PG_IMPORT_CHUNK), one transaction each, which
     also appends one change-feed row per input row, in file order; a later row for the same
     (address, tenant) wins. Chunks stay small because running servers read the change feed
@@ -194,19 +164,17 @@ def import_rows(
         now=now,
     )
     t0, c0 = time.monotonic(), time.process_time()
-    checked = check_rows(rows, store.canonical, **kw)
-    with tempfile.SpooledTemporaryFile(max_size=32 << 20) as spool, _writer(store.engine, pg) as begin:
-        if pg:
-            with begin() as conn:
-                total = bulk_pg.stage(conn, checked)
-        else:
-            total = _spool(checked, spool, size)
+    checked = checker.checked(rows, store.canonical, **kw)  # in a child process for a CSV file
+    with _writer(store.engine, pg) as w:
+        begin = w.begin
+        total = w.stage(checked, now)
         log.info(
             "import: %d rows checked in %.1f s (CPU %.1f s)", total, time.monotonic() - t0, time.process_time() - c0
         )
         t0, c0 = time.monotonic(), time.process_time()
         with begin() as conn:
             rebuild = _worth_rebuilding(conn, total)
+            w.plain = pg and bulk_pg.is_empty(conn)
             if rebuild:
                 drop_indexes(conn)
         done = 0
@@ -215,10 +183,7 @@ def import_rows(
                 end = min(done + size, total)
                 try:
                     with begin() as conn:
-                        if pg:
-                            bulk_pg.write_part(conn, done + 1, end + 1, now)
-                        else:
-                            _write_chunk(conn, pickle.load(spool), now)
+                        w.write_part(conn, done + 1, end + 1, now)
                 except Exception as e:
                     if not done:
                         raise

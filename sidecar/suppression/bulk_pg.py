@@ -16,8 +16,22 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Connection, Float, MetaData, Table, Text, bindparam, insert, literal, select
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Float,
+    MetaData,
+    Table,
+    Text,
+    bindparam,
+    exists,
+    insert,
+    literal,
+    select,
+)
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.schema import CreateIndex, CreateTable, DropTable, Index
 
 from sidecar.store.models import Change, Suppression
@@ -41,6 +55,7 @@ _latest = (
     .order_by(STAGING.c.address, STAGING.c.tenant, STAGING.c.seq.desc())
 )
 _ins = postgresql.insert(Suppression).from_select([*IMPORT_COLUMNS, "active", "updated_at"], _latest)
+INSERT_NEW = _ins
 UPSERT = _ins.on_conflict_do_update(
     index_elements=["address", "tenant"], set_={k: _ins.excluded[k] for k in UPSERT_COLUMNS}
 )
@@ -78,12 +93,31 @@ def stage(conn: Connection, rows: Iterable[tuple[Any, ...]]) -> int:
     return n
 
 
-def write_part(conn: Connection, first: int, end: int, now: float) -> None:
-    """Rows ``first`` .. ``end - 1`` (seq) of the staging table: upserted, and appended to the feed."""
+def write_part(conn: Connection, first: int, end: int, now: float, plain: bool = False) -> bool:
+    """Rows ``first`` .. ``end - 1`` (seq) of the staging table: upserted, and appended to the feed.
+
+    ``plain``: the table was empty when the import began, so a key can only be there already if
+    an earlier chunk had it or another writer added it meanwhile: a plain INSERT is tried first
+    (in a savepoint; the upsert's conflict check costs ~40% more of the server's CPU), and on a
+    conflict the chunk is upserted after all. Returns whether the next chunk may try it too."""
     params = {"first": first, "end": end, "now": now}
-    conn.execute(UPSERT, params)
+    if plain:
+        try:
+            with conn.begin_nested():
+                conn.execute(INSERT_NEW, params)
+        except IntegrityError:
+            plain = False
+            conn.execute(UPSERT, params)
+    else:
+        conn.execute(UPSERT, params)
     conn.execute(FEED, params)
+    return plain
 
 
 def unstage(conn: Connection) -> None:
     conn.execute(DropTable(STAGING, if_exists=True))
+
+
+def is_empty(conn: Connection) -> bool:
+    """Whether the suppressions table holds no row (one index probe)."""
+    return not conn.execute(select(exists().select_from(Suppression))).scalar_one()

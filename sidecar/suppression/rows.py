@@ -4,8 +4,11 @@ entry point), CSV cells quoted against formula injection and unquoted again on i
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterable, Iterator
-from typing import IO, Any
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
+from operator import itemgetter
+from typing import IO, Any, NamedTuple, Union
 
 from sidecar.suppression.address import AddressError, canonical
 from sidecar.suppression.fields import CONTROL, check_text
@@ -32,45 +35,92 @@ def csv_unescape(value: str) -> str:
     return value
 
 
-def normalise_row(
-    r: dict[str, str],
-    canon: Callable[[str], str],
-    *,
-    default_reason: str = "imported",
-    default_tenant: str = "",
-    default_expires: float | None = None,
-    source: str = "import",
-    now: float,
-) -> tuple[str, str, str, str | None, str, str | None, float, float | None]:
-    """One import row checked and normalised; InvalidValue (naming the field) if it cannot be stored."""
-    try:
-        addr = canon(r.get("address") or "")
-    except AddressError as e:
-        raise InvalidValue("address", str(e)) from None
-    tenant = (r.get("tenant") or default_tenant).strip()
-    reason = (r.get("reason") or default_reason).strip()
-    category, src, note = r.get("category") or None, r.get("source") or source, r.get("note") or None
-    # one search over all of them (a million rows; limits as fields.MAX_LEN): the slow path names the field
-    if (
-        CONTROL.search(f"{tenant} {reason} {category or ''} {src} {note or ''}")
-        or len(tenant) > 255
-        or len(reason) > 64
-        or len(category or "") > 32
-        or len(src) > 32
-        or len(note or "") > 4000
-    ):
-        for name, value in (
-            ("tenant", tenant),
-            ("reason", reason),
-            ("category", category),
-            ("source", src),
-            ("note", note),
+class Normaliser:
+    """One import row's values checked and normalised (the defaults filled in); InvalidValue naming
+    the field if they cannot be stored. ``canon`` gives an address's stored form."""
+
+    def __init__(
+        self,
+        canon: Callable[[str], str],
+        *,
+        default_reason: str = "imported",
+        default_tenant: str = "",
+        default_expires: float | None = None,
+        source: str = "import",
+        now: float,
+    ) -> None:
+        self.canon, self.now = canon, now
+        self.reason, self.tenant, self.expires, self.source = default_reason, default_tenant, default_expires, source
+
+    def __call__(
+        self,
+        address: str | None,
+        tenant: str | None,
+        reason: str | None,
+        category: str | None,
+        created_at: str | None,
+        expires_at: str | None,
+        source: str | None,
+        note: str | None,
+    ) -> tuple[str, str, str, str | None, str, str | None, float, float | None]:
+        try:
+            addr = self.canon(address or "")
+        except AddressError as e:
+            raise InvalidValue("address", str(e)) from None
+        tenant = (tenant or self.tenant).strip()
+        reason = (reason or self.reason).strip()
+        category, src, note = category or None, source or self.source, note or None
+        # one search over all of them (a million rows; limits as fields.MAX_LEN): the slow path names the field
+        if (
+            CONTROL.search(f"{tenant} {reason} {category or ''} {src} {note or ''}")
+            or len(tenant) > 255
+            or len(reason) > 64
+            or len(category or "") > 32
+            or len(src) > 32
+            or len(note or "") > 4000
         ):
-            check_text(name, value)
-    created_at, expires_at = r.get("created_at"), r.get("expires_at")
-    created = parse_time(created_at, "created_at", now=now, past=True) if created_at else None
-    expires = parse_time(expires_at, "expires_at", now=now, allow_never=True) if expires_at else default_expires
-    return (addr, tenant, reason, category, src, note, now if created is None else created, expires)
+            for name, value in (
+                ("tenant", tenant),
+                ("reason", reason),
+                ("category", category),
+                ("source", src),
+                ("note", note),
+            ):
+                check_text(name, value)
+        now = self.now
+        created = parse_time(created_at, "created_at", now=now, past=True) if created_at else None
+        expires = parse_time(expires_at, "expires_at", now=now, allow_never=True) if expires_at else self.expires
+        return (addr, tenant, reason, category, src, note, now if created is None else created, expires)
+
+
+def normalise_row(
+    r: dict[str, str], canon: Callable[[str], str], **kw: Any
+) -> tuple[str, str, str, str | None, str, str | None, float, float | None]:
+    """One import row (a dict of CSV_FIELDS) checked and normalised; InvalidValue (naming the field)."""
+    return Normaliser(canon, **kw)(*(r.get(f) for f in CSV_FIELDS))
+
+
+CHECK_BATCH = 2_000  # rows read before they are checked (sidecar.suppression.batch_check)
+
+
+class Uniform(NamedTuple):
+    """Checked rows that differ only in their address: ``(address, *rest)`` each."""
+
+    addresses: Sequence[str]
+    rest: tuple[Any, ...]
+
+
+Batch = Union[list[tuple[Any, ...]], Uniform]  # noqa: UP007 - a runtime alias
+
+
+def flatten(batches: Iterable[Batch]) -> Iterator[tuple[Any, ...]]:
+    """The rows of ``batches``, one by one."""
+    for b in batches:
+        if isinstance(b, Uniform):
+            rest = b.rest
+            yield from [(a, *rest) for a in b.addresses]
+        else:
+            yield from b
 
 
 class Line(dict[str, str]):
@@ -84,6 +134,7 @@ class CsvRows:
     ``line`` is the first physical line of the row last read (a quoted cell may span several)."""
 
     def __init__(self, fh: IO[str]) -> None:
+        self.fh = fh
         self.reader = csv.DictReader(fh)
         names = self.reader.fieldnames
         if not names or "address" not in names:
@@ -108,6 +159,68 @@ class CsvRows:
                 cells = [csv_unescape(v) if v[:1] == "'" else v for v in row]
                 yield dict(zip(names, cells, strict=False))  # a long row's extra cells: ignored
 
+    def checked(self, normalise: Normaliser) -> Iterator[tuple[Any, ...]]:
+        """The rows of ``checked_batches``, one by one."""
+        return flatten(self.checked_batches(normalise))
+
+    def checked_batches(self, normalise: Normaliser) -> Iterator[Batch]:
+        """``normalise`` over the rows, straight from the cells (no dict per row), a batch of
+        CHECK_BATCH rows at a time through sidecar.suppression.batch_check when it can (then one
+        Uniform), else row by row (a list of rows): the values
+        ``iter(self)`` would give, in CSV_FIELDS order (a column the header lacks, or a short row's
+        missing cell, reads as empty); ValueError("line N: field: problem") for a bad row.
+        Requires a header without repeated names (``simple``)."""
+        from sidecar.suppression.batch_check import fast_batch
+
+        names = self.reader.fieldnames or []
+        width = len(names)
+        pos = {n: i for i, n in enumerate(names)}
+        cells_of = itemgetter(*(pos.get(f, width) for f in CSV_FIELDS))  # ``width``: the empty cell appended
+        pad = [""] * (width + 1)
+        reader = self.reader.reader
+        last = reader.line_num
+        while True:
+            batch: list[list[str]] = []
+            ends: list[int] = []  # each row's last line
+            for row in islice(reader, CHECK_BATCH):
+                batch.append(row)
+                ends.append(reader.line_num)
+            if not batch:
+                return
+            fast = fast_batch(batch, width, pos, normalise)
+            if fast is not None:
+                yield fast
+                last = ends[-1]
+                continue
+            out = []
+            for row, end in zip(batch, ends, strict=True):
+                first, last = last + 1, end
+                if not row:
+                    continue
+                if len(row) == width:
+                    row.append("")
+                else:  # a short row's missing cells, a long row's extra ones: as iter(self)
+                    row = (row + pad)[:width] + [""]
+                values = cells_of(row)
+                if "'" in "".join(values):  # rare: only then look for the export's formula quote
+                    values = tuple(csv_unescape(v) for v in values)
+                try:
+                    out.append(normalise(*values))
+                except InvalidValue as e:
+                    self.line = first
+                    raise ValueError(f"line {first}: {e}") from None
+            yield out
+
+    @property
+    def simple(self) -> bool:
+        names = self.reader.fieldnames or []
+        return len(set(names)) == len(names)
+
+
+# A plain address: one @, a local part of 1..256 and a domain of printable ASCII other than space, '"',
+# '<', '>' and '@'. Any other goes through the full check.
+PLAIN = re.compile("[!#-;=?A-~]{1,256}@[!#-;=?A-~]+")
+
 
 class DomainMemo:
     """``canon`` for many addresses, remembering the domains it has checked (an import list names
@@ -127,25 +240,14 @@ class DomainMemo:
         self.on = self.lower or probe == "Ab@example.com"
 
     def __call__(self, address: str) -> str:
-        local, _, domain = address.rpartition("@")
-        plain = (
-            self.on
-            and local
-            and address.isascii()
-            and address.isprintable()
-            and " " not in address
-            and '"' not in address
-            and "<" not in address
-            and ">" not in address
-            and len(local) <= 64 * 4
-            and len(address) <= 320
-        )
-        if plain:
-            done = self.domains.get(domain)
-            if done is not None:
-                return f"{local.lower() if self.lower else local}@{done}"
+        if not (self.on and len(address) <= 320 and PLAIN.fullmatch(address)):
+            return self.canon(address)
+        local, _, domain = address.partition("@")
+        done = self.domains.get(domain)
+        if done is not None:
+            return f"{local.lower() if self.lower else local}@{done}"
         result = self.canon(address)
-        if plain and len(self.domains) < self.LIMIT:
+        if len(self.domains) < self.LIMIT:
             self.domains[domain] = result.rpartition("@")[2]
         return result
 
@@ -154,9 +256,29 @@ def check_rows(
     rows: Iterable[dict[str, str]], canon: Callable[[str], str] = canonical, **kw: Any
 ) -> Iterator[tuple[Any, ...]]:
     """normalise_row over ``rows``; a bad one raises ValueError("line N: field: problem")."""
+    return flatten(check_batches(rows, canon, **kw))
+
+
+def check_batches(
+    rows: Iterable[dict[str, str]], canon: Callable[[str], str] = canonical, **kw: Any
+) -> Iterator[Batch]:
+    """check_rows in batches (lists of rows, or a Uniform for a CSV batch that is)."""
     canon = DomainMemo(canon)
+    if isinstance(rows, CsvRows) and rows.simple:
+        yield from rows.checked_batches(Normaliser(canon, **kw))
+        return
+    normalise = Normaliser(canon, **kw)
+    yield from _parts(rows, normalise)
+
+
+def _parts(rows: Iterable[dict[str, str]], normalise: Normaliser) -> Iterator[list[tuple[Any, ...]]]:
+    out: list[tuple[Any, ...]] = []
     for lineno, r in enumerate(rows, start=2):
         try:
-            yield normalise_row(r, canon, **kw)
+            out.append(normalise(*(r.get(f) for f in CSV_FIELDS)))
         except InvalidValue as e:
             raise ValueError(f"line {getattr(r, 'line', 0) or getattr(rows, 'line', lineno)}: {e}") from None
+        if len(out) >= CHECK_BATCH:
+            yield out
+            out = []
+    yield out

@@ -70,20 +70,20 @@ def test_a_large_import_rebuilds_the_indexes_and_a_small_one_keeps_them(db_url, 
 
 
 def test_an_import_that_fails_half_way_still_rebuilds_the_indexes(tmp_path, monkeypatch) -> None:
-    from sidecar.suppression import bulk
+    from sidecar.suppression import bulk, bulk_sqlite
 
     engine = make_engine(f"sqlite:///{tmp_path}/s.db")
     upgrade(engine)
     calls = []
-    real = bulk._write_chunk
+    real = bulk_sqlite.write_part
 
-    def fail_second(conn, rows, now):  # type: ignore[no-untyped-def]
-        calls.append(len(rows))
+    def fail_second(conn, first, end, now):  # type: ignore[no-untyped-def]
+        calls.append(end - first)
         if len(calls) == 2:
             raise OSError("disk gone")
-        real(conn, rows, now)
+        real(conn, first, end, now)
 
-    monkeypatch.setattr(bulk, "_write_chunk", fail_second)
+    monkeypatch.setattr(bulk_sqlite, "write_part", fail_second)
     try:
         SuppressionStore(engine).import_csv(io.StringIO(_csv(REBUILD_MIN_ROWS)), batch=30_000)
     except bulk.ImportIncomplete as e:

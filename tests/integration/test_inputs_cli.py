@@ -220,18 +220,19 @@ def test_migration_0003_repairs_stored_times(db_url, tmp_path):
 
 def test_a_database_failure_mid_import_says_what_was_committed(tmp_path, monkeypatch):
     from sidecar.suppression import bulk as bulk_mod
+    from sidecar.suppression import bulk_sqlite
 
     engine = make_engine(f"sqlite:///{tmp_path}/s.db")
     upgrade(engine)
-    real, calls = bulk_mod._write_chunk, []
+    real, calls = bulk_sqlite.write_part, []
 
-    def flaky(conn, rows, now):
-        calls.append(len(rows))
+    def flaky(conn, first, end, now):
+        calls.append(end - first)
         if len(calls) == 3:
             raise OperationalError("INSERT", {}, Exception("disk I/O error"))
-        real(conn, rows, now)
+        real(conn, first, end, now)
 
-    monkeypatch.setattr(bulk_mod, "_write_chunk", flaky)
+    monkeypatch.setattr(bulk_sqlite, "write_part", flaky)
     s = SuppressionStore(engine)
     with pytest.raises(bulk_mod.ImportIncomplete, match=r"after committing 10 of 25 rows \(lines 2\.\.11\)"):
         s.import_rows(({"address": f"u{i}@fail.test"} for i in range(25)), batch=5)
