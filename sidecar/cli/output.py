@@ -63,14 +63,13 @@ def handled(fn: Callable[[argparse.Namespace, Config], int]) -> Callable[[argpar
 
     def run(args: argparse.Namespace, cfg: Config) -> int:
         from sidecar.cli.api_client import ApiClientError
-        from sidecar.http.queries import InvalidParameter
 
         try:
             return fn(args, cfg)
         except ApiClientError as e:
             print(f"sidecar: {e}", file=sys.stderr)
             return 1 if e.status in (0, 404) else 2
-        except (InvalidParameter, ValueError) as e:
+        except ValueError as e:  # also the API's queries' InvalidParameter (a ValueError)
             print(f"sidecar: {e}", file=sys.stderr)
             return 2
 

@@ -82,3 +82,14 @@ def test_sqlite_files_are_not_world_readable(tmp_path: Path) -> None:
             sidecar.stop()
     finally:
         os.umask(old)
+
+
+def test_the_head_known_without_alembic_is_the_migrations_head(tmp_path):
+    from sidecar.store.db import SCHEMA_HEAD, _stamped
+
+    assert SCHEMA_HEAD == HEAD  # a new migration must move SCHEMA_HEAD too
+    engine = make_engine(f"sqlite:///{tmp_path}/s.db")
+    assert _stamped(engine) is None  # a new database: Alembic's path creates the schema
+    upgrade(engine)
+    assert _stamped(engine) == SCHEMA_HEAD == current_revision(engine)
+    engine.dispose()
