@@ -6,15 +6,15 @@ import logging
 from typing import Any
 
 from twisted.application import service
-from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.application.internet import TimerService
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from sidecar.config import Config
-from sidecar.errors import one_line
 from sidecar.http.site import make_site
+from sidecar.listeners import Listener, with_backlog
 from sidecar.metrics import DB_UP, init_for_config
 from sidecar.policy.engine import GuardedDecider, PolicyEngine
 from sidecar.policy.limits import RateLimiter
@@ -42,25 +42,6 @@ class ThreadPoolService(service.Service):
     def stopService(self) -> None:
         super().stopService()
         self.pool.stop()
-
-
-class Listener(StreamServerEndpointService):
-    """A listener that fails start-up at once (not later, in a Deferred) and names itself in the error."""
-
-    def __init__(self, what: str, endpoint: Any, factory: Any) -> None:
-        super().__init__(endpoint, factory)
-        self.what = what
-        self._raiseSynchronously = True
-
-    def privilegedStartService(self) -> None:
-        try:
-            super().privilegedStartService()
-        except Exception as e:
-            raise StartupError(f"{self.what}: {one_line(e)}") from None
-
-
-class StartupError(RuntimeError):
-    """A part of the service could not start (the message names it)."""
 
 
 def return_freed_memory() -> None:
@@ -149,7 +130,7 @@ def makeService(cfg: Config, reactor: Any) -> service.MultiService:
     )
     for ep in s.policy:
         Listener(
-            "policy listener " + ep, endpoints.serverFromString(reactor, _with_backlog(ep)), factory
+            "policy listener " + ep, endpoints.serverFromString(reactor, with_backlog(ep)), factory
         ).setServiceParent(top)
     TimerService(min(30.0, s.idle_timeout / 2), factory.sweep_idle, s.idle_timeout).setServiceParent(top)
 
@@ -206,10 +187,3 @@ def stop_started(top: service.MultiService) -> Deferred:
     running = [s for s in reversed(list(top)) if s.running]
     top.running = False
     return DeferredList([maybeDeferred(s.stopService) for s in running], consumeErrors=True)
-
-
-def _with_backlog(endpoint: str) -> str:
-    """A deep listen backlog: a burst of new smtpd connections must not stall."""
-    if endpoint.startswith(("tcp:", "tcp6:", "unix:")) and "backlog=" not in endpoint:
-        return endpoint + ":backlog=1024"
-    return endpoint

@@ -12,13 +12,12 @@ import os
 import pwd
 from typing import Any
 
-from twisted.application.service import Service
+from twisted.application.service import MultiService
 from twisted.internet import endpoints
-from twisted.python.failure import Failure
 
 from sidecar.bounce.handoff import SOCKET_MODE, group_name, listen_unix, stop_unix
 from sidecar.bounce.lmtp import LmtpFactory
-from sidecar.errors import one_line
+from sidecar.listeners import Listener, with_backlog
 
 log = logging.getLogger("sidecar.bounce.lmtp")
 
@@ -44,13 +43,16 @@ def is_tcp(listen: str) -> bool:
     return listen.startswith(("tcp:", "tcp6:"))
 
 
-class LmtpService(Service):
+class LmtpService(MultiService):
     """``LmtpService(cfg, reactor, group)``: listens on ``cfg.ingest.lmtp``; ``group`` is the
-    :class:`~sidecar.bounce.group.GroupCommit` the hand-off socket uses too."""
+    :class:`~sidecar.bounce.group.GroupCommit` the hand-off socket uses too. Loopback TCP through
+    a :class:`~sidecar.listeners.Listener` (as the policy and HTTP listeners); a unix socket as
+    the hand-off socket is made (mode, group, a stale file replaced, one in use refused)."""
 
     name = "ingest-lmtp"  # type: ignore[assignment]
 
     def __init__(self, cfg: Any, reactor: Any, group: Any) -> None:
+        super().__init__()
         self.cfg = cfg
         self.reactor = reactor
         self.listen = cfg.ingest.lmtp
@@ -65,26 +67,15 @@ class LmtpService(Service):
             clock=reactor,
         )
         self.port: Any = None
+        if is_tcp(self.listen):
+            endpoint = endpoints.serverFromString(reactor, with_backlog(self.listen))
+            Listener(f"{KEY} {self.listen!r}", endpoint, self.factory).setServiceParent(self)
 
     def startService(self) -> None:
         super().startService()
         if is_tcp(self.listen):
-            self._listen_tcp()
-        else:
-            self._listen_unix()
-
-    def _listen_tcp(self) -> None:
-        description = self.listen if "backlog=" in self.listen else self.listen + ":backlog=1024"
-        endpoint = endpoints.serverFromString(self.reactor, description)
-        outcome: list[Any] = []
-        endpoint.listen(self.factory).addBoth(outcome.append)  # the reactor listens at once
-        if not outcome or isinstance(outcome[0], Failure):
-            reason = one_line(outcome[0].value) if outcome else "no answer from listen()"
-            raise RuntimeError(f"{KEY} {self.listen!r}: {reason}")
-        self.port = outcome[0]
-        log.info("LMTP listening on %s", self.listen)
-
-    def _listen_unix(self) -> None:
+            log.info("LMTP listening on %s", self.listen)
+            return
         self.port = listen_unix(self.reactor, self.listen, self.factory, lmtp_gid(self.cfg), KEY, backlog=1024)
         log.info(
             "LMTP listening on %s (mode %o, group %s)",
@@ -94,8 +85,8 @@ class LmtpService(Service):
         )
 
     def stopService(self) -> Any:
-        super().stopService()
+        d = super().stopService()
+        if is_tcp(self.listen):
+            return d
         port, self.port = self.port, None
-        if port is not None and is_tcp(self.listen):
-            return port.stopListening()
         return stop_unix(port, self.listen)
